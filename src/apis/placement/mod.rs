@@ -1,0 +1,3 @@
+//! The `placement.kcp.io` API group: which namespaces run on which sync targets.
+
+pub mod v1alpha1;

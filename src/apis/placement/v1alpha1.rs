@@ -1,0 +1,113 @@
+//! `placement.kcp.io/v1alpha1`: Placement.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, LabelSelectorRequirement};
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// A Placement states where the workloads of a workspace should run: which of its namespaces
+/// (`namespaceSelector`) go to which SyncTargets (`locationSelector`), and on how many of them.
+/// The manager chooses the targets, records the choice in `status`, and keeps it valid as
+/// clusters come and go.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[kube(
+    group = "placement.kcp.io",
+    version = "v1alpha1",
+    kind = "Placement",
+    plural = "placements",
+    singular = "placement",
+    shortname = "pl",
+    category = "tmc",
+    status = "PlacementStatus",
+    derive = "PartialEq",
+    derive = "Default",
+    doc = "Placement selects namespaces of a workspace and the SyncTargets their workloads run on.",
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase", description = "Pending until targets are chosen, then Bound"),
+    printcolumn(name = "Ready", type_ = "string", json_path = r#".status.conditions[?(@.type=="Ready")].status"#),
+    printcolumn(name = "Reason", type_ = "string", json_path = r#".status.conditions[?(@.type=="Scheduled")].reason"#),
+    printcolumn(name = "Targets", type_ = "string", json_path = ".status.selectedTargets[*].name", description = "Chosen SyncTargets"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct PlacementSpec {
+    /// Namespaces of this workspace whose workloads are placed. An empty selector selects all
+    /// namespaces.
+    pub namespace_selector: LabelSelector,
+
+    /// Optional: only objects with matching labels in the selected namespaces are synced.
+    /// Unset means every object of a supported API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload_selector: Option<LabelSelector>,
+
+    /// Which SyncTargets may run the selected namespaces.
+    pub location_selector: LocationSelector,
+
+    /// How many targets each selected namespace runs on. Unset means every matching target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub number_of_targets: Option<i32>,
+}
+
+/// Selects SyncTargets by their labels, in one workspace.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LocationSelector {
+    /// Workspace path (for example `root:org:clusters`) whose SyncTargets are candidates.
+    /// Defaults to the Placement's own workspace. Another workspace's targets can only be used
+    /// when that workspace allows it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(:[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"))]
+    pub workspace: Option<String>,
+
+    /// SyncTarget labels that must all match.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub match_labels: BTreeMap<String, String>,
+
+    /// Label selector requirements over SyncTarget labels that must all match.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub match_expressions: Vec<LabelSelectorRequirement>,
+}
+
+/// The phase of a Placement.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum PlacementPhase {
+    /// No targets are chosen yet.
+    #[default]
+    Pending,
+    /// Targets are chosen and namespaces are assigned to them.
+    Bound,
+}
+
+/// One chosen SyncTarget.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SelectedTarget {
+    /// Workspace path of the SyncTarget.
+    pub workspace: String,
+    /// Name of the SyncTarget.
+    pub name: String,
+}
+
+/// Observed state of a Placement, written by the manager.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PlacementStatus {
+    /// Pending until targets are chosen, then Bound.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<PlacementPhase>,
+
+    /// The SyncTargets the selected namespaces are assigned to.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub selected_targets: Vec<SelectedTarget>,
+
+    /// `Scheduled` says whether targets could be chosen and why not; `Ready` whether the chosen
+    /// targets are ready.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+
+    /// The `metadata.generation` the status was computed from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}

@@ -1,0 +1,63 @@
+//! `tmc manager`.
+
+use std::time::Duration;
+
+use clap::Args;
+use tokio_util::sync::CancellationToken;
+
+use super::{CliError, KcpArgs, load_kube_config, parse_duration};
+use crate::manager::{self, ManagerConfig};
+use crate::reconciler::queue::Backoff;
+use crate::reconciler::synctarget;
+
+#[derive(Debug, Args)]
+pub struct ManagerArgs {
+    #[command(flatten)]
+    pub kcp: KcpArgs,
+
+    /// A SyncTarget whose last heartbeat (status.lastSyncTime) is older than this is reported
+    /// HeartbeatHealthy=False and not Ready.
+    #[arg(long, env = "TMC_HEARTBEAT_THRESHOLD", default_value = "40s", value_parser = parse_duration)]
+    pub heartbeat_threshold: Duration,
+
+    /// SyncTarget reconciles that may run at once.
+    #[arg(long, env = "TMC_WORKERS", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub workers: u16,
+}
+
+pub async fn run(args: ManagerArgs) -> Result<(), CliError> {
+    if args.heartbeat_threshold.is_zero() {
+        return Err(CliError::Failed("--heartbeat-threshold must be greater than zero".into()));
+    }
+    let kube_config = load_kube_config(&args.kcp).await?;
+    let config = ManagerConfig {
+        kube_config,
+        workspace: args.kcp.workspace.clone(),
+        export_name: args.kcp.export_name.clone(),
+        synctarget: synctarget::Settings {
+            heartbeat_threshold: args.heartbeat_threshold,
+            workers: usize::from(args.workers),
+            backoff: Backoff::default(),
+        },
+    };
+    let cancel = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(cancel.clone()));
+    manager::run(config, cancel).await.map_err(|e| CliError::Failed(e.to_string()))
+}
+
+/// Cancels on SIGINT or SIGTERM, so in-flight reconciles finish and watches close cleanly.
+async fn cancel_on_signal(cancel: CancellationToken) {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGTERM");
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down");
+    cancel.cancel();
+}

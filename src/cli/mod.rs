@@ -1,0 +1,212 @@
+//! The `tmc` command line. Every flag has `--help` text and an environment variable fallback.
+
+mod generate;
+mod install;
+mod manager;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::kcp::WorkspacePath;
+use crate::kcp::export::DEFAULT_EXPORT_NAME;
+
+/// Transparent Multi-Cluster for kcp: run workloads from kcp workspaces on real clusters.
+#[derive(Debug, Parser)]
+#[command(name = "tmc", version, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+
+    /// Log output format.
+    #[arg(long, global = true, env = "TMC_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the SyncTarget reconciler against every workspace bound to the APIExport.
+    Manager(manager::ManagerArgs),
+    /// Create or update the APIResourceSchemas and the APIExport in a kcp workspace.
+    Install(install::InstallArgs),
+    /// Print the CustomResourceDefinitions of kcp-tmc's APIs as YAML.
+    Crds,
+    /// Write the generated files: crds/, config/kcp/ and the sample APIBinding.
+    Generate(generate::GenerateArgs),
+}
+
+/// How to reach kcp; shared by the subcommands that talk to it.
+#[derive(Clone, Debug, Args)]
+pub struct KcpArgs {
+    /// Path to a kubeconfig for kcp. Without it, $KUBECONFIG, ~/.kube/config or the in-cluster
+    /// service account are tried, in that order.
+    #[arg(long, env = "TMC_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// Context in the kubeconfig to use (default: its current context).
+    #[arg(long, env = "TMC_CONTEXT")]
+    pub context: Option<String>,
+
+    /// Path of the workspace that holds (or will hold) the APIExport, e.g. root:tmc.
+    #[arg(long, env = "TMC_WORKSPACE", value_parser = parse_workspace)]
+    pub workspace: WorkspacePath,
+
+    /// Name of the APIExport.
+    #[arg(long, env = "TMC_EXPORT_NAME", default_value = DEFAULT_EXPORT_NAME)]
+    pub export_name: String,
+}
+
+/// Errors the CLI reports before exiting non-zero; each says what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("cannot read kubeconfig {path}: {source}\n  fix: pass --kubeconfig with a readable kubeconfig file for kcp")]
+    ReadKubeconfig { path: PathBuf, source: kube::config::KubeconfigError },
+    #[error("cannot find a kubeconfig for kcp: {0}\n  fix: pass --kubeconfig or set KUBECONFIG")]
+    InferKubeconfig(kube::config::InferConfigError),
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(std::io::Error),
+    #[error("{0}")]
+    Failed(String),
+}
+
+fn parse_workspace(s: &str) -> Result<WorkspacePath, String> {
+    s.parse().map_err(|e: crate::kcp::cluster::NameError| e.to_string())
+}
+
+/// Parses durations such as `40s`, `2m`, `1h30m`, `500ms`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let err = || format!("invalid duration {s:?}: use a number with a unit, e.g. 500ms, 40s, 2m, 1h30m");
+    let mut total = Duration::ZERO;
+    let mut rest = s.trim();
+    if rest.is_empty() {
+        return Err(err());
+    }
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).ok_or_else(err)?;
+        if digits == 0 {
+            return Err(err());
+        }
+        let n: u64 = rest[..digits].parse().map_err(|_| err())?;
+        rest = &rest[digits..];
+        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let unit = match &rest[..unit_len] {
+            "ms" => Duration::from_millis(n),
+            "s" => Duration::from_secs(n),
+            "m" => Duration::from_secs(n * 60),
+            "h" => Duration::from_secs(n * 3600),
+            _ => return Err(err()),
+        };
+        total += unit;
+        rest = &rest[unit_len..];
+    }
+    Ok(total)
+}
+
+async fn load_kube_config(args: &KcpArgs) -> Result<kube::Config, CliError> {
+    let options = kube::config::KubeConfigOptions { context: args.context.clone(), ..Default::default() };
+    match &args.kubeconfig {
+        Some(path) => {
+            let kubeconfig = kube::config::Kubeconfig::read_from(path)
+                .map_err(|source| CliError::ReadKubeconfig { path: path.clone(), source })?;
+            kube::Config::from_custom_kubeconfig(kubeconfig, &options)
+                .await
+                .map_err(|source| CliError::ReadKubeconfig { path: path.clone(), source })
+        }
+        None => kube::Config::infer().await.map_err(CliError::InferKubeconfig),
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube=warn,tower=warn,hyper=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+/// Runs the parsed command line; the exit code is 0 on success, 1 on failure.
+pub fn run(cli: Cli) -> ExitCode {
+    init_logging(cli.log_format);
+    let result = match cli.command {
+        Command::Crds => generate::print_crds().map_err(|e| CliError::Failed(e.to_string())),
+        Command::Generate(args) => generate::run(&args),
+        Command::Manager(args) => block_on(manager::run(args)),
+        Command::Install(args) => block_on(install::run(args)),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn block_on<F: std::future::Future<Output = Result<(), CliError>>>(f: F) -> Result<(), CliError> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(CliError::Runtime)?.block_on(f)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn durations() {
+        let cases: &[(&str, Option<u64>)] = &[
+            ("40s", Some(40_000)),
+            ("500ms", Some(500)),
+            ("2m", Some(120_000)),
+            ("1h30m", Some(5_400_000)),
+            ("1m30s", Some(90_000)),
+            ("", None),
+            ("40", None),
+            ("s", None),
+            ("4 0s", None),
+            ("-1s", None),
+            ("10d", None),
+        ];
+        for (input, want) in cases {
+            assert_eq!(parse_duration(input).ok().map(|d| d.as_millis() as u64), *want, "{input:?}");
+        }
+    }
+
+    #[test]
+    fn every_flag_has_help_and_env() {
+        fn check(cmd: &clap::Command) {
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if id == "help" || id == "version" || arg.is_positional() {
+                    continue;
+                }
+                assert!(arg.get_help().is_some(), "{} --{id} has no help", cmd.get_name());
+                assert!(arg.get_env().is_some(), "{} --{id} has no env fallback", cmd.get_name());
+            }
+            cmd.get_subcommands().for_each(check);
+        }
+        Cli::command().debug_assert();
+        check(&Cli::command());
+    }
+
+    #[test]
+    fn invalid_flags_say_what_to_fix() {
+        let err = Cli::try_parse_from(["tmc", "install", "--workspace", "Root:Bad"]).unwrap_err().to_string();
+        assert!(err.contains("lower-case"), "{err}");
+        let err = Cli::try_parse_from(["tmc", "manager", "--workspace", "root", "--heartbeat-threshold", "forty"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("e.g. 500ms"), "{err}");
+        let err = Cli::try_parse_from(["tmc", "manager", "--workspace", "root", "--workers", "0"]).unwrap_err().to_string();
+        assert!(err.contains("workers"), "{err}");
+    }
+}

@@ -1,0 +1,125 @@
+//! The APIExport through which tenant workspaces get kcp-tmc's APIs.
+//!
+//! One export carries everything a tenant binds: the `SyncTarget` and `Placement` APIs, the
+//! workload APIs kcp does not serve (Deployments, Services), and permission claims for the
+//! built-in resources the manager and syncer must read and write in the tenant's workspace.
+
+use kube::CustomResourceExt;
+use serde_json::{Value, json};
+
+use super::schema::{self, ResourceSchema, SchemaError};
+use super::workload;
+use crate::apis::placement::v1alpha1::Placement;
+use crate::apis::sync::v1alpha1::SyncTarget;
+
+/// Default name of the APIExport (and of its endpoint slice).
+pub const DEFAULT_EXPORT_NAME: &str = "tmc.kcp.io";
+/// API version used for APIExports and APIBindings.
+pub const APIS_V1ALPHA2: &str = "apis.kcp.io/v1alpha2";
+/// Label put on every object `tmc install` writes, so they can be found and pruned.
+pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+pub const MANAGED_BY_VALUE: &str = "kcp-tmc";
+
+/// A built-in resource the export claims access to in bound workspaces, and why.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Claim {
+    pub group: &'static str,
+    pub resource: &'static str,
+    pub verbs: &'static [&'static str],
+}
+
+/// The claims tenants accept in their APIBinding.
+/// - `secrets`: kubeconfigs referenced by `SyncTarget.spec.kubeconfigSecretRef`, and Secrets
+///   synced to clusters;
+/// - `configmaps`: ConfigMaps synced to clusters;
+/// - `namespaces`: the unit of placement; the assignment marker is written on them.
+pub const CLAIMS: &[Claim] = &[
+    Claim { group: "", resource: "secrets", verbs: &["get", "list", "watch", "update", "patch"] },
+    Claim { group: "", resource: "configmaps", verbs: &["get", "list", "watch", "update", "patch"] },
+    Claim { group: "", resource: "namespaces", verbs: &["get", "list", "watch", "update", "patch"] },
+];
+
+/// The APIResourceSchemas of every exported resource, in a stable order.
+pub fn schemas() -> Result<Vec<ResourceSchema>, SchemaError> {
+    [SyncTarget::crd(), Placement::crd(), workload::deployment_crd(), workload::service_crd()]
+        .iter()
+        .map(schema::from_crd)
+        .collect()
+}
+
+/// The APIExport object pointing at `schemas`.
+pub fn api_export(name: &str, schemas: &[ResourceSchema]) -> Value {
+    let resources: Vec<Value> = schemas
+        .iter()
+        .map(|s| json!({ "name": s.plural, "group": s.group, "schema": s.name, "storage": { "crd": {} } }))
+        .collect();
+    let claims: Vec<Value> = CLAIMS
+        .iter()
+        .map(|c| json!({ "group": c.group, "resource": c.resource, "verbs": c.verbs }))
+        .collect();
+    json!({
+        "apiVersion": APIS_V1ALPHA2,
+        "kind": "APIExport",
+        "metadata": { "name": name, "labels": { MANAGED_BY_LABEL: MANAGED_BY_VALUE } },
+        "spec": { "resources": resources, "permissionClaims": claims },
+    })
+}
+
+/// An APIBinding a tenant applies to bind `export_name` from the workspace `export_path`,
+/// accepting every claim for all objects.
+pub fn api_binding(export_path: &str, export_name: &str) -> Value {
+    let claims: Vec<Value> = CLAIMS
+        .iter()
+        .map(|c| {
+            json!({
+                "group": c.group, "resource": c.resource, "verbs": c.verbs,
+                "selector": { "matchAll": true }, "state": "Accepted",
+            })
+        })
+        .collect();
+    json!({
+        "apiVersion": APIS_V1ALPHA2,
+        "kind": "APIBinding",
+        "metadata": { "name": export_name },
+        "spec": {
+            "reference": { "export": { "path": export_path, "name": export_name } },
+            "permissionClaims": claims,
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exports_all_four_resources() {
+        let s = schemas().unwrap();
+        let names: Vec<(&str, &str)> = s.iter().map(|s| (s.group.as_str(), s.plural.as_str())).collect();
+        assert_eq!(
+            names,
+            [("sync.kcp.io", "synctargets"), ("placement.kcp.io", "placements"), ("apps", "deployments"), ("", "services")]
+        );
+        let export = api_export("tmc.kcp.io", &s);
+        let res = export["spec"]["resources"].as_array().unwrap();
+        assert_eq!(res.len(), 4);
+        for (r, s) in res.iter().zip(&s) {
+            assert_eq!(r["schema"], s.name.as_str());
+            assert_eq!(r["storage"], json!({"crd": {}}));
+        }
+    }
+
+    #[test]
+    fn claims_name_verbs_and_binding_accepts_them() {
+        let export = api_export("x", &[]);
+        let claims = export["spec"]["permissionClaims"].as_array().unwrap();
+        let resources: Vec<&str> = claims.iter().map(|c| c["resource"].as_str().unwrap()).collect();
+        assert_eq!(resources, ["secrets", "configmaps", "namespaces"]);
+        assert!(claims.iter().all(|c| !c["verbs"].as_array().unwrap().is_empty()));
+        let binding = api_binding("root:tmc", "x");
+        assert_eq!(binding["spec"]["reference"]["export"], json!({"path": "root:tmc", "name": "x"}));
+        let accepted = binding["spec"]["permissionClaims"].as_array().unwrap();
+        assert_eq!(accepted.len(), CLAIMS.len());
+        assert!(accepted.iter().all(|c| c["state"] == "Accepted" && c["selector"]["matchAll"] == true));
+    }
+}

@@ -1,0 +1,15 @@
+//! How kcp-tmc talks to kcp: logical cluster names and workspace paths, the cluster-aware
+//! client, endpoint-slice discovery of the APIExport virtual workspace, and generation and
+//! installation of the APIResourceSchemas and the APIExport.
+
+pub mod client;
+pub mod cluster;
+pub mod endpoints;
+pub mod export;
+pub mod install;
+pub mod schema;
+pub mod workload;
+pub mod workspace;
+
+pub use client::ClusterClients;
+pub use cluster::{ClusterKey, LogicalClusterName, WorkspacePath};

@@ -1,0 +1,12 @@
+//! kcp-tmc: Transparent Multi-Cluster for kcp.
+//!
+//! Workloads created in kcp workspaces run on real Kubernetes clusters. The crate is laid out
+//! like kcp itself: API types in [`apis`], everything about talking to kcp in [`kcp`], one
+//! reconciler per resource in [`reconciler`], process wiring in [`manager`], and the `tmc`
+//! command line in [`cli`].
+
+pub mod apis;
+pub mod cli;
+pub mod kcp;
+pub mod manager;
+pub mod reconciler;

@@ -1,0 +1,109 @@
+//! `tmc manager`: waits for kcp, follows the APIExport's endpoint slice, and runs the
+//! reconcilers against every virtual-workspace URL (one per kcp shard) it lists.
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::kcp::client::ClientError;
+use crate::kcp::{ClusterClients, LogicalClusterName, WorkspacePath, endpoints, workspace};
+use crate::reconciler::queue::Backoff;
+use crate::reconciler::synctarget;
+
+/// Everything `tmc manager` needs to run.
+#[derive(Clone)]
+pub struct ManagerConfig {
+    /// Credentials and TLS settings for kcp (the URL path is ignored).
+    pub kube_config: kube::Config,
+    /// Workspace holding the APIExport.
+    pub workspace: WorkspacePath,
+    pub export_name: String,
+    pub synctarget: synctarget::Settings,
+}
+
+/// Errors that stop the manager.
+#[derive(Debug, thiserror::Error)]
+pub enum ManagerError {
+    #[error(transparent)]
+    Client(#[from] ClientError),
+}
+
+/// Runs until `cancel` fires.
+pub async fn run(config: ManagerConfig, cancel: CancellationToken) -> Result<(), ManagerError> {
+    let server = ClusterClients::for_server(&config.kube_config)?;
+    let Some(export_cluster) = wait_for_workspace(&server, &config.workspace, &cancel).await else {
+        return Ok(());
+    };
+    tracing::info!(workspace = %config.workspace, cluster = %export_cluster, export = %config.export_name, "watching the APIExport's endpoint slice");
+
+    let (tx, mut rx) = watch::channel(BTreeSet::new());
+    let slice_watch = tokio::spawn(endpoints::watch_endpoints(
+        server,
+        export_cluster,
+        config.export_name.clone(),
+        tx,
+        cancel.child_token(),
+    ));
+    let mut running: HashMap<String, (CancellationToken, JoinHandle<()>)> = HashMap::new();
+    loop {
+        let urls = rx.borrow_and_update().clone();
+        running.retain(|url, (stop, _)| {
+            let keep = urls.contains(url);
+            if !keep {
+                tracing::info!(endpoint = %url, "endpoint gone; stopping its controllers");
+                stop.cancel();
+            }
+            keep
+        });
+        let new: Vec<&String> = urls.iter().filter(|u| !running.contains_key(*u)).collect();
+        for url in new {
+            match ClusterClients::new(&config.kube_config, url) {
+                Ok(clients) => {
+                    tracing::info!(endpoint = %url, "starting controllers for endpoint");
+                    let stop = cancel.child_token();
+                    let controller = synctarget::Controller::new(clients, config.synctarget.clone());
+                    running.insert(url.clone(), (stop.clone(), tokio::spawn(controller.run(stop))));
+                }
+                Err(e) => tracing::error!(endpoint = %url, error = %e, "cannot use endpoint"),
+            }
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            changed = rx.changed() => if changed.is_err() { break },
+        }
+    }
+    for (_, (stop, handle)) in running {
+        stop.cancel();
+        let _ = handle.await;
+    }
+    let _ = slice_watch.await;
+    Ok(())
+}
+
+/// Resolves the export workspace, retrying with backoff while kcp is unreachable or the
+/// workspace does not exist yet, and saying in the log what it waits for.
+async fn wait_for_workspace(
+    server: &ClusterClients,
+    path: &WorkspacePath,
+    cancel: &CancellationToken,
+) -> Option<LogicalClusterName> {
+    let backoff = Backoff { base: Duration::from_millis(500), max: Duration::from_secs(30) };
+    let mut attempt = 0;
+    loop {
+        match workspace::resolve(server, path).await {
+            Ok(cluster) => return Some(cluster),
+            Err(e) => {
+                attempt += 1;
+                let delay = backoff.delay(attempt);
+                tracing::warn!(kcp = server.base_url(), workspace = %path, error = %e, retry_in = ?delay, "waiting for kcp and the APIExport workspace");
+                tokio::select! {
+                    _ = cancel.cancelled() => return None,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,271 @@
+//! A work queue keyed by cluster-aware keys, in the spirit of client-go's workqueue.
+//!
+//! kube-runtime's `Controller` keys objects by (name, namespace), which merges same-named
+//! objects from different workspaces; this queue takes any key, and kcp-tmc always uses
+//! [`crate::kcp::ClusterKey`]. It guarantees:
+//! - a key waiting in the queue is queued once however often it is added (dedupe);
+//! - a key is handed to one worker at a time; adds while it is processed re-queue it after;
+//! - delayed adds keep only the earliest deadline per key;
+//! - failures back off per key, exponentially with jitter, until [`WorkQueue::forget`].
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::hash::Hash;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+/// Per-key retry delays: `base * 2^failures`, capped, with up to 10% jitter.
+#[derive(Clone, Copy, Debug)]
+pub struct Backoff {
+    pub base: Duration,
+    pub max: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self { base: Duration::from_millis(500), max: Duration::from_secs(300) }
+    }
+}
+
+impl Backoff {
+    /// The delay before retry number `failures` (1-based), without jitter.
+    pub fn delay(&self, failures: u32) -> Duration {
+        let exp = failures.saturating_sub(1).min(30);
+        self.base.saturating_mul(1u32 << exp).min(self.max)
+    }
+}
+
+struct State<K> {
+    ready: VecDeque<K>,
+    queued: HashSet<K>,
+    processing: HashSet<K>,
+    dirty: HashSet<K>,
+    scheduled: HashMap<K, Instant>,
+    failures: HashMap<K, u32>,
+    shut_down: bool,
+}
+
+/// See the module docs.
+pub struct WorkQueue<K> {
+    state: Mutex<State<K>>,
+    notify: Notify,
+    backoff: Backoff,
+}
+
+impl<K: Clone + Eq + Hash + Send + 'static> WorkQueue<K> {
+    pub fn new(backoff: Backoff) -> Arc<Self> {
+        Arc::new(Self {
+            state: Mutex::new(State {
+                ready: VecDeque::new(),
+                queued: HashSet::new(),
+                processing: HashSet::new(),
+                dirty: HashSet::new(),
+                scheduled: HashMap::new(),
+                failures: HashMap::new(),
+                shut_down: false,
+            }),
+            notify: Notify::new(),
+            backoff,
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State<K>> {
+        self.state.lock().expect("work queue poisoned")
+    }
+
+    /// Queues `key` now.
+    pub fn add(&self, key: K) {
+        let mut s = self.lock();
+        if s.shut_down {
+            return;
+        }
+        if s.processing.contains(&key) {
+            s.dirty.insert(key);
+            return;
+        }
+        if s.queued.insert(key.clone()) {
+            s.ready.push_back(key);
+            drop(s);
+            self.notify.notify_one();
+        }
+    }
+
+    /// Queues `key` after `delay`, unless it is already due earlier.
+    pub fn add_after(self: &Arc<Self>, key: K, delay: Duration) {
+        if delay.is_zero() {
+            return self.add(key);
+        }
+        let at = Instant::now() + delay;
+        {
+            let mut s = self.lock();
+            if s.shut_down || s.scheduled.get(&key).is_some_and(|t| *t <= at) {
+                return;
+            }
+            s.scheduled.insert(key.clone(), at);
+        }
+        let queue = Arc::downgrade(self);
+        tokio::spawn(async move {
+            tokio::time::sleep_until(at).await;
+            let Some(queue) = queue.upgrade() else { return };
+            let due = {
+                let mut s = queue.lock();
+                // A later reschedule to an earlier time owns the key now; only the timer
+                // whose deadline is still recorded fires.
+                let mine = s.scheduled.get(&key) == Some(&at);
+                if mine {
+                    s.scheduled.remove(&key);
+                }
+                mine
+            };
+            if due {
+                queue.add(key);
+            }
+        });
+    }
+
+    /// Re-queues `key` after its next backoff delay; returns that delay.
+    pub fn add_rate_limited(self: &Arc<Self>, key: K) -> Duration {
+        let failures = {
+            let mut s = self.lock();
+            let f = s.failures.entry(key.clone()).or_insert(0);
+            *f += 1;
+            *f
+        };
+        let delay = self.backoff.delay(failures);
+        let jitter = delay.mul_f64(rand::random::<f64>() * 0.1);
+        self.add_after(key, delay + jitter);
+        delay
+    }
+
+    /// Clears the failure count of `key` (after a successful reconcile).
+    pub fn forget(&self, key: &K) {
+        self.lock().failures.remove(key);
+    }
+
+    /// How often `key` has failed since it was last forgotten.
+    pub fn failures(&self, key: &K) -> u32 {
+        self.lock().failures.get(key).copied().unwrap_or(0)
+    }
+
+    /// Waits for the next key; `None` once the queue is shut down.
+    pub async fn next(&self) -> Option<K> {
+        loop {
+            let notified = self.notify.notified();
+            {
+                let mut s = self.lock();
+                if s.shut_down {
+                    return None;
+                }
+                if let Some(key) = s.ready.pop_front() {
+                    s.queued.remove(&key);
+                    s.processing.insert(key.clone());
+                    return Some(key);
+                }
+            }
+            notified.await;
+        }
+    }
+
+    /// Marks `key` as processed; if it was added meanwhile, it is queued again.
+    pub fn done(&self, key: &K) {
+        let again = {
+            let mut s = self.lock();
+            s.processing.remove(key);
+            s.dirty.remove(key)
+        };
+        if again {
+            self.add(key.clone());
+        }
+    }
+
+    /// Keys waiting to be processed.
+    pub fn len(&self) -> usize {
+        self.lock().ready.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Stops handing out keys; workers waiting in [`Self::next`] return `None`.
+    pub fn shut_down(&self) {
+        self.lock().shut_down = true;
+        self.notify.notify_waiters();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn dedupes_waiting_keys() {
+        let q = WorkQueue::new(Backoff::default());
+        q.add("a");
+        q.add("a");
+        q.add("b");
+        assert_eq!(q.len(), 2);
+        assert_eq!(q.next().await, Some("a"));
+        assert_eq!(q.next().await, Some("b"));
+        assert!(q.is_empty());
+    }
+
+    #[tokio::test]
+    async fn key_added_while_processing_is_requeued_after_done() {
+        let q = WorkQueue::new(Backoff::default());
+        q.add("a");
+        let k = q.next().await.unwrap();
+        q.add("a");
+        assert!(q.is_empty(), "not handed out twice at once");
+        q.done(&k);
+        assert_eq!(q.len(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn delayed_add_keeps_earliest_deadline() {
+        let q = WorkQueue::new(Backoff::default());
+        q.add_after("a", Duration::from_secs(10));
+        q.add_after("a", Duration::from_secs(2));
+        q.add_after("a", Duration::from_secs(5));
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert_eq!(q.len(), 1);
+        let k = q.next().await.unwrap();
+        q.done(&k);
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        assert!(q.is_empty(), "the superseded timers must not fire");
+    }
+
+    #[test]
+    fn backoff_grows_and_caps() {
+        let b = Backoff { base: Duration::from_secs(1), max: Duration::from_secs(10) };
+        let got: Vec<u64> = (1..=6).map(|f| b.delay(f).as_secs()).collect();
+        assert_eq!(got, [1, 2, 4, 8, 10, 10]);
+        assert_eq!(b.delay(1000), Duration::from_secs(10));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn rate_limited_requeue_and_forget() {
+        let q = WorkQueue::new(Backoff { base: Duration::from_secs(1), max: Duration::from_secs(60) });
+        assert_eq!(q.add_rate_limited("a"), Duration::from_secs(1));
+        assert_eq!(q.add_rate_limited("a"), Duration::from_secs(2));
+        assert_eq!(q.failures(&"a"), 2);
+        q.forget(&"a");
+        assert_eq!(q.failures(&"a"), 0);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        assert_eq!(q.next().await, Some("a"));
+    }
+
+    #[tokio::test]
+    async fn shut_down_releases_workers() {
+        let q = WorkQueue::<&str>::new(Backoff::default());
+        let q2 = q.clone();
+        let worker = tokio::spawn(async move { q2.next().await });
+        tokio::task::yield_now().await;
+        q.shut_down();
+        assert_eq!(worker.await.unwrap(), None);
+        q.add("x");
+        assert!(q.is_empty());
+    }
+}

@@ -1,0 +1,268 @@
+//! The SyncTarget reconciler: keeps every SyncTarget's conditions true to what the manager
+//! can see, across all workspaces bound to the APIExport behind one virtual-workspace URL.
+//!
+//! One wildcard watch of SyncTargets and one metadata-only wildcard watch of Secrets feed a
+//! cache keyed by logical cluster and a [`WorkQueue`] of [`ClusterKey`]s. Objects are cached raw
+//! and parsed per reconcile, so one malformed object gets an `InvalidSpec` condition instead of
+//! breaking the watch for everyone.
+
+pub mod kubeconfig;
+pub mod status;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, DynamicObject, PartialObjectMeta, Patch, PatchParams};
+use kube::core::ApiResource;
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use self::status::{Credentials, Desired, Observed};
+use super::queue::{Backoff, WorkQueue};
+use crate::apis::sync::v1alpha1::{SyncTarget, SyncTargetStatus};
+use crate::kcp::{ClusterClients, ClusterKey, LogicalClusterName};
+
+/// The field manager the manager writes SyncTarget status with.
+pub const FIELD_MANAGER: &str = "tmc-manager";
+
+/// Tunables of the SyncTarget reconciler.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// A heartbeat older than this makes `HeartbeatHealthy` False.
+    pub heartbeat_threshold: Duration,
+    /// Reconciles running at once.
+    pub workers: usize,
+    pub backoff: Backoff,
+}
+
+/// Errors of one reconcile; the key is retried with backoff.
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error("reading the kubeconfig Secret failed: {0}")]
+    ReadSecret(#[source] kube::Error),
+    #[error("writing status failed: {0}")]
+    WriteStatus(#[source] kube::Error),
+}
+
+type Cache = Arc<RwLock<HashMap<LogicalClusterName, HashMap<String, Arc<DynamicObject>>>>>;
+
+/// The reconciler for one virtual-workspace endpoint.
+#[derive(Clone)]
+pub struct Controller {
+    clients: ClusterClients,
+    cache: Cache,
+    queue: Arc<WorkQueue<ClusterKey>>,
+    settings: Settings,
+}
+
+fn resource() -> ApiResource {
+    ApiResource::erase::<SyncTarget>(&())
+}
+
+impl Controller {
+    pub fn new(clients: ClusterClients, settings: Settings) -> Self {
+        let queue = WorkQueue::new(settings.backoff);
+        Self { clients, cache: Default::default(), queue, settings }
+    }
+
+    /// Runs watches and workers until `cancel` fires.
+    pub async fn run(self, cancel: CancellationToken) {
+        let mut tasks = tokio::task::JoinSet::new();
+        tasks.spawn(self.clone().watch_synctargets(cancel.clone()));
+        tasks.spawn(self.clone().watch_secrets(cancel.clone()));
+        for _ in 0..self.settings.workers.max(1) {
+            tasks.spawn(self.clone().work());
+        }
+        cancel.cancelled().await;
+        self.queue.shut_down();
+        while tasks.join_next().await.is_some() {}
+    }
+
+    async fn watch_synctargets(self, cancel: CancellationToken) {
+        let api: Api<DynamicObject> = Api::all_with(self.clients.wildcard(), &resource());
+        let mut events = watcher(api, watcher::Config::default()).default_backoff().boxed();
+        let mut relisted: HashSet<ClusterKey> = HashSet::new();
+        loop {
+            let event = tokio::select! {
+                _ = cancel.cancelled() => return,
+                e = events.next() => e,
+            };
+            match event {
+                None => return,
+                Some(Err(e)) => tracing::warn!(endpoint = self.clients.base_url(), error = %e, "watching SyncTargets failed; retrying"),
+                Some(Ok(watcher::Event::Init)) => relisted.clear(),
+                Some(Ok(watcher::Event::InitApply(obj))) => {
+                    if let Some(key) = self.store(obj) {
+                        relisted.insert(key);
+                    }
+                }
+                Some(Ok(watcher::Event::InitDone)) => {
+                    let stale = self.retain(&relisted);
+                    tracing::info!(endpoint = self.clients.base_url(), synctargets = relisted.len(), removed = stale, "SyncTarget cache synced");
+                    relisted.drain().for_each(|k| self.queue.add(k));
+                }
+                Some(Ok(watcher::Event::Apply(obj))) => {
+                    if let Some(key) = self.store(obj) {
+                        self.queue.add(key);
+                    }
+                }
+                Some(Ok(watcher::Event::Delete(obj))) => {
+                    if let Some(key) = ClusterKey::of(&obj) {
+                        self.remove(&key);
+                        self.queue.add(key);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Watches Secret metadata in all bound workspaces, so a kubeconfig Secret that appears,
+    /// changes or disappears re-reconciles the SyncTargets that reference it.
+    async fn watch_secrets(self, cancel: CancellationToken) {
+        let api: Api<PartialObjectMeta<Secret>> = Api::all(self.clients.wildcard());
+        let mut events = watcher(api, watcher::Config::default()).default_backoff().touched_objects().boxed();
+        loop {
+            let event = tokio::select! {
+                _ = cancel.cancelled() => return,
+                e = events.next() => e,
+            };
+            match event {
+                None => return,
+                Some(Err(e)) => tracing::debug!(endpoint = self.clients.base_url(), error = %e, "watching Secrets failed; retrying"),
+                Some(Ok(secret)) => {
+                    if let Some(key) = ClusterKey::of(&secret) {
+                        self.referencing(&key).into_iter().for_each(|k| self.queue.add(k));
+                    }
+                }
+            }
+        }
+    }
+
+    fn store(&self, obj: DynamicObject) -> Option<ClusterKey> {
+        let Some(key) = ClusterKey::of(&obj) else {
+            tracing::warn!(name = obj.name_any(), "SyncTarget without a kcp.io/cluster annotation ignored");
+            return None;
+        };
+        let mut cache = self.cache.write().expect("cache poisoned");
+        cache.entry(key.cluster.clone()).or_default().insert(key.name.clone(), Arc::new(obj));
+        Some(key)
+    }
+
+    fn remove(&self, key: &ClusterKey) {
+        let mut cache = self.cache.write().expect("cache poisoned");
+        if let Some(objects) = cache.get_mut(&key.cluster) {
+            objects.remove(&key.name);
+            if objects.is_empty() {
+                cache.remove(&key.cluster);
+            }
+        }
+    }
+
+    /// Drops cached objects not in `keep`; returns how many were dropped.
+    fn retain(&self, keep: &HashSet<ClusterKey>) -> usize {
+        let mut cache = self.cache.write().expect("cache poisoned");
+        let mut dropped = 0;
+        for (cluster, objects) in cache.iter_mut() {
+            objects.retain(|name, _| {
+                let kept = keep.contains(&ClusterKey::new(cluster.clone(), None, name.clone()));
+                dropped += usize::from(!kept);
+                kept
+            });
+        }
+        cache.retain(|_, objects| !objects.is_empty());
+        dropped
+    }
+
+    fn get(&self, key: &ClusterKey) -> Option<Arc<DynamicObject>> {
+        let cache = self.cache.read().expect("cache poisoned");
+        cache.get(&key.cluster).and_then(|o| o.get(&key.name)).cloned()
+    }
+
+    /// Keys of the SyncTargets in the Secret's workspace that reference it.
+    fn referencing(&self, secret: &ClusterKey) -> Vec<ClusterKey> {
+        let cache = self.cache.read().expect("cache poisoned");
+        let Some(objects) = cache.get(&secret.cluster) else { return vec![] };
+        objects
+            .iter()
+            .filter(|(_, obj)| {
+                let r = &obj.data["spec"]["kubeconfigSecretRef"];
+                r["name"].as_str() == Some(secret.name.as_str()) && r["namespace"].as_str() == secret.namespace.as_deref()
+            })
+            .map(|(name, _)| ClusterKey::new(secret.cluster.clone(), None, name.clone()))
+            .collect()
+    }
+
+    async fn work(self) {
+        while let Some(key) = self.queue.next().await {
+            let span = tracing::info_span!("reconcile", controller = "synctarget", workspace = %key.cluster, name = %key.name);
+            match self.reconcile(&key).instrument(span.clone()).await {
+                Ok(requeue) => {
+                    self.queue.forget(&key);
+                    if let Some(after) = requeue {
+                        self.queue.add_after(key.clone(), after);
+                    }
+                }
+                Err(e) => {
+                    let delay = self.queue.add_rate_limited(key.clone());
+                    span.in_scope(|| tracing::warn!(error = %e, retry_in = ?delay, "reconcile failed"));
+                }
+            }
+            self.queue.done(&key);
+        }
+    }
+
+    async fn reconcile(&self, key: &ClusterKey) -> Result<Option<Duration>, ReconcileError> {
+        let Some(raw) = self.get(key) else { return Ok(None) };
+        let client = self.clients.cluster(&key.cluster);
+        let generation = raw.metadata.generation;
+        // The status is parsed on its own so that a malformed spec still shows its conditions.
+        let current: Option<SyncTargetStatus> = serde_json::from_value(raw.data["status"].clone()).ok();
+        let now = jiff::Timestamp::now();
+        let desired: Desired = match serde_json::to_value(raw.as_ref()).and_then(serde_json::from_value::<SyncTarget>) {
+            Err(e) => {
+                let previous = current.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
+                status::malformed(previous, generation, &e.to_string(), now)
+            }
+            Ok(target) => {
+                let credentials = match &target.spec.kubeconfig_secret_ref {
+                    None => Credentials::PullMode,
+                    Some(r) => match kubeconfig::validate_ref(r) {
+                        Some(problem) => problem,
+                        None => {
+                            let found = kubeconfig::lookup(client.clone(), r).await.map_err(ReconcileError::ReadSecret)?;
+                            kubeconfig::classify(r, found)
+                        }
+                    },
+                };
+                status::desired(&Observed {
+                    spec: &target.spec,
+                    status: target.status.as_ref(),
+                    generation,
+                    credentials,
+                    now,
+                    heartbeat_threshold: self.settings.heartbeat_threshold,
+                })
+            }
+        };
+        if desired.differs_from(current.as_ref()) {
+            let ready = desired.conditions.first().map(|c| (c.status.clone(), c.reason.clone()));
+            let patch = json!({
+                "apiVersion": SyncTarget::api_version(&()),
+                "kind": SyncTarget::kind(&()),
+                "status": { "conditions": desired.conditions, "observedGeneration": desired.observed_generation },
+            });
+            let api: Api<DynamicObject> = Api::all_with(client, &resource());
+            api.patch_status(&key.name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
+                .await
+                .map_err(ReconcileError::WriteStatus)?;
+            tracing::info!(ready = ?ready, "status updated");
+        }
+        Ok(desired.requeue_after)
+    }
+}
