@@ -64,8 +64,12 @@ pub async fn run(config: ManagerConfig, cancel: CancellationToken) -> Result<(),
                 Ok(clients) => {
                     tracing::info!(endpoint = %url, "starting controllers for endpoint");
                     let stop = cancel.child_token();
-                    let controller = synctarget::Controller::new(clients, config.synctarget.clone());
-                    running.insert(url.clone(), (stop.clone(), tokio::spawn(controller.run(stop))));
+                    let controller =
+                        synctarget::Controller::new(clients, config.synctarget.clone());
+                    running.insert(
+                        url.clone(),
+                        (stop.clone(), tokio::spawn(controller.run(stop))),
+                    );
                 }
                 Err(e) => tracing::error!(endpoint = %url, error = %e, "cannot use endpoint"),
             }
@@ -90,7 +94,10 @@ async fn wait_for_workspace(
     path: &WorkspacePath,
     cancel: &CancellationToken,
 ) -> Option<LogicalClusterName> {
-    let backoff = Backoff { base: Duration::from_millis(500), max: Duration::from_secs(30) };
+    let backoff = Backoff {
+        base: Duration::from_millis(500),
+        max: Duration::from_secs(30),
+    };
     let mut attempt = 0;
     loop {
         match workspace::resolve(server, path).await {

@@ -3,6 +3,10 @@
 //! Each group has its own module so the generated schemas stay small and focused. The doc
 //! comments on these types are what `kubectl explain` shows, so they are written for users.
 
+// kube's `printcolumn(...)` arguments repeat `type_ = ...` per column, which clippy misreads as
+// duplicated attributes.
+#![allow(clippy::duplicated_attributes)]
+
 pub mod condition;
 pub mod placement;
 pub mod sync;

@@ -45,7 +45,8 @@ pub async fn watch_endpoints(
     tx: watch::Sender<BTreeSet<String>>,
     cancel: CancellationToken,
 ) {
-    let api: Api<DynamicObject> = Api::all_with(clients.cluster(&cluster), &endpoint_slice_resource());
+    let api: Api<DynamicObject> =
+        Api::all_with(clients.cluster(&cluster), &endpoint_slice_resource());
     let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
     let mut events = watcher(api, config).default_backoff().boxed();
     let mut seen_in_relist = false;
@@ -69,8 +70,12 @@ pub async fn watch_endpoints(
                 endpoint_urls(&serde_json::to_value(&obj).unwrap_or_default())
             }
             Some(Ok(watcher::Event::InitDone)) if seen_in_relist => continue,
-            Some(Ok(watcher::Event::InitDone)) | Some(Ok(watcher::Event::Delete(_))) => BTreeSet::new(),
-            Some(Ok(watcher::Event::Apply(obj))) => endpoint_urls(&serde_json::to_value(&obj).unwrap_or_default()),
+            Some(Ok(watcher::Event::InitDone)) | Some(Ok(watcher::Event::Delete(_))) => {
+                BTreeSet::new()
+            }
+            Some(Ok(watcher::Event::Apply(obj))) => {
+                endpoint_urls(&serde_json::to_value(&obj).unwrap_or_default())
+            }
         };
         tx.send_if_modified(|current| {
             if *current == urls {

@@ -34,17 +34,34 @@ pub struct Claim {
 /// - `configmaps`: ConfigMaps synced to clusters;
 /// - `namespaces`: the unit of placement; the assignment marker is written on them.
 pub const CLAIMS: &[Claim] = &[
-    Claim { group: "", resource: "secrets", verbs: &["get", "list", "watch", "update", "patch"] },
-    Claim { group: "", resource: "configmaps", verbs: &["get", "list", "watch", "update", "patch"] },
-    Claim { group: "", resource: "namespaces", verbs: &["get", "list", "watch", "update", "patch"] },
+    Claim {
+        group: "",
+        resource: "secrets",
+        verbs: &["get", "list", "watch", "update", "patch"],
+    },
+    Claim {
+        group: "",
+        resource: "configmaps",
+        verbs: &["get", "list", "watch", "update", "patch"],
+    },
+    Claim {
+        group: "",
+        resource: "namespaces",
+        verbs: &["get", "list", "watch", "update", "patch"],
+    },
 ];
 
 /// The APIResourceSchemas of every exported resource, in a stable order.
 pub fn schemas() -> Result<Vec<ResourceSchema>, SchemaError> {
-    [SyncTarget::crd(), Placement::crd(), workload::deployment_crd(), workload::service_crd()]
-        .iter()
-        .map(schema::from_crd)
-        .collect()
+    [
+        SyncTarget::crd(),
+        Placement::crd(),
+        workload::deployment_crd(),
+        workload::service_crd(),
+    ]
+    .iter()
+    .map(schema::from_crd)
+    .collect()
 }
 
 /// The APIExport object pointing at `schemas`.
@@ -95,10 +112,18 @@ mod tests {
     #[test]
     fn exports_all_four_resources() {
         let s = schemas().unwrap();
-        let names: Vec<(&str, &str)> = s.iter().map(|s| (s.group.as_str(), s.plural.as_str())).collect();
+        let names: Vec<(&str, &str)> = s
+            .iter()
+            .map(|s| (s.group.as_str(), s.plural.as_str()))
+            .collect();
         assert_eq!(
             names,
-            [("sync.kcp.io", "synctargets"), ("placement.kcp.io", "placements"), ("apps", "deployments"), ("", "services")]
+            [
+                ("sync.kcp.io", "synctargets"),
+                ("placement.kcp.io", "placements"),
+                ("apps", "deployments"),
+                ("", "services")
+            ]
         );
         let export = api_export("tmc.kcp.io", &s);
         let res = export["spec"]["resources"].as_array().unwrap();
@@ -113,13 +138,27 @@ mod tests {
     fn claims_name_verbs_and_binding_accepts_them() {
         let export = api_export("x", &[]);
         let claims = export["spec"]["permissionClaims"].as_array().unwrap();
-        let resources: Vec<&str> = claims.iter().map(|c| c["resource"].as_str().unwrap()).collect();
+        let resources: Vec<&str> = claims
+            .iter()
+            .map(|c| c["resource"].as_str().unwrap())
+            .collect();
         assert_eq!(resources, ["secrets", "configmaps", "namespaces"]);
-        assert!(claims.iter().all(|c| !c["verbs"].as_array().unwrap().is_empty()));
+        assert!(
+            claims
+                .iter()
+                .all(|c| !c["verbs"].as_array().unwrap().is_empty())
+        );
         let binding = api_binding("root:tmc", "x");
-        assert_eq!(binding["spec"]["reference"]["export"], json!({"path": "root:tmc", "name": "x"}));
+        assert_eq!(
+            binding["spec"]["reference"]["export"],
+            json!({"path": "root:tmc", "name": "x"})
+        );
         let accepted = binding["spec"]["permissionClaims"].as_array().unwrap();
         assert_eq!(accepted.len(), CLAIMS.len());
-        assert!(accepted.iter().all(|c| c["state"] == "Accepted" && c["selector"]["matchAll"] == true));
+        assert!(
+            accepted
+                .iter()
+                .all(|c| c["state"] == "Accepted" && c["selector"]["matchAll"] == true)
+        );
     }
 }

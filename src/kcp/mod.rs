@@ -13,3 +13,12 @@ pub mod workspace;
 
 pub use client::ClusterClients;
 pub use cluster::{ClusterKey, LogicalClusterName, WorkspacePath};
+
+/// A kube error as one readable line: for API errors the server's message, code and reason
+/// rather than the whole `Status` structure.
+pub fn error_message(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(s) => format!("{} ({} {})", s.message, s.code, s.reason),
+        other => other.to_string(),
+    }
+}

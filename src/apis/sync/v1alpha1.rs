@@ -30,11 +30,35 @@ pub const CONDITION_SCHEDULABLE: &str = "Schedulable";
     derive = "PartialEq",
     derive = "Default",
     doc = "SyncTarget registers one physical Kubernetes cluster that workloads from kcp workspaces can run on.",
-    printcolumn(name = "Ready", type_ = "string", json_path = r#".status.conditions[?(@.type=="Ready")].status"#, description = "Whether the target can run workloads"),
-    printcolumn(name = "Reason", type_ = "string", json_path = r#".status.conditions[?(@.type=="Ready")].reason"#, description = "Why the target is or is not ready"),
-    printcolumn(name = "Unschedulable", type_ = "boolean", json_path = ".spec.unschedulable", description = "Cordoned: keeps what runs there, takes nothing new"),
-    printcolumn(name = "Last Sync", type_ = "date", json_path = ".status.lastSyncTime", description = "Age of the syncer's last heartbeat"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = r#".status.conditions[?(@.type=="Ready")].status"#,
+        description = "Whether the target can run workloads"
+    ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = r#".status.conditions[?(@.type=="Ready")].reason"#,
+        description = "Why the target is or is not ready"
+    ),
+    printcolumn(
+        name = "Unschedulable",
+        type_ = "boolean",
+        json_path = ".spec.unschedulable",
+        description = "Cordoned: keeps what runs there, takes nothing new"
+    ),
+    printcolumn(
+        name = "Last Sync",
+        type_ = "date",
+        json_path = ".status.lastSyncTime",
+        description = "Age of the syncer's last heartbeat"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct SyncTargetSpec {

@@ -9,8 +9,8 @@
 pub mod kubeconfig;
 pub mod status;
 
-use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, RwLock};
+use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -24,9 +24,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use self::status::{Credentials, Desired, Observed};
+use super::cache::ClusterCache;
 use super::queue::{Backoff, WorkQueue};
 use crate::apis::sync::v1alpha1::{SyncTarget, SyncTargetStatus};
-use crate::kcp::{ClusterClients, ClusterKey, LogicalClusterName};
+use crate::kcp::{ClusterClients, ClusterKey};
 
 /// The field manager the manager writes SyncTarget status with.
 pub const FIELD_MANAGER: &str = "tmc-manager";
@@ -50,13 +51,11 @@ pub enum ReconcileError {
     WriteStatus(#[source] kube::Error),
 }
 
-type Cache = Arc<RwLock<HashMap<LogicalClusterName, HashMap<String, Arc<DynamicObject>>>>>;
-
 /// The reconciler for one virtual-workspace endpoint.
 #[derive(Clone)]
 pub struct Controller {
     clients: ClusterClients,
-    cache: Cache,
+    cache: ClusterCache<DynamicObject>,
     queue: Arc<WorkQueue<ClusterKey>>,
     settings: Settings,
 }
@@ -68,7 +67,12 @@ fn resource() -> ApiResource {
 impl Controller {
     pub fn new(clients: ClusterClients, settings: Settings) -> Self {
         let queue = WorkQueue::new(settings.backoff);
-        Self { clients, cache: Default::default(), queue, settings }
+        Self {
+            clients,
+            cache: Default::default(),
+            queue,
+            settings,
+        }
     }
 
     /// Runs watches and workers until `cancel` fires.
@@ -86,7 +90,9 @@ impl Controller {
 
     async fn watch_synctargets(self, cancel: CancellationToken) {
         let api: Api<DynamicObject> = Api::all_with(self.clients.wildcard(), &resource());
-        let mut events = watcher(api, watcher::Config::default()).default_backoff().boxed();
+        let mut events = watcher(api, watcher::Config::default())
+            .default_backoff()
+            .boxed();
         let mut relisted: HashSet<ClusterKey> = HashSet::new();
         loop {
             let event = tokio::select! {
@@ -95,7 +101,9 @@ impl Controller {
             };
             match event {
                 None => return,
-                Some(Err(e)) => tracing::warn!(endpoint = self.clients.base_url(), error = %e, "watching SyncTargets failed; retrying"),
+                Some(Err(e)) => {
+                    tracing::warn!(endpoint = self.clients.base_url(), error = %e, "watching SyncTargets failed; retrying")
+                }
                 Some(Ok(watcher::Event::Init)) => relisted.clear(),
                 Some(Ok(watcher::Event::InitApply(obj))) => {
                     if let Some(key) = self.store(obj) {
@@ -103,8 +111,13 @@ impl Controller {
                     }
                 }
                 Some(Ok(watcher::Event::InitDone)) => {
-                    let stale = self.retain(&relisted);
-                    tracing::info!(endpoint = self.clients.base_url(), synctargets = relisted.len(), removed = stale, "SyncTarget cache synced");
+                    let stale = self.cache.retain(&relisted);
+                    tracing::info!(
+                        endpoint = self.clients.base_url(),
+                        synctargets = relisted.len(),
+                        removed = stale,
+                        "SyncTarget cache synced"
+                    );
                     relisted.drain().for_each(|k| self.queue.add(k));
                 }
                 Some(Ok(watcher::Event::Apply(obj))) => {
@@ -114,7 +127,7 @@ impl Controller {
                 }
                 Some(Ok(watcher::Event::Delete(obj))) => {
                     if let Some(key) = ClusterKey::of(&obj) {
-                        self.remove(&key);
+                        self.cache.remove(&key);
                         self.queue.add(key);
                     }
                 }
@@ -126,7 +139,10 @@ impl Controller {
     /// changes or disappears re-reconciles the SyncTargets that reference it.
     async fn watch_secrets(self, cancel: CancellationToken) {
         let api: Api<PartialObjectMeta<Secret>> = Api::all(self.clients.wildcard());
-        let mut events = watcher(api, watcher::Config::default()).default_backoff().touched_objects().boxed();
+        let mut events = watcher(api, watcher::Config::default())
+            .default_backoff()
+            .touched_objects()
+            .boxed();
         loop {
             let event = tokio::select! {
                 _ = cancel.cancelled() => return,
@@ -134,10 +150,14 @@ impl Controller {
             };
             match event {
                 None => return,
-                Some(Err(e)) => tracing::debug!(endpoint = self.clients.base_url(), error = %e, "watching Secrets failed; retrying"),
+                Some(Err(e)) => {
+                    tracing::debug!(endpoint = self.clients.base_url(), error = %e, "watching Secrets failed; retrying")
+                }
                 Some(Ok(secret)) => {
                     if let Some(key) = ClusterKey::of(&secret) {
-                        self.referencing(&key).into_iter().for_each(|k| self.queue.add(k));
+                        self.referencing(&key)
+                            .into_iter()
+                            .for_each(|k| self.queue.add(k));
                     }
                 }
             }
@@ -146,56 +166,23 @@ impl Controller {
 
     fn store(&self, obj: DynamicObject) -> Option<ClusterKey> {
         let Some(key) = ClusterKey::of(&obj) else {
-            tracing::warn!(name = obj.name_any(), "SyncTarget without a kcp.io/cluster annotation ignored");
+            tracing::warn!(
+                name = obj.name_any(),
+                "SyncTarget without a kcp.io/cluster annotation ignored"
+            );
             return None;
         };
-        let mut cache = self.cache.write().expect("cache poisoned");
-        cache.entry(key.cluster.clone()).or_default().insert(key.name.clone(), Arc::new(obj));
+        self.cache.insert(&key, obj);
         Some(key)
-    }
-
-    fn remove(&self, key: &ClusterKey) {
-        let mut cache = self.cache.write().expect("cache poisoned");
-        if let Some(objects) = cache.get_mut(&key.cluster) {
-            objects.remove(&key.name);
-            if objects.is_empty() {
-                cache.remove(&key.cluster);
-            }
-        }
-    }
-
-    /// Drops cached objects not in `keep`; returns how many were dropped.
-    fn retain(&self, keep: &HashSet<ClusterKey>) -> usize {
-        let mut cache = self.cache.write().expect("cache poisoned");
-        let mut dropped = 0;
-        for (cluster, objects) in cache.iter_mut() {
-            objects.retain(|name, _| {
-                let kept = keep.contains(&ClusterKey::new(cluster.clone(), None, name.clone()));
-                dropped += usize::from(!kept);
-                kept
-            });
-        }
-        cache.retain(|_, objects| !objects.is_empty());
-        dropped
-    }
-
-    fn get(&self, key: &ClusterKey) -> Option<Arc<DynamicObject>> {
-        let cache = self.cache.read().expect("cache poisoned");
-        cache.get(&key.cluster).and_then(|o| o.get(&key.name)).cloned()
     }
 
     /// Keys of the SyncTargets in the Secret's workspace that reference it.
     fn referencing(&self, secret: &ClusterKey) -> Vec<ClusterKey> {
-        let cache = self.cache.read().expect("cache poisoned");
-        let Some(objects) = cache.get(&secret.cluster) else { return vec![] };
-        objects
-            .iter()
-            .filter(|(_, obj)| {
-                let r = &obj.data["spec"]["kubeconfigSecretRef"];
-                r["name"].as_str() == Some(secret.name.as_str()) && r["namespace"].as_str() == secret.namespace.as_deref()
-            })
-            .map(|(name, _)| ClusterKey::new(secret.cluster.clone(), None, name.clone()))
-            .collect()
+        self.cache.keys_in(&secret.cluster, |obj| {
+            let r = &obj.data["spec"]["kubeconfigSecretRef"];
+            r["name"].as_str() == Some(secret.name.as_str())
+                && r["namespace"].as_str() == secret.namespace.as_deref()
+        })
     }
 
     async fn work(self) {
@@ -210,7 +197,9 @@ impl Controller {
                 }
                 Err(e) => {
                     let delay = self.queue.add_rate_limited(key.clone());
-                    span.in_scope(|| tracing::warn!(error = %e, retry_in = ?delay, "reconcile failed"));
+                    span.in_scope(
+                        || tracing::warn!(error = %e, retry_in = ?delay, "reconcile failed"),
+                    );
                 }
             }
             self.queue.done(&key);
@@ -218,15 +207,23 @@ impl Controller {
     }
 
     async fn reconcile(&self, key: &ClusterKey) -> Result<Option<Duration>, ReconcileError> {
-        let Some(raw) = self.get(key) else { return Ok(None) };
+        let Some(raw) = self.cache.get(key) else {
+            return Ok(None);
+        };
         let client = self.clients.cluster(&key.cluster);
         let generation = raw.metadata.generation;
         // The status is parsed on its own so that a malformed spec still shows its conditions.
-        let current: Option<SyncTargetStatus> = serde_json::from_value(raw.data["status"].clone()).ok();
+        let current: Option<SyncTargetStatus> =
+            serde_json::from_value(raw.data["status"].clone()).ok();
         let now = jiff::Timestamp::now();
-        let desired: Desired = match serde_json::to_value(raw.as_ref()).and_then(serde_json::from_value::<SyncTarget>) {
+        let desired: Desired = match serde_json::to_value(raw.as_ref())
+            .and_then(serde_json::from_value::<SyncTarget>)
+        {
             Err(e) => {
-                let previous = current.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
+                let previous = current
+                    .as_ref()
+                    .map(|s| s.conditions.as_slice())
+                    .unwrap_or_default();
                 status::malformed(previous, generation, &e.to_string(), now)
             }
             Ok(target) => {
@@ -235,7 +232,9 @@ impl Controller {
                     Some(r) => match kubeconfig::validate_ref(r) {
                         Some(problem) => problem,
                         None => {
-                            let found = kubeconfig::lookup(client.clone(), r).await.map_err(ReconcileError::ReadSecret)?;
+                            let found = kubeconfig::lookup(client.clone(), r)
+                                .await
+                                .map_err(ReconcileError::ReadSecret)?;
                             kubeconfig::classify(r, found)
                         }
                     },
@@ -251,17 +250,29 @@ impl Controller {
             }
         };
         if desired.differs_from(current.as_ref()) {
-            let ready = desired.conditions.first().map(|c| (c.status.clone(), c.reason.clone()));
+            let ready = desired
+                .conditions
+                .first()
+                .map(|c| (c.status.clone(), c.reason.clone()));
             let patch = json!({
                 "apiVersion": SyncTarget::api_version(&()),
                 "kind": SyncTarget::kind(&()),
                 "status": { "conditions": desired.conditions, "observedGeneration": desired.observed_generation },
             });
             let api: Api<DynamicObject> = Api::all_with(client, &resource());
-            api.patch_status(&key.name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
+            match api
+                .patch_status(
+                    &key.name,
+                    &PatchParams::apply(FIELD_MANAGER).force(),
+                    &Patch::Apply(&patch),
+                )
                 .await
-                .map_err(ReconcileError::WriteStatus)?;
-            tracing::info!(ready = ?ready, "status updated");
+            {
+                Ok(_) => tracing::info!(ready = ?ready, "status updated"),
+                // Deleted since it was cached: the delete event reconciles it away.
+                Err(kube::Error::Api(s)) if s.code == 404 => return Ok(None),
+                Err(e) => return Err(ReconcileError::WriteStatus(e)),
+            }
         }
         Ok(desired.requeue_after)
     }

@@ -1,0 +1,257 @@
+//! The shared test environment: one real kcp server for the whole run, started on loopback with
+//! a temporary root directory and free ports, and helpers to drive it like a user would.
+
+use std::future::Future;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use kcp_tmc::kcp::{ClusterClients, WorkspacePath, workspace};
+
+pub type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
+
+/// Fails the test with a message when `cond` is false.
+#[macro_export]
+macro_rules! ensure {
+    ($cond:expr, $($msg:tt)+) => {
+        if !$cond {
+            return Err(format!($($msg)+).into());
+        }
+    };
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind a free port")
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A kcp server process, killed on drop.
+pub struct Kcp {
+    child: Child,
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    pub kubeconfig: PathBuf,
+}
+
+impl Drop for Kcp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The kcp binary: `$TMC_KCP_BIN`, or built (and cached) by `tests/servers.sh kcp`.
+fn kcp_binary() -> PathBuf {
+    if let Ok(bin) = std::env::var("TMC_KCP_BIN") {
+        return bin.into();
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/servers.sh");
+    let out = Command::new(script)
+        .arg("kcp")
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run tests/servers.sh");
+    assert!(out.status.success(), "building kcp failed");
+    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+}
+
+impl Kcp {
+    pub async fn start() -> Kcp {
+        let bin = kcp_binary();
+        let dir = tempfile::Builder::new()
+            .prefix("tmc-e2e-kcp")
+            .disable_cleanup(std::env::var_os("TMC_E2E_KEEP").is_some())
+            .tempdir()
+            .unwrap();
+        let port = free_port();
+        let root = dir.path().join(".kcp");
+        let log = std::fs::File::create(dir.path().join("kcp.log")).unwrap();
+        let child = Command::new(&bin)
+            .arg("start")
+            .arg(format!("--root-directory={}", root.display()))
+            .arg("--bind-address=127.0.0.1")
+            .arg(format!("--secure-port={port}"))
+            .arg(format!("--embedded-etcd-client-port={}", free_port()))
+            .arg(format!("--embedded-etcd-peer-port={}", free_port()))
+            .arg("--embedded-etcd-wal-size-bytes=5000")
+            .env("UNSAFE_E2E_HACK_DISABLE_ETCD_FSYNC", "true")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {}: {e}", bin.display()));
+        let kcp = Kcp {
+            child,
+            port,
+            kubeconfig: root.join("admin.kubeconfig"),
+            dir,
+        };
+        kcp.wait_ready().await;
+        kcp
+    }
+
+    async fn wait_ready(&self) {
+        let started = Instant::now();
+        let deadline = started + Duration::from_secs(180);
+        while !self.kubeconfig.exists() {
+            assert!(
+                Instant::now() < deadline,
+                "kcp wrote no admin.kubeconfig; see {}",
+                self.log().display()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        // The tenancy API becomes usable a little after /readyz: poll the root workspace list.
+        let clients = self.clients().await;
+        let root = WorkspacePath::root();
+        loop {
+            let ready = workspace::resolve(&clients, &"root:none".parse().unwrap()).await;
+            if matches!(ready, Err(workspace::WorkspaceError::NotFound { .. })) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "kcp not ready: {ready:?}; see {}",
+                self.log().display()
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        eprintln!(
+            "kcp ready on port {} after {:?} ({root})",
+            self.port,
+            started.elapsed()
+        );
+    }
+
+    pub fn log(&self) -> PathBuf {
+        self.dir.path().join("kcp.log")
+    }
+
+    pub async fn config(&self) -> kube::Config {
+        let kc = kube::config::Kubeconfig::read_from(&self.kubeconfig).unwrap();
+        kube::Config::from_custom_kubeconfig(kc, &Default::default())
+            .await
+            .unwrap()
+    }
+
+    pub async fn clients(&self) -> ClusterClients {
+        ClusterClients::for_server(&self.config().await).unwrap()
+    }
+
+    pub fn server(&self, path: &str) -> String {
+        format!("https://127.0.0.1:{}/clusters/{path}", self.port)
+    }
+
+    /// Runs kubectl against the workspace `path`, feeding `stdin`; returns stdout.
+    pub fn kubectl(
+        &self,
+        path: &str,
+        args: &[&str],
+        stdin: Option<&str>,
+    ) -> Result<String, String> {
+        use std::io::Write;
+        let mut child = Command::new("kubectl")
+            .arg(format!("--kubeconfig={}", self.kubeconfig.display()))
+            .arg(format!("--server={}", self.server(path)))
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("kubectl: {e}"))?;
+        if let Some(input) = stdin {
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(input.as_bytes())
+                .map_err(|e| e.to_string())?;
+        }
+        drop(child.stdin.take());
+        let out = child.wait_with_output().map_err(|e| e.to_string())?;
+        if !out.status.success() {
+            return Err(format!(
+                "kubectl {args:?} in {path}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+}
+
+/// A process of the `tmc` binary under test, killed on drop, logging to a file.
+pub struct Tmc {
+    child: Child,
+    pub log: PathBuf,
+}
+
+impl Tmc {
+    pub fn spawn(args: &[&str], log: PathBuf) -> Tmc {
+        let file = std::fs::File::create(&log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_tmc"))
+            .args(args)
+            .env("RUST_LOG", "info,kcp_tmc=debug")
+            .env("NO_COLOR", "1")
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .spawn()
+            .unwrap();
+        Tmc { child, log }
+    }
+
+    pub fn output(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Still running (not crashed)?
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Tmc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `tmc` to completion: (exit code, stdout, stderr).
+pub fn tmc(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_tmc"))
+        .args(args)
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Polls `check` every 200 ms until it returns `Ok(Some(v))`, or fails after `timeout` with the
+/// last thing `check` said.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> Result<T, String>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Option<T>, String>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        let last = match check().await {
+            Ok(Some(v)) => return Ok(v),
+            Ok(None) => "not yet".to_string(),
+            Err(e) => e,
+        };
+        if Instant::now() > deadline {
+            return Err(format!(
+                "timed out after {timeout:?} waiting for {what}: {last}"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

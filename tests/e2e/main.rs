@@ -1,0 +1,195 @@
+//! End-to-end tests against a real kcp server.
+//!
+//! One kcp is started for the whole run (start-up costs tens of seconds), kcp-tmc's APIs are
+//! installed with `tmc install` into `root:tmc`, a `tmc manager` process runs against it, and two
+//! tenant workspaces bind the export with the sample APIBinding from `config/samples/`. Tests
+//! then run concurrently, each with its own objects. A custom runner (harness = false) owns that
+//! shared set-up and its teardown, and ends with the line `N passed, N failed`.
+//!
+//! `cargo test --test e2e -- <substring>` runs the tests whose names contain the substring.
+
+mod cli;
+mod env;
+mod install;
+mod synctarget;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use env::{Kcp, TestResult, Tmc, eventually};
+use kcp_tmc::kcp::ClusterClients;
+
+/// Heartbeat threshold the shared manager runs with, short so tests can watch it expire.
+pub const HEARTBEAT_THRESHOLD: Duration = Duration::from_secs(4);
+pub const PROVIDER: &str = "root:tmc";
+pub const TENANT_A: &str = "root:tenant-a";
+pub const TENANT_B: &str = "root:tenant-b";
+
+pub struct World {
+    pub kcp: Kcp,
+    pub clients: ClusterClients,
+    pub manager: std::sync::Mutex<Tmc>,
+}
+
+type TestFn = fn(Arc<World>) -> Pin<Box<dyn Future<Output = TestResult> + Send>>;
+
+macro_rules! tests {
+    ($($path:path),* $(,)?) => {
+        vec![$((stringify!($path), (|w| Box::pin($path(w))) as TestFn)),*]
+    };
+}
+
+fn all_tests() -> Vec<(&'static str, TestFn)> {
+    tests![
+        install::install_is_idempotent,
+        install::endpoint_follows_bindings_and_schema_upgrades,
+        install::crds_command_prints_both_crds,
+        synctarget::pull_mode_target_waits_for_syncer,
+        synctarget::same_name_in_two_workspaces_reconciled_independently,
+        synctarget::heartbeat_flips_and_recovers,
+        synctarget::bad_kubeconfig_secrets_are_named,
+        synctarget::invalid_spec_is_reported_and_others_proceed,
+        synctarget::cordon_and_eviction_are_visible,
+        synctarget::observed_generation_follows_spec,
+        synctarget::settled_status_is_not_rewritten,
+        cli::manager_waits_for_unreachable_kcp,
+        cli::invalid_input_says_what_to_fix,
+    ]
+}
+
+async fn setup() -> Result<World, String> {
+    let kcp = Kcp::start().await;
+    let kubeconfig = kcp.kubeconfig.display().to_string();
+    let (code, out, err) = env::tmc(&[
+        "install",
+        "--kubeconfig",
+        &kubeconfig,
+        "--workspace",
+        PROVIDER,
+        "--create-workspace",
+    ]);
+    if code != 0 {
+        return Err(format!("tmc install failed ({code}): {out}{err}"));
+    }
+    // The manager starts before any workspace binds the export: it must pick up the
+    // virtual-workspace endpoint when it appears.
+    let threshold = format!("{}s", HEARTBEAT_THRESHOLD.as_secs());
+    let manager = Tmc::spawn(
+        &[
+            "manager",
+            "--kubeconfig",
+            &kubeconfig,
+            "--workspace",
+            PROVIDER,
+            "--heartbeat-threshold",
+            &threshold,
+        ],
+        kcp.dir.path().join("manager.log"),
+    );
+    let clients = kcp.clients().await;
+    let binding = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/config/samples/apibinding.yaml"
+    ))
+    .unwrap();
+    for tenant in [TENANT_A, TENANT_B] {
+        kcp_tmc::kcp::workspace::ensure(
+            &clients,
+            &tenant.parse().unwrap(),
+            Duration::from_secs(60),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        kcp.kubectl(tenant, &["apply", "-f", "-"], Some(&binding))?;
+    }
+    for tenant in [TENANT_A, TENANT_B] {
+        eventually(
+            &format!("synctargets served in {tenant}"),
+            Duration::from_secs(60),
+            || async {
+                Ok(kcp
+                    .kubectl(tenant, &["get", "synctargets"], None)
+                    .ok()
+                    .map(|_| ()))
+            },
+        )
+        .await?;
+    }
+    Ok(World {
+        kcp,
+        clients,
+        manager: std::sync::Mutex::new(manager),
+    })
+}
+
+fn main() -> std::process::ExitCode {
+    let filter: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    let tests: Vec<_> = all_tests()
+        .into_iter()
+        .filter(|(n, _)| filter.as_ref().is_none_or(|f| n.contains(f.as_str())))
+        .collect();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async move {
+        let started = Instant::now();
+        println!("running {} e2e tests against a real kcp", tests.len());
+        let world = match setup().await {
+            Ok(w) => Arc::new(w),
+            Err(e) => {
+                println!("e2e set-up failed: {e}");
+                println!("0 passed, {} failed", tests.len());
+                return std::process::ExitCode::FAILURE;
+            }
+        };
+        println!("set-up done in {:?}", started.elapsed());
+        let mut set = tokio::task::JoinSet::new();
+        for (name, f) in tests {
+            let w = world.clone();
+            set.spawn(async move {
+                let t = Instant::now();
+                let result = tokio::time::timeout(Duration::from_secs(150), f(w)).await;
+                let result = result.unwrap_or_else(|_| Err("timed out after 150s".into()));
+                (name, t.elapsed(), result)
+            });
+        }
+        let (mut passed, mut failed) = (0, 0);
+        while let Some(joined) = set.join_next().await {
+            match joined {
+                Ok((name, took, Ok(()))) => {
+                    passed += 1;
+                    println!("test {name} ... ok ({took:.1?})");
+                }
+                Ok((name, took, Err(e))) => {
+                    failed += 1;
+                    println!("test {name} ... FAILED ({took:.1?})\n    {e}");
+                }
+                Err(e) => {
+                    failed += 1;
+                    println!("test panicked: {e}");
+                }
+            }
+        }
+        if failed > 0 {
+            let log = world.manager.lock().unwrap().output();
+            let tail: Vec<&str> = log.lines().rev().take(60).collect();
+            println!("--- last lines of the manager log ---");
+            tail.iter().rev().for_each(|l| println!("{l}"));
+            println!(
+                "--- set TMC_E2E_KEEP=1 to keep the kcp and manager logs under {} ---",
+                world.kcp.dir.path().display()
+            );
+        }
+        println!("e2e finished in {:?}", started.elapsed());
+        println!("{passed} passed, {failed} failed");
+        drop(world);
+        if failed == 0 {
+            std::process::ExitCode::SUCCESS
+        } else {
+            std::process::ExitCode::FAILURE
+        }
+    })
+}
