@@ -3,12 +3,9 @@
 use std::path::{Path, PathBuf};
 
 use clap::Args;
-use kube::CustomResourceExt;
 use serde::Serialize;
 
 use super::CliError;
-use crate::apis::placement::v1alpha1::Placement;
-use crate::apis::sync::v1alpha1::SyncTarget;
 use crate::kcp::export::{self, DEFAULT_EXPORT_NAME};
 
 /// The provider workspace the generated samples refer to.
@@ -31,7 +28,7 @@ const HEADER: &str =
 /// Every generated file, as (path relative to the repository root, content).
 pub fn generated_files() -> Result<Vec<(PathBuf, String)>, CliError> {
     let mut files = vec![];
-    for crd in [SyncTarget::crd(), Placement::crd()] {
+    for crd in export::own_crds() {
         let name = crd.metadata.name.clone().unwrap_or_default();
         let (plural, group) = name.split_once('.').unwrap_or((&name, ""));
         files.push((
@@ -65,7 +62,7 @@ pub fn generated_files() -> Result<Vec<(PathBuf, String)>, CliError> {
 }
 
 pub fn print_crds() -> Result<(), CliError> {
-    for crd in [SyncTarget::crd(), Placement::crd()] {
+    for crd in export::own_crds() {
         print!("---\n{}", to_yaml(&crd)?);
     }
     Ok(())

@@ -4,6 +4,7 @@
 //! workload APIs kcp does not serve (Deployments, Services), and permission claims for the
 //! built-in resources the manager and syncer must read and write in the tenant's workspace.
 
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 use serde_json::{Value, json};
 
@@ -51,17 +52,16 @@ pub const CLAIMS: &[Claim] = &[
     },
 ];
 
+/// The CRDs of kcp-tmc's own APIs, with descriptions ready for `kubectl explain`.
+pub fn own_crds() -> Vec<CustomResourceDefinition> {
+    [SyncTarget::crd(), Placement::crd()].into_iter().map(schema::reflow_descriptions).collect()
+}
+
 /// The APIResourceSchemas of every exported resource, in a stable order.
 pub fn schemas() -> Result<Vec<ResourceSchema>, SchemaError> {
-    [
-        SyncTarget::crd(),
-        Placement::crd(),
-        workload::deployment_crd(),
-        workload::service_crd(),
-    ]
-    .iter()
-    .map(schema::from_crd)
-    .collect()
+    let mut crds = own_crds();
+    crds.extend([workload::deployment_crd(), workload::service_crd()]);
+    crds.iter().map(schema::from_crd).collect()
 }
 
 /// The APIExport object pointing at `schemas`.

@@ -104,6 +104,48 @@ pub fn from_crd(crd: &CustomResourceDefinition) -> Result<ResourceSchema, Schema
     })
 }
 
+/// Joins the hard-wrapped lines of doc comments in every `description` of a CRD, so that
+/// `kubectl explain` re-wraps the text for the terminal. Blank lines (paragraphs) and lines
+/// that start a list item or an indented block are kept.
+pub fn reflow_descriptions(crd: CustomResourceDefinition) -> CustomResourceDefinition {
+    let mut value = serde_json::to_value(&crd).expect("a CRD serializes");
+    reflow(&mut value);
+    serde_json::from_value(value).expect("reflowing descriptions keeps a valid CRD")
+}
+
+fn reflow(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            for (k, v) in map.iter_mut() {
+                match v {
+                    Value::String(text) if k == "description" => *text = reflow_text(text),
+                    _ => reflow(v),
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(reflow),
+        _ => {}
+    }
+}
+
+/// `"a\nb\n\nc\n- d"` -> `"a b\n\nc\n- d"`.
+pub fn reflow_text(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    let mut prev = '\0';
+    while let Some(c) = chars.next() {
+        if c == '\n' {
+            let next = chars.peek().copied().unwrap_or('\n');
+            let keep = prev == '\n' || matches!(next, '\n' | '-' | '*' | ' ' | '\t');
+            out.push(if keep { '\n' } else { ' ' });
+        } else {
+            out.push(c);
+        }
+        prev = c;
+    }
+    out
+}
+
 /// A name prefix that changes whenever `spec` changes: `v` and 12 hex digits of its SHA-256.
 /// kcp requires the prefix to start with a letter, hence the `v`.
 pub fn content_prefix(spec: &Value) -> String {
@@ -160,6 +202,23 @@ mod tests {
         let s = from_crd(&crd).unwrap();
         assert!(s.name.ends_with(".services.core"), "{}", s.name);
         assert_eq!(s.object["spec"]["group"], "");
+    }
+
+    #[test]
+    fn reflowed_text() {
+        let cases = [
+            ("one line", "one line"),
+            ("wrapped\nline", "wrapped line"),
+            ("para one\n\npara two", "para one\n\npara two"),
+            ("list:\n- a\n- b", "list:\n- a\n- b"),
+            ("code:\n    x = 1", "code:\n    x = 1"),
+        ];
+        for (input, want) in cases {
+            assert_eq!(reflow_text(input), want, "{input:?}");
+        }
+        let crd = reflow_descriptions(SyncTarget::crd());
+        let text = serde_json::to_string(&crd).unwrap();
+        assert!(!text.contains("the manager\\nitself"), "doc comment wrapping left in descriptions");
     }
 
     #[test]

@@ -213,7 +213,17 @@ impl Tmc {
 }
 
 impl Drop for Tmc {
+    /// SIGTERM first, so the process shuts down cleanly (and coverage data gets written), then
+    /// SIGKILL if it has not exited within five seconds.
     fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if !matches!(self.child.try_wait(), Ok(None)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

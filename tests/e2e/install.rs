@@ -6,7 +6,6 @@ use std::time::Duration;
 use kcp_tmc::kcp::endpoints::{endpoint_slice_resource, endpoint_urls};
 use kcp_tmc::kcp::schema::{self, ResourceSchema};
 use kcp_tmc::kcp::{export, install, workspace};
-use kube::CustomResourceExt;
 use kube::api::{Api, DynamicObject};
 
 use crate::env::{self, TestResult, eventually};
@@ -108,7 +107,7 @@ pub async fn endpoint_follows_bindings_and_schema_upgrades(w: Arc<World>) -> Tes
 
     // A schema change: a new printer column. Re-installing moves the export to the new schema,
     // deletes the old one, and the tenant's objects survive and show the new column.
-    let mut crd = kcp_tmc::apis::sync::v1alpha1::SyncTarget::crd();
+    let mut crd = export::own_crds().remove(0);
     let cols = crd.spec.versions[0]
         .additional_printer_columns
         .get_or_insert_with(Vec::new);

@@ -113,7 +113,7 @@ pub struct KubeconfigSecretRef {
     /// Name of the Secret.
     #[schemars(length(min = 1))]
     pub name: String,
-    /// Key in the Secret's data that holds the kubeconfig.
+    /// Key in the Secret's data that holds the kubeconfig. Defaults to `kubeconfig`.
     #[serde(default = "default_kubeconfig_key")]
     #[schemars(length(min = 1))]
     pub key: String,

@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# `make run`: a local kcp with kcp-tmc installed, ready to try with kubectl.
+#
+# Starts kcp (embedded etcd, loopback, free port, state under .tmc-run/), installs the APIs
+# into root:tmc, creates the tenant workspace root:demo bound with config/samples/apibinding.yaml,
+# starts `tmc manager`, applies config/samples/synctarget.yaml, and prints what to try.
+# Stops everything on Ctrl-C.
+set -euo pipefail
+
+repo=$(cd "$(dirname "$0")/.." && pwd)
+state=${TMC_RUN_DIR:-$repo/.tmc-run}
+tmc=$repo/target/debug/tmc
+log() { printf '>> %s\n' "$*" >&2; }
+
+[[ -n ${TMC_KCP_ONLY:-} || -x $tmc ]] || { log "build first: cargo build --bins"; exit 1; }
+kcp_bin=$("$repo/tests/servers.sh" kcp)
+rm -rf "$state"
+mkdir -p "$state"
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+etcd_client=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+etcd_peer=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+
+pids=()
+cleanup() {
+  log "stopping"
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+}
+trap cleanup EXIT INT TERM
+
+log "starting kcp on https://127.0.0.1:$port (log: $state/kcp.log)"
+"$kcp_bin" start --root-directory="$state/.kcp" --bind-address=127.0.0.1 --secure-port="$port" \
+  --embedded-etcd-client-port="$etcd_client" --embedded-etcd-peer-port="$etcd_peer" \
+  >"$state/kcp.log" 2>&1 &
+pids+=($!)
+
+admin=$state/.kcp/admin.kubeconfig
+for _ in $(seq 1 600); do
+  [[ -f $admin ]] && kubectl --kubeconfig "$admin" get workspaces >/dev/null 2>&1 && break
+  kill -0 "${pids[0]}" 2>/dev/null || { log "kcp exited; see $state/kcp.log"; tail -20 "$state/kcp.log" >&2; exit 1; }
+  sleep 0.5
+done
+kubectl --kubeconfig "$admin" get workspaces >/dev/null || { log "kcp did not become ready"; exit 1; }
+
+if [[ -n ${TMC_KCP_ONLY:-} ]]; then
+  cat <<TXT
+
+kcp is running on https://127.0.0.1:$port (log: $state/kcp.log).
+
+  export KUBECONFIG=$admin
+  kubectl get workspaces
+
+Press Ctrl-C to stop it.
+TXT
+  wait "${pids[0]}"
+  exit 0
+fi
+
+log "installing kcp-tmc's APIExport into root:tmc"
+"$tmc" install --kubeconfig "$admin" --workspace root:tmc --create-workspace
+
+# A kubeconfig whose current context is the tenant workspace root:demo.
+kc=$state/kubeconfig
+cp "$admin" "$kc"
+ca=$(kubectl --kubeconfig "$kc" config view --raw -o jsonpath='{.clusters[?(@.name=="root")].cluster.certificate-authority-data}')
+kubectl --kubeconfig "$kc" config set-cluster demo --server="https://127.0.0.1:$port/clusters/root:demo" >/dev/null
+kubectl --kubeconfig "$kc" config set clusters.demo.certificate-authority-data "$ca" >/dev/null
+kubectl --kubeconfig "$kc" config set-context demo --cluster=demo --user=kcp-admin >/dev/null
+kubectl --kubeconfig "$kc" config use-context demo >/dev/null
+
+log "creating the tenant workspace root:demo and binding the export"
+kubectl --kubeconfig "$admin" apply -f - >/dev/null <<'YAML'
+apiVersion: tenancy.kcp.io/v1alpha1
+kind: Workspace
+metadata: {name: demo}
+spec: {type: {name: universal, path: root}}
+YAML
+kubectl --kubeconfig "$admin" wait --for=jsonpath='{.status.phase}'=Ready workspace/demo --timeout=120s >/dev/null
+kubectl --kubeconfig "$kc" apply -f "$repo/config/samples/apibinding.yaml"
+for _ in $(seq 1 120); do kubectl --kubeconfig "$kc" get synctargets >/dev/null 2>&1 && break; sleep 0.5; done
+
+log "starting tmc manager (log: $state/manager.log)"
+"$tmc" manager --kubeconfig "$admin" --workspace root:tmc >"$state/manager.log" 2>&1 &
+pids+=($!)
+kubectl --kubeconfig "$kc" apply -f "$repo/config/samples/synctarget.yaml"
+kubectl --kubeconfig "$kc" wait --for=condition=Ready=false synctarget/east --timeout=60s >/dev/null || true
+
+cat <<TXT
+
+kcp-tmc is running. In another terminal:
+
+  export KUBECONFIG=$kc        # current context: workspace root:demo
+
+  kubectl get synctargets                      # conditions written by the manager
+  kubectl get synctarget east -o yaml          # Ready, SyncerReady, HeartbeatHealthy, Schedulable
+  kubectl explain synctarget.spec              # API docs from the Rust types
+
+  # Do by hand what a syncer's heartbeat does, and watch Ready flip to True, then back to
+  # False (HeartbeatStale) 40s later:
+  kubectl patch synctarget east --subresource=status --type=merge \\
+    -p "{\"status\":{\"lastSyncTime\":\"\$(date -u +%Y-%m-%dT%H:%M:%SZ)\"}}"
+
+  # Point it at a kubeconfig Secret that does not exist, and read the reason:
+  kubectl patch synctarget east --type=merge -p '{"spec":{"kubeconfigSecretRef":{"namespace":"default","name":"east-kubeconfig"}}}'
+
+  kubectl --context root get workspaces        # the kcp root workspace
+  tail -f $state/manager.log
+
+Press Ctrl-C to stop kcp and the manager.
+TXT
+kubectl --kubeconfig "$kc" get synctargets
+wait "${pids[0]}"
