@@ -50,6 +50,12 @@ pub async fn run(config: ManagerConfig, cancel: CancellationToken) -> Result<(),
     let mut running: HashMap<String, (CancellationToken, JoinHandle<()>)> = HashMap::new();
     loop {
         let urls = rx.borrow_and_update().clone();
+        if urls.is_empty() {
+            tracing::info!(
+                export = %config.export_name,
+                "no virtual-workspace endpoint yet: one appears once a workspace binds the APIExport"
+            );
+        }
         running.retain(|url, (stop, _)| {
             let keep = urls.contains(url);
             if !keep {
@@ -64,12 +70,8 @@ pub async fn run(config: ManagerConfig, cancel: CancellationToken) -> Result<(),
                 Ok(clients) => {
                     tracing::info!(endpoint = %url, "starting controllers for endpoint");
                     let stop = cancel.child_token();
-                    let controller =
-                        synctarget::Controller::new(clients, config.synctarget.clone());
-                    running.insert(
-                        url.clone(),
-                        (stop.clone(), tokio::spawn(controller.run(stop))),
-                    );
+                    let controller = synctarget::Controller::new(clients, config.synctarget.clone());
+                    running.insert(url.clone(), (stop.clone(), tokio::spawn(controller.run(stop))));
                 }
                 Err(e) => tracing::error!(endpoint = %url, error = %e, "cannot use endpoint"),
             }
@@ -94,10 +96,7 @@ async fn wait_for_workspace(
     path: &WorkspacePath,
     cancel: &CancellationToken,
 ) -> Option<LogicalClusterName> {
-    let backoff = Backoff {
-        base: Duration::from_millis(500),
-        max: Duration::from_secs(30),
-    };
+    let backoff = Backoff { base: Duration::from_millis(500), max: Duration::from_secs(30) };
     let mut attempt = 0;
     loop {
         match workspace::resolve(server, path).await {

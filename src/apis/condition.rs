@@ -30,8 +30,5 @@ impl ConditionStatus {
 
 /// The status of the condition `type_` in `conditions`, or `None` when it is absent.
 pub fn condition_status(conditions: &[Condition], type_: &str) -> Option<ConditionStatus> {
-    conditions
-        .iter()
-        .find(|c| c.type_ == type_)
-        .map(|c| ConditionStatus::parse(&c.status))
+    conditions.iter().find(|c| c.type_ == type_).map(|c| ConditionStatus::parse(&c.status))
 }

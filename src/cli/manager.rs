@@ -27,9 +27,7 @@ pub struct ManagerArgs {
 
 pub async fn run(args: ManagerArgs) -> Result<(), CliError> {
     if args.heartbeat_threshold.is_zero() {
-        return Err(CliError::Failed(
-            "--heartbeat-threshold must be greater than zero".into(),
-        ));
+        return Err(CliError::Failed("--heartbeat-threshold must be greater than zero".into()));
     }
     let kube_config = load_kube_config(&args.kcp).await?;
     let config = ManagerConfig {
@@ -44,9 +42,7 @@ pub async fn run(args: ManagerArgs) -> Result<(), CliError> {
     };
     let cancel = CancellationToken::new();
     tokio::spawn(cancel_on_signal(cancel.clone()));
-    manager::run(config, cancel)
-        .await
-        .map_err(|e| CliError::Failed(e.to_string()))
+    manager::run(config, cancel).await.map_err(|e| CliError::Failed(e.to_string()))
 }
 
 /// Cancels on SIGINT or SIGTERM, so in-flight reconciles finish and watches close cleanly.

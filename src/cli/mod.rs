@@ -70,10 +70,7 @@ pub enum CliError {
     #[error(
         "cannot read kubeconfig {path}: {source}\n  fix: pass --kubeconfig with a readable kubeconfig file for kcp"
     )]
-    ReadKubeconfig {
-        path: PathBuf,
-        source: kube::config::KubeconfigError,
-    },
+    ReadKubeconfig { path: PathBuf, source: kube::config::KubeconfigError },
     #[error("cannot find a kubeconfig for kcp: {0}\n  fix: pass --kubeconfig or set KUBECONFIG")]
     InferKubeconfig(kube::config::InferConfigError),
     #[error("cannot start the async runtime: {0}")]
@@ -83,14 +80,12 @@ pub enum CliError {
 }
 
 fn parse_workspace(s: &str) -> Result<WorkspacePath, String> {
-    s.parse()
-        .map_err(|e: crate::kcp::cluster::NameError| e.to_string())
+    s.parse().map_err(|e: crate::kcp::cluster::NameError| e.to_string())
 }
 
 /// Parses durations such as `40s`, `2m`, `1h30m`, `500ms`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let err =
-        || format!("invalid duration {s:?}: use a number with a unit, e.g. 500ms, 40s, 2m, 1h30m");
+    let err = || format!("invalid duration {s:?}: use a number with a unit, e.g. 500ms, 40s, 2m, 1h30m");
     let mut total = Duration::ZERO;
     let mut rest = s.trim();
     if rest.is_empty() {
@@ -103,9 +98,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         }
         let n: u64 = rest[..digits].parse().map_err(|_| err())?;
         rest = &rest[digits..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(rest.len());
+        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
         let unit = match &rest[..unit_len] {
             "ms" => Duration::from_millis(n),
             "s" => Duration::from_secs(n),
@@ -120,38 +113,23 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 async fn load_kube_config(args: &KcpArgs) -> Result<kube::Config, CliError> {
-    let options = kube::config::KubeConfigOptions {
-        context: args.context.clone(),
-        ..Default::default()
-    };
+    let options = kube::config::KubeConfigOptions { context: args.context.clone(), ..Default::default() };
     match &args.kubeconfig {
         Some(path) => {
-            let kubeconfig = kube::config::Kubeconfig::read_from(path).map_err(|source| {
-                CliError::ReadKubeconfig {
-                    path: path.clone(),
-                    source,
-                }
-            })?;
+            let kubeconfig = kube::config::Kubeconfig::read_from(path)
+                .map_err(|source| CliError::ReadKubeconfig { path: path.clone(), source })?;
             kube::Config::from_custom_kubeconfig(kubeconfig, &options)
                 .await
-                .map_err(|source| CliError::ReadKubeconfig {
-                    path: path.clone(),
-                    source,
-                })
+                .map_err(|source| CliError::ReadKubeconfig { path: path.clone(), source })
         }
-        None => kube::Config::infer()
-            .await
-            .map_err(CliError::InferKubeconfig),
+        None => kube::Config::infer().await.map_err(CliError::InferKubeconfig),
     }
 }
 
 fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new("info,kube=warn,tower=warn,hyper=warn")
-    });
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube=warn,tower=warn,hyper=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Text => builder.try_init(),
@@ -177,11 +155,7 @@ pub fn run(cli: Cli) -> ExitCode {
 }
 
 fn block_on<F: std::future::Future<Output = Result<(), CliError>>>(f: F) -> Result<(), CliError> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(CliError::Runtime)?
-        .block_on(f)
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(CliError::Runtime)?.block_on(f)
 }
 
 #[cfg(test)]
@@ -205,11 +179,7 @@ mod tests {
             ("10d", None),
         ];
         for (input, want) in cases {
-            assert_eq!(
-                parse_duration(input).ok().map(|d| d.as_millis() as u64),
-                *want,
-                "{input:?}"
-            );
+            assert_eq!(parse_duration(input).ok().map(|d| d.as_millis() as u64), *want, "{input:?}");
         }
     }
 
@@ -221,16 +191,8 @@ mod tests {
                 if id == "help" || id == "version" || arg.is_positional() {
                     continue;
                 }
-                assert!(
-                    arg.get_help().is_some(),
-                    "{} --{id} has no help",
-                    cmd.get_name()
-                );
-                assert!(
-                    arg.get_env().is_some(),
-                    "{} --{id} has no env fallback",
-                    cmd.get_name()
-                );
+                assert!(arg.get_help().is_some(), "{} --{id} has no help", cmd.get_name());
+                assert!(arg.get_env().is_some(), "{} --{id} has no env fallback", cmd.get_name());
             }
             cmd.get_subcommands().for_each(check);
         }
@@ -240,24 +202,14 @@ mod tests {
 
     #[test]
     fn invalid_flags_say_what_to_fix() {
-        let err = Cli::try_parse_from(["tmc", "install", "--workspace", "Root:Bad"])
-            .unwrap_err()
-            .to_string();
+        let err = Cli::try_parse_from(["tmc", "install", "--workspace", "Root:Bad"]).unwrap_err().to_string();
         assert!(err.contains("lower-case"), "{err}");
-        let err = Cli::try_parse_from([
-            "tmc",
-            "manager",
-            "--workspace",
-            "root",
-            "--heartbeat-threshold",
-            "forty",
-        ])
-        .unwrap_err()
-        .to_string();
-        assert!(err.contains("e.g. 500ms"), "{err}");
-        let err = Cli::try_parse_from(["tmc", "manager", "--workspace", "root", "--workers", "0"])
+        let err = Cli::try_parse_from(["tmc", "manager", "--workspace", "root", "--heartbeat-threshold", "forty"])
             .unwrap_err()
             .to_string();
+        assert!(err.contains("e.g. 500ms"), "{err}");
+        let err =
+            Cli::try_parse_from(["tmc", "manager", "--workspace", "root", "--workers", "0"]).unwrap_err().to_string();
         assert!(err.contains("workers"), "{err}");
     }
 }

@@ -59,31 +59,16 @@ impl ClusterClients {
     /// Builds the shared base client for `endpoint`, reusing the credentials and TLS settings
     /// of `config` (whose own URL path, such as `/clusters/root`, is dropped).
     pub fn new(config: &Config, endpoint: &str) -> Result<Self, ClientError> {
-        let url: Uri =
-            endpoint
-                .trim_end_matches('/')
-                .parse()
-                .map_err(|e: http::uri::InvalidUri| ClientError::InvalidUrl {
-                    url: endpoint.into(),
-                    reason: e.to_string(),
-                })?;
+        let url: Uri = endpoint.trim_end_matches('/').parse().map_err(|e: http::uri::InvalidUri| {
+            ClientError::InvalidUrl { url: endpoint.into(), reason: e.to_string() }
+        })?;
         if url.scheme().is_none() || url.authority().is_none() {
-            return Err(ClientError::InvalidUrl {
-                url: endpoint.into(),
-                reason: "needs scheme and host".into(),
-            });
+            return Err(ClientError::InvalidUrl { url: endpoint.into(), reason: "needs scheme and host".into() });
         }
         let mut config = config.clone();
         config.cluster_url = url;
-        let base = Client::try_from(config).map_err(|source| ClientError::Build {
-            url: endpoint.into(),
-            source,
-        })?;
-        Ok(Self {
-            base_url: endpoint.trim_end_matches('/').to_string(),
-            base,
-            scoped: Default::default(),
-        })
+        let base = Client::try_from(config).map_err(|source| ClientError::Build { url: endpoint.into(), source })?;
+        Ok(Self { base_url: endpoint.trim_end_matches('/').to_string(), base, scoped: Default::default() })
     }
 
     /// Clients for the kcp server that `config` points at: its scheme and host, without the
@@ -114,10 +99,7 @@ impl ClusterClients {
 
     /// Drops the cached client of a cluster that no longer matters (e.g. an unbound workspace).
     pub fn forget(&self, cluster: &LogicalClusterName) {
-        self.scoped
-            .lock()
-            .expect("client cache poisoned")
-            .remove(&Scope::Cluster(cluster.clone()));
+        self.scoped.lock().expect("client cache poisoned").remove(&Scope::Cluster(cluster.clone()));
     }
 
     fn scoped(&self, scope: Scope) -> Client {
@@ -125,13 +107,7 @@ impl ClusterClients {
         cache
             .entry(scope.clone())
             .or_insert_with(|| {
-                Client::new(
-                    PrefixService {
-                        prefix: scope.prefix(),
-                        inner: self.base.clone(),
-                    },
-                    "default",
-                )
+                Client::new(PrefixService { prefix: scope.prefix(), inner: self.base.clone() }, "default")
             })
             .clone()
     }
@@ -144,12 +120,7 @@ pub fn server_root(url: &Uri) -> String {
         Some(i) => &path[..i],
         None => path.trim_end_matches('/'),
     };
-    format!(
-        "{}://{}{}",
-        url.scheme_str().unwrap_or("https"),
-        url.authority().map(|a| a.as_str()).unwrap_or(""),
-        keep
-    )
+    format!("{}://{}{}", url.scheme_str().unwrap_or("https"), url.authority().map(|a| a.as_str()).unwrap_or(""), keep)
 }
 
 /// Prefixes request paths with `/clusters/<...>` and forwards to the endpoint's base client.
@@ -169,11 +140,7 @@ impl tower::Service<Request<Body>> for PrefixService {
     }
 
     fn call(&mut self, mut req: Request<Body>) -> Self::Future {
-        let path_and_query = req
-            .uri()
-            .path_and_query()
-            .map(|p| p.as_str())
-            .unwrap_or("/");
+        let path_and_query = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
         let prefixed = format!("{}{}", self.prefix, path_and_query);
         let inner = self.inner.clone();
         match prefixed.parse::<Uri>() {
@@ -193,15 +160,9 @@ mod tests {
     #[test]
     fn server_roots() {
         let cases = [
-            (
-                "https://127.0.0.1:6443/clusters/root",
-                "https://127.0.0.1:6443",
-            ),
+            ("https://127.0.0.1:6443/clusters/root", "https://127.0.0.1:6443"),
             ("https://127.0.0.1:6443", "https://127.0.0.1:6443"),
-            (
-                "https://h:1/services/apiexport/abc/tmc/clusters/*",
-                "https://h:1/services/apiexport/abc/tmc",
-            ),
+            ("https://h:1/services/apiexport/abc/tmc/clusters/*", "https://h:1/services/apiexport/abc/tmc"),
             ("https://h:1/prefix/", "https://h:1/prefix"),
         ];
         for (input, want) in cases {
@@ -213,10 +174,7 @@ mod tests {
     fn scope_prefixes() {
         let c = LogicalClusterName::new("abc").unwrap();
         assert_eq!(Scope::Cluster(c).prefix(), "/clusters/abc");
-        assert_eq!(
-            Scope::Path("root:org".parse().unwrap()).prefix(),
-            "/clusters/root:org"
-        );
+        assert_eq!(Scope::Path("root:org".parse().unwrap()).prefix(), "/clusters/root:org");
         assert_eq!(Scope::Wildcard.prefix(), "/clusters/*");
     }
 }

@@ -20,20 +20,14 @@ pub enum NameError {
     #[error(
         "{what} {value:?} is not valid: use lower-case letters, digits and '-', starting and ending with a letter or digit{hint}"
     )]
-    InvalidSegment {
-        what: &'static str,
-        value: String,
-        hint: &'static str,
-    },
+    InvalidSegment { what: &'static str, value: String, hint: &'static str },
 }
 
 fn valid_segment(s: &str) -> bool {
     let bytes = s.as_bytes();
     !bytes.is_empty()
         && bytes.len() <= 63
-        && bytes
-            .iter()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+        && bytes.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
         && bytes[0] != b'-'
         && bytes[bytes.len() - 1] != b'-'
 }
@@ -49,20 +43,14 @@ impl LogicalClusterName {
             return Err(NameError::Empty("logical cluster name"));
         }
         if !valid_segment(&name) {
-            return Err(NameError::InvalidSegment {
-                what: "logical cluster name",
-                value: name,
-                hint: "",
-            });
+            return Err(NameError::InvalidSegment { what: "logical cluster name", value: name, hint: "" });
         }
         Ok(Self(name))
     }
 
     /// The logical cluster an object lives in, from its `kcp.io/cluster` annotation.
     pub fn of<K: ResourceExt>(obj: &K) -> Option<Self> {
-        obj.annotations()
-            .get(CLUSTER_ANNOTATION)
-            .and_then(|c| Self::new(c.as_str()).ok())
+        obj.annotations().get(CLUSTER_ANNOTATION).and_then(|c| Self::new(c.as_str()).ok())
     }
 
     pub fn as_str(&self) -> &str {
@@ -141,26 +129,14 @@ pub struct ClusterKey {
 }
 
 impl ClusterKey {
-    pub fn new(
-        cluster: LogicalClusterName,
-        namespace: Option<String>,
-        name: impl Into<String>,
-    ) -> Self {
-        Self {
-            cluster,
-            namespace,
-            name: name.into(),
-        }
+    pub fn new(cluster: LogicalClusterName, namespace: Option<String>, name: impl Into<String>) -> Self {
+        Self { cluster, namespace, name: name.into() }
     }
 
     /// The key of an object read from a wildcard or virtual-workspace request. `None` when the
     /// object lacks the `kcp.io/cluster` annotation (it did not come from kcp).
     pub fn of<K: ResourceExt>(obj: &K) -> Option<Self> {
-        Some(Self {
-            cluster: LogicalClusterName::of(obj)?,
-            namespace: obj.namespace(),
-            name: obj.name_any(),
-        })
+        Some(Self { cluster: LogicalClusterName::of(obj)?, namespace: obj.namespace(), name: obj.name_any() })
     }
 }
 
@@ -211,13 +187,8 @@ mod tests {
 
     #[test]
     fn logical_cluster_names() {
-        let cases: &[(&str, bool)] = &[
-            ("root", true),
-            ("2abc9xq7tz4wd5ph", true),
-            ("", false),
-            ("a:b", false),
-            ("A", false),
-        ];
+        let cases: &[(&str, bool)] =
+            &[("root", true), ("2abc9xq7tz4wd5ph", true), ("", false), ("a:b", false), ("A", false)];
         for (input, ok) in cases {
             assert_eq!(LogicalClusterName::new(*input).is_ok(), *ok, "{input:?}");
         }

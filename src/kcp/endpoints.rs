@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::client::ClusterClients;
 use super::cluster::LogicalClusterName;
+use crate::reconciler::next_or_cancelled;
 
 pub fn endpoint_slice_resource() -> ApiResource {
     ApiResource::from_gvk_with_plural(
@@ -45,37 +46,28 @@ pub async fn watch_endpoints(
     tx: watch::Sender<BTreeSet<String>>,
     cancel: CancellationToken,
 ) {
-    let api: Api<DynamicObject> =
-        Api::all_with(clients.cluster(&cluster), &endpoint_slice_resource());
+    let api: Api<DynamicObject> = Api::all_with(clients.cluster(&cluster), &endpoint_slice_resource());
     let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
     let mut events = watcher(api, config).default_backoff().boxed();
     let mut seen_in_relist = false;
     loop {
-        let event = tokio::select! {
-            _ = cancel.cancelled() => return,
-            e = events.next() => e,
-        };
+        let Some(event) = next_or_cancelled(&mut events, &cancel).await else { return };
         let urls = match event {
-            None => return,
-            Some(Err(e)) => {
+            Err(e) => {
                 tracing::warn!(slice = %name, workspace = %cluster, error = %e, "watching APIExportEndpointSlice failed; retrying");
                 continue;
             }
-            Some(Ok(watcher::Event::Init)) => {
+            Ok(watcher::Event::Init) => {
                 seen_in_relist = false;
                 continue;
             }
-            Some(Ok(watcher::Event::InitApply(obj))) => {
+            Ok(watcher::Event::InitApply(obj)) => {
                 seen_in_relist = true;
                 endpoint_urls(&serde_json::to_value(&obj).unwrap_or_default())
             }
-            Some(Ok(watcher::Event::InitDone)) if seen_in_relist => continue,
-            Some(Ok(watcher::Event::InitDone)) | Some(Ok(watcher::Event::Delete(_))) => {
-                BTreeSet::new()
-            }
-            Some(Ok(watcher::Event::Apply(obj))) => {
-                endpoint_urls(&serde_json::to_value(&obj).unwrap_or_default())
-            }
+            Ok(watcher::Event::InitDone) if seen_in_relist => continue,
+            Ok(watcher::Event::InitDone) | Ok(watcher::Event::Delete(_)) => BTreeSet::new(),
+            Ok(watcher::Event::Apply(obj)) => endpoint_urls(&serde_json::to_value(&obj).unwrap_or_default()),
         };
         tx.send_if_modified(|current| {
             if *current == urls {

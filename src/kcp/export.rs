@@ -35,21 +35,9 @@ pub struct Claim {
 /// - `configmaps`: ConfigMaps synced to clusters;
 /// - `namespaces`: the unit of placement; the assignment marker is written on them.
 pub const CLAIMS: &[Claim] = &[
-    Claim {
-        group: "",
-        resource: "secrets",
-        verbs: &["get", "list", "watch", "update", "patch"],
-    },
-    Claim {
-        group: "",
-        resource: "configmaps",
-        verbs: &["get", "list", "watch", "update", "patch"],
-    },
-    Claim {
-        group: "",
-        resource: "namespaces",
-        verbs: &["get", "list", "watch", "update", "patch"],
-    },
+    Claim { group: "", resource: "secrets", verbs: &["get", "list", "watch", "update", "patch"] },
+    Claim { group: "", resource: "configmaps", verbs: &["get", "list", "watch", "update", "patch"] },
+    Claim { group: "", resource: "namespaces", verbs: &["get", "list", "watch", "update", "patch"] },
 ];
 
 /// The CRDs of kcp-tmc's own APIs, with descriptions ready for `kubectl explain`.
@@ -70,10 +58,8 @@ pub fn api_export(name: &str, schemas: &[ResourceSchema]) -> Value {
         .iter()
         .map(|s| json!({ "name": s.plural, "group": s.group, "schema": s.name, "storage": { "crd": {} } }))
         .collect();
-    let claims: Vec<Value> = CLAIMS
-        .iter()
-        .map(|c| json!({ "group": c.group, "resource": c.resource, "verbs": c.verbs }))
-        .collect();
+    let claims: Vec<Value> =
+        CLAIMS.iter().map(|c| json!({ "group": c.group, "resource": c.resource, "verbs": c.verbs })).collect();
     json!({
         "apiVersion": APIS_V1ALPHA2,
         "kind": "APIExport",
@@ -112,10 +98,7 @@ mod tests {
     #[test]
     fn exports_all_four_resources() {
         let s = schemas().unwrap();
-        let names: Vec<(&str, &str)> = s
-            .iter()
-            .map(|s| (s.group.as_str(), s.plural.as_str()))
-            .collect();
+        let names: Vec<(&str, &str)> = s.iter().map(|s| (s.group.as_str(), s.plural.as_str())).collect();
         assert_eq!(
             names,
             [
@@ -138,27 +121,13 @@ mod tests {
     fn claims_name_verbs_and_binding_accepts_them() {
         let export = api_export("x", &[]);
         let claims = export["spec"]["permissionClaims"].as_array().unwrap();
-        let resources: Vec<&str> = claims
-            .iter()
-            .map(|c| c["resource"].as_str().unwrap())
-            .collect();
+        let resources: Vec<&str> = claims.iter().map(|c| c["resource"].as_str().unwrap()).collect();
         assert_eq!(resources, ["secrets", "configmaps", "namespaces"]);
-        assert!(
-            claims
-                .iter()
-                .all(|c| !c["verbs"].as_array().unwrap().is_empty())
-        );
+        assert!(claims.iter().all(|c| !c["verbs"].as_array().unwrap().is_empty()));
         let binding = api_binding("root:tmc", "x");
-        assert_eq!(
-            binding["spec"]["reference"]["export"],
-            json!({"path": "root:tmc", "name": "x"})
-        );
+        assert_eq!(binding["spec"]["reference"]["export"], json!({"path": "root:tmc", "name": "x"}));
         let accepted = binding["spec"]["permissionClaims"].as_array().unwrap();
         assert_eq!(accepted.len(), CLAIMS.len());
-        assert!(
-            accepted
-                .iter()
-                .all(|c| c["state"] == "Accepted" && c["selector"]["matchAll"] == true)
-        );
+        assert!(accepted.iter().all(|c| c["state"] == "Accepted" && c["selector"]["matchAll"] == true));
     }
 }

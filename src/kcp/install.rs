@@ -50,10 +50,7 @@ pub fn schema_resource() -> ApiResource {
 }
 
 pub fn export_resource() -> ApiResource {
-    ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk("apis.kcp.io", "v1alpha2", "APIExport"),
-        "apiexports",
-    )
+    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("apis.kcp.io", "v1alpha2", "APIExport"), "apiexports")
 }
 
 fn api_err(action: impl Into<String>) -> impl FnOnce(kube::Error) -> InstallError {
@@ -84,8 +81,8 @@ pub async fn install(
         }
         let mut obj = schema.object.clone();
         obj["metadata"]["labels"] = serde_json::json!({ MANAGED_BY_LABEL: MANAGED_BY_VALUE });
-        let obj: DynamicObject = serde_json::from_value(obj)
-            .map_err(|e| InstallError::Malformed(schema.name.clone(), e))?;
+        let obj: DynamicObject =
+            serde_json::from_value(obj).map_err(|e| InstallError::Malformed(schema.name.clone(), e))?;
         match schema_api.create(&PostParams::default(), &obj).await {
             Ok(_) => report.schemas_created.push(schema.name.clone()),
             // Created concurrently by another install: same name means same content.
@@ -95,21 +92,14 @@ pub async fn install(
     }
 
     let desired = export::api_export(export_name, schemas);
-    let current = export_api
-        .get_opt(export_name)
-        .await
-        .map_err(api_err(format!("read APIExport {export_name}")))?;
+    let current = export_api.get_opt(export_name).await.map_err(api_err(format!("read APIExport {export_name}")))?;
     let up_to_date = current.as_ref().is_some_and(|c| {
         let current = serde_json::to_value(c).unwrap_or_default();
         is_subset(&desired["spec"], &current["spec"])
     });
     if !up_to_date {
         export_api
-            .patch(
-                export_name,
-                &PatchParams::apply(FIELD_MANAGER).force(),
-                &Patch::Apply(&desired),
-            )
+            .patch(export_name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&desired))
             .await
             .map_err(api_err(format!("apply APIExport {export_name}")))?;
         report.export_written = true;
@@ -117,17 +107,10 @@ pub async fn install(
 
     let wanted: BTreeSet<&str> = schemas.iter().map(|s| s.name.as_str()).collect();
     let ours = schema_api
-        .list_metadata(
-            &ListParams::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}")),
-        )
+        .list_metadata(&ListParams::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}")))
         .await
         .map_err(api_err("list APIResourceSchemas"))?;
-    for old in ours
-        .items
-        .iter()
-        .filter_map(|o| o.metadata.name.as_deref())
-        .filter(|n| !wanted.contains(n))
-    {
+    for old in ours.items.iter().filter_map(|o| o.metadata.name.as_deref()).filter(|n| !wanted.contains(n)) {
         match schema_api.delete(old, &DeleteParams::default()).await {
             Ok(_) => report.schemas_pruned.push(old.to_string()),
             Err(kube::Error::Api(s)) if s.code == 404 => {}
@@ -142,15 +125,11 @@ pub async fn install(
 /// and empty values match absent ones (the server omits them).
 pub fn is_subset(want: &Value, have: &Value) -> bool {
     match (want, have) {
-        (Value::Object(w), Value::Object(h)) => w
-            .iter()
-            .all(|(k, v)| is_subset(v, h.get(k).unwrap_or(&Value::Null))),
+        (Value::Object(w), Value::Object(h)) => w.iter().all(|(k, v)| is_subset(v, h.get(k).unwrap_or(&Value::Null))),
         // The server omits empty values: a wanted empty value matches an absent one.
         (Value::Object(w), Value::Null) => w.is_empty(),
         (Value::Array(w), Value::Null) => w.is_empty(),
-        (Value::Array(w), Value::Array(h)) => {
-            w.len() == h.len() && w.iter().zip(h).all(|(a, b)| is_subset(a, b))
-        }
+        (Value::Array(w), Value::Array(h)) => w.len() == h.len() && w.iter().zip(h).all(|(a, b)| is_subset(a, b)),
         (Value::String(w), Value::Null) => w.is_empty(),
         (w, h) => w == h,
     }
@@ -168,11 +147,7 @@ mod tests {
             (json!({"a": 1}), json!({"a": 2}), false),
             (json!({"a": [1, 2]}), json!({"a": [1, 2]}), true),
             (json!({"a": [1, 2]}), json!({"a": [1, 2, 3]}), false),
-            (
-                json!({"a": [{"x": 1}]}),
-                json!({"a": [{"x": 1, "y": 0}]}),
-                true,
-            ),
+            (json!({"a": [{"x": 1}]}), json!({"a": [{"x": 1, "y": 0}]}), true),
             (json!({"a": {}}), json!({}), true),
             (json!({"a": {"b": 1}}), json!({}), false),
             (json!({"a": []}), json!({}), true),

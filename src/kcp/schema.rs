@@ -31,23 +31,15 @@ pub enum SchemaError {
     #[error("CRD {0} has no versions")]
     NoVersions(String),
     #[error("CRD {crd} cannot be serialized: {source}")]
-    Serialize {
-        crd: String,
-        source: serde_json::Error,
-    },
+    Serialize { crd: String, source: serde_json::Error },
 }
 
 /// Converts a CRD into an APIResourceSchema named by the hash of its spec.
 pub fn from_crd(crd: &CustomResourceDefinition) -> Result<ResourceSchema, SchemaError> {
     let crd_name = crd.metadata.name.clone().unwrap_or_default();
-    let spec = serde_json::to_value(&crd.spec).map_err(|source| SchemaError::Serialize {
-        crd: crd_name.clone(),
-        source,
-    })?;
-    let versions = spec["versions"]
-        .as_array()
-        .filter(|v| !v.is_empty())
-        .ok_or(SchemaError::NoVersions(crd_name))?;
+    let spec =
+        serde_json::to_value(&crd.spec).map_err(|source| SchemaError::Serialize { crd: crd_name.clone(), source })?;
+    let versions = spec["versions"].as_array().filter(|v| !v.is_empty()).ok_or(SchemaError::NoVersions(crd_name))?;
     let versions: Vec<Value> = versions
         .iter()
         .map(|v| {
@@ -57,13 +49,9 @@ pub fn from_crd(crd: &CustomResourceDefinition) -> Result<ResourceSchema, Schema
                 "storage": v["storage"],
                 "schema": v["schema"]["openAPIV3Schema"],
             });
-            for field in [
-                "subresources",
-                "additionalPrinterColumns",
-                "deprecated",
-                "deprecationWarning",
-                "selectableFields",
-            ] {
+            for field in
+                ["subresources", "additionalPrinterColumns", "deprecated", "deprecationWarning", "selectableFields"]
+            {
                 if !v[field].is_null() {
                     out[field] = v[field].clone();
                 }
@@ -84,24 +72,15 @@ pub fn from_crd(crd: &CustomResourceDefinition) -> Result<ResourceSchema, Schema
         "scope": spec["scope"],
         "versions": versions,
     });
-    let name = format!(
-        "{}.{}.{}",
-        content_prefix(&schema_spec),
-        plural,
-        if group.is_empty() { "core" } else { &group }
-    );
+    let name =
+        format!("{}.{}.{}", content_prefix(&schema_spec), plural, if group.is_empty() { "core" } else { &group });
     let object = json!({
         "apiVersion": APIS_GROUP_VERSION,
         "kind": "APIResourceSchema",
         "metadata": { "name": name },
         "spec": schema_spec,
     });
-    Ok(ResourceSchema {
-        name,
-        plural,
-        group,
-        object,
-    })
+    Ok(ResourceSchema { name, plural, group, object })
 }
 
 /// Joins the hard-wrapped lines of doc comments in every `description` of a CRD, so that
@@ -172,10 +151,7 @@ mod tests {
         let spec = &s.object["spec"];
         assert_eq!(spec["scope"], "Cluster");
         assert_eq!(spec["names"]["kind"], "SyncTarget");
-        assert_eq!(
-            spec["names"]["listKind"], "SyncTargetList",
-            "kcp requires listKind"
-        );
+        assert_eq!(spec["names"]["listKind"], "SyncTargetList", "kcp requires listKind");
         let v = &spec["versions"][0];
         assert_eq!(v["name"], "v1alpha1");
         assert_eq!(v["schema"]["type"], "object");

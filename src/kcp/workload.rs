@@ -11,8 +11,7 @@ use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
     CustomResourceColumnDefinition, CustomResourceDefinition, CustomResourceDefinitionNames,
     CustomResourceDefinitionSpec, CustomResourceDefinitionVersion, CustomResourceSubresourceScale,
-    CustomResourceSubresourceStatus, CustomResourceSubresources, CustomResourceValidation,
-    JSONSchemaProps,
+    CustomResourceSubresourceStatus, CustomResourceSubresources, CustomResourceValidation, JSONSchemaProps,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use schemars::JsonSchema;
@@ -20,27 +19,11 @@ use serde_json::{Value, json};
 
 /// The CRD-shaped definition of `deployments.apps/v1`.
 pub fn deployment_crd() -> CustomResourceDefinition {
-    let names = names(
-        "Deployment",
-        "deployments",
-        "deployment",
-        &["deploy"],
-        &["all"],
-    );
+    let names = names("Deployment", "deployments", "deployment", &["deploy"], &["all"]);
     let columns = vec![
         column("Ready", "integer", ".status.readyReplicas", "Pods ready"),
-        column(
-            "Up-to-date",
-            "integer",
-            ".status.updatedReplicas",
-            "Pods at the latest template",
-        ),
-        column(
-            "Available",
-            "integer",
-            ".status.availableReplicas",
-            "Pods available",
-        ),
+        column("Up-to-date", "integer", ".status.updatedReplicas", "Pods at the latest template"),
+        column("Available", "integer", ".status.availableReplicas", "Pods available"),
         column("Age", "date", ".metadata.creationTimestamp", ""),
     ];
     let scale = CustomResourceSubresourceScale {
@@ -48,13 +31,7 @@ pub fn deployment_crd() -> CustomResourceDefinition {
         status_replicas_path: ".status.replicas".into(),
         label_selector_path: None,
     };
-    crd(
-        "apps",
-        names,
-        schema_of::<Deployment>(),
-        columns,
-        Some(scale),
-    )
+    crd("apps", names, schema_of::<Deployment>(), columns, Some(scale))
 }
 
 /// The CRD-shaped definition of core `services/v1`.
@@ -62,12 +39,7 @@ pub fn service_crd() -> CustomResourceDefinition {
     let names = names("Service", "services", "service", &["svc"], &["all"]);
     let columns = vec![
         column("Type", "string", ".spec.type", "How the service is exposed"),
-        column(
-            "Cluster-IP",
-            "string",
-            ".spec.clusterIP",
-            "Set by the physical cluster",
-        ),
+        column("Cluster-IP", "string", ".spec.clusterIP", "Set by the physical cluster"),
         column("Age", "date", ".metadata.creationTimestamp", ""),
     ];
     crd("", names, schema_of::<Service>(), columns, None)
@@ -90,12 +62,7 @@ fn names(
     }
 }
 
-fn column(
-    name: &str,
-    type_: &str,
-    path: &str,
-    description: &str,
-) -> CustomResourceColumnDefinition {
+fn column(name: &str, type_: &str, path: &str, description: &str) -> CustomResourceColumnDefinition {
     CustomResourceColumnDefinition {
         name: name.into(),
         type_: type_.into(),
@@ -112,16 +79,9 @@ fn crd(
     columns: Vec<CustomResourceColumnDefinition>,
     scale: Option<CustomResourceSubresourceScale>,
 ) -> CustomResourceDefinition {
-    let group_suffix = if group.is_empty() {
-        "core".to_string()
-    } else {
-        group.to_string()
-    };
+    let group_suffix = if group.is_empty() { "core".to_string() } else { group.to_string() };
     CustomResourceDefinition {
-        metadata: ObjectMeta {
-            name: Some(format!("{}.{group_suffix}", names.plural)),
-            ..Default::default()
-        },
+        metadata: ObjectMeta { name: Some(format!("{}.{group_suffix}", names.plural)), ..Default::default() },
         spec: CustomResourceDefinitionSpec {
             group: group.into(),
             names,
@@ -130,9 +90,7 @@ fn crd(
                 name: "v1".into(),
                 served: true,
                 storage: true,
-                schema: Some(CustomResourceValidation {
-                    open_api_v3_schema: Some(schema),
-                }),
+                schema: Some(CustomResourceValidation { open_api_v3_schema: Some(schema) }),
                 subresources: Some(CustomResourceSubresources {
                     status: Some(CustomResourceSubresourceStatus(Default::default())),
                     scale,
@@ -158,8 +116,7 @@ fn schema_of<T: JsonSchema>() -> JSONSchemaProps {
         .with_transform(kube::core::schema::OptionalEnum)
         .with_transform(kube::core::schema::OptionalIntOrString)
         .into_generator();
-    let mut value = serde_json::to_value(generator.into_root_schema_for::<T>())
-        .expect("schemars output is JSON");
+    let mut value = serde_json::to_value(generator.into_root_schema_for::<T>()).expect("schemars output is JSON");
     make_structural(&mut value);
     serde_json::from_value(value).expect("generated schema is a valid JSONSchemaProps")
 }
@@ -183,16 +140,8 @@ mod tests {
     use super::*;
 
     fn schema(crd: &CustomResourceDefinition) -> Value {
-        serde_json::to_value(
-            crd.spec.versions[0]
-                .schema
-                .as_ref()
-                .unwrap()
-                .open_api_v3_schema
-                .as_ref()
-                .unwrap(),
-        )
-        .unwrap()
+        serde_json::to_value(crd.spec.versions[0].schema.as_ref().unwrap().open_api_v3_schema.as_ref().unwrap())
+            .unwrap()
     }
 
     fn find_refs(v: &Value, found: &mut Vec<String>) {
@@ -220,19 +169,12 @@ mod tests {
         assert_eq!(s["properties"]["metadata"], json!({"type": "object"}));
         let replicas = &s["properties"]["spec"]["properties"]["replicas"];
         assert_eq!(replicas["type"], "integer");
-        let max_surge = &s["properties"]["spec"]["properties"]["strategy"]["properties"]["rollingUpdate"]
-            ["properties"]["maxSurge"];
+        let max_surge =
+            &s["properties"]["spec"]["properties"]["strategy"]["properties"]["rollingUpdate"]["properties"]["maxSurge"];
         assert_eq!(max_surge["x-kubernetes-int-or-string"], true);
         assert!(s["properties"]["status"]["properties"]["availableReplicas"].is_object());
         assert_eq!(crd.spec.group, "apps");
-        assert!(
-            crd.spec.versions[0]
-                .subresources
-                .as_ref()
-                .unwrap()
-                .scale
-                .is_some()
-        );
+        assert!(crd.spec.versions[0].subresources.as_ref().unwrap().scale.is_some());
     }
 
     #[test]
@@ -241,9 +183,6 @@ mod tests {
         assert_eq!(crd.spec.group, "");
         assert_eq!(crd.spec.names.plural, "services");
         let s = schema(&crd);
-        assert_eq!(
-            s["properties"]["spec"]["properties"]["ports"]["type"],
-            "array"
-        );
+        assert_eq!(s["properties"]["spec"]["properties"]["ports"]["type"], "array");
     }
 }

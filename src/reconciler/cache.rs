@@ -18,33 +18,25 @@ pub struct ClusterCache<T> {
 
 impl<T> Clone for ClusterCache<T> {
     fn clone(&self) -> Self {
-        Self {
-            inner: self.inner.clone(),
-        }
+        Self { inner: self.inner.clone() }
     }
 }
 
 impl<T> Default for ClusterCache<T> {
     fn default() -> Self {
-        Self {
-            inner: Default::default(),
-        }
+        Self { inner: Default::default() }
     }
 }
 
 impl<T> ClusterCache<T> {
     pub fn insert(&self, key: &ClusterKey, obj: T) {
         let mut map = self.inner.write().expect("cache poisoned");
-        map.entry(key.cluster.clone())
-            .or_default()
-            .insert((key.namespace.clone(), key.name.clone()), Arc::new(obj));
+        map.entry(key.cluster.clone()).or_default().insert((key.namespace.clone(), key.name.clone()), Arc::new(obj));
     }
 
     pub fn get(&self, key: &ClusterKey) -> Option<Arc<T>> {
         let map = self.inner.read().expect("cache poisoned");
-        map.get(&key.cluster)?
-            .get(&(key.namespace.clone(), key.name.clone()))
-            .cloned()
+        map.get(&key.cluster)?.get(&(key.namespace.clone(), key.name.clone())).cloned()
     }
 
     pub fn remove(&self, key: &ClusterKey) {
@@ -63,8 +55,7 @@ impl<T> ClusterCache<T> {
         let mut dropped = 0;
         for (cluster, bucket) in map.iter_mut() {
             bucket.retain(|(ns, name), _| {
-                let kept =
-                    keep.contains(&ClusterKey::new(cluster.clone(), ns.clone(), name.clone()));
+                let kept = keep.contains(&ClusterKey::new(cluster.clone(), ns.clone(), name.clone()));
                 dropped += usize::from(!kept);
                 kept
             });
@@ -74,11 +65,7 @@ impl<T> ClusterCache<T> {
     }
 
     /// The keys of the objects in one logical cluster for which `pred` holds.
-    pub fn keys_in(
-        &self,
-        cluster: &LogicalClusterName,
-        pred: impl Fn(&T) -> bool,
-    ) -> Vec<ClusterKey> {
+    pub fn keys_in(&self, cluster: &LogicalClusterName, pred: impl Fn(&T) -> bool) -> Vec<ClusterKey> {
         let map = self.inner.read().expect("cache poisoned");
         let Some(bucket) = map.get(cluster) else {
             return vec![];
@@ -91,12 +78,7 @@ impl<T> ClusterCache<T> {
     }
 
     pub fn len(&self) -> usize {
-        self.inner
-            .read()
-            .expect("cache poisoned")
-            .values()
-            .map(HashMap::len)
-            .sum()
+        self.inner.read().expect("cache poisoned").values().map(HashMap::len).sum()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -109,11 +91,7 @@ mod tests {
     use super::*;
 
     fn key(cluster: &str, ns: Option<&str>, name: &str) -> ClusterKey {
-        ClusterKey::new(
-            LogicalClusterName::new(cluster).unwrap(),
-            ns.map(Into::into),
-            name,
-        )
+        ClusterKey::new(LogicalClusterName::new(cluster).unwrap(), ns.map(Into::into), name)
     }
 
     #[test]
@@ -160,11 +138,7 @@ mod tests {
         let mut got = cache.keys_in(&LogicalClusterName::new("a").unwrap(), |v| *v == 1);
         got.sort();
         assert_eq!(got, vec![key("a", None, "x")]);
-        assert!(
-            cache
-                .keys_in(&LogicalClusterName::new("c").unwrap(), |_| true)
-                .is_empty()
-        );
+        assert!(cache.keys_in(&LogicalClusterName::new("c").unwrap(), |_| true).is_empty());
         assert!(!cache.is_empty());
     }
 }

@@ -4,3 +4,14 @@
 pub mod cache;
 pub mod queue;
 pub mod synctarget;
+
+use futures::{Stream, StreamExt};
+use tokio_util::sync::CancellationToken;
+
+/// The next item of a watch stream, or `None` when the stream ends or `cancel` fires.
+pub async fn next_or_cancelled<S: Stream + Unpin>(events: &mut S, cancel: &CancellationToken) -> Option<S::Item> {
+    tokio::select! {
+        _ = cancel.cancelled() => None,
+        e = events.next() => e,
+    }
+}

@@ -25,10 +25,7 @@ pub struct Backoff {
 
 impl Default for Backoff {
     fn default() -> Self {
-        Self {
-            base: Duration::from_millis(500),
-            max: Duration::from_secs(300),
-        }
+        Self { base: Duration::from_millis(500), max: Duration::from_secs(300) }
     }
 }
 
@@ -242,10 +239,7 @@ mod tests {
 
     #[test]
     fn backoff_grows_and_caps() {
-        let b = Backoff {
-            base: Duration::from_secs(1),
-            max: Duration::from_secs(10),
-        };
+        let b = Backoff { base: Duration::from_secs(1), max: Duration::from_secs(10) };
         let got: Vec<u64> = (1..=6).map(|f| b.delay(f).as_secs()).collect();
         assert_eq!(got, [1, 2, 4, 8, 10, 10]);
         assert_eq!(b.delay(1000), Duration::from_secs(10));
@@ -253,10 +247,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn rate_limited_requeue_and_forget() {
-        let q = WorkQueue::new(Backoff {
-            base: Duration::from_secs(1),
-            max: Duration::from_secs(60),
-        });
+        let q = WorkQueue::new(Backoff { base: Duration::from_secs(1), max: Duration::from_secs(60) });
         assert_eq!(q.add_rate_limited("a"), Duration::from_secs(1));
         assert_eq!(q.add_rate_limited("a"), Duration::from_secs(2));
         assert_eq!(q.failures(&"a"), 2);

@@ -22,11 +22,7 @@ macro_rules! ensure {
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind a free port")
-        .local_addr()
-        .unwrap()
-        .port()
+    TcpListener::bind("127.0.0.1:0").expect("bind a free port").local_addr().unwrap().port()
 }
 
 /// A kcp server process, killed on drop.
@@ -50,11 +46,7 @@ fn kcp_binary() -> PathBuf {
         return bin.into();
     }
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/servers.sh");
-    let out = Command::new(script)
-        .arg("kcp")
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("run tests/servers.sh");
+    let out = Command::new(script).arg("kcp").stderr(Stdio::inherit()).output().expect("run tests/servers.sh");
     assert!(out.status.success(), "building kcp failed");
     PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
 }
@@ -83,12 +75,7 @@ impl Kcp {
             .stderr(log)
             .spawn()
             .unwrap_or_else(|e| panic!("start {}: {e}", bin.display()));
-        let kcp = Kcp {
-            child,
-            port,
-            kubeconfig: root.join("admin.kubeconfig"),
-            dir,
-        };
+        let kcp = Kcp { child, port, kubeconfig: root.join("admin.kubeconfig"), dir };
         kcp.wait_ready().await;
         kcp
     }
@@ -97,11 +84,7 @@ impl Kcp {
         let started = Instant::now();
         let deadline = started + Duration::from_secs(180);
         while !self.kubeconfig.exists() {
-            assert!(
-                Instant::now() < deadline,
-                "kcp wrote no admin.kubeconfig; see {}",
-                self.log().display()
-            );
+            assert!(Instant::now() < deadline, "kcp wrote no admin.kubeconfig; see {}", self.log().display());
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         // The tenancy API becomes usable a little after /readyz: poll the root workspace list.
@@ -112,18 +95,10 @@ impl Kcp {
             if matches!(ready, Err(workspace::WorkspaceError::NotFound { .. })) {
                 break;
             }
-            assert!(
-                Instant::now() < deadline,
-                "kcp not ready: {ready:?}; see {}",
-                self.log().display()
-            );
+            assert!(Instant::now() < deadline, "kcp not ready: {ready:?}; see {}", self.log().display());
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
-        eprintln!(
-            "kcp ready on port {} after {:?} ({root})",
-            self.port,
-            started.elapsed()
-        );
+        eprintln!("kcp ready on port {} after {:?} ({root})", self.port, started.elapsed());
     }
 
     pub fn log(&self) -> PathBuf {
@@ -132,9 +107,7 @@ impl Kcp {
 
     pub async fn config(&self) -> kube::Config {
         let kc = kube::config::Kubeconfig::read_from(&self.kubeconfig).unwrap();
-        kube::Config::from_custom_kubeconfig(kc, &Default::default())
-            .await
-            .unwrap()
+        kube::Config::from_custom_kubeconfig(kc, &Default::default()).await.unwrap()
     }
 
     pub async fn clients(&self) -> ClusterClients {
@@ -146,12 +119,7 @@ impl Kcp {
     }
 
     /// Runs kubectl against the workspace `path`, feeding `stdin`; returns stdout.
-    pub fn kubectl(
-        &self,
-        path: &str,
-        args: &[&str],
-        stdin: Option<&str>,
-    ) -> Result<String, String> {
+    pub fn kubectl(&self, path: &str, args: &[&str], stdin: Option<&str>) -> Result<String, String> {
         use std::io::Write;
         let mut child = Command::new("kubectl")
             .arg(format!("--kubeconfig={}", self.kubeconfig.display()))
@@ -163,20 +131,12 @@ impl Kcp {
             .spawn()
             .map_err(|e| format!("kubectl: {e}"))?;
         if let Some(input) = stdin {
-            child
-                .stdin
-                .take()
-                .unwrap()
-                .write_all(input.as_bytes())
-                .map_err(|e| e.to_string())?;
+            child.stdin.take().unwrap().write_all(input.as_bytes()).map_err(|e| e.to_string())?;
         }
         drop(child.stdin.take());
         let out = child.wait_with_output().map_err(|e| e.to_string())?;
         if !out.status.success() {
-            return Err(format!(
-                "kubectl {args:?} in {path}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            ));
+            return Err(format!("kubectl {args:?} in {path}: {}", String::from_utf8_lossy(&out.stderr)));
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
@@ -231,11 +191,7 @@ impl Drop for Tmc {
 
 /// Runs `tmc` to completion: (exit code, stdout, stderr).
 pub fn tmc(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_tmc"))
-        .args(args)
-        .env("NO_COLOR", "1")
-        .output()
-        .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tmc")).args(args).env("NO_COLOR", "1").output().unwrap();
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -258,9 +214,7 @@ where
             Err(e) => e,
         };
         if Instant::now() > deadline {
-            return Err(format!(
-                "timed out after {timeout:?} waiting for {what}: {last}"
-            ));
+            return Err(format!("timed out after {timeout:?} waiting for {what}: {last}"));
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

@@ -62,14 +62,8 @@ fn all_tests() -> Vec<(&'static str, TestFn)> {
 async fn setup() -> Result<World, String> {
     let kcp = Kcp::start().await;
     let kubeconfig = kcp.kubeconfig.display().to_string();
-    let (code, out, err) = env::tmc(&[
-        "install",
-        "--kubeconfig",
-        &kubeconfig,
-        "--workspace",
-        PROVIDER,
-        "--create-workspace",
-    ]);
+    let (code, out, err) =
+        env::tmc(&["install", "--kubeconfig", &kubeconfig, "--workspace", PROVIDER, "--create-workspace"]);
     if code != 0 {
         return Err(format!("tmc install failed ({code}): {out}{err}"));
     }
@@ -77,63 +71,32 @@ async fn setup() -> Result<World, String> {
     // virtual-workspace endpoint when it appears.
     let threshold = format!("{}s", HEARTBEAT_THRESHOLD.as_secs());
     let manager = Tmc::spawn(
-        &[
-            "manager",
-            "--kubeconfig",
-            &kubeconfig,
-            "--workspace",
-            PROVIDER,
-            "--heartbeat-threshold",
-            &threshold,
-        ],
+        &["manager", "--kubeconfig", &kubeconfig, "--workspace", PROVIDER, "--heartbeat-threshold", &threshold],
         kcp.dir.path().join("manager.log"),
     );
     let clients = kcp.clients().await;
-    let binding = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/config/samples/apibinding.yaml"
-    ))
-    .unwrap();
+    let binding =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/samples/apibinding.yaml")).unwrap();
     for tenant in [TENANT_A, TENANT_B] {
-        kcp_tmc::kcp::workspace::ensure(
-            &clients,
-            &tenant.parse().unwrap(),
-            Duration::from_secs(60),
-        )
-        .await
-        .map_err(|e| e.to_string())?;
+        kcp_tmc::kcp::workspace::ensure(&clients, &tenant.parse().unwrap(), Duration::from_secs(60))
+            .await
+            .map_err(|e| e.to_string())?;
         kcp.kubectl(tenant, &["apply", "-f", "-"], Some(&binding))?;
     }
     for tenant in [TENANT_A, TENANT_B] {
-        eventually(
-            &format!("synctargets served in {tenant}"),
-            Duration::from_secs(60),
-            || async {
-                Ok(kcp
-                    .kubectl(tenant, &["get", "synctargets"], None)
-                    .ok()
-                    .map(|_| ()))
-            },
-        )
+        eventually(&format!("synctargets served in {tenant}"), Duration::from_secs(60), || async {
+            Ok(kcp.kubectl(tenant, &["get", "synctargets"], None).ok().map(|_| ()))
+        })
         .await?;
     }
-    Ok(World {
-        kcp,
-        clients,
-        manager: std::sync::Mutex::new(manager),
-    })
+    Ok(World { kcp, clients, manager: std::sync::Mutex::new(manager) })
 }
 
 fn main() -> std::process::ExitCode {
     let filter: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
-    let tests: Vec<_> = all_tests()
-        .into_iter()
-        .filter(|(n, _)| filter.as_ref().is_none_or(|f| n.contains(f.as_str())))
-        .collect();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let tests: Vec<_> =
+        all_tests().into_iter().filter(|(n, _)| filter.as_ref().is_none_or(|f| n.contains(f.as_str()))).collect();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     runtime.block_on(async move {
         let started = Instant::now();
         println!("running {} e2e tests against a real kcp", tests.len());
@@ -186,10 +149,6 @@ fn main() -> std::process::ExitCode {
         println!("e2e finished in {:?}", started.elapsed());
         println!("{passed} passed, {failed} failed");
         drop(world);
-        if failed == 0 {
-            std::process::ExitCode::SUCCESS
-        } else {
-            std::process::ExitCode::FAILURE
-        }
+        if failed == 0 { std::process::ExitCode::SUCCESS } else { std::process::ExitCode::FAILURE }
     })
 }

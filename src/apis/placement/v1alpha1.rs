@@ -1,8 +1,6 @@
 //! `placement.kcp.io/v1alpha1`: Placement.
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
-    Condition, LabelSelector, LabelSelectorRequirement,
-};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, LabelSelectorRequirement};
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -31,27 +29,15 @@ use std::collections::BTreeMap;
         json_path = ".status.phase",
         description = "Pending until targets are chosen, then Bound"
     ),
-    printcolumn(
-        name = "Ready",
-        type_ = "string",
-        json_path = r#".status.conditions[?(@.type=="Ready")].status"#
-    ),
-    printcolumn(
-        name = "Reason",
-        type_ = "string",
-        json_path = r#".status.conditions[?(@.type=="Scheduled")].reason"#
-    ),
+    printcolumn(name = "Ready", type_ = "string", json_path = r#".status.conditions[?(@.type=="Ready")].status"#),
+    printcolumn(name = "Reason", type_ = "string", json_path = r#".status.conditions[?(@.type=="Scheduled")].reason"#),
     printcolumn(
         name = "Targets",
         type_ = "string",
         json_path = ".status.selectedTargets[*].name",
         description = "Chosen SyncTargets"
     ),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    )
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct PlacementSpec {
@@ -81,9 +67,7 @@ pub struct LocationSelector {
     /// Defaults to the Placement's own workspace. Another workspace's targets can only be used
     /// when that workspace allows it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(
-        pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(:[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
-    ))]
+    #[schemars(regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(:[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"))]
     pub workspace: Option<String>,
 
     /// SyncTarget labels that must all match.
@@ -106,9 +90,7 @@ pub enum PlacementPhase {
 }
 
 /// One chosen SyncTarget.
-#[derive(
-    Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, JsonSchema,
-)]
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SelectedTarget {
     /// Workspace path of the SyncTarget.

@@ -54,11 +54,7 @@ pub const CONDITION_SCHEDULABLE: &str = "Schedulable";
         json_path = ".status.lastSyncTime",
         description = "Age of the syncer's last heartbeat"
     ),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    )
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct SyncTargetSpec {

@@ -17,10 +17,7 @@ pub enum SecretLookup {
 
 /// Reads the Secret `secret_ref` names through `client` (scoped to the SyncTarget's logical
 /// cluster). Not-found and forbidden are answers; other errors are returned for a retry.
-pub async fn lookup(
-    client: kube::Client,
-    secret_ref: &KubeconfigSecretRef,
-) -> Result<SecretLookup, kube::Error> {
+pub async fn lookup(client: kube::Client, secret_ref: &KubeconfigSecretRef) -> Result<SecretLookup, kube::Error> {
     let api: Api<Secret> = Api::namespaced(client, &secret_ref.namespace);
     match api.get_opt(&secret_ref.name).await {
         Ok(Some(s)) => Ok(SecretLookup::Found(Box::new(s))),
@@ -37,24 +34,13 @@ pub fn validate_ref(secret_ref: &KubeconfigSecretRef) -> Option<Credentials> {
         message: format!("spec.kubeconfigSecretRef.{field} {value:?} is not a valid {rule}"),
     };
     if !is_dns_label(&secret_ref.namespace) {
-        return Some(bad(
-            "namespace",
-            &secret_ref.namespace,
-            "namespace name (lower-case DNS label)",
-        ));
+        return Some(bad("namespace", &secret_ref.namespace, "namespace name (lower-case DNS label)"));
     }
     if !is_dns_subdomain(&secret_ref.name) {
-        return Some(bad(
-            "name",
-            &secret_ref.name,
-            "Secret name (lower-case DNS subdomain)",
-        ));
+        return Some(bad("name", &secret_ref.name, "Secret name (lower-case DNS subdomain)"));
     }
     if secret_ref.key.is_empty()
-        || !secret_ref
-            .key
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        || !secret_ref.key.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
     {
         return Some(bad("key", &secret_ref.key, "Secret data key"));
     }
@@ -69,9 +55,7 @@ pub fn classify(secret_ref: &KubeconfigSecretRef, lookup: SecretLookup) -> Crede
         SecretLookup::NotFound => {
             return Credentials::Problem {
                 reason: "KubeconfigSecretNotFound",
-                message: format!(
-                    "{at} referenced by spec.kubeconfigSecretRef does not exist in this workspace"
-                ),
+                message: format!("{at} referenced by spec.kubeconfigSecretRef does not exist in this workspace"),
             };
         }
         SecretLookup::Forbidden(detail) => {
@@ -88,19 +72,12 @@ pub fn classify(secret_ref: &KubeconfigSecretRef, lookup: SecretLookup) -> Crede
         let keys: Vec<&str> = data.keys().map(String::as_str).collect();
         return Credentials::Problem {
             reason: "KubeconfigKeyMissing",
-            message: format!(
-                "{at} has no key {:?} (it has: {})",
-                secret_ref.key,
-                keys.join(", ")
-            ),
+            message: format!("{at} has no key {:?} (it has: {})", secret_ref.key, keys.join(", ")),
         };
     };
     let invalid = |why: String| Credentials::Problem {
         reason: "KubeconfigInvalid",
-        message: format!(
-            "{at} key {:?} does not hold a usable kubeconfig: {why}",
-            secret_ref.key
-        ),
+        message: format!("{at} key {:?} does not hold a usable kubeconfig: {why}", secret_ref.key),
     };
     let text = match std::str::from_utf8(&bytes.0) {
         Ok(t) => t,
@@ -118,10 +95,7 @@ pub fn classify(secret_ref: &KubeconfigSecretRef, lookup: SecretLookup) -> Crede
 
 /// The server URL of the kubeconfig's current context.
 fn server_of(k: &Kubeconfig) -> Result<String, String> {
-    let context_name = k
-        .current_context
-        .as_deref()
-        .ok_or("no current-context is set")?;
+    let context_name = k.current_context.as_deref().ok_or("no current-context is set")?;
     let context = k
         .contexts
         .iter()
@@ -133,28 +107,16 @@ fn server_of(k: &Kubeconfig) -> Result<String, String> {
         .iter()
         .find(|c| c.name == context.cluster)
         .and_then(|c| c.cluster.as_ref())
-        .ok_or_else(|| {
-            format!(
-                "cluster {:?} of the current context is not defined",
-                context.cluster
-            )
-        })?;
-    let server = cluster
-        .server
-        .clone()
-        .filter(|s| !s.is_empty())
-        .ok_or("the current cluster has no server URL")?;
-    server
-        .parse::<http::Uri>()
-        .map_err(|e| format!("server URL {server:?} is invalid: {e}"))?;
+        .ok_or_else(|| format!("cluster {:?} of the current context is not defined", context.cluster))?;
+    let server = cluster.server.clone().filter(|s| !s.is_empty()).ok_or("the current cluster has no server URL")?;
+    server.parse::<http::Uri>().map_err(|e| format!("server URL {server:?} is invalid: {e}"))?;
     Ok(server)
 }
 
 fn is_dns_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-')
 }
@@ -172,22 +134,13 @@ mod tests {
     const GOOD: &str = "apiVersion: v1\nkind: Config\ncurrent-context: c\ncontexts:\n- name: c\n  context: {cluster: k, user: u}\nclusters:\n- name: k\n  cluster: {server: 'https://127.0.0.1:6443'}\nusers:\n- name: u\n  user: {token: t}\n";
 
     fn secret_ref() -> KubeconfigSecretRef {
-        KubeconfigSecretRef {
-            namespace: "tmc".into(),
-            name: "east".into(),
-            key: "kubeconfig".into(),
-        }
+        KubeconfigSecretRef { namespace: "tmc".into(), name: "east".into(), key: "kubeconfig".into() }
     }
 
     fn secret(entries: &[(&str, &[u8])]) -> SecretLookup {
-        let data: BTreeMap<String, ByteString> = entries
-            .iter()
-            .map(|(k, v)| (k.to_string(), ByteString(v.to_vec())))
-            .collect();
-        SecretLookup::Found(Box::new(Secret {
-            data: Some(data),
-            ..Default::default()
-        }))
+        let data: BTreeMap<String, ByteString> =
+            entries.iter().map(|(k, v)| (k.to_string(), ByteString(v.to_vec()))).collect();
+        SecretLookup::Found(Box::new(Secret { data: Some(data), ..Default::default() }))
     }
 
     fn reason(c: &Credentials) -> &str {
@@ -204,59 +157,26 @@ mod tests {
         let wrong_context = GOOD.replace("current-context: c", "current-context: x");
         let no_server = GOOD.replace("{server: 'https://127.0.0.1:6443'}", "{}");
         let cases: Vec<(SecretLookup, &str, &str)> = vec![
-            (
-                SecretLookup::NotFound,
-                "KubeconfigSecretNotFound",
-                "tmc/east",
-            ),
-            (
-                SecretLookup::Forbidden("nope".into()),
-                "KubeconfigSecretForbidden",
-                "permission claim",
-            ),
+            (SecretLookup::NotFound, "KubeconfigSecretNotFound", "tmc/east"),
+            (SecretLookup::Forbidden("nope".into()), "KubeconfigSecretForbidden", "permission claim"),
             (secret(&[("other", b"x")]), "KubeconfigKeyMissing", "other"),
-            (
-                secret(&[("kubeconfig", b"\xff\xfe")]),
-                "KubeconfigInvalid",
-                "UTF-8",
-            ),
-            (
-                secret(&[("kubeconfig", b"{{{ not yaml")]),
-                "KubeconfigInvalid",
-                "usable kubeconfig",
-            ),
-            (
-                secret(&[("kubeconfig", no_context.as_bytes())]),
-                "KubeconfigInvalid",
-                "current-context",
-            ),
-            (
-                secret(&[("kubeconfig", wrong_context.as_bytes())]),
-                "KubeconfigInvalid",
-                "\"x\"",
-            ),
-            (
-                secret(&[("kubeconfig", no_server.as_bytes())]),
-                "KubeconfigInvalid",
-                "no server",
-            ),
+            (secret(&[("kubeconfig", b"\xff\xfe")]), "KubeconfigInvalid", "UTF-8"),
+            (secret(&[("kubeconfig", b"{{{ not yaml")]), "KubeconfigInvalid", "usable kubeconfig"),
+            (secret(&[("kubeconfig", no_context.as_bytes())]), "KubeconfigInvalid", "current-context"),
+            (secret(&[("kubeconfig", wrong_context.as_bytes())]), "KubeconfigInvalid", "\"x\""),
+            (secret(&[("kubeconfig", no_server.as_bytes())]), "KubeconfigInvalid", "no server"),
             (secret(&[("kubeconfig", GOOD.as_bytes())]), "Loaded", ""),
         ];
         for (lookup, want, fragment) in cases {
             let got = classify(&secret_ref(), lookup);
             assert_eq!(reason(&got), want, "{got:?}");
             if let Credentials::Problem { message, .. } = &got {
-                assert!(
-                    message.contains(fragment),
-                    "{message:?} should mention {fragment:?}"
-                );
+                assert!(message.contains(fragment), "{message:?} should mention {fragment:?}");
             }
         }
         assert_eq!(
             classify(&secret_ref(), secret(&[("kubeconfig", GOOD.as_bytes())])),
-            Credentials::Loaded {
-                server: "https://127.0.0.1:6443".into()
-            }
+            Credentials::Loaded { server: "https://127.0.0.1:6443".into() }
         );
     }
 
@@ -271,11 +191,7 @@ mod tests {
             ("-x", "east", "k", false),
         ];
         for (ns, name, key, ok) in cases {
-            let r = KubeconfigSecretRef {
-                namespace: ns.into(),
-                name: name.into(),
-                key: key.into(),
-            };
+            let r = KubeconfigSecretRef { namespace: ns.into(), name: name.into(), key: key.into() };
             assert_eq!(validate_ref(&r).is_none(), ok, "{ns} {name} {key}");
         }
     }

@@ -25,6 +25,7 @@ use tracing::Instrument;
 
 use self::status::{Credentials, Desired, Observed};
 use super::cache::ClusterCache;
+use super::next_or_cancelled;
 use super::queue::{Backoff, WorkQueue};
 use crate::apis::sync::v1alpha1::{SyncTarget, SyncTargetStatus};
 use crate::kcp::{ClusterClients, ClusterKey};
@@ -67,12 +68,7 @@ fn resource() -> ApiResource {
 impl Controller {
     pub fn new(clients: ClusterClients, settings: Settings) -> Self {
         let queue = WorkQueue::new(settings.backoff);
-        Self {
-            clients,
-            cache: Default::default(),
-            queue,
-            settings,
-        }
+        Self { clients, cache: Default::default(), queue, settings }
     }
 
     /// Runs watches and workers until `cancel` fires.
@@ -90,27 +86,21 @@ impl Controller {
 
     async fn watch_synctargets(self, cancel: CancellationToken) {
         let api: Api<DynamicObject> = Api::all_with(self.clients.wildcard(), &resource());
-        let mut events = watcher(api, watcher::Config::default())
-            .default_backoff()
-            .boxed();
+        let mut events = watcher(api, watcher::Config::default()).default_backoff().boxed();
         let mut relisted: HashSet<ClusterKey> = HashSet::new();
         loop {
-            let event = tokio::select! {
-                _ = cancel.cancelled() => return,
-                e = events.next() => e,
-            };
+            let Some(event) = next_or_cancelled(&mut events, &cancel).await else { return };
             match event {
-                None => return,
-                Some(Err(e)) => {
+                Err(e) => {
                     tracing::warn!(endpoint = self.clients.base_url(), error = %e, "watching SyncTargets failed; retrying")
                 }
-                Some(Ok(watcher::Event::Init)) => relisted.clear(),
-                Some(Ok(watcher::Event::InitApply(obj))) => {
+                Ok(watcher::Event::Init) => relisted.clear(),
+                Ok(watcher::Event::InitApply(obj)) => {
                     if let Some(key) = self.store(obj) {
                         relisted.insert(key);
                     }
                 }
-                Some(Ok(watcher::Event::InitDone)) => {
+                Ok(watcher::Event::InitDone) => {
                     let stale = self.cache.retain(&relisted);
                     tracing::info!(
                         endpoint = self.clients.base_url(),
@@ -120,12 +110,12 @@ impl Controller {
                     );
                     relisted.drain().for_each(|k| self.queue.add(k));
                 }
-                Some(Ok(watcher::Event::Apply(obj))) => {
+                Ok(watcher::Event::Apply(obj)) => {
                     if let Some(key) = self.store(obj) {
                         self.queue.add(key);
                     }
                 }
-                Some(Ok(watcher::Event::Delete(obj))) => {
+                Ok(watcher::Event::Delete(obj)) => {
                     if let Some(key) = ClusterKey::of(&obj) {
                         self.cache.remove(&key);
                         self.queue.add(key);
@@ -139,25 +129,16 @@ impl Controller {
     /// changes or disappears re-reconciles the SyncTargets that reference it.
     async fn watch_secrets(self, cancel: CancellationToken) {
         let api: Api<PartialObjectMeta<Secret>> = Api::all(self.clients.wildcard());
-        let mut events = watcher(api, watcher::Config::default())
-            .default_backoff()
-            .touched_objects()
-            .boxed();
+        let mut events = watcher(api, watcher::Config::default()).default_backoff().touched_objects().boxed();
         loop {
-            let event = tokio::select! {
-                _ = cancel.cancelled() => return,
-                e = events.next() => e,
-            };
+            let Some(event) = next_or_cancelled(&mut events, &cancel).await else { return };
             match event {
-                None => return,
-                Some(Err(e)) => {
+                Err(e) => {
                     tracing::debug!(endpoint = self.clients.base_url(), error = %e, "watching Secrets failed; retrying")
                 }
-                Some(Ok(secret)) => {
+                Ok(secret) => {
                     if let Some(key) = ClusterKey::of(&secret) {
-                        self.referencing(&key)
-                            .into_iter()
-                            .for_each(|k| self.queue.add(k));
+                        self.referencing(&key).into_iter().for_each(|k| self.queue.add(k));
                     }
                 }
             }
@@ -166,10 +147,7 @@ impl Controller {
 
     fn store(&self, obj: DynamicObject) -> Option<ClusterKey> {
         let Some(key) = ClusterKey::of(&obj) else {
-            tracing::warn!(
-                name = obj.name_any(),
-                "SyncTarget without a kcp.io/cluster annotation ignored"
-            );
+            tracing::warn!(name = obj.name_any(), "SyncTarget without a kcp.io/cluster annotation ignored");
             return None;
         };
         self.cache.insert(&key, obj);
@@ -180,14 +158,14 @@ impl Controller {
     fn referencing(&self, secret: &ClusterKey) -> Vec<ClusterKey> {
         self.cache.keys_in(&secret.cluster, |obj| {
             let r = &obj.data["spec"]["kubeconfigSecretRef"];
-            r["name"].as_str() == Some(secret.name.as_str())
-                && r["namespace"].as_str() == secret.namespace.as_deref()
+            r["name"].as_str() == Some(secret.name.as_str()) && r["namespace"].as_str() == secret.namespace.as_deref()
         })
     }
 
     async fn work(self) {
         while let Some(key) = self.queue.next().await {
-            let span = tracing::info_span!("reconcile", controller = "synctarget", workspace = %key.cluster, name = %key.name);
+            let span =
+                tracing::info_span!("reconcile", controller = "synctarget", workspace = %key.cluster, name = %key.name);
             match self.reconcile(&key).instrument(span.clone()).await {
                 Ok(requeue) => {
                     self.queue.forget(&key);
@@ -197,9 +175,7 @@ impl Controller {
                 }
                 Err(e) => {
                     let delay = self.queue.add_rate_limited(key.clone());
-                    span.in_scope(
-                        || tracing::warn!(error = %e, retry_in = ?delay, "reconcile failed"),
-                    );
+                    span.in_scope(|| tracing::warn!(error = %e, retry_in = ?delay, "reconcile failed"));
                 }
             }
             self.queue.done(&key);
@@ -213,17 +189,11 @@ impl Controller {
         let client = self.clients.cluster(&key.cluster);
         let generation = raw.metadata.generation;
         // The status is parsed on its own so that a malformed spec still shows its conditions.
-        let current: Option<SyncTargetStatus> =
-            serde_json::from_value(raw.data["status"].clone()).ok();
+        let current: Option<SyncTargetStatus> = serde_json::from_value(raw.data["status"].clone()).ok();
         let now = jiff::Timestamp::now();
-        let desired: Desired = match serde_json::to_value(raw.as_ref())
-            .and_then(serde_json::from_value::<SyncTarget>)
-        {
+        let desired: Desired = match serde_json::to_value(raw.as_ref()).and_then(serde_json::from_value::<SyncTarget>) {
             Err(e) => {
-                let previous = current
-                    .as_ref()
-                    .map(|s| s.conditions.as_slice())
-                    .unwrap_or_default();
+                let previous = current.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
                 status::malformed(previous, generation, &e.to_string(), now)
             }
             Ok(target) => {
@@ -232,9 +202,8 @@ impl Controller {
                     Some(r) => match kubeconfig::validate_ref(r) {
                         Some(problem) => problem,
                         None => {
-                            let found = kubeconfig::lookup(client.clone(), r)
-                                .await
-                                .map_err(ReconcileError::ReadSecret)?;
+                            let found =
+                                kubeconfig::lookup(client.clone(), r).await.map_err(ReconcileError::ReadSecret)?;
                             kubeconfig::classify(r, found)
                         }
                     },
@@ -250,24 +219,14 @@ impl Controller {
             }
         };
         if desired.differs_from(current.as_ref()) {
-            let ready = desired
-                .conditions
-                .first()
-                .map(|c| (c.status.clone(), c.reason.clone()));
+            let ready = desired.conditions.first().map(|c| (c.status.clone(), c.reason.clone()));
             let patch = json!({
                 "apiVersion": SyncTarget::api_version(&()),
                 "kind": SyncTarget::kind(&()),
                 "status": { "conditions": desired.conditions, "observedGeneration": desired.observed_generation },
             });
             let api: Api<DynamicObject> = Api::all_with(client, &resource());
-            match api
-                .patch_status(
-                    &key.name,
-                    &PatchParams::apply(FIELD_MANAGER).force(),
-                    &Patch::Apply(&patch),
-                )
-                .await
-            {
+            match api.patch_status(&key.name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await {
                 Ok(_) => tracing::info!(ready = ?ready, "status updated"),
                 // Deleted since it was cached: the delete event reconciles it away.
                 Err(kube::Error::Api(s)) if s.code == 404 => return Ok(None),

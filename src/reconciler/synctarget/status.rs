@@ -10,8 +10,8 @@ use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use crate::apis::sync::v1alpha1::{
-    CONDITION_HEARTBEAT_HEALTHY, CONDITION_READY, CONDITION_SCHEDULABLE, CONDITION_SYNCER_READY,
-    SyncTargetSpec, SyncTargetStatus,
+    CONDITION_HEARTBEAT_HEALTHY, CONDITION_READY, CONDITION_SCHEDULABLE, CONDITION_SYNCER_READY, SyncTargetSpec,
+    SyncTargetStatus,
 };
 
 /// What the reconciler found out about the credentials a syncer would use.
@@ -22,10 +22,7 @@ pub enum Credentials {
     /// The referenced Secret holds a kubeconfig that parses, for the cluster at `server`.
     Loaded { server: String },
     /// Something is wrong; `reason` is a CamelCase condition reason naming it.
-    Problem {
-        reason: &'static str,
-        message: String,
-    },
+    Problem { reason: &'static str, message: String },
 }
 
 /// What a reconcile observed.
@@ -60,15 +57,8 @@ impl Desired {
 
 /// Condition lists equal in everything but `lastTransitionTime`, regardless of order.
 pub fn same_conditions(a: &[Condition], b: &[Condition]) -> bool {
-    let key = |c: &Condition| {
-        (
-            c.type_.clone(),
-            c.status.clone(),
-            c.reason.clone(),
-            c.message.clone(),
-            c.observed_generation,
-        )
-    };
+    let key =
+        |c: &Condition| (c.type_.clone(), c.status.clone(), c.reason.clone(), c.message.clone(), c.observed_generation);
     let mut a: Vec<_> = a.iter().map(key).collect();
     let mut b: Vec<_> = b.iter().map(key).collect();
     a.sort();
@@ -85,28 +75,14 @@ struct Cond {
 
 /// Computes the conditions for `observed`.
 pub fn desired(observed: &Observed<'_>) -> Desired {
-    let last_sync = observed
-        .status
-        .and_then(|s| s.last_sync_time.as_ref())
-        .map(|t| t.0);
-    let (heartbeat, heartbeat_due) =
-        heartbeat(last_sync, observed.now, observed.heartbeat_threshold);
+    let last_sync = observed.status.and_then(|s| s.last_sync_time.as_ref()).map(|t| t.0);
+    let (heartbeat, heartbeat_due) = heartbeat(last_sync, observed.now, observed.heartbeat_threshold);
     let syncer = syncer_ready(&observed.credentials, last_sync.is_some());
     let (schedulable, eviction_due) = schedulable(observed.spec, observed.now);
     let ready = if !syncer.ok {
-        Cond {
-            type_: CONDITION_READY,
-            ok: false,
-            reason: syncer.reason,
-            message: syncer.message.clone(),
-        }
+        Cond { type_: CONDITION_READY, ok: false, reason: syncer.reason, message: syncer.message.clone() }
     } else if !heartbeat.ok {
-        Cond {
-            type_: CONDITION_READY,
-            ok: false,
-            reason: heartbeat.reason,
-            message: heartbeat.message.clone(),
-        }
+        Cond { type_: CONDITION_READY, ok: false, reason: heartbeat.reason, message: heartbeat.message.clone() }
     } else {
         Cond {
             type_: CONDITION_READY,
@@ -115,65 +91,32 @@ pub fn desired(observed: &Observed<'_>) -> Desired {
             message: "the syncer is ready and its heartbeat is healthy".into(),
         }
     };
-    let previous = observed
-        .status
-        .map(|s| s.conditions.as_slice())
-        .unwrap_or_default();
+    let previous = observed.status.map(|s| s.conditions.as_slice()).unwrap_or_default();
     let conditions = [ready, syncer, heartbeat, schedulable]
         .into_iter()
         .map(|c| to_condition(c, previous, observed.generation, observed.now))
         .collect();
     let requeue_after = [heartbeat_due, eviction_due].into_iter().flatten().min();
-    Desired {
-        conditions,
-        observed_generation: observed.generation,
-        requeue_after,
-    }
+    Desired { conditions, observed_generation: observed.generation, requeue_after }
 }
 
 /// The status of a SyncTarget that could not be read at all (its spec does not parse).
-pub fn malformed(
-    previous: &[Condition],
-    generation: Option<i64>,
-    error: &str,
-    now: Timestamp,
-) -> Desired {
+pub fn malformed(previous: &[Condition], generation: Option<i64>, error: &str, now: Timestamp) -> Desired {
     let message = format!("the SyncTarget cannot be read: {error}");
-    let cond = |type_| Cond {
-        type_,
-        ok: false,
-        reason: "InvalidSpec",
-        message: message.clone(),
-    };
+    let cond = |type_| Cond { type_, ok: false, reason: "InvalidSpec", message: message.clone() };
     let conditions = [cond(CONDITION_READY), cond(CONDITION_SYNCER_READY)]
         .into_iter()
         .map(|c| to_condition(c, previous, generation, now))
         .collect();
-    Desired {
-        conditions,
-        observed_generation: generation,
-        requeue_after: None,
-    }
+    Desired { conditions, observed_generation: generation, requeue_after: None }
 }
 
-fn heartbeat(
-    last_sync: Option<Timestamp>,
-    now: Timestamp,
-    threshold: Duration,
-) -> (Cond, Option<Duration>) {
+fn heartbeat(last_sync: Option<Timestamp>, now: Timestamp, threshold: Duration) -> (Cond, Option<Duration>) {
     let type_ = CONDITION_HEARTBEAT_HEALTHY;
     let threshold_s = threshold.as_secs_f64();
     let Some(last) = last_sync else {
         let message = "no heartbeat received yet (status.lastSyncTime is not set)".into();
-        return (
-            Cond {
-                type_,
-                ok: false,
-                reason: "HeartbeatMissing",
-                message,
-            },
-            None,
-        );
+        return (Cond { type_, ok: false, reason: "HeartbeatMissing", message }, None);
     };
     let age = now.duration_since(last);
     // A heartbeat from the future (clock skew) counts as fresh until the threshold has passed.
@@ -181,26 +124,10 @@ fn heartbeat(
     if age <= threshold {
         let message = format!("the syncer's heartbeat is younger than {threshold_s}s");
         let due = threshold - age + Duration::from_millis(100);
-        (
-            Cond {
-                type_,
-                ok: true,
-                reason: "HeartbeatFresh",
-                message,
-            },
-            Some(due),
-        )
+        (Cond { type_, ok: true, reason: "HeartbeatFresh", message }, Some(due))
     } else {
         let message = format!("the last heartbeat, at {last}, is older than {threshold_s}s");
-        (
-            Cond {
-                type_,
-                ok: false,
-                reason: "HeartbeatStale",
-                message,
-            },
-            None,
-        )
+        (Cond { type_, ok: false, reason: "HeartbeatStale", message }, None)
     }
 }
 
@@ -235,66 +162,27 @@ fn schedulable(spec: &SyncTargetSpec, now: Timestamp) -> (Cond, Option<Duration>
     let evict_at = spec.evict_after.as_ref().map(|t| t.0);
     match evict_at {
         Some(at) if at <= now => {
-            let message =
-                format!("spec.evictAfter ({at}) has passed: workloads are moved off this target");
-            (
-                Cond {
-                    type_,
-                    ok: false,
-                    reason: "Evicting",
-                    message,
-                },
-                None,
-            )
+            let message = format!("spec.evictAfter ({at}) has passed: workloads are moved off this target");
+            (Cond { type_, ok: false, reason: "Evicting", message }, None)
         }
         _ if spec.unschedulable => {
-            let message =
-                "spec.unschedulable is true: placed workloads stay, nothing new is placed".into();
+            let message = "spec.unschedulable is true: placed workloads stay, nothing new is placed".into();
             let due = evict_at.and_then(|at| Duration::try_from(at.duration_since(now)).ok());
-            (
-                Cond {
-                    type_,
-                    ok: false,
-                    reason: "Unschedulable",
-                    message,
-                },
-                due,
-            )
+            (Cond { type_, ok: false, reason: "Unschedulable", message }, due)
         }
         Some(at) => {
             let message = format!("accepting workloads until spec.evictAfter ({at})");
             let due = Duration::try_from(at.duration_since(now)).ok();
-            (
-                Cond {
-                    type_,
-                    ok: true,
-                    reason: "EvictionScheduled",
-                    message,
-                },
-                due,
-            )
+            (Cond { type_, ok: true, reason: "EvictionScheduled", message }, due)
         }
         None => {
             let message = "accepting workloads".into();
-            (
-                Cond {
-                    type_,
-                    ok: true,
-                    reason: "Schedulable",
-                    message,
-                },
-                None,
-            )
+            (Cond { type_, ok: true, reason: "Schedulable", message }, None)
         }
     }
 }
 
-fn to_condition(
-    c: Cond,
-    previous: &[Condition],
-    generation: Option<i64>,
-    now: Timestamp,
-) -> Condition {
+fn to_condition(c: Cond, previous: &[Condition], generation: Option<i64>, now: Timestamp) -> Condition {
     let status = if c.ok { "True" } else { "False" };
     // The transition time moves only when the status flips.
     let last_transition_time = previous

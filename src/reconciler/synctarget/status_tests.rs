@@ -11,29 +11,15 @@ fn now() -> Timestamp {
 }
 
 fn status_with_heartbeat(at: Option<&str>) -> SyncTargetStatus {
-    SyncTargetStatus {
-        last_sync_time: at.map(|a| Time(ts(a))),
-        ..Default::default()
-    }
+    SyncTargetStatus { last_sync_time: at.map(|a| Time(ts(a))), ..Default::default() }
 }
 
 fn get<'a>(d: &'a Desired, type_: &str) -> &'a Condition {
     d.conditions.iter().find(|c| c.type_ == type_).unwrap()
 }
 
-fn run(
-    spec: &SyncTargetSpec,
-    status: Option<&SyncTargetStatus>,
-    credentials: Credentials,
-) -> Desired {
-    desired(&Observed {
-        spec,
-        status,
-        generation: Some(3),
-        credentials,
-        now: now(),
-        heartbeat_threshold: THRESHOLD,
-    })
+fn run(spec: &SyncTargetSpec, status: Option<&SyncTargetStatus>, credentials: Credentials) -> Desired {
+    desired(&Observed { spec, status, generation: Some(3), credentials, now: now(), heartbeat_threshold: THRESHOLD })
 }
 
 #[test]
@@ -41,49 +27,17 @@ fn heartbeat_table() {
     // (lastSyncTime, HeartbeatHealthy, reason, requeue after)
     let cases: &[(Option<&str>, &str, &str, Option<u64>)] = &[
         (None, "False", "HeartbeatMissing", None),
-        (
-            Some("2026-11-22T09:59:50Z"),
-            "True",
-            "HeartbeatFresh",
-            Some(30_100),
-        ),
-        (
-            Some("2026-11-22T09:59:20Z"),
-            "True",
-            "HeartbeatFresh",
-            Some(100),
-        ),
-        (
-            Some("2026-11-22T09:59:19Z"),
-            "False",
-            "HeartbeatStale",
-            None,
-        ),
-        (
-            Some("2026-11-22T10:00:30Z"),
-            "True",
-            "HeartbeatFresh",
-            Some(40_100),
-        ),
+        (Some("2026-11-22T09:59:50Z"), "True", "HeartbeatFresh", Some(30_100)),
+        (Some("2026-11-22T09:59:20Z"), "True", "HeartbeatFresh", Some(100)),
+        (Some("2026-11-22T09:59:19Z"), "False", "HeartbeatStale", None),
+        (Some("2026-11-22T10:00:30Z"), "True", "HeartbeatFresh", Some(40_100)),
     ];
     for (last, want_status, want_reason, want_requeue) in cases {
         let status = status_with_heartbeat(*last);
-        let d = run(
-            &SyncTargetSpec::default(),
-            Some(&status),
-            Credentials::PullMode,
-        );
+        let d = run(&SyncTargetSpec::default(), Some(&status), Credentials::PullMode);
         let c = get(&d, CONDITION_HEARTBEAT_HEALTHY);
-        assert_eq!(
-            (c.status.as_str(), c.reason.as_str()),
-            (*want_status, *want_reason),
-            "{last:?}"
-        );
-        assert_eq!(
-            d.requeue_after.map(|d| d.as_millis() as u64),
-            *want_requeue,
-            "{last:?}"
-        );
+        assert_eq!((c.status.as_str(), c.reason.as_str()), (*want_status, *want_reason), "{last:?}");
+        assert_eq!(d.requeue_after.map(|d| d.as_millis() as u64), *want_requeue, "{last:?}");
     }
 }
 
@@ -91,61 +45,25 @@ fn heartbeat_table() {
 fn ready_summarises_with_the_failing_reason() {
     let fresh = status_with_heartbeat(Some("2026-11-22T09:59:50Z"));
     let stale = status_with_heartbeat(Some("2026-11-22T09:50:00Z"));
-    let missing_secret = Credentials::Problem {
-        reason: "KubeconfigSecretNotFound",
-        message: "secret tmc/kc not found".into(),
-    };
-    let loaded = Credentials::Loaded {
-        server: "https://127.0.0.1:1".into(),
-    };
+    let missing_secret =
+        Credentials::Problem { reason: "KubeconfigSecretNotFound", message: "secret tmc/kc not found".into() };
+    let loaded = Credentials::Loaded { server: "https://127.0.0.1:1".into() };
     // (status, credentials, Ready, Ready reason, SyncerReady)
     let cases: Vec<(Option<&SyncTargetStatus>, Credentials, &str, &str, &str)> = vec![
-        (
-            None,
-            Credentials::PullMode,
-            "False",
-            "WaitingForSyncer",
-            "False",
-        ),
+        (None, Credentials::PullMode, "False", "WaitingForSyncer", "False"),
         (Some(&fresh), Credentials::PullMode, "True", "Ready", "True"),
-        (
-            Some(&stale),
-            Credentials::PullMode,
-            "False",
-            "HeartbeatStale",
-            "True",
-        ),
-        (
-            Some(&fresh),
-            missing_secret.clone(),
-            "False",
-            "KubeconfigSecretNotFound",
-            "False",
-        ),
-        (
-            None,
-            missing_secret,
-            "False",
-            "KubeconfigSecretNotFound",
-            "False",
-        ),
+        (Some(&stale), Credentials::PullMode, "False", "HeartbeatStale", "True"),
+        (Some(&fresh), missing_secret.clone(), "False", "KubeconfigSecretNotFound", "False"),
+        (None, missing_secret, "False", "KubeconfigSecretNotFound", "False"),
         (None, loaded.clone(), "False", "HeartbeatMissing", "True"),
         (Some(&fresh), loaded, "True", "Ready", "True"),
     ];
     for (status, creds, ready, reason, syncer) in cases {
         let d = run(&SyncTargetSpec::default(), status, creds.clone());
         let r = get(&d, CONDITION_READY);
-        assert_eq!(
-            (r.status.as_str(), r.reason.as_str()),
-            (ready, reason),
-            "{creds:?} {status:?}"
-        );
+        assert_eq!((r.status.as_str(), r.reason.as_str()), (ready, reason), "{creds:?} {status:?}");
         assert_eq!(get(&d, CONDITION_SYNCER_READY).status, syncer, "{creds:?}");
-        assert!(
-            d.conditions
-                .iter()
-                .all(|c| c.observed_generation == Some(3))
-        );
+        assert!(d.conditions.iter().all(|c| c.observed_generation == Some(3)));
         assert_eq!(d.observed_generation, Some(3));
     }
 }
@@ -157,34 +75,10 @@ fn schedulable_table() {
     let cases: &[(bool, Option<&str>, &str, &str, Option<u64>)] = &[
         (false, None, "True", "Schedulable", None),
         (true, None, "False", "Unschedulable", None),
-        (
-            false,
-            Some("2026-11-22T09:00:00Z"),
-            "False",
-            "Evicting",
-            None,
-        ),
-        (
-            true,
-            Some("2026-11-22T09:00:00Z"),
-            "False",
-            "Evicting",
-            None,
-        ),
-        (
-            false,
-            Some("2026-11-22T10:05:00Z"),
-            "True",
-            "EvictionScheduled",
-            Some(300),
-        ),
-        (
-            true,
-            Some("2026-11-22T10:05:00Z"),
-            "False",
-            "Unschedulable",
-            Some(300),
-        ),
+        (false, Some("2026-11-22T09:00:00Z"), "False", "Evicting", None),
+        (true, Some("2026-11-22T09:00:00Z"), "False", "Evicting", None),
+        (false, Some("2026-11-22T10:05:00Z"), "True", "EvictionScheduled", Some(300)),
+        (true, Some("2026-11-22T10:05:00Z"), "False", "Unschedulable", Some(300)),
     ];
     for (unschedulable, evict, want, reason, requeue) in cases {
         let spec = SyncTargetSpec {
@@ -194,27 +88,15 @@ fn schedulable_table() {
         };
         let d = run(&spec, None, Credentials::PullMode);
         let c = get(&d, CONDITION_SCHEDULABLE);
-        assert_eq!(
-            (c.status.as_str(), c.reason.as_str()),
-            (*want, *reason),
-            "{unschedulable} {evict:?}"
-        );
-        assert_eq!(
-            d.requeue_after.map(|d| d.as_secs()),
-            *requeue,
-            "{unschedulable} {evict:?}"
-        );
+        assert_eq!((c.status.as_str(), c.reason.as_str()), (*want, *reason), "{unschedulable} {evict:?}");
+        assert_eq!(d.requeue_after.map(|d| d.as_secs()), *requeue, "{unschedulable} {evict:?}");
     }
 }
 
 #[test]
 fn unchanged_world_means_no_write_and_transition_times_are_kept() {
     let fresh = status_with_heartbeat(Some("2026-11-22T09:59:50Z"));
-    let first = run(
-        &SyncTargetSpec::default(),
-        Some(&fresh),
-        Credentials::PullMode,
-    );
+    let first = run(&SyncTargetSpec::default(), Some(&fresh), Credentials::PullMode);
     let stored = SyncTargetStatus {
         conditions: first.conditions.clone(),
         observed_generation: first.observed_generation,
@@ -231,10 +113,7 @@ fn unchanged_world_means_no_write_and_transition_times_are_kept() {
         heartbeat_threshold: THRESHOLD,
     });
     assert!(!later.differs_from(Some(&stored)));
-    assert_eq!(
-        later.conditions, first.conditions,
-        "transition times carried over"
-    );
+    assert_eq!(later.conditions, first.conditions, "transition times carried over");
     // After the threshold the heartbeat flips; its transition time moves, Schedulable's does not.
     let expired = desired(&Observed {
         now: ts("2026-11-22T10:01:00Z"),
@@ -250,20 +129,14 @@ fn unchanged_world_means_no_write_and_transition_times_are_kept() {
     assert!(expired.differs_from(Some(&stored)));
     let hb = get(&expired, CONDITION_HEARTBEAT_HEALTHY);
     assert_eq!(hb.last_transition_time, Time(ts("2026-11-22T10:01:00Z")));
-    assert_eq!(
-        get(&expired, CONDITION_SCHEDULABLE).last_transition_time,
-        Time(now())
-    );
+    assert_eq!(get(&expired, CONDITION_SCHEDULABLE).last_transition_time, Time(now()));
 }
 
 #[test]
 fn generation_change_is_a_difference() {
     let d = run(&SyncTargetSpec::default(), None, Credentials::PullMode);
-    let stored = SyncTargetStatus {
-        conditions: d.conditions.clone(),
-        observed_generation: Some(2),
-        ..Default::default()
-    };
+    let stored =
+        SyncTargetStatus { conditions: d.conditions.clone(), observed_generation: Some(2), ..Default::default() };
     assert!(d.differs_from(Some(&stored)));
 }
 
@@ -271,10 +144,7 @@ fn generation_change_is_a_difference() {
 fn malformed_objects_get_invalid_spec() {
     let d = malformed(&[], Some(1), "unknown field", now());
     let r = get(&d, CONDITION_READY);
-    assert_eq!(
-        (r.status.as_str(), r.reason.as_str()),
-        ("False", "InvalidSpec")
-    );
+    assert_eq!((r.status.as_str(), r.reason.as_str()), ("False", "InvalidSpec"));
     assert!(r.message.contains("unknown field"));
 }
 
