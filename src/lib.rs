@@ -10,3 +10,4 @@ pub mod cli;
 pub mod kcp;
 pub mod manager;
 pub mod reconciler;
+pub mod syncer;

@@ -4,6 +4,10 @@
 # to stderr.
 #
 #   tests/servers.sh kcp      # -> $CACHE/bin/kcp-<version>/kcp
+#   tests/servers.sh kube     # -> $CACHE/bin/kube-<version>/ (kube-apiserver, -controller-manager, -scheduler)
+#   tests/servers.sh etcd     # -> $CACHE/bin/etcd-<version>/etcd
+#   tests/servers.sh kwok     # -> $CACHE/bin/kwok-<version>/kwok
+#   tests/servers.sh all      # all of the above; prints nothing
 #
 # Cache: $TMC_CACHE_DIR, else $XDG_CACHE_HOME/kcp-tmc, else ~/.cache/kcp-tmc.
 set -euo pipefail
@@ -12,7 +16,10 @@ here=$(cd "$(dirname "$0")" && pwd)
 cache=${TMC_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/kcp-tmc}
 
 KCP_VERSION=v0.32.3
-KUBE_VERSION=v1.36.0
+KCP_KUBE_VERSION=v1.36.0
+KUBE_VERSION=v1.34.3
+ETCD_VERSION=v3.6.5
+KWOK_VERSION=v0.8.0
 # kcp v0.32.3 requires virtual-workspace-framework at an unpublished v0.32 state; v0.31.2 is the
 # newest the proxy serves and lacks one function, which kcp-server/vwf-shim adds.
 VWF_VERSION=v0.31.2
@@ -50,7 +57,7 @@ build_kcp() {
   cp -R "$vwf" "$work/.vwf-overlay"
   chmod -R u+w "$work/.vwf-overlay"
   cp "$here/kcp-server/vwf-shim/path_segment_name.go.in" "$work/.vwf-overlay/pkg/forwardingregistry/zz_path_segment_name.go"
-  local v="$KUBE_VERSION+kcp-$KCP_VERSION" ld="-s -w"
+  local v="$KCP_KUBE_VERSION+kcp-$KCP_VERSION" ld="-s -w"
   for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
     ld="$ld -X $pkg.gitVersion=$v -X $pkg.gitMajor=1 -X $pkg.gitMinor=36"
   done
@@ -68,7 +75,67 @@ build_kcp() {
   echo "$out"
 }
 
+# build_wrapper NAME VERSION WRAPPER_DIR LDFLAGS PACKAGE... : builds the packages of a wrapper
+# module under tests/ into $cache/bin/NAME-VERSION/ and prints that directory.
+build_wrapper() {
+  local name=$1 version=$2 wrapper=$3 ld=$4
+  shift 4
+  local out=$cache/bin/$name-$version
+  if [[ -f $out/.complete ]]; then echo "$out"; return; fi
+  log "building $name $version from the Go module proxy into $out (cold: 5-30 minutes on 2 cores)"
+  local work=$cache/build/$name-$version
+  rm -rf "$work" "$out"
+  mkdir -p "$work" "$out"
+  cp "$here/$wrapper/go.mod" "$here/$wrapper/go.sum" "$work/"
+  (
+    cd "$work"
+    export GOTOOLCHAIN=local CGO_ENABLED=0
+    export GOFLAGS="$(go env GOFLAGS) -trimpath"
+    go build -v -ldflags "$ld" -o "$out/" "$@" 2>&1 | progress "$name"
+    exit "${PIPESTATUS[0]}"
+  )
+  touch "$out/.complete"
+  log "built $name into $out"
+  echo "$out"
+}
+
+build_kube() {
+  local ld="-s -w" pkg minor=${KUBE_VERSION#v1.}
+  minor=${minor%%.*}
+  for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    ld="$ld -X $pkg.gitVersion=$KUBE_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
+  done
+  build_wrapper kube "$KUBE_VERSION" kube-server "$ld" \
+    k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kube-scheduler
+}
+
+build_etcd() {
+  local dir
+  dir=$(build_wrapper etcd "$ETCD_VERSION" etcd-server "-s -w" go.etcd.io/etcd/server/v3)
+  # go build names the binary after the module's last path element that is not a version.
+  [[ -x $dir/etcd ]] || mv "$dir/server" "$dir/etcd"
+  echo "$dir"
+}
+
+build_kwok() {
+  local out=$cache/bin/kwok-$KWOK_VERSION
+  if [[ -x $out/kwok ]]; then echo "$out"; return; fi
+  log "building kwok $KWOK_VERSION from the Go module proxy into $out"
+  mkdir -p "$out"
+  (
+    export GOTOOLCHAIN=local CGO_ENABLED=0 GOBIN=$out
+    export GOFLAGS="$(go env GOFLAGS) -trimpath"
+    go install -v -ldflags "-s -w" "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION" 2>&1 | progress kwok
+    exit "${PIPESTATUS[0]}"
+  )
+  echo "$out"
+}
+
 case "${1:-}" in
   kcp) build_kcp ;;
-  *) echo "usage: $0 kcp" >&2; exit 2 ;;
+  kube) build_kube ;;
+  etcd) build_etcd ;;
+  kwok) build_kwok ;;
+  all) build_kcp >/dev/null; build_etcd >/dev/null; build_kwok >/dev/null; build_kube >/dev/null ;;
+  *) echo "usage: $0 kcp|kube|etcd|kwok|all" >&2; exit 2 ;;
 esac

@@ -1,0 +1,168 @@
+//! The downstream object a syncer applies, built from scratch out of the upstream one.
+//!
+//! Only what the user declared goes down: kcp's bookkeeping (`kcp.io/cluster`, uid,
+//! resourceVersion, managedFields, ownerReferences, finalizers) and the status stay behind, and
+//! fields the physical cluster owns are left out so server-side apply never fights over them.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Map, Value, json};
+
+use super::naming::{ORIGIN_CLUSTER_LABEL, PREFIX, TARGET_LABEL};
+use crate::kcp::cluster::CLUSTER_ANNOTATION;
+
+/// Metadata annotations that never go downstream.
+const DROPPED_ANNOTATIONS: &[&str] = &[CLUSTER_ANNOTATION, "kubectl.kubernetes.io/last-applied-configuration"];
+
+/// Where the copy goes and who writes it.
+#[derive(Clone, Debug)]
+pub struct Destination<'a> {
+    pub namespace: &'a str,
+    pub target_key: &'a str,
+    pub origin_cluster: &'a str,
+}
+
+/// Why an upstream object is not synced at all.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Skip {
+    /// Created by kcp or by the cluster in every namespace (e.g. `kube-root-ca.crt`).
+    ClusterProvided,
+}
+
+/// Objects every namespace gets from its own cluster; syncing kcp's copy would clash.
+pub fn skip_reason(kind: &str, upstream: &Value) -> Option<Skip> {
+    let name = upstream["metadata"]["name"].as_str().unwrap_or_default();
+    match kind {
+        "ConfigMap" if name == "kube-root-ca.crt" => Some(Skip::ClusterProvided),
+        "Secret" if upstream["type"] == "kubernetes.io/service-account-token" => Some(Skip::ClusterProvided),
+        _ => None,
+    }
+}
+
+/// The object to server-side apply downstream for `upstream`.
+pub fn desired(upstream: &Value, dest: &Destination<'_>) -> Value {
+    let meta = &upstream["metadata"];
+    let mut labels = string_map(&meta["labels"]);
+    labels.retain(|k, _| !k.starts_with(&format!("{PREFIX}/")));
+    labels.insert(TARGET_LABEL.into(), dest.target_key.into());
+    labels.insert(ORIGIN_CLUSTER_LABEL.into(), dest.origin_cluster.into());
+    let mut annotations = string_map(&meta["annotations"]);
+    annotations.retain(|k, _| !DROPPED_ANNOTATIONS.contains(&k.as_str()) && !k.starts_with(&format!("{PREFIX}/")));
+
+    let mut metadata = json!({ "name": meta["name"], "namespace": dest.namespace, "labels": labels });
+    if !annotations.is_empty() {
+        metadata["annotations"] = json!(annotations);
+    }
+    let mut out = Map::new();
+    out.insert("apiVersion".into(), upstream["apiVersion"].clone());
+    out.insert("kind".into(), upstream["kind"].clone());
+    out.insert("metadata".into(), metadata);
+    if let Some(fields) = upstream.as_object() {
+        for (k, v) in fields {
+            if !matches!(k.as_str(), "apiVersion" | "kind" | "metadata" | "status") {
+                out.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    let mut out = Value::Object(out);
+    drop_cluster_owned(&mut out);
+    out
+}
+
+/// Removes fields the physical cluster assigns itself.
+fn drop_cluster_owned(obj: &mut Value) {
+    if obj["kind"] == "Service" && obj["apiVersion"] == "v1" {
+        if let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) {
+            // Allocated by the cluster; kcp has no allocator, and an IP from one cluster means
+            // nothing in another.
+            for field in ["clusterIP", "clusterIPs", "healthCheckNodePort"] {
+                spec.remove(field);
+            }
+            if let Some(ports) = spec.get_mut("ports").and_then(Value::as_array_mut) {
+                ports.iter_mut().filter_map(Value::as_object_mut).for_each(|p| {
+                    p.remove("nodePort");
+                });
+            }
+        }
+    }
+}
+
+fn string_map(v: &Value) -> BTreeMap<String, String> {
+    v.as_object()
+        .map(|m| m.iter().filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string()))).collect())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dest() -> Destination<'static> {
+        Destination { namespace: "kcp-abc", target_key: "t1", origin_cluster: "ws1" }
+    }
+
+    #[test]
+    fn strips_kcp_metadata_and_status_and_keeps_user_metadata() {
+        let upstream = json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {
+                "name": "web", "namespace": "default", "uid": "u", "resourceVersion": "7", "generation": 3,
+                "creationTimestamp": "2026-01-01T00:00:00Z", "managedFields": [{}], "finalizers": ["x"],
+                "ownerReferences": [{"name": "o"}],
+                "labels": {"app": "web", "tmc.kcp.io/target-old": "x"},
+                "annotations": {"kcp.io/cluster": "ws1", "team": "a", "kubectl.kubernetes.io/last-applied-configuration": "{}"},
+            },
+            "spec": {"replicas": 2},
+            "status": {"availableReplicas": 2},
+        });
+        let got = desired(&upstream, &dest());
+        assert_eq!(
+            got,
+            json!({
+                "apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": {
+                    "name": "web", "namespace": "kcp-abc",
+                    "labels": {"app": "web", "tmc.kcp.io/target": "t1", "tmc.kcp.io/origin-cluster": "ws1"},
+                    "annotations": {"team": "a"},
+                },
+                "spec": {"replicas": 2},
+            })
+        );
+    }
+
+    #[test]
+    fn service_leaves_cluster_owned_fields_to_the_cluster() {
+        let upstream = json!({
+            "apiVersion": "v1", "kind": "Service", "metadata": {"name": "s"},
+            "spec": {"clusterIP": "10.0.0.1", "clusterIPs": ["10.0.0.1"], "type": "NodePort",
+                     "ports": [{"port": 80, "nodePort": 30080}], "selector": {"app": "web"}},
+        });
+        let got = desired(&upstream, &dest());
+        assert_eq!(got["spec"], json!({"type": "NodePort", "ports": [{"port": 80}], "selector": {"app": "web"}}));
+        assert!(got["metadata"].get("annotations").is_none(), "no empty annotations map");
+    }
+
+    #[test]
+    fn configmap_and_secret_payloads_go_down() {
+        let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"k": "v"}, "binaryData": {"b": "AA=="}});
+        let got = desired(&cm, &dest());
+        assert_eq!((got["data"].clone(), got["binaryData"].clone()), (json!({"k": "v"}), json!({"b": "AA=="})));
+        let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}, "type": "Opaque", "data": {"k": "dg=="}});
+        let got = desired(&secret, &dest());
+        assert_eq!((got["type"].clone(), got["data"].clone()), (json!("Opaque"), json!({"k": "dg=="})));
+    }
+
+    #[test]
+    fn cluster_provided_objects_are_skipped() {
+        let cases = [
+            ("ConfigMap", json!({"metadata": {"name": "kube-root-ca.crt"}}), Some(Skip::ClusterProvided)),
+            ("ConfigMap", json!({"metadata": {"name": "app-config"}}), None),
+            ("Secret", json!({"metadata": {"name": "t"}, "type": "kubernetes.io/service-account-token"}), Some(Skip::ClusterProvided)),
+            ("Secret", json!({"metadata": {"name": "t"}, "type": "Opaque"}), None),
+            ("Deployment", json!({"metadata": {"name": "kube-root-ca.crt"}}), None),
+        ];
+        for (kind, obj, want) in cases {
+            assert_eq!(skip_reason(kind, &obj), want, "{kind} {obj}");
+        }
+    }
+}
