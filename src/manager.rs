@@ -12,6 +12,10 @@ use crate::kcp::client::ClientError;
 use crate::kcp::{ClusterClients, LogicalClusterName, WorkspacePath, endpoints, workspace};
 use crate::reconciler::queue::Backoff;
 use crate::reconciler::synctarget;
+use crate::reconciler::synctarget::syncers::Supervisor;
+use crate::syncer::engine::EngineSettings;
+use crate::syncer::resources::default_resources;
+use crate::syncer::upstream::Upstream;
 
 /// Everything `tmc manager` needs to run.
 #[derive(Clone)]
@@ -22,6 +26,8 @@ pub struct ManagerConfig {
     pub workspace: WorkspacePath,
     pub export_name: String,
     pub synctarget: synctarget::Settings,
+    /// Settings of the push-mode syncers the manager runs.
+    pub syncer: EngineSettings,
 }
 
 /// Errors that stop the manager.
@@ -70,8 +76,16 @@ pub async fn run(config: ManagerConfig, cancel: CancellationToken) -> Result<(),
                 Ok(clients) => {
                     tracing::info!(endpoint = %url, "starting controllers for endpoint");
                     let stop = cancel.child_token();
-                    let controller = synctarget::Controller::new(clients, config.synctarget.clone());
-                    running.insert(url.clone(), (stop.clone(), tokio::spawn(controller.run(stop))));
+                    let upstream = Upstream::new(clients.clone(), default_resources());
+                    let syncers = Supervisor::new(upstream.clone(), config.syncer.clone(), stop.clone());
+                    let controller = synctarget::Controller::new(clients, config.synctarget.clone(), syncers);
+                    let task = tokio::spawn({
+                        let stop = stop.clone();
+                        async move {
+                            tokio::join!(upstream.run(stop.clone()), controller.run(stop));
+                        }
+                    });
+                    running.insert(url.clone(), (stop, task));
                 }
                 Err(e) => tracing::error!(endpoint = %url, error = %e, "cannot use endpoint"),
             }

@@ -9,6 +9,7 @@ use super::{CliError, KcpArgs, load_kube_config, parse_duration};
 use crate::manager::{self, ManagerConfig};
 use crate::reconciler::queue::Backoff;
 use crate::reconciler::synctarget;
+use crate::syncer::engine::EngineSettings;
 
 #[derive(Debug, Args)]
 pub struct ManagerArgs {
@@ -19,6 +20,14 @@ pub struct ManagerArgs {
     /// HeartbeatHealthy=False and not Ready.
     #[arg(long, env = "TMC_HEARTBEAT_THRESHOLD", default_value = "40s", value_parser = parse_duration)]
     pub heartbeat_threshold: Duration,
+
+    /// How often a push-mode syncer reports in (status.lastSyncTime) while its cluster answers.
+    #[arg(long, env = "TMC_SYNCER_HEARTBEAT_INTERVAL", default_value = "20s", value_parser = parse_duration)]
+    pub syncer_heartbeat_interval: Duration,
+
+    /// Objects each push-mode syncer may sync at once.
+    #[arg(long, env = "TMC_SYNCER_WORKERS", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub syncer_workers: u16,
 
     /// SyncTarget reconciles that may run at once.
     #[arg(long, env = "TMC_WORKERS", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
@@ -37,6 +46,11 @@ pub async fn run(args: ManagerArgs) -> Result<(), CliError> {
         synctarget: synctarget::Settings {
             heartbeat_threshold: args.heartbeat_threshold,
             workers: usize::from(args.workers),
+            backoff: Backoff::default(),
+        },
+        syncer: EngineSettings {
+            workers: usize::from(args.syncer_workers),
+            heartbeat_interval: args.syncer_heartbeat_interval,
             backoff: Backoff::default(),
         },
     };

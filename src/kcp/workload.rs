@@ -92,7 +92,8 @@ fn crd(
                 storage: true,
                 schema: Some(CustomResourceValidation { open_api_v3_schema: Some(schema) }),
                 subresources: Some(CustomResourceSubresources {
-                    status: Some(CustomResourceSubresourceStatus(Default::default())),
+                    // `{}` enables the subresource; the wrapped value must not be null.
+                    status: Some(CustomResourceSubresourceStatus(json!({}))),
                     scale,
                 }),
                 additional_printer_columns: Some(columns),
@@ -174,7 +175,13 @@ mod tests {
         assert_eq!(max_surge["x-kubernetes-int-or-string"], true);
         assert!(s["properties"]["status"]["properties"]["availableReplicas"].is_object());
         assert_eq!(crd.spec.group, "apps");
-        assert!(crd.spec.versions[0].subresources.as_ref().unwrap().scale.is_some());
+        let sub = crd.spec.versions[0].subresources.as_ref().unwrap();
+        assert!(sub.scale.is_some());
+        assert_eq!(
+            sub.status.as_ref().map(|s| s.0.clone()),
+            Some(json!({})),
+            "status subresource must be {{}}, not null"
+        );
     }
 
     #[test]

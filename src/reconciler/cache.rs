@@ -77,6 +77,19 @@ impl<T> ClusterCache<T> {
             .collect()
     }
 
+    /// The keys of the objects in every logical cluster for which `pred` holds.
+    pub fn all_keys(&self, pred: impl Fn(&T) -> bool) -> Vec<ClusterKey> {
+        let map = self.inner.read().expect("cache poisoned");
+        map.iter()
+            .flat_map(|(cluster, bucket)| {
+                bucket
+                    .iter()
+                    .filter(|(_, obj)| pred(obj))
+                    .map(|((ns, name), _)| ClusterKey::new(cluster.clone(), ns.clone(), name.clone()))
+            })
+            .collect()
+    }
+
     pub fn len(&self) -> usize {
         self.inner.read().expect("cache poisoned").values().map(HashMap::len).sum()
     }
@@ -139,6 +152,9 @@ mod tests {
         got.sort();
         assert_eq!(got, vec![key("a", None, "x")]);
         assert!(cache.keys_in(&LogicalClusterName::new("c").unwrap(), |_| true).is_empty());
+        let mut all = cache.all_keys(|v| *v == 1);
+        all.sort();
+        assert_eq!(all, vec![key("a", None, "x"), key("b", None, "x")]);
         assert!(!cache.is_empty());
     }
 }

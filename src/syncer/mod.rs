@@ -1,7 +1,15 @@
 //! The sync engine: spec down from kcp to a physical cluster, status back up.
 //!
-//! So far: the naming of downstream namespaces and targets ([`naming`]) and the pure transform
-//! from an upstream object to the object applied downstream ([`transform`]).
+//! - [`naming`]: target keys, downstream namespace names and locators (pure);
+//! - [`transform`]: the object applied downstream, built from the upstream one (pure);
+//! - [`resources`]: which APIs are synced and how namespaces are assigned;
+//! - [`upstream`]: the shared, cluster-keyed view of kcp, fanned out to syncers;
+//! - [`downstream`]: one syncer's view of its cluster (label-selected watches);
+//! - [`engine`]: one syncer — spec down, drift, deletion, status up, heartbeat.
 
+pub mod downstream;
+pub mod engine;
 pub mod naming;
+pub mod resources;
 pub mod transform;
+pub mod upstream;

@@ -127,7 +127,10 @@ mod tests {
         let cases = [
             (Locator::new(t.clone(), &lc("ws1"), "default"), Locator::new(t.clone(), &lc("ws2"), "default")),
             (Locator::new(t.clone(), &lc("ws1"), "default"), Locator::new(t.clone(), &lc("ws1"), "prod")),
-            (Locator::new(t.clone(), &lc("ws1"), "default"), Locator::new(target("bbb", "east"), &lc("ws1"), "default")),
+            (
+                Locator::new(t.clone(), &lc("ws1"), "default"),
+                Locator::new(target("bbb", "east"), &lc("ws1"), "default"),
+            ),
         ];
         for (a, b) in cases {
             let (na, nb) = (a.downstream_namespace(), b.downstream_namespace());

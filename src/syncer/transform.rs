@@ -157,7 +157,11 @@ mod tests {
         let cases = [
             ("ConfigMap", json!({"metadata": {"name": "kube-root-ca.crt"}}), Some(Skip::ClusterProvided)),
             ("ConfigMap", json!({"metadata": {"name": "app-config"}}), None),
-            ("Secret", json!({"metadata": {"name": "t"}, "type": "kubernetes.io/service-account-token"}), Some(Skip::ClusterProvided)),
+            (
+                "Secret",
+                json!({"metadata": {"name": "t"}, "type": "kubernetes.io/service-account-token"}),
+                Some(Skip::ClusterProvided),
+            ),
             ("Secret", json!({"metadata": {"name": "t"}, "type": "Opaque"}), None),
             ("Deployment", json!({"metadata": {"name": "kube-root-ca.crt"}}), None),
         ];

@@ -9,8 +9,10 @@
 //! `cargo test --test e2e -- <substring>` runs the tests whose names contain the substring.
 
 mod cli;
+mod cluster;
 mod env;
 mod install;
+mod syncer;
 mod synctarget;
 
 use std::future::Future;
@@ -22,13 +24,15 @@ use env::{Kcp, TestResult, Tmc, eventually};
 use kcp_tmc::kcp::ClusterClients;
 
 /// Heartbeat threshold the shared manager runs with, short so tests can watch it expire.
-pub const HEARTBEAT_THRESHOLD: Duration = Duration::from_secs(4);
+pub const HEARTBEAT_THRESHOLD: Duration = Duration::from_secs(8);
 pub const PROVIDER: &str = "root:tmc";
 pub const TENANT_A: &str = "root:tenant-a";
 pub const TENANT_B: &str = "root:tenant-b";
 
 pub struct World {
     pub kcp: Kcp,
+    /// Two physical clusters (real kube-apiservers with kwok nodes).
+    pub clusters: Vec<cluster::Cluster>,
     pub clients: ClusterClients,
     pub manager: std::sync::Mutex<Tmc>,
 }
@@ -56,11 +60,25 @@ fn all_tests() -> Vec<(&'static str, TestFn)> {
         synctarget::settled_status_is_not_rewritten,
         cli::manager_waits_for_unreachable_kcp,
         cli::invalid_input_says_what_to_fix,
+        syncer::workloads_run_on_the_cluster_and_status_comes_back,
+        syncer::same_names_in_two_workspaces_do_not_collide_downstream,
+        syncer::drift_is_reverted,
+        syncer::nothing_is_written_when_nothing_changed,
+        syncer::deletion_and_unassignment_clean_up_downstream,
     ]
 }
 
 async fn setup() -> Result<World, String> {
+    let clusters: Vec<_> = ["cluster-1", "cluster-2"]
+        .into_iter()
+        .map(|name| tokio::task::spawn_blocking(move || cluster::Cluster::start(name)))
+        .collect();
     let kcp = Kcp::start().await;
+    let mut started = vec![];
+    for c in clusters {
+        started.push(c.await.map_err(|e| e.to_string())??);
+    }
+    let clusters = started;
     let kubeconfig = kcp.kubeconfig.display().to_string();
     let (code, out, err) =
         env::tmc(&["install", "--kubeconfig", &kubeconfig, "--workspace", PROVIDER, "--create-workspace"]);
@@ -71,7 +89,17 @@ async fn setup() -> Result<World, String> {
     // virtual-workspace endpoint when it appears.
     let threshold = format!("{}s", HEARTBEAT_THRESHOLD.as_secs());
     let manager = Tmc::spawn(
-        &["manager", "--kubeconfig", &kubeconfig, "--workspace", PROVIDER, "--heartbeat-threshold", &threshold],
+        &[
+            "manager",
+            "--kubeconfig",
+            &kubeconfig,
+            "--workspace",
+            PROVIDER,
+            "--heartbeat-threshold",
+            &threshold,
+            "--syncer-heartbeat-interval",
+            "1s",
+        ],
         kcp.dir.path().join("manager.log"),
     );
     let clients = kcp.clients().await;
@@ -89,7 +117,7 @@ async fn setup() -> Result<World, String> {
         })
         .await?;
     }
-    Ok(World { kcp, clients, manager: std::sync::Mutex::new(manager) })
+    Ok(World { kcp, clusters, clients, manager: std::sync::Mutex::new(manager) })
 }
 
 fn main() -> std::process::ExitCode {

@@ -130,8 +130,11 @@ pub async fn heartbeat_flips_and_recovers(w: Arc<World>) -> TestResult {
     apply(&w, TENANT_A, &pull_target("hb"))?;
     wait_condition(&w, TENANT_A, "hb", "HeartbeatHealthy", "False", "HeartbeatMissing").await?;
     heartbeat(&w, TENANT_A, "hb").await?;
-    wait_condition(&w, TENANT_A, "hb", "HeartbeatHealthy", "True", "HeartbeatFresh").await?;
-    wait_condition(&w, TENANT_A, "hb", "Ready", "True", "Ready").await?;
+    // Ready is computed in the same write as HeartbeatHealthy: check both in one snapshot, since
+    // the heartbeat goes stale again by itself after the threshold.
+    let fresh = wait_condition(&w, TENANT_A, "hb", "HeartbeatHealthy", "True", "HeartbeatFresh").await?;
+    let ready = condition(&fresh, "Ready").map(|c| (c.status.clone(), c.reason.clone()));
+    ensure!(ready == Some(("True".into(), "Ready".into())), "with a fresh heartbeat Ready is {ready:?}");
     // No more heartbeats: the manager flips it by itself once the threshold has passed.
     let flipped = wait_condition(&w, TENANT_A, "hb", "HeartbeatHealthy", "False", "HeartbeatStale").await?;
     let flipped_at = condition(&flipped, "HeartbeatHealthy").unwrap().last_transition_time.0;

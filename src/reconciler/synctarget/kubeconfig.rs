@@ -47,6 +47,13 @@ pub fn validate_ref(secret_ref: &KubeconfigSecretRef) -> Option<Credentials> {
     None
 }
 
+/// The kubeconfig text in a found Secret, if the key holds UTF-8.
+pub fn kubeconfig_text(secret_ref: &KubeconfigSecretRef, lookup: &SecretLookup) -> Option<String> {
+    let SecretLookup::Found(secret) = lookup else { return None };
+    let bytes = secret.data.as_ref()?.get(&secret_ref.key)?;
+    String::from_utf8(bytes.0.clone()).ok()
+}
+
 /// Turns what was read into the credential state the conditions report.
 pub fn classify(secret_ref: &KubeconfigSecretRef, lookup: SecretLookup) -> Credentials {
     let at = format!("secret {}/{}", secret_ref.namespace, secret_ref.name);

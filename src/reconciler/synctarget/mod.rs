@@ -8,6 +8,7 @@
 
 pub mod kubeconfig;
 pub mod status;
+pub mod syncers;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -24,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use self::status::{Credentials, Desired, Observed};
+use self::syncers::Supervisor;
 use super::cache::ClusterCache;
 use super::next_or_cancelled;
 use super::queue::{Backoff, WorkQueue};
@@ -59,6 +61,7 @@ pub struct Controller {
     cache: ClusterCache<DynamicObject>,
     queue: Arc<WorkQueue<ClusterKey>>,
     settings: Settings,
+    syncers: Supervisor,
 }
 
 fn resource() -> ApiResource {
@@ -66,9 +69,9 @@ fn resource() -> ApiResource {
 }
 
 impl Controller {
-    pub fn new(clients: ClusterClients, settings: Settings) -> Self {
+    pub fn new(clients: ClusterClients, settings: Settings, syncers: Supervisor) -> Self {
         let queue = WorkQueue::new(settings.backoff);
-        Self { clients, cache: Default::default(), queue, settings }
+        Self { clients, cache: Default::default(), queue, settings, syncers }
     }
 
     /// Runs watches and workers until `cancel` fires.
@@ -182,6 +185,36 @@ impl Controller {
         }
     }
 
+    /// Checks the kubeconfig of a push-mode target and keeps its syncer running (or stopped)
+    /// accordingly.
+    async fn credentials(&self, key: &ClusterKey, target: &SyncTarget) -> Result<Credentials, ReconcileError> {
+        let Some(secret_ref) = &target.spec.kubeconfig_secret_ref else {
+            self.syncers.stop(key);
+            return Ok(Credentials::PullMode);
+        };
+        if let Some(problem) = kubeconfig::validate_ref(secret_ref) {
+            self.syncers.stop(key);
+            return Ok(problem);
+        }
+        let client = self.clients.cluster(&key.cluster);
+        let found = kubeconfig::lookup(client, secret_ref).await.map_err(ReconcileError::ReadSecret)?;
+        let text = kubeconfig::kubeconfig_text(secret_ref, &found);
+        let credentials = kubeconfig::classify(secret_ref, found);
+        match (&credentials, text) {
+            (Credentials::Loaded { .. }, Some(text)) => {
+                if let Err(why) = self.syncers.ensure(key, &text).await {
+                    self.syncers.stop(key);
+                    return Ok(Credentials::Problem {
+                        reason: "KubeconfigInvalid",
+                        message: format!("the kubeconfig parses but no client can be built from it: {why}"),
+                    });
+                }
+            }
+            _ => self.syncers.stop(key),
+        }
+        Ok(credentials)
+    }
+
     async fn reconcile(&self, key: &ClusterKey) -> Result<Option<Duration>, ReconcileError> {
         let Some(raw) = self.cache.get(key) else {
             return Ok(None);
@@ -197,17 +230,7 @@ impl Controller {
                 status::malformed(previous, generation, &e.to_string(), now)
             }
             Ok(target) => {
-                let credentials = match &target.spec.kubeconfig_secret_ref {
-                    None => Credentials::PullMode,
-                    Some(r) => match kubeconfig::validate_ref(r) {
-                        Some(problem) => problem,
-                        None => {
-                            let found =
-                                kubeconfig::lookup(client.clone(), r).await.map_err(ReconcileError::ReadSecret)?;
-                            kubeconfig::classify(r, found)
-                        }
-                    },
-                };
+                let credentials = self.credentials(key, &target).await?;
                 status::desired(&Observed {
                     spec: &target.spec,
                     status: target.status.as_ref(),

@@ -1,0 +1,135 @@
+//! What one syncer sees of its physical cluster: the namespaces and objects it wrote there.
+//!
+//! Everything the syncer writes carries the label `tmc.kcp.io/target=<target key>`, so its
+//! watches are label-selector watches, not scans: a manual edit or deletion of a synced object
+//! arrives as an event and is mapped back, through the namespace's locator annotation, to the
+//! upstream object that owns it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Api, DynamicObject};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, ResourceExt};
+use tokio_util::sync::CancellationToken;
+
+use super::naming::{LOCATOR_ANNOTATION, Locator, TARGET_LABEL};
+use super::resources::SyncedResource;
+use super::upstream::SyncKey;
+use crate::kcp::{ClusterKey, LogicalClusterName};
+use crate::reconciler::next_or_cancelled;
+
+type Objects = HashMap<(usize, String, String), Arc<DynamicObject>>;
+
+/// See the module docs.
+#[derive(Clone)]
+pub struct Downstream {
+    pub client: Client,
+    target_key: String,
+    namespaces: Arc<RwLock<HashMap<String, Locator>>>,
+    objects: Arc<RwLock<Objects>>,
+}
+
+impl Downstream {
+    pub fn new(client: Client, target_key: &str) -> Self {
+        Self { client, target_key: target_key.to_string(), namespaces: Default::default(), objects: Default::default() }
+    }
+
+    fn selector(&self) -> watcher::Config {
+        watcher::Config::default().labels(&format!("{TARGET_LABEL}={}", self.target_key))
+    }
+
+    /// The last state of a synced object the cluster reported.
+    pub fn object(&self, resource: usize, namespace: &str, name: &str) -> Option<Arc<DynamicObject>> {
+        let objects = self.objects.read().expect("downstream cache poisoned");
+        objects.get(&(resource, namespace.to_string(), name.to_string())).cloned()
+    }
+
+    /// Whether any synced object is left in the downstream namespace.
+    pub fn namespace_in_use(&self, namespace: &str) -> bool {
+        self.objects.read().expect("downstream cache poisoned").keys().any(|(_, ns, _)| ns == namespace)
+    }
+
+    /// Records a namespace this syncer created or verified, so events from objects in it map
+    /// back even before the namespace watch reports it.
+    pub fn remember_namespace(&self, name: &str, locator: Locator) {
+        self.namespaces.write().expect("downstream cache poisoned").insert(name.to_string(), locator);
+    }
+
+    /// The upstream key an event on a downstream object maps back to.
+    fn upstream_key(&self, resource: usize, obj: &DynamicObject) -> Option<SyncKey> {
+        let namespaces = self.namespaces.read().expect("downstream cache poisoned");
+        let locator = namespaces.get(obj.metadata.namespace.as_deref()?)?;
+        let cluster = LogicalClusterName::new(locator.cluster.as_str()).ok()?;
+        Some(SyncKey {
+            resource: Some(resource),
+            key: ClusterKey::new(cluster, Some(locator.namespace.clone()), obj.name_any()),
+        })
+    }
+
+    /// Watches the namespaces this syncer owns, keeping the name → locator map.
+    pub async fn watch_namespaces(self, cancel: CancellationToken) {
+        let api: Api<Namespace> = Api::all(self.client.clone());
+        let mut events = watcher(api, self.selector()).default_backoff().boxed();
+        while let Some(event) = next_or_cancelled(&mut events, &cancel).await {
+            let mut map = self.namespaces.write().expect("downstream cache poisoned");
+            match event {
+                Ok(watcher::Event::InitApply(ns)) | Ok(watcher::Event::Apply(ns)) => {
+                    let locator = ns.annotations().get(LOCATOR_ANNOTATION).and_then(|a| Locator::from_annotation(a));
+                    if let Some(locator) = locator {
+                        map.insert(ns.name_any(), locator);
+                    }
+                }
+                Ok(watcher::Event::Delete(ns)) => {
+                    map.remove(&ns.name_any());
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(target_key = %self.target_key, error = %e, "watching downstream namespaces failed")
+                }
+            }
+        }
+    }
+
+    /// Watches the synced objects of one resource, caching them and sending the upstream key of
+    /// every change (drift, deletion, new status) to `enqueue`.
+    pub async fn watch_resource(
+        self,
+        index: usize,
+        resource: SyncedResource,
+        enqueue: impl Fn(SyncKey) + Send + 'static,
+        cancel: CancellationToken,
+    ) {
+        let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &resource.api);
+        let mut events = watcher(api, self.selector()).default_backoff().boxed();
+        while let Some(event) = next_or_cancelled(&mut events, &cancel).await {
+            let (obj, deleted) = match event {
+                Ok(watcher::Event::InitApply(o)) | Ok(watcher::Event::Apply(o)) => (o, false),
+                Ok(watcher::Event::Delete(o)) => (o, true),
+                Ok(_) => continue,
+                Err(e) => {
+                    tracing::warn!(target_key = %self.target_key, resource = %resource.api.plural, error = %e, "downstream watch failed");
+                    continue;
+                }
+            };
+            let id = (index, obj.metadata.namespace.clone().unwrap_or_default(), obj.name_any());
+            let key = self.upstream_key(index, &obj);
+            tracing::debug!(target_key = %self.target_key, resource = %resource.api.plural, object = ?id, upstream = ?key, deleted, "downstream event");
+            {
+                let mut objects = self.objects.write().expect("downstream cache poisoned");
+                if deleted {
+                    objects.remove(&id);
+                } else {
+                    let mut obj = obj;
+                    obj.metadata.managed_fields = None;
+                    objects.insert(id, Arc::new(obj));
+                }
+            }
+            if let Some(key) = key {
+                enqueue(key);
+            }
+        }
+    }
+}

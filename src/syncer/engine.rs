@@ -1,0 +1,352 @@
+//! One syncer: copies the objects of the namespaces assigned to one SyncTarget into its
+//! physical cluster, keeps them there, brings their status back, and cleans up.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::downstream::Downstream;
+use super::naming::{LOCATOR_ANNOTATION, Locator, TARGET_LABEL, TargetRef};
+use super::transform::{self, Destination};
+use super::upstream::{SyncKey, Upstream};
+use crate::apis::sync::v1alpha1::SyncTarget;
+use crate::kcp::{ClusterKey, LogicalClusterName, error_message};
+use crate::reconciler::queue::{Backoff, WorkQueue};
+
+/// The field manager of every downstream write.
+pub const FIELD_MANAGER: &str = "tmc-syncer";
+/// Annotation on downstream objects: hash of the applied object, to notice removed fields.
+pub const SPEC_HASH_ANNOTATION: &str = "tmc.kcp.io/spec-hash";
+
+/// Errors of one sync; the key is retried with per-key backoff.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error(
+        "downstream namespace {namespace} exists and belongs to something else (locator {found:?}); not touching it"
+    )]
+    ForeignNamespace { namespace: String, found: Option<String> },
+    #[error("{action}: {message}")]
+    Api { action: String, message: String },
+}
+
+fn api_err(action: impl Into<String>) -> impl FnOnce(kube::Error) -> SyncError {
+    let action = action.into();
+    move |e| SyncError::Api { action, message: error_message(&e) }
+}
+
+/// Tunables of a syncer.
+#[derive(Clone, Debug)]
+pub struct EngineSettings {
+    pub workers: usize,
+    pub heartbeat_interval: Duration,
+    pub backoff: Backoff,
+}
+
+/// See the module docs.
+#[derive(Clone)]
+pub struct Engine {
+    target: TargetRef,
+    target_cluster: LogicalClusterName,
+    target_key: String,
+    upstream: Upstream,
+    downstream: Downstream,
+    queue: Arc<WorkQueue<SyncKey>>,
+    settings: EngineSettings,
+    /// Downstream write requests issued (applies and deletes), for tests and metrics.
+    pub writes: Arc<AtomicU64>,
+}
+
+impl Engine {
+    pub fn new(
+        target_cluster: LogicalClusterName,
+        target_name: &str,
+        upstream: Upstream,
+        downstream_client: kube::Client,
+        settings: EngineSettings,
+    ) -> Self {
+        let target_key = super::naming::target_key(&target_cluster, target_name);
+        Self {
+            target: TargetRef { cluster: target_cluster.to_string(), name: target_name.to_string() },
+            target_cluster,
+            downstream: Downstream::new(downstream_client, &target_key),
+            target_key,
+            upstream,
+            queue: WorkQueue::new(settings.backoff),
+            settings,
+            writes: Default::default(),
+        }
+    }
+
+    pub fn target_key(&self) -> &str {
+        &self.target_key
+    }
+
+    /// Runs until `cancel` fires.
+    pub async fn run(self, cancel: CancellationToken) {
+        let mut tasks = tokio::task::JoinSet::new();
+        let mut changes = self.upstream.subscribe(&self.target_key);
+        let queue = self.queue.clone();
+        tasks.spawn(async move {
+            while let Some(key) = changes.recv().await {
+                queue.add(key);
+            }
+        });
+        tasks.spawn(self.downstream.clone().watch_namespaces(cancel.clone()));
+        for (index, resource) in self.upstream.resources.iter().enumerate() {
+            let queue = self.queue.clone();
+            let enqueue = move |k| queue.add(k);
+            tasks.spawn(self.downstream.clone().watch_resource(index, resource.clone(), enqueue, cancel.clone()));
+        }
+        for _ in 0..self.settings.workers.max(1) {
+            tasks.spawn(self.clone().work());
+        }
+        tasks.spawn(self.clone().heartbeat(cancel.clone()));
+        cancel.cancelled().await;
+        self.upstream.unsubscribe(&self.target_key);
+        self.queue.shut_down();
+        tasks.abort_all();
+        while tasks.join_next().await.is_some() {}
+    }
+
+    async fn work(self) {
+        while let Some(key) = self.queue.next().await {
+            let span = tracing::info_span!("sync", target = %self.target.name, workspace = %key.key.cluster,
+                namespace = ?key.key.namespace, name = %key.key.name);
+            match self.sync(&key).instrument(span.clone()).await {
+                Ok(requeue) => {
+                    self.queue.forget(&key);
+                    if let Some(after) = requeue {
+                        self.queue.add_after(key.clone(), after);
+                    }
+                }
+                Err(e) => {
+                    let delay = self.queue.add_rate_limited(key.clone());
+                    span.in_scope(|| tracing::warn!(error = %e, retry_in = ?delay, "sync failed"));
+                }
+            }
+            self.queue.done(&key);
+        }
+    }
+
+    fn finalizer(&self) -> String {
+        format!("tmc.kcp.io/syncer-{}", self.target_key)
+    }
+
+    async fn sync(&self, key: &SyncKey) -> Result<Option<Duration>, SyncError> {
+        match key.resource {
+            Some(index) => self.sync_object(index, &key.key).await,
+            None => self.sync_namespace(&key.key).await,
+        }
+    }
+
+    async fn sync_object(&self, index: usize, key: &ClusterKey) -> Result<Option<Duration>, SyncError> {
+        let resource = &self.upstream.resources[index];
+        let Some(namespace) = key.namespace.as_deref() else { return Ok(None) };
+        let locator = Locator::new(self.target.clone(), &key.cluster, namespace);
+        let dns = locator.downstream_namespace();
+        let upstream = self.upstream.object(index, key);
+        let upstream_value = upstream.as_ref().map(|o| serde_json::to_value(o.as_ref()).unwrap_or_default());
+        let wanted = upstream.as_ref().is_some_and(|o| o.metadata.deletion_timestamp.is_none())
+            && self.upstream.is_assigned(&key.cluster, namespace, &self.target_key)
+            && upstream_value.as_ref().is_some_and(|v| transform::skip_reason(&resource.api.kind, v).is_none());
+        let down_api: Api<DynamicObject> = Api::namespaced_with(self.downstream.client.clone(), &dns, &resource.api);
+        let current = self.downstream.object(index, &dns, &key.name);
+
+        if !wanted {
+            if current.is_some() {
+                self.writes.fetch_add(1, Ordering::Relaxed);
+                match down_api.delete(&key.name, &DeleteParams::background()).await {
+                    Ok(_) => tracing::info!(namespace = %dns, "deleted downstream copy"),
+                    Err(kube::Error::Api(s)) if s.code == 404 => {}
+                    Err(e) => return Err(api_err("delete downstream copy")(e)),
+                }
+                // The delete event re-queues this key; release the finalizer then.
+                return Ok(None);
+            }
+            if let Some(obj) = &upstream {
+                self.set_finalizer(index, key, obj, false).await?;
+            }
+            self.queue.add_after(
+                SyncKey { resource: None, key: ClusterKey::new(key.cluster.clone(), None, namespace) },
+                Duration::from_secs(1),
+            );
+            return Ok(None);
+        }
+        let (obj, value) = (upstream.expect("wanted implies present"), upstream_value.expect("present"));
+        self.set_finalizer(index, key, &obj, true).await?;
+        self.ensure_namespace(&dns, &locator).await?;
+        let dest = Destination { namespace: &dns, target_key: &self.target_key, origin_cluster: key.cluster.as_str() };
+        let mut desired = transform::desired(&value, &dest);
+        let hash = content_hash(&desired);
+        desired["metadata"]["annotations"][SPEC_HASH_ANNOTATION] = json!(hash);
+        let current_value = current.as_ref().map(|c| serde_json::to_value(c.as_ref()).unwrap_or_default());
+        let in_sync = current_value.as_ref().is_some_and(|c| crate::kcp::install::is_subset(&desired, c));
+        if !in_sync {
+            self.writes.fetch_add(1, Ordering::Relaxed);
+            let params = PatchParams::apply(FIELD_MANAGER).force();
+            down_api.patch(&key.name, &params, &Patch::Apply(&desired)).await.map_err(api_err("apply downstream"))?;
+            tracing::info!(namespace = %dns, "applied downstream");
+        }
+        if resource.status_up
+            && let Some(current) = current_value
+        {
+            self.status_up(index, key, &value, &current).await?;
+        }
+        Ok(None)
+    }
+
+    /// Copies the downstream status to the upstream object when this target is the only one
+    /// its namespace is assigned to. (With several targets, per-target status and an aggregate
+    /// are the next step; until then nothing is written rather than something wrong.)
+    async fn status_up(
+        &self,
+        index: usize,
+        key: &ClusterKey,
+        upstream: &Value,
+        downstream: &Value,
+    ) -> Result<(), SyncError> {
+        let status = &downstream["status"];
+        if status.is_null() || *status == upstream["status"] {
+            return Ok(());
+        }
+        let namespace = key.namespace.as_deref().unwrap_or_default();
+        if self.upstream.assigned_targets(&key.cluster, namespace).len() != 1 {
+            return Ok(());
+        }
+        let resource = &self.upstream.resources[index].api;
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(self.upstream.clients.cluster(&key.cluster), namespace, resource);
+        let patch = json!({ "status": status });
+        tracing::debug!("writing upstream status");
+        // A 404 here is an error too: it also means "no status subresource", which must show.
+        api.patch_status(&key.name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map(|_| ())
+            .map_err(api_err("write upstream status"))
+    }
+
+    async fn set_finalizer(
+        &self,
+        index: usize,
+        key: &ClusterKey,
+        obj: &DynamicObject,
+        present: bool,
+    ) -> Result<(), SyncError> {
+        let finalizer = self.finalizer();
+        let mut finalizers = obj.metadata.finalizers.clone().unwrap_or_default();
+        if finalizers.contains(&finalizer) == present {
+            return Ok(());
+        }
+        if present {
+            finalizers.push(finalizer);
+        } else {
+            finalizers.retain(|f| *f != finalizer);
+        }
+        let resource = &self.upstream.resources[index].api;
+        let namespace = key.namespace.as_deref().unwrap_or_default();
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(self.upstream.clients.cluster(&key.cluster), namespace, resource);
+        // resourceVersion makes this a compare-and-swap: a concurrent change fails with 409 and
+        // is retried from the fresher cache.
+        let patch =
+            json!({ "metadata": { "finalizers": finalizers, "resourceVersion": obj.metadata.resource_version } });
+        match api.patch(&key.name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+            Err(e) => Err(api_err(if present { "add finalizer" } else { "remove finalizer" })(e)),
+        }
+    }
+
+    async fn ensure_namespace(&self, name: &str, locator: &Locator) -> Result<(), SyncError> {
+        let api: Api<Namespace> = Api::all(self.downstream.client.clone());
+        let existing = api.get_opt(name).await.map_err(api_err("read downstream namespace"))?;
+        let annotation = existing
+            .as_ref()
+            .map(|ns| ns.metadata.annotations.as_ref().and_then(|a| a.get(LOCATOR_ANNOTATION)).map(String::as_str));
+        match super::naming::ownership(locator, annotation) {
+            super::naming::Ownership::Ours => {}
+            super::naming::Ownership::Foreign { found } => {
+                return Err(SyncError::ForeignNamespace { namespace: name.to_string(), found });
+            }
+            super::naming::Ownership::Absent => {
+                let ns: Namespace = serde_json::from_value(json!({
+                    "metadata": {
+                        "name": name,
+                        "labels": { TARGET_LABEL: self.target_key },
+                        "annotations": { LOCATOR_ANNOTATION: locator.to_annotation() },
+                    }
+                }))
+                .expect("static namespace");
+                self.writes.fetch_add(1, Ordering::Relaxed);
+                match api.create(&PostParams::default(), &ns).await {
+                    Ok(_) => tracing::info!(namespace = name, "created downstream namespace"),
+                    Err(kube::Error::Api(s)) if s.code == 409 => {}
+                    Err(e) => return Err(api_err("create downstream namespace")(e)),
+                }
+            }
+        }
+        self.downstream.remember_namespace(name, locator.clone());
+        Ok(())
+    }
+
+    /// Deletes the downstream namespace of a kcp namespace once nothing of it is synced there.
+    async fn sync_namespace(&self, key: &ClusterKey) -> Result<Option<Duration>, SyncError> {
+        if self.upstream.is_assigned(&key.cluster, &key.name, &self.target_key) {
+            return Ok(None);
+        }
+        let locator = Locator::new(self.target.clone(), &key.cluster, &key.name);
+        let dns = locator.downstream_namespace();
+        if self.downstream.namespace_in_use(&dns) {
+            return Ok(Some(Duration::from_secs(2)));
+        }
+        let api: Api<Namespace> = Api::all(self.downstream.client.clone());
+        let Some(ns) = api.get_opt(&dns).await.map_err(api_err("read downstream namespace"))? else { return Ok(None) };
+        let ours =
+            ns.metadata.annotations.as_ref().and_then(|a| a.get(LOCATOR_ANNOTATION)) == Some(&locator.to_annotation());
+        if ours && ns.metadata.deletion_timestamp.is_none() {
+            self.writes.fetch_add(1, Ordering::Relaxed);
+            api.delete(&dns, &DeleteParams::background()).await.map_err(api_err("delete downstream namespace"))?;
+            tracing::info!(namespace = %dns, "deleted empty downstream namespace");
+        }
+        Ok(None)
+    }
+
+    /// Reports the syncer alive in `status.lastSyncTime`, but only while the cluster answers an
+    /// authorised request: a heartbeat means "this target works", not "this process runs".
+    async fn heartbeat(self, cancel: CancellationToken) {
+        let targets: Api<SyncTarget> = Api::all(self.upstream.clients.cluster(&self.target_cluster));
+        let probe: Api<Namespace> = Api::all(self.downstream.client.clone());
+        loop {
+            match probe.list_metadata(&ListParams::default().limit(1)).await {
+                Ok(_) => {
+                    let now =
+                        jiff::Timestamp::now().round(jiff::Unit::Second).unwrap_or_else(|_| jiff::Timestamp::now());
+                    let patch = json!({ "status": { "lastSyncTime": now.to_string() } });
+                    if let Err(e) =
+                        targets.patch_status(&self.target.name, &PatchParams::default(), &Patch::Merge(&patch)).await
+                    {
+                        tracing::warn!(target = %self.target.name, error = %error_message(&e), "heartbeat write failed");
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(target = %self.target.name, error = %error_message(&e), "cluster unreachable; no heartbeat")
+                }
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(self.settings.heartbeat_interval) => {}
+            }
+        }
+    }
+}
+
+fn content_hash(v: &Value) -> String {
+    Sha256::digest(v.to_string().as_bytes()).iter().take(8).map(|b| format!("{b:02x}")).collect()
+}

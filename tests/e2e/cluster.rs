@@ -1,0 +1,79 @@
+//! Physical clusters for the e2e suite: etcd + kube-apiserver + controller-manager + scheduler +
+//! kwok, started by `tests/cluster.sh` (the same script `make run` uses), stopped on drop.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub kubeconfig: PathBuf,
+}
+
+fn script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/cluster.sh")
+}
+
+impl Cluster {
+    /// Starts a cluster with two fake nodes (blocking: run it on a blocking thread).
+    pub fn start(name: &str) -> Result<Cluster, String> {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("tmc-e2e-{name}-"))
+            .disable_cleanup(std::env::var_os("TMC_E2E_KEEP").is_some())
+            .tempdir()
+            .map_err(|e| e.to_string())?;
+        let out = Command::new(script())
+            .args(["up", &dir.path().display().to_string(), "2"])
+            .stderr(Stdio::inherit())
+            .output()
+            .map_err(|e| format!("tests/cluster.sh: {e}"))?;
+        if !out.status.success() {
+            return Err(format!("cluster {name} did not start; logs in {}", dir.path().display()));
+        }
+        let kubeconfig = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        Ok(Cluster { dir, kubeconfig })
+    }
+
+    pub fn kubeconfig_text(&self) -> String {
+        std::fs::read_to_string(&self.kubeconfig).unwrap_or_default()
+    }
+
+    pub async fn client(&self) -> kube::Client {
+        let kc = kube::config::Kubeconfig::read_from(&self.kubeconfig).unwrap();
+        let config = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await.unwrap();
+        kube::Client::try_from(config).unwrap()
+    }
+
+    /// Runs kubectl against this cluster; returns stdout.
+    pub fn kubectl(&self, args: &[&str]) -> Result<String, String> {
+        let out = Command::new("kubectl")
+            .arg(format!("--kubeconfig={}", self.kubeconfig.display()))
+            .args(args)
+            .output()
+            .map_err(|e| e.to_string())?;
+        if !out.status.success() {
+            return Err(format!("kubectl {args:?}: {}", String::from_utf8_lossy(&out.stderr)));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// The kube-apiserver's count of write requests (create, update, patch, apply, delete) for
+    /// `resource` so far, from its own /metrics.
+    pub fn write_requests(&self, resource: &str) -> Result<u64, String> {
+        let metrics = self.kubectl(&["get", "--raw", "/metrics"])?;
+        Ok(metrics
+            .lines()
+            .filter(|l| l.starts_with("apiserver_request_total{"))
+            .filter(|l| l.contains(&format!("resource=\"{resource}\"")))
+            .filter(|l| {
+                ["POST", "PUT", "PATCH", "APPLY", "DELETE"].iter().any(|v| l.contains(&format!("verb=\"{v}\"")))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>() as u64)
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = Command::new(script()).args(["down", &self.dir.path().display().to_string()]).status();
+    }
+}

@@ -1,0 +1,283 @@
+//! Push-mode syncing, end to end: workloads created with kubectl in kcp workspaces run on real
+//! kube-apiservers (with kwok nodes), and their status comes back.
+//!
+//! Cluster 0 is shared by several tests, each in its own namespaces; cluster 1 belongs to
+//! `nothing_is_written_when_nothing_changed` alone, because it counts the cluster's write requests.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kcp_tmc::kcp::workspace;
+use kcp_tmc::syncer::naming::{Locator, TargetRef, target_key};
+use serde_json::{Value, json};
+
+use crate::env::{TestResult, eventually};
+use crate::{TENANT_A, TENANT_B, World, ensure};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// Registers cluster `index` as the push-mode SyncTarget `name` in `ws` and waits until the
+/// syncer's heartbeat makes it Ready. Returns the target key.
+async fn register(w: &World, ws: &str, name: &str, index: usize) -> Result<String, String> {
+    let kubeconfig = w.clusters[index].kubeconfig_text();
+    let secret = json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": { "name": format!("{name}-kubeconfig"), "namespace": "default" },
+        "stringData": { "kubeconfig": kubeconfig },
+    });
+    w.kcp.kubectl(ws, &["apply", "-f", "-"], Some(&secret.to_string()))?;
+    let target = format!(
+        "apiVersion: sync.kcp.io/v1alpha1\nkind: SyncTarget\nmetadata: {{name: {name}}}\nspec:\n  kubeconfigSecretRef: {{namespace: default, name: {name}-kubeconfig}}\n"
+    );
+    w.kcp.kubectl(ws, &["apply", "-f", "-"], Some(&target))?;
+    eventually(&format!("SyncTarget {ws}/{name} Ready"), WAIT, || async {
+        let out = w.kcp.kubectl(
+            ws,
+            &["get", "synctarget", name, "-o", "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}"],
+            None,
+        )?;
+        Ok((out == "True").then_some(()))
+    })
+    .await?;
+    let cluster = workspace::resolve(&w.clients, &ws.parse().unwrap()).await.map_err(|e| e.to_string())?;
+    Ok(target_key(&cluster, name))
+}
+
+/// Creates the kcp namespace `ns` in `ws` assigned to the target `key`.
+fn assigned_namespace(w: &World, ws: &str, ns: &str, key: &str) -> Result<(), String> {
+    let yaml = format!(
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {ns}\n  labels: {{state.tmc.kcp.io/{key}: Sync}}\n"
+    );
+    w.kcp.kubectl(ws, &["apply", "-f", "-"], Some(&yaml)).map(|_| ())
+}
+
+/// The downstream namespace holding `ws`/`ns` for the target `name` of `target_ws`.
+async fn downstream_ns(w: &World, target_ws: &str, name: &str, ws: &str, ns: &str) -> String {
+    let target_cluster = workspace::resolve(&w.clients, &target_ws.parse().unwrap()).await.unwrap();
+    let cluster = workspace::resolve(&w.clients, &ws.parse().unwrap()).await.unwrap();
+    let target = TargetRef { cluster: target_cluster.to_string(), name: name.to_string() };
+    Locator::new(target, &cluster, ns).downstream_namespace()
+}
+
+fn deployment(name: &str, replicas: i32) -> String {
+    json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": { "name": name, "labels": { "app": name } },
+        "spec": {
+            "replicas": replicas,
+            "selector": { "matchLabels": { "app": name } },
+            "template": {
+                "metadata": { "labels": { "app": name } },
+                "spec": { "containers": [{ "name": "web", "image": "nginx:1.27" }] },
+            },
+        },
+    })
+    .to_string()
+}
+
+/// One JSON document kubectl applies: a `List` of the given objects.
+fn list(items: &[String]) -> String {
+    let items: Vec<Value> = items.iter().map(|i| serde_json::from_str(i).expect("test objects are JSON")).collect();
+    json!({ "apiVersion": "v1", "kind": "List", "items": items }).to_string()
+}
+
+/// `kubectl get -o json` of an object in a physical cluster, or `None` when absent.
+fn downstream_get(w: &World, index: usize, ns: &str, kind: &str, name: &str) -> Result<Option<Value>, String> {
+    match w.clusters[index].kubectl(&["-n", ns, "get", kind, name, "-o", "json", "--ignore-not-found"]) {
+        Ok(out) if out.trim().is_empty() => Ok(None),
+        Ok(out) => serde_json::from_str(&out).map(Some).map_err(|e| e.to_string()),
+        Err(e) => Err(e),
+    }
+}
+
+async fn wait_downstream(w: &World, index: usize, ns: &str, kind: &str, name: &str) -> Result<Value, String> {
+    eventually(&format!("{kind} {ns}/{name} in cluster {index}"), WAIT, || async {
+        downstream_get(w, index, ns, kind, name)
+    })
+    .await
+}
+
+fn upstream_get(w: &World, ws: &str, ns: &str, kind: &str, name: &str) -> Result<Option<Value>, String> {
+    let out = w.kcp.kubectl(ws, &["-n", ns, "get", kind, name, "-o", "json", "--ignore-not-found"], None)?;
+    if out.trim().is_empty() { Ok(None) } else { serde_json::from_str(&out).map(Some).map_err(|e| e.to_string()) }
+}
+
+pub async fn workloads_run_on_the_cluster_and_status_comes_back(w: Arc<World>) -> TestResult {
+    let key = register(&w, TENANT_A, "phys-1", 0).await?;
+    assigned_namespace(&w, TENANT_A, "shop", &key)?;
+    let objects = list(&[
+        deployment("shop", 2),
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "shop"},
+               "spec": {"selector": {"app": "shop"}, "ports": [{"port": 80, "targetPort": 8080}]}})
+        .to_string(),
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "shop-config"}, "data": {"mode": "prod"}})
+            .to_string(),
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "shop-secret"}, "stringData": {"token": "s3cret"}})
+            .to_string(),
+    ]);
+    w.kcp.kubectl(TENANT_A, &["-n", "shop", "apply", "-f", "-"], Some(&objects))?;
+    let dns = downstream_ns(&w, TENANT_A, "phys-1", TENANT_A, "shop").await;
+
+    let ns = wait_downstream(&w, 0, "", "namespace", &dns).await?;
+    let locator = ns["metadata"]["annotations"]["tmc.kcp.io/namespace-locator"].as_str().unwrap_or_default();
+    ensure!(locator.contains("\"namespace\":\"shop\""), "downstream namespace locator: {locator}");
+    let svc = wait_downstream(&w, 0, &dns, "service", "shop").await?;
+    ensure!(
+        svc["spec"]["clusterIP"].as_str().is_some_and(|ip| ip.starts_with("10.0.0.")),
+        "cluster allocates the IP: {}",
+        svc["spec"]
+    );
+    let cm = wait_downstream(&w, 0, &dns, "configmap", "shop-config").await?;
+    ensure!(cm["data"] == json!({"mode": "prod"}), "configmap data {}", cm["data"]);
+    ensure!(cm["metadata"]["labels"]["tmc.kcp.io/target"] == key.as_str(), "owner label {}", cm["metadata"]["labels"]);
+    ensure!(cm["metadata"]["annotations"].get("kcp.io/cluster").is_none(), "kcp metadata leaked downstream");
+    let secret = wait_downstream(&w, 0, &dns, "secret", "shop-secret").await?;
+    ensure!(secret["data"]["token"] == "czNjcmV0", "secret data {}", secret["data"]);
+
+    // The Deployment becomes available in the cluster (scheduler + kwok), and kcp shows it.
+    eventually("upstream Deployment availableReplicas == 2", WAIT, || async {
+        let d = upstream_get(&w, TENANT_A, "shop", "deployment", "shop")?.ok_or("upstream deployment gone")?;
+        Ok((d["status"]["availableReplicas"] == 2).then_some(()))
+    })
+    .await?;
+    let up = upstream_get(&w, TENANT_A, "shop", "deployment", "shop")?.unwrap();
+    let finalizers = up["metadata"]["finalizers"].to_string();
+    ensure!(finalizers.contains(&format!("tmc.kcp.io/syncer-{key}")), "upstream finalizers {finalizers}");
+    let table = w.kcp.kubectl(TENANT_A, &["-n", "shop", "get", "deployments"], None)?;
+    ensure!(table.contains("2/2") || table.contains("   2   "), "kubectl get deployments in kcp:\n{table}");
+    Ok(())
+}
+
+pub async fn same_names_in_two_workspaces_do_not_collide_downstream(w: Arc<World>) -> TestResult {
+    let mut namespaces = vec![];
+    for ws in [TENANT_A, TENANT_B] {
+        let key = register(&w, ws, "phys-shared", 0).await?;
+        assigned_namespace(&w, ws, "dup", &key)?;
+        w.kcp.kubectl(ws, &["-n", "dup", "apply", "-f", "-"], Some(&deployment("app", 1)))?;
+        namespaces.push(downstream_ns(&w, ws, "phys-shared", ws, "dup").await);
+    }
+    ensure!(namespaces[0] != namespaces[1], "same downstream namespace for two workspaces: {namespaces:?}");
+    for (ws, dns) in [TENANT_A, TENANT_B].iter().zip(&namespaces) {
+        let d = wait_downstream(&w, 0, dns, "deployment", "app").await?;
+        let origin = workspace::resolve(&w.clients, &ws.parse().unwrap()).await?.to_string();
+        ensure!(
+            d["metadata"]["labels"]["tmc.kcp.io/origin-cluster"] == origin.as_str(),
+            "{ws}: origin label {}",
+            d["metadata"]["labels"]
+        );
+        eventually(&format!("{ws} deployment available"), WAIT, || async {
+            let d = upstream_get(&w, ws, "dup", "deployment", "app")?.ok_or("gone")?;
+            Ok((d["status"]["availableReplicas"] == 1).then_some(()))
+        })
+        .await?;
+    }
+    Ok(())
+}
+
+pub async fn drift_is_reverted(w: Arc<World>) -> TestResult {
+    let key = register(&w, TENANT_B, "phys-drift", 0).await?;
+    assigned_namespace(&w, TENANT_B, "drift", &key)?;
+    let cm =
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "settings"}, "data": {"level": "info"}});
+    w.kcp.kubectl(
+        TENANT_B,
+        &["-n", "drift", "apply", "-f", "-"],
+        Some(&list(&[deployment("d", 1), cm.to_string()])),
+    )?;
+    let dns = downstream_ns(&w, TENANT_B, "phys-drift", TENANT_B, "drift").await;
+    wait_downstream(&w, 0, &dns, "deployment", "d").await?;
+    wait_downstream(&w, 0, &dns, "configmap", "settings").await?;
+
+    let cluster = &w.clusters[0];
+    cluster.kubectl(&["-n", &dns, "scale", "deployment", "d", "--replicas=3"])?;
+    cluster.kubectl(&[
+        "-n",
+        &dns,
+        "patch",
+        "configmap",
+        "settings",
+        "--type=merge",
+        "-p",
+        r#"{"data":{"level":"debug"}}"#,
+    ])?;
+    eventually("replicas reverted to 1 and data to info", Duration::from_secs(20), || async {
+        let d = downstream_get(&w, 0, &dns, "deployment", "d")?.ok_or("deployment gone")?;
+        let c = downstream_get(&w, 0, &dns, "configmap", "settings")?.ok_or("configmap gone")?;
+        Ok((d["spec"]["replicas"] == 1 && c["data"]["level"] == "info").then_some(()))
+    })
+    .await?;
+    cluster.kubectl(&["-n", &dns, "delete", "configmap", "settings"])?;
+    eventually("deleted configmap recreated", Duration::from_secs(20), || async {
+        Ok(downstream_get(&w, 0, &dns, "configmap", "settings")?.map(|_| ()))
+    })
+    .await?;
+    Ok(())
+}
+
+pub async fn nothing_is_written_when_nothing_changed(w: Arc<World>) -> TestResult {
+    let key = register(&w, TENANT_A, "phys-quiet", 1).await?;
+    assigned_namespace(&w, TENANT_A, "quiet", &key)?;
+    w.kcp.kubectl(TENANT_A, &["-n", "quiet", "apply", "-f", "-"], Some(&deployment("q", 2)))?;
+    eventually("upstream deployment available", WAIT, || async {
+        let d = upstream_get(&w, TENANT_A, "quiet", "deployment", "q")?.ok_or("gone")?;
+        Ok((d["status"]["availableReplicas"] == 2).then_some(()))
+    })
+    .await?;
+    // Settled. From here on the only upstream events are the syncer's own status writes and
+    // heartbeats; none of them may cause a write of the Deployment in the cluster.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let cluster = &w.clusters[1];
+    let before = cluster.write_requests("deployments")?;
+    // An upstream change that is not part of the downstream object (a status write by another
+    // client) must not cause a downstream write either.
+    w.kcp.kubectl(TENANT_A, &["-n", "quiet", "label", "namespace", "quiet", "unrelated=touched"], None)?;
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let after = cluster.write_requests("deployments")?;
+    ensure!(after == before, "{} downstream Deployment writes while nothing changed upstream", after - before);
+    // And a real change is one write (plus nothing else).
+    w.kcp.kubectl(TENANT_A, &["-n", "quiet", "scale", "deployment", "q", "--replicas=3"], None)?;
+    eventually("scaled downstream", WAIT, || async {
+        let dns = downstream_ns(&w, TENANT_A, "phys-quiet", TENANT_A, "quiet").await;
+        let d = downstream_get(&w, 1, &dns, "deployment", "q")?.ok_or("gone")?;
+        Ok((d["spec"]["replicas"] == 3).then_some(()))
+    })
+    .await?;
+    Ok(())
+}
+
+pub async fn deletion_and_unassignment_clean_up_downstream(w: Arc<World>) -> TestResult {
+    let key = register(&w, TENANT_B, "phys-del", 0).await?;
+    assigned_namespace(&w, TENANT_B, "gone", &key)?;
+    let cm = |n: &str, v: &str| {
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": n}, "data": {"v": v}}).to_string()
+    };
+    let objects = list(&[cm("a", "1"), cm("b", "2"), deployment("x", 1)]);
+    w.kcp.kubectl(TENANT_B, &["-n", "gone", "apply", "-f", "-"], Some(&objects))?;
+    let dns = downstream_ns(&w, TENANT_B, "phys-del", TENANT_B, "gone").await;
+    for (kind, name) in [("configmap", "a"), ("configmap", "b"), ("deployment", "x")] {
+        wait_downstream(&w, 0, &dns, kind, name).await?;
+    }
+    // Upstream deletion -> downstream deletion -> finalizer released -> upstream gone.
+    w.kcp.kubectl(TENANT_B, &["-n", "gone", "delete", "configmap", "a", "--wait=false"], None)?;
+    eventually("configmap a gone downstream and upstream", WAIT, || async {
+        let down = downstream_get(&w, 0, &dns, "configmap", "a")?;
+        let up = upstream_get(&w, TENANT_B, "gone", "configmap", "a")?;
+        Ok((down.is_none() && up.is_none()).then_some(()))
+    })
+    .await?;
+    // Unassigning the namespace removes every copy and the downstream namespace, and releases
+    // the upstream finalizers.
+    w.kcp.kubectl(TENANT_B, &["label", "namespace", "gone", &format!("state.tmc.kcp.io/{key}-")], None)?;
+    eventually("downstream namespace removed", WAIT, || async {
+        let ns = downstream_get(&w, 0, "", "namespace", &dns)?;
+        let terminating = ns.as_ref().is_some_and(|n| n["status"]["phase"] == "Terminating");
+        Ok((ns.is_none() || terminating).then_some(()))
+    })
+    .await?;
+    eventually("upstream finalizers released", WAIT, || async {
+        let b = upstream_get(&w, TENANT_B, "gone", "configmap", "b")?.ok_or("upstream b gone")?;
+        Ok((!b["metadata"]["finalizers"].to_string().contains("tmc.kcp.io/syncer")).then_some(()))
+    })
+    .await?;
+    Ok(())
+}
