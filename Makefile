@@ -10,7 +10,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: all build test unit e2e run kcp kcp-bin coverage generate fmt lint clean-cache help
+.PHONY: all build test unit e2e run kcp kcp-bin servers coverage generate fmt lint clean-cache help
 
 all: build
 
@@ -23,18 +23,22 @@ build:
 kcp-bin:
 	@tests/servers.sh kcp >/dev/null
 
-## Unit tests, then the e2e suite against a real kcp (built first, with progress).
-test: kcp-bin
+## kcp, etcd, kube-apiserver/-controller-manager/-scheduler and kwok, built once and cached.
+servers:
+	@tests/servers.sh all
+
+## Unit tests, then the e2e suite against a real kcp and two real clusters (built first, with progress).
+test: servers
 	TMC_KCP_BIN=$$(tests/servers.sh kcp) $(CARGO) test --no-fail-fast
 
 unit:
 	$(CARGO) test --lib --bins
 
-e2e: kcp-bin
+e2e: servers
 	TMC_KCP_BIN=$$(tests/servers.sh kcp) $(CARGO) test --test e2e
 
 ## A local kcp with the APIs installed, a bound tenant workspace, the manager and a sample.
-run: kcp-bin build
+run: servers build
 	tests/run-local.sh
 
 ## Only a local kcp (no kcp-tmc), for a person to use.
@@ -42,7 +46,7 @@ kcp: kcp-bin
 	TMC_KCP_ONLY=1 tests/run-local.sh
 
 ## Line coverage of the unit and e2e tests (installs cargo-llvm-cov on first use).
-coverage: kcp-bin
+coverage: servers
 	@command -v cargo-llvm-cov >/dev/null || $(CARGO) install cargo-llvm-cov --locked
 	TMC_KCP_BIN=$$(tests/servers.sh kcp) $(CARGO) llvm-cov --no-fail-fast --summary-only
 

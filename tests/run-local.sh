@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# `make run`: a local kcp with kcp-tmc installed, ready to try with kubectl.
+# `make run`: a local kcp with kcp-tmc installed and two physical clusters, ready to try with
+# kubectl.
 #
-# Starts kcp (embedded etcd, loopback, free port, state under .tmc-run/), installs the APIs
-# into root:tmc, creates the tenant workspace root:demo bound with config/samples/apibinding.yaml,
-# starts `tmc manager`, applies config/samples/synctarget.yaml, and prints what to try.
-# Stops everything on Ctrl-C.
+# Starts kcp (embedded etcd, loopback, free port, state under .tmc-run/) and two clusters
+# (tests/cluster.sh), installs the APIs into root:tmc, creates the tenant workspace root:demo
+# bound with config/samples/apibinding.yaml, starts `tmc manager`, registers both clusters as
+# push-mode SyncTargets, applies config/samples/synctarget.yaml (a pull-mode target without a
+# syncer) and config/samples/deployment.yaml in a namespace assigned to cluster-1, and prints
+# what to try. Stops everything on Ctrl-C.
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -24,6 +27,7 @@ pids=()
 cleanup() {
   log "stopping"
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for c in cluster-1 cluster-2; do "$repo/tests/cluster.sh" down "$state/$c" 2>/dev/null || true; done
   wait 2>/dev/null || true
 }
 trap cleanup EXIT INT TERM
@@ -56,6 +60,9 @@ TXT
   exit 0
 fi
 
+log "starting two physical clusters (etcd, kube-apiserver, controller-manager, scheduler, kwok)"
+for c in cluster-1 cluster-2; do "$repo/tests/cluster.sh" up "$state/$c" 2 >/dev/null; done
+
 log "installing kcp-tmc's APIExport into root:tmc"
 "$tmc" install --kubeconfig "$admin" --workspace root:tmc --create-workspace
 
@@ -85,14 +92,45 @@ pids+=($!)
 kubectl --kubeconfig "$kc" apply -f "$repo/config/samples/synctarget.yaml"
 kubectl --kubeconfig "$kc" wait --for=condition=Ready=false synctarget/east --timeout=60s >/dev/null || true
 
+log "registering cluster-1 and cluster-2 as push-mode SyncTargets"
+for c in cluster-1 cluster-2; do
+  kubectl --kubeconfig "$kc" -n default create secret generic "$c-kubeconfig" \
+    --from-file=kubeconfig="$state/$c/kubeconfig" --dry-run=client -o yaml | kubectl --kubeconfig "$kc" apply -f -
+  kubectl --kubeconfig "$kc" apply -f - <<YAML
+apiVersion: sync.kcp.io/v1alpha1
+kind: SyncTarget
+metadata: {name: $c, labels: {cluster: $c}}
+spec:
+  kubeconfigSecretRef: {namespace: default, name: $c-kubeconfig}
+YAML
+done
+kubectl --kubeconfig "$kc" wait --for=condition=Ready synctarget/cluster-1 synctarget/cluster-2 --timeout=120s
+
+# The assignment label the Placement reconciler will write: state.tmc.kcp.io/<target key>,
+# where the key is the first 20 hex digits of sha256("<logical cluster>:<SyncTarget name>").
+cluster_name=$(kubectl --kubeconfig "$admin" get workspace demo -o jsonpath='{.spec.cluster}')
+key=$(printf '%s' "$cluster_name:cluster-1" | sha256sum | cut -c1-20)
+log "assigning namespace web to cluster-1 (label state.tmc.kcp.io/$key=Sync) and deploying a sample"
+kubectl --kubeconfig "$kc" apply -f - <<YAML
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: web
+  labels: {state.tmc.kcp.io/$key: Sync}
+YAML
+kubectl --kubeconfig "$kc" -n web apply -f "$repo/config/samples/deployment.yaml"
+kubectl --kubeconfig "$kc" -n web wait --for=jsonpath='{.status.availableReplicas}'=2 deployment/web --timeout=120s >/dev/null || true
+
 cat <<TXT
 
 kcp-tmc is running. In another terminal:
 
   export KUBECONFIG=$kc        # current context: workspace root:demo
 
-  kubectl get synctargets                      # conditions written by the manager
-  kubectl get synctarget east -o yaml          # Ready, SyncerReady, HeartbeatHealthy, Schedulable
+  kubectl get synctargets                      # conditions written by the manager and syncers
+  kubectl -n web get deployments               # availableReplicas as cluster-1 reports them
+  kubectl --kubeconfig $state/cluster-1/kubeconfig get deployments -A -l tmc.kcp.io/target
+  kubectl get synctarget east -o yaml          # pull mode, no syncer: Ready=False, WaitingForSyncer
   kubectl explain synctarget.spec              # API docs from the Rust types
 
   # Do by hand what a syncer's heartbeat does, and watch Ready flip to True, then back to
@@ -106,7 +144,8 @@ kcp-tmc is running. In another terminal:
   kubectl --context root get workspaces        # the kcp root workspace
   tail -f $state/manager.log
 
-Press Ctrl-C to stop kcp and the manager.
+Press Ctrl-C to stop kcp, the clusters and the manager.
 TXT
 kubectl --kubeconfig "$kc" get synctargets
+kubectl --kubeconfig "$kc" -n web get deployments
 wait "${pids[0]}"

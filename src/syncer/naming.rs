@@ -119,6 +119,9 @@ mod tests {
         assert!(a.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
         assert_ne!(a, target_key(&lc("bbb"), "east"), "same name in another workspace");
         assert_ne!(a, target_key(&lc("aaa"), "west"));
+        // The documented recipe: the first 20 hex digits of sha256("<cluster>:<name>"), which
+        // tests/run-local.sh computes with sha256sum.
+        assert_eq!(target_key(&lc("abc"), "cluster-1"), "1b1c850591b0602a9e32");
     }
 
     #[test]

@@ -71,18 +71,17 @@ pub fn desired(upstream: &Value, dest: &Destination<'_>) -> Value {
 
 /// Removes fields the physical cluster assigns itself.
 fn drop_cluster_owned(obj: &mut Value) {
-    if obj["kind"] == "Service" && obj["apiVersion"] == "v1" {
-        if let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) {
-            // Allocated by the cluster; kcp has no allocator, and an IP from one cluster means
-            // nothing in another.
-            for field in ["clusterIP", "clusterIPs", "healthCheckNodePort"] {
-                spec.remove(field);
-            }
-            if let Some(ports) = spec.get_mut("ports").and_then(Value::as_array_mut) {
-                ports.iter_mut().filter_map(Value::as_object_mut).for_each(|p| {
-                    p.remove("nodePort");
-                });
-            }
+    let is_service = obj["kind"] == "Service" && obj["apiVersion"] == "v1";
+    if is_service && let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) {
+        // Allocated by the cluster; kcp has no allocator, and an IP from one cluster means
+        // nothing in another.
+        for field in ["clusterIP", "clusterIPs", "healthCheckNodePort"] {
+            spec.remove(field);
+        }
+        if let Some(ports) = spec.get_mut("ports").and_then(Value::as_array_mut) {
+            ports.iter_mut().filter_map(Value::as_object_mut).for_each(|p| {
+                p.remove("nodePort");
+            });
         }
     }
 }
