@@ -33,11 +33,15 @@ pub struct Claim {
 /// - `secrets`: kubeconfigs referenced by `SyncTarget.spec.kubeconfigSecretRef`, and Secrets
 ///   synced to clusters;
 /// - `configmaps`: ConfigMaps synced to clusters;
-/// - `namespaces`: the unit of placement; the assignment marker is written on them.
+/// - `namespaces`: the unit of placement; the assignment marker is written on them;
+/// - `events`: Warnings on objects that could not be synced, and why. Claimed as core `events`:
+///   kcp's virtual-workspace authorizer normalises `events.k8s.io` requests to the core group
+///   before matching claims, so a claim in `events.k8s.io` never matches.
 pub const CLAIMS: &[Claim] = &[
     Claim { group: "", resource: "secrets", verbs: &["get", "list", "watch", "update", "patch"] },
     Claim { group: "", resource: "configmaps", verbs: &["get", "list", "watch", "update", "patch"] },
     Claim { group: "", resource: "namespaces", verbs: &["get", "list", "watch", "update", "patch"] },
+    Claim { group: "", resource: "events", verbs: &["create", "patch"] },
 ];
 
 /// The CRDs of kcp-tmc's own APIs, with descriptions ready for `kubectl explain`.
@@ -122,7 +126,7 @@ mod tests {
         let export = api_export("x", &[]);
         let claims = export["spec"]["permissionClaims"].as_array().unwrap();
         let resources: Vec<&str> = claims.iter().map(|c| c["resource"].as_str().unwrap()).collect();
-        assert_eq!(resources, ["secrets", "configmaps", "namespaces"]);
+        assert_eq!(resources, ["secrets", "configmaps", "namespaces", "events"]);
         assert!(claims.iter().all(|c| !c["verbs"].as_array().unwrap().is_empty()));
         let binding = api_binding("root:tmc", "x");
         assert_eq!(binding["spec"]["reference"]["export"], json!({"path": "root:tmc", "name": "x"}));

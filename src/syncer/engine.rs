@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::downstream::Downstream;
+use super::events::Events;
 use super::naming::{LOCATOR_ANNOTATION, Locator, TARGET_LABEL, TargetRef};
 use super::transform::{self, Destination};
 use super::upstream::{SyncKey, Upstream};
@@ -25,9 +26,15 @@ pub const FIELD_MANAGER: &str = "tmc-syncer";
 /// Annotation on downstream objects: hash of the applied object, to notice removed fields.
 pub const SPEC_HASH_ANNOTATION: &str = "tmc.kcp.io/spec-hash";
 
+/// Annotation on an upstream object that allows its syncer to take over a downstream object of
+/// the same name that it did not create.
+pub const ADOPT_ANNOTATION: &str = "tmc.kcp.io/adopt";
+
 /// Errors of one sync; the key is retried with per-key backoff.
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
+    #[error("{kind} {namespace}/{name} already exists in the cluster and was not created by kcp-tmc")]
+    NotOurs { kind: String, namespace: String, name: String },
     #[error(
         "downstream namespace {namespace} exists and belongs to something else (locator {found:?}); not touching it"
     )]
@@ -57,6 +64,7 @@ pub struct Engine {
     target_key: String,
     upstream: Upstream,
     downstream: Downstream,
+    events: Events,
     queue: Arc<WorkQueue<SyncKey>>,
     settings: EngineSettings,
     /// Downstream write requests issued (applies and deletes), for tests and metrics.
@@ -72,10 +80,13 @@ impl Engine {
         settings: EngineSettings,
     ) -> Self {
         let target_key = super::naming::target_key(&target_cluster, target_name);
+        let events =
+            Events::new(upstream.clients.clone(), "tmc.kcp.io/syncer", &format!("{target_cluster}|{target_name}"));
         Self {
             target: TargetRef { cluster: target_cluster.to_string(), name: target_name.to_string() },
             target_cluster,
             downstream: Downstream::new(downstream_client, &target_key),
+            events,
             target_key,
             upstream,
             queue: WorkQueue::new(settings.backoff),
@@ -181,7 +192,14 @@ impl Engine {
         }
         let (obj, value) = (upstream.expect("wanted implies present"), upstream_value.expect("present"));
         self.set_finalizer(index, key, &obj, true).await?;
-        self.ensure_namespace(&dns, &locator).await?;
+        if let Err(e) = self.ensure_namespace(&dns, &locator).await {
+            let note = format!("not synced to {}: {e}", self.target.name);
+            self.events.warn(&key.cluster, &resource.api, &obj, "DownstreamNamespaceConflict", note).await;
+            return Err(e);
+        }
+        if current.is_none() {
+            self.check_take_over(&down_api, &resource.api, key, &obj).await?;
+        }
         let dest = Destination { namespace: &dns, target_key: &self.target_key, origin_cluster: key.cluster.as_str() };
         let mut desired = transform::desired(&value, &dest);
         let hash = content_hash(&desired);
@@ -191,7 +209,17 @@ impl Engine {
         if !in_sync {
             self.writes.fetch_add(1, Ordering::Relaxed);
             let params = PatchParams::apply(FIELD_MANAGER).force();
-            down_api.patch(&key.name, &params, &Patch::Apply(&desired)).await.map_err(api_err("apply downstream"))?;
+            if let Err(e) = down_api.patch(&key.name, &params, &Patch::Apply(&desired)).await {
+                // The cluster refused the object (invalid or immutable field, too large, …): tell
+                // the tenant on their object, and retry with backoff in case the cluster changes.
+                if let kube::Error::Api(s) = &e
+                    && (400..500).contains(&s.code)
+                {
+                    let note = format!("{} rejected it: {}", self.target.name, s.message);
+                    self.events.warn(&key.cluster, &resource.api, &obj, "SyncRejected", note).await;
+                }
+                return Err(api_err("apply downstream")(e));
+            }
             tracing::info!(namespace = %dns, "applied downstream");
         }
         if resource.status_up
@@ -200,6 +228,37 @@ impl Engine {
             self.status_up(index, key, &value, &current).await?;
         }
         Ok(None)
+    }
+
+    /// Refuses to overwrite a downstream object this syncer did not create, unless the upstream
+    /// object carries `tmc.kcp.io/adopt: "true"`.
+    async fn check_take_over(
+        &self,
+        down_api: &Api<DynamicObject>,
+        api: &kube::core::ApiResource,
+        key: &ClusterKey,
+        obj: &DynamicObject,
+    ) -> Result<(), SyncError> {
+        let Some(existing) = down_api.get_opt(&key.name).await.map_err(api_err("read downstream object"))? else {
+            return Ok(());
+        };
+        let ours = existing.metadata.labels.as_ref().and_then(|l| l.get(TARGET_LABEL)) == Some(&self.target_key);
+        let adopt =
+            obj.metadata.annotations.as_ref().and_then(|a| a.get(ADOPT_ANNOTATION)).map(String::as_str) == Some("true");
+        if ours || adopt {
+            return Ok(());
+        }
+        let err = SyncError::NotOurs {
+            kind: api.kind.clone(),
+            namespace: existing.metadata.namespace.clone().unwrap_or_default(),
+            name: key.name.clone(),
+        };
+        let note = format!(
+            "{err} on {}; left alone. Annotate this object with {ADOPT_ANNOTATION}=true to take it over.",
+            self.target.name
+        );
+        self.events.warn(&key.cluster, api, obj, "TakeOverRefused", note).await;
+        Err(err)
     }
 
     /// Copies the downstream status to the upstream object when this target is the only one

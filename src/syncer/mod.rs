@@ -5,10 +5,12 @@
 //! - [`resources`]: which APIs are synced and how namespaces are assigned;
 //! - [`upstream`]: the shared, cluster-keyed view of kcp, fanned out to syncers;
 //! - [`downstream`]: one syncer's view of its cluster (label-selected watches);
-//! - [`engine`]: one syncer — spec down, drift, deletion, status up, heartbeat.
+//! - [`engine`]: one syncer — spec down, drift, deletion, status up, heartbeat;
+//! - [`events`]: Warnings on upstream objects that did not sync, and why.
 
 pub mod downstream;
 pub mod engine;
+pub mod events;
 pub mod naming;
 pub mod resources;
 pub mod transform;

@@ -65,6 +65,8 @@ fn all_tests() -> Vec<(&'static str, TestFn)> {
         syncer::drift_is_reverted,
         syncer::nothing_is_written_when_nothing_changed,
         syncer::deletion_and_unassignment_clean_up_downstream,
+        syncer::foreign_objects_are_not_taken_over_without_consent,
+        syncer::rejected_objects_are_reported_and_do_not_block_others,
     ]
 }
 

@@ -281,3 +281,98 @@ pub async fn deletion_and_unassignment_clean_up_downstream(w: Arc<World>) -> Tes
     .await?;
     Ok(())
 }
+
+/// Warning events (events.k8s.io) on `ws`/`ns` with `reason`, as kubectl shows them.
+fn events(w: &World, ws: &str, ns: &str, reason: &str) -> Result<Vec<String>, String> {
+    let out = w.kcp.kubectl(
+        ws,
+        &["-n", ns, "get", "events.events.k8s.io", "--field-selector", &format!("reason={reason}"), "-o", "json"],
+        None,
+    )?;
+    let list: Value = serde_json::from_str(&out).map_err(|e| e.to_string())?;
+    Ok(list["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| {
+            format!(
+                "{} {}: {}",
+                e["regarding"]["kind"],
+                e["regarding"]["name"].as_str().unwrap_or(""),
+                e["note"].as_str().unwrap_or("")
+            )
+        })
+        .collect())
+}
+
+pub async fn foreign_objects_are_not_taken_over_without_consent(w: Arc<World>) -> TestResult {
+    let key = register(&w, TENANT_B, "phys-takeover", 0).await?;
+    assigned_namespace(&w, TENANT_B, "takeover", &key)?;
+    let cm = |name: &str, v: &str| {
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": {"v": v}}).to_string()
+    };
+    w.kcp.kubectl(TENANT_B, &["-n", "takeover", "apply", "-f", "-"], Some(&cm("first", "1")))?;
+    let dns = downstream_ns(&w, TENANT_B, "phys-takeover", TENANT_B, "takeover").await;
+    wait_downstream(&w, 0, &dns, "configmap", "first").await?;
+    // Someone creates an object by hand in the cluster; then a tenant creates one of that name.
+    w.clusters[0].kubectl(&["-n", &dns, "create", "configmap", "handmade", "--from-literal=v=cluster"])?;
+    w.kcp.kubectl(TENANT_B, &["-n", "takeover", "apply", "-f", "-"], Some(&cm("handmade", "kcp")))?;
+    let found = eventually("a TakeOverRefused event", WAIT, || async {
+        let found = events(&w, TENANT_B, "takeover", "TakeOverRefused")?;
+        Ok((!found.is_empty()).then_some(found))
+    })
+    .await?;
+    ensure!(found[0].contains("handmade") && found[0].contains("tmc.kcp.io/adopt"), "event: {found:?}");
+    let d = downstream_get(&w, 0, &dns, "configmap", "handmade")?.ok_or("handmade configmap gone")?;
+    ensure!(d["data"]["v"] == "cluster", "the foreign object was overwritten: {}", d["data"]);
+    // Consent: the annotation lets the syncer take it over.
+    w.kcp.kubectl(TENANT_B, &["-n", "takeover", "annotate", "configmap", "handmade", "tmc.kcp.io/adopt=true"], None)?;
+    eventually("adopted object holds the kcp data", WAIT, || async {
+        let d = downstream_get(&w, 0, &dns, "configmap", "handmade")?.ok_or("gone")?;
+        Ok((d["data"]["v"] == "kcp" && d["metadata"]["labels"]["tmc.kcp.io/target"] == key.as_str()).then_some(()))
+    })
+    .await?;
+    Ok(())
+}
+
+pub async fn rejected_objects_are_reported_and_do_not_block_others(w: Arc<World>) -> TestResult {
+    let key = register(&w, TENANT_A, "phys-reject", 0).await?;
+    assigned_namespace(&w, TENANT_A, "reject", &key)?;
+    // kcp's schema accepts an upper-case container name; a real kube-apiserver does not.
+    let mut bad: Value = serde_json::from_str(&deployment("bad", 1))?;
+    bad["spec"]["template"]["spec"]["containers"][0]["name"] = json!("Web_Server");
+    let good = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "fine"}, "data": {"ok": "yes"}});
+    w.kcp.kubectl(
+        TENANT_A,
+        &["-n", "reject", "apply", "-f", "-"],
+        Some(&list(&[bad.to_string(), good.to_string(), deployment("good", 1)])),
+    )?;
+    let dns = downstream_ns(&w, TENANT_A, "phys-reject", TENANT_A, "reject").await;
+    wait_downstream(&w, 0, &dns, "configmap", "fine").await?;
+    wait_downstream(&w, 0, &dns, "deployment", "good").await?;
+    let found = eventually("a SyncRejected event for the invalid Deployment", WAIT, || async {
+        let found = events(&w, TENANT_A, "reject", "SyncRejected")?;
+        Ok(found.iter().any(|e| e.contains("bad")).then_some(found))
+    })
+    .await?;
+    ensure!(
+        found.iter().any(|e| e.contains("containers[0].name")),
+        "the event should quote the cluster's reason: {found:?}"
+    );
+    ensure!(downstream_get(&w, 0, &dns, "deployment", "bad")?.is_none(), "the invalid Deployment exists downstream");
+    ensure!(
+        upstream_get(&w, TENANT_A, "reject", "deployment", "bad")?.is_some(),
+        "the upstream object must never be lost"
+    );
+    // An immutable-field change (Deployment selector) is rejected the same way.
+    let mut changed: Value = serde_json::from_str(&deployment("good", 1))?;
+    changed["spec"]["selector"]["matchLabels"] = json!({"app": "good", "tier": "web"});
+    changed["spec"]["template"]["metadata"]["labels"] = json!({"app": "good", "tier": "web"});
+    w.kcp.kubectl(TENANT_A, &["-n", "reject", "apply", "-f", "-"], Some(&changed.to_string()))?;
+    eventually("a SyncRejected event for the selector change", WAIT, || async {
+        let found = events(&w, TENANT_A, "reject", "SyncRejected")?;
+        Ok(found.iter().any(|e| e.contains("good") && e.contains("immutable")).then_some(()))
+    })
+    .await?;
+    Ok(())
+}
