@@ -6,7 +6,7 @@
 # (tests/cluster.sh), installs the APIs into root:tmc, creates the tenant workspace root:demo
 # bound with config/samples/apibinding.yaml, starts `tmc manager`, registers both clusters as
 # push-mode SyncTargets, applies config/samples/synctarget.yaml (a pull-mode target without a
-# syncer) and config/samples/deployment.yaml in a namespace assigned to cluster-1, and prints
+# syncer) and config/samples/deployment.yaml in a namespace assigned to both clusters, and prints
 # what to try. Stops everything on Ctrl-C.
 set -euo pipefail
 
@@ -109,17 +109,18 @@ kubectl --kubeconfig "$kc" wait --for=condition=Ready synctarget/cluster-1 synct
 # The assignment label the Placement reconciler will write: state.tmc.kcp.io/<target key>,
 # where the key is the first 20 hex digits of sha256("<logical cluster>:<SyncTarget name>").
 cluster_name=$(kubectl --kubeconfig "$admin" get workspace demo -o jsonpath='{.spec.cluster}')
-key=$(printf '%s' "$cluster_name:cluster-1" | sha256sum | cut -c1-20)
-log "assigning namespace web to cluster-1 (label state.tmc.kcp.io/$key=Sync) and deploying a sample"
+key1=$(printf '%s' "$cluster_name:cluster-1" | sha256sum | cut -c1-20)
+key2=$(printf '%s' "$cluster_name:cluster-2" | sha256sum | cut -c1-20)
+log "assigning namespace web to cluster-1 and cluster-2 (labels state.tmc.kcp.io/<key>=Sync) and deploying a sample"
 kubectl --kubeconfig "$kc" apply -f - <<YAML
 apiVersion: v1
 kind: Namespace
 metadata:
   name: web
-  labels: {state.tmc.kcp.io/$key: Sync}
+  labels: {state.tmc.kcp.io/$key1: Sync, state.tmc.kcp.io/$key2: Sync}
 YAML
 kubectl --kubeconfig "$kc" -n web apply -f "$repo/config/samples/deployment.yaml"
-kubectl --kubeconfig "$kc" -n web wait --for=jsonpath='{.status.availableReplicas}'=2 deployment/web --timeout=120s >/dev/null || true
+kubectl --kubeconfig "$kc" -n web wait --for=jsonpath='{.status.availableReplicas}'=4 deployment/web --timeout=120s >/dev/null || true
 
 cat <<TXT
 
@@ -128,7 +129,8 @@ kcp-tmc is running. In another terminal:
   export KUBECONFIG=$kc        # current context: workspace root:demo
 
   kubectl get synctargets                      # conditions written by the manager and syncers
-  kubectl -n web get deployments               # availableReplicas as cluster-1 reports them
+  kubectl -n web get deployments               # 4 available: 2 replicas on each cluster, summed
+  kubectl -n web get deployment web -o yaml    # per-cluster status in status.tmc.kcp.io/<key> annotations
   kubectl --kubeconfig $state/cluster-1/kubeconfig get deployments -A -l tmc.kcp.io/target
   kubectl get synctarget east -o yaml          # pull mode, no syncer: Ready=False, WaitingForSyncer
   kubectl explain synctarget.spec              # API docs from the Rust types

@@ -15,6 +15,7 @@ use tracing::Instrument;
 use super::downstream::Downstream;
 use super::events::Events;
 use super::naming::{LOCATOR_ANNOTATION, Locator, TARGET_LABEL, TargetRef};
+use super::status;
 use super::transform::{self, Destination};
 use super::upstream::{SyncKey, Upstream};
 use crate::apis::sync::v1alpha1::SyncTarget;
@@ -182,6 +183,7 @@ impl Engine {
                 return Ok(None);
             }
             if let Some(obj) = &upstream {
+                self.forget_status(index, key, obj).await?;
                 self.set_finalizer(index, key, obj, false).await?;
             }
             self.queue.add_after(
@@ -225,7 +227,7 @@ impl Engine {
         if resource.status_up
             && let Some(current) = current_value
         {
-            self.status_up(index, key, &value, &current).await?;
+            self.status_up(index, key, &obj, &value, &current, &hash).await?;
         }
         Ok(None)
     }
@@ -261,34 +263,82 @@ impl Engine {
         Err(err)
     }
 
-    /// Copies the downstream status to the upstream object when this target is the only one
-    /// its namespace is assigned to. (With several targets, per-target status and an aggregate
-    /// are the next step; until then nothing is written rather than something wrong.)
+    /// Brings the downstream status up. With one target it is the upstream status; with several,
+    /// this target's status goes into its annotation and the upstream status is the aggregate
+    /// (see [`super::status`]). Every write happens only when something differs.
     async fn status_up(
         &self,
         index: usize,
         key: &ClusterKey,
+        obj: &DynamicObject,
         upstream: &Value,
         downstream: &Value,
+        applied_hash: &str,
     ) -> Result<(), SyncError> {
-        let status = &downstream["status"];
-        if status.is_null() || *status == upstream["status"] {
+        let applied_current = downstream["metadata"]["annotations"][SPEC_HASH_ANNOTATION] == applied_hash;
+        let mine = status::translate(downstream, applied_current, obj.metadata.generation);
+        if mine.is_null() {
             return Ok(());
         }
         let namespace = key.namespace.as_deref().unwrap_or_default();
-        if self.upstream.assigned_targets(&key.cluster, namespace).len() != 1 {
-            return Ok(());
-        }
         let resource = &self.upstream.resources[index].api;
         let api: Api<DynamicObject> =
             Api::namespaced_with(self.upstream.clients.cluster(&key.cluster), namespace, resource);
-        let patch = json!({ "status": status });
+        let targets = self.upstream.assigned_targets(&key.cluster, namespace);
+        let desired = if targets.len() <= 1 {
+            mine
+        } else {
+            let annotation = status::status_annotation(&self.target_key);
+            let text = mine.to_string();
+            if upstream["metadata"]["annotations"][&annotation].as_str() != Some(text.as_str()) {
+                let patch = json!({ "metadata": { "annotations": { annotation: text } } });
+                api.patch(&key.name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                    .map_err(api_err("record per-target status"))?;
+                // The resulting event brings every syncer of this object back here.
+                return Ok(());
+            }
+            let per_target = targets
+                .iter()
+                .map(|t| {
+                    let recorded = upstream["metadata"]["annotations"][status::status_annotation(t)].as_str();
+                    (t.clone(), recorded.and_then(|r| serde_json::from_str(r).ok()).unwrap_or(Value::Null))
+                })
+                .collect();
+            status::aggregate(&resource.kind, &per_target)
+        };
+        if desired.is_null() || desired == upstream["status"] {
+            return Ok(());
+        }
         tracing::debug!("writing upstream status");
+        let patch: json_patch::Patch =
+            serde_json::from_value(json!([{ "op": "add", "path": "/status", "value": desired }]))
+                .expect("a static JSON patch");
         // A 404 here is an error too: it also means "no status subresource", which must show.
-        api.patch_status(&key.name, &PatchParams::default(), &Patch::Merge(&patch))
+        api.patch_status(&key.name, &PatchParams::default(), &Patch::Json::<()>(patch))
             .await
             .map(|_| ())
             .map_err(api_err("write upstream status"))
+    }
+
+    /// Removes this target's status annotation once it no longer runs the object.
+    async fn forget_status(&self, index: usize, key: &ClusterKey, obj: &DynamicObject) -> Result<(), SyncError> {
+        let annotation = status::status_annotation(&self.target_key);
+        if !obj.metadata.annotations.as_ref().is_some_and(|a| a.contains_key(&annotation)) {
+            return Ok(());
+        }
+        let namespace = key.namespace.as_deref().unwrap_or_default();
+        let api: Api<DynamicObject> = Api::namespaced_with(
+            self.upstream.clients.cluster(&key.cluster),
+            namespace,
+            &self.upstream.resources[index].api,
+        );
+        let patch = json!({ "metadata": { "annotations": { annotation: null } } });
+        match api.patch(&key.name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+            Err(e) => Err(api_err("remove per-target status")(e)),
+        }
     }
 
     async fn set_finalizer(

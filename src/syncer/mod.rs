@@ -3,6 +3,7 @@
 //! - [`naming`]: target keys, downstream namespace names and locators (pure);
 //! - [`transform`]: the object applied downstream, built from the upstream one (pure);
 //! - [`resources`]: which APIs are synced and how namespaces are assigned;
+//! - [`status`]: the upstream status from one or several targets (pure);
 //! - [`upstream`]: the shared, cluster-keyed view of kcp, fanned out to syncers;
 //! - [`downstream`]: one syncer's view of its cluster (label-selected watches);
 //! - [`engine`]: one syncer — spec down, drift, deletion, status up, heartbeat;
@@ -13,5 +14,6 @@ pub mod engine;
 pub mod events;
 pub mod naming;
 pub mod resources;
+pub mod status;
 pub mod transform;
 pub mod upstream;

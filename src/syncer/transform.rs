@@ -43,11 +43,11 @@ pub fn skip_reason(kind: &str, upstream: &Value) -> Option<Skip> {
 pub fn desired(upstream: &Value, dest: &Destination<'_>) -> Value {
     let meta = &upstream["metadata"];
     let mut labels = string_map(&meta["labels"]);
-    labels.retain(|k, _| !k.starts_with(&format!("{PREFIX}/")));
+    labels.retain(|k, _| !is_ours(k));
     labels.insert(TARGET_LABEL.into(), dest.target_key.into());
     labels.insert(ORIGIN_CLUSTER_LABEL.into(), dest.origin_cluster.into());
     let mut annotations = string_map(&meta["annotations"]);
-    annotations.retain(|k, _| !DROPPED_ANNOTATIONS.contains(&k.as_str()) && !k.starts_with(&format!("{PREFIX}/")));
+    annotations.retain(|k, _| !DROPPED_ANNOTATIONS.contains(&k.as_str()) && !is_ours(k));
 
     let mut metadata = json!({ "name": meta["name"], "namespace": dest.namespace, "labels": labels });
     if !annotations.is_empty() {
@@ -86,6 +86,12 @@ fn drop_cluster_owned(obj: &mut Value) {
     }
 }
 
+/// Keys kcp-tmc itself sets (`tmc.kcp.io/…`, `status.tmc.kcp.io/…`): bookkeeping, not part of
+/// the user's object, so never copied down.
+fn is_ours(key: &str) -> bool {
+    key.split_once('/').is_some_and(|(prefix, _)| prefix == PREFIX || prefix.ends_with(&format!(".{PREFIX}")))
+}
+
 fn string_map(v: &Value) -> BTreeMap<String, String> {
     v.as_object()
         .map(|m| m.iter().filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string()))).collect())
@@ -109,7 +115,8 @@ mod tests {
                 "creationTimestamp": "2026-01-01T00:00:00Z", "managedFields": [{}], "finalizers": ["x"],
                 "ownerReferences": [{"name": "o"}],
                 "labels": {"app": "web", "tmc.kcp.io/target-old": "x"},
-                "annotations": {"kcp.io/cluster": "ws1", "team": "a", "kubectl.kubernetes.io/last-applied-configuration": "{}"},
+                "annotations": {"kcp.io/cluster": "ws1", "team": "a", "kubectl.kubernetes.io/last-applied-configuration": "{}",
+                                "status.tmc.kcp.io/t2": "{}", "tmc.kcp.io/adopt": "true", "nottmc.kcp.io/x": "kept"},
             },
             "spec": {"replicas": 2},
             "status": {"availableReplicas": 2},
@@ -122,7 +129,7 @@ mod tests {
                 "metadata": {
                     "name": "web", "namespace": "kcp-abc",
                     "labels": {"app": "web", "tmc.kcp.io/target": "t1", "tmc.kcp.io/origin-cluster": "ws1"},
-                    "annotations": {"team": "a"},
+                    "annotations": {"team": "a", "nottmc.kcp.io/x": "kept"},
                 },
                 "spec": {"replicas": 2},
             })

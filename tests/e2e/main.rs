@@ -1,6 +1,7 @@
 //! End-to-end tests against a real kcp server.
 //!
-//! One kcp is started for the whole run (start-up costs tens of seconds), kcp-tmc's APIs are
+//! One kcp and three physical clusters are started for the whole run (start-up costs tens of
+//! seconds), kcp-tmc's APIs are
 //! installed with `tmc install` into `root:tmc`, a `tmc manager` process runs against it, and two
 //! tenant workspaces bind the export with the sample APIBinding from `config/samples/`. Tests
 //! then run concurrently, each with its own objects. A custom runner (harness = false) owns that
@@ -31,7 +32,8 @@ pub const TENANT_B: &str = "root:tenant-b";
 
 pub struct World {
     pub kcp: Kcp,
-    /// Two physical clusters (real kube-apiservers with kwok nodes).
+    /// Three physical clusters (real kube-apiservers with kwok nodes). The third belongs to the
+    /// test that counts a cluster's write requests.
     pub clusters: Vec<cluster::Cluster>,
     pub clients: ClusterClients,
     pub manager: std::sync::Mutex<Tmc>,
@@ -67,11 +69,12 @@ fn all_tests() -> Vec<(&'static str, TestFn)> {
         syncer::deletion_and_unassignment_clean_up_downstream,
         syncer::foreign_objects_are_not_taken_over_without_consent,
         syncer::rejected_objects_are_reported_and_do_not_block_others,
+        syncer::status_is_aggregated_across_two_clusters,
     ]
 }
 
 async fn setup() -> Result<World, String> {
-    let clusters: Vec<_> = ["cluster-1", "cluster-2"]
+    let clusters: Vec<_> = ["cluster-1", "cluster-2", "cluster-3"]
         .into_iter()
         .map(|name| tokio::task::spawn_blocking(move || cluster::Cluster::start(name)))
         .collect();

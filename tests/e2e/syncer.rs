@@ -1,7 +1,7 @@
 //! Push-mode syncing, end to end: workloads created with kubectl in kcp workspaces run on real
 //! kube-apiservers (with kwok nodes), and their status comes back.
 //!
-//! Cluster 0 is shared by several tests, each in its own namespaces; cluster 1 belongs to
+//! Clusters 0 and 1 are shared by several tests, each in its own namespaces; cluster 2 belongs to
 //! `nothing_is_written_when_nothing_changed` alone, because it counts the cluster's write requests.
 
 use std::sync::Arc;
@@ -215,7 +215,7 @@ pub async fn drift_is_reverted(w: Arc<World>) -> TestResult {
 }
 
 pub async fn nothing_is_written_when_nothing_changed(w: Arc<World>) -> TestResult {
-    let key = register(&w, TENANT_A, "phys-quiet", 1).await?;
+    let key = register(&w, TENANT_A, "phys-quiet", 2).await?;
     assigned_namespace(&w, TENANT_A, "quiet", &key)?;
     w.kcp.kubectl(TENANT_A, &["-n", "quiet", "apply", "-f", "-"], Some(&deployment("q", 2)))?;
     eventually("upstream deployment available", WAIT, || async {
@@ -226,7 +226,7 @@ pub async fn nothing_is_written_when_nothing_changed(w: Arc<World>) -> TestResul
     // Settled. From here on the only upstream events are the syncer's own status writes and
     // heartbeats; none of them may cause a write of the Deployment in the cluster.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let cluster = &w.clusters[1];
+    let cluster = &w.clusters[2];
     let before = cluster.write_requests("deployments")?;
     // An upstream change that is not part of the downstream object (a status write by another
     // client) must not cause a downstream write either.
@@ -238,7 +238,7 @@ pub async fn nothing_is_written_when_nothing_changed(w: Arc<World>) -> TestResul
     w.kcp.kubectl(TENANT_A, &["-n", "quiet", "scale", "deployment", "q", "--replicas=3"], None)?;
     eventually("scaled downstream", WAIT, || async {
         let dns = downstream_ns(&w, TENANT_A, "phys-quiet", TENANT_A, "quiet").await;
-        let d = downstream_get(&w, 1, &dns, "deployment", "q")?.ok_or("gone")?;
+        let d = downstream_get(&w, 2, &dns, "deployment", "q")?.ok_or("gone")?;
         Ok((d["spec"]["replicas"] == 3).then_some(()))
     })
     .await?;
@@ -372,6 +372,47 @@ pub async fn rejected_objects_are_reported_and_do_not_block_others(w: Arc<World>
     eventually("a SyncRejected event for the selector change", WAIT, || async {
         let found = events(&w, TENANT_A, "reject", "SyncRejected")?;
         Ok(found.iter().any(|e| e.contains("good") && e.contains("immutable")).then_some(()))
+    })
+    .await?;
+    Ok(())
+}
+
+pub async fn status_is_aggregated_across_two_clusters(w: Arc<World>) -> TestResult {
+    let first = register(&w, TENANT_A, "multi-1", 0).await?;
+    let second = register(&w, TENANT_A, "multi-2", 1).await?;
+    let yaml = format!(
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: multi\n  labels: {{state.tmc.kcp.io/{first}: Sync, state.tmc.kcp.io/{second}: Sync}}\n"
+    );
+    w.kcp.kubectl(TENANT_A, &["apply", "-f", "-"], Some(&yaml))?;
+    w.kcp.kubectl(TENANT_A, &["-n", "multi", "apply", "-f", "-"], Some(&deployment("both", 2)))?;
+    // Two replicas on each cluster: kcp shows four available, and Available=True.
+    let up = eventually("availableReplicas summed over both clusters", WAIT, || async {
+        let d = upstream_get(&w, TENANT_A, "multi", "deployment", "both")?.ok_or("gone")?;
+        Ok((d["status"]["availableReplicas"] == 4).then_some(d))
+    })
+    .await?;
+    let available = up["status"]["conditions"].as_array().into_iter().flatten().find(|c| c["type"] == "Available");
+    ensure!(available.is_some_and(|c| c["status"] == "True"), "Available: {available:?}");
+    for key in [&first, &second] {
+        let recorded = &up["metadata"]["annotations"][format!("status.tmc.kcp.io/{key}")];
+        ensure!(
+            recorded.as_str().is_some_and(|r| r.contains("availableReplicas")),
+            "per-target status of {key}: {recorded}"
+        );
+    }
+    ensure!(up["status"]["observedGeneration"] == up["metadata"]["generation"], "observedGeneration {}", up["status"]);
+    // Per-target bookkeeping stays in kcp: the copies in the clusters do not carry it.
+    for (index, name) in [(0, "multi-1"), (1, "multi-2")] {
+        let dns = downstream_ns(&w, TENANT_A, name, TENANT_A, "multi").await;
+        let d = wait_downstream(&w, index, &dns, "deployment", "both").await?;
+        ensure!(!d["metadata"]["annotations"].to_string().contains("status.tmc.kcp.io"), "leaked: {}", d["metadata"]);
+    }
+    // Unassign one cluster: its copy goes, its annotation goes, and the sum follows.
+    w.kcp.kubectl(TENANT_A, &["label", "namespace", "multi", &format!("state.tmc.kcp.io/{second}-")], None)?;
+    eventually("status from the remaining cluster only", WAIT, || async {
+        let d = upstream_get(&w, TENANT_A, "multi", "deployment", "both")?.ok_or("gone")?;
+        let gone = d["metadata"]["annotations"].get(format!("status.tmc.kcp.io/{second}")).is_none();
+        Ok((gone && d["status"]["availableReplicas"] == 2).then_some(()))
     })
     .await?;
     Ok(())
