@@ -25,6 +25,12 @@ pub struct ManagerArgs {
     #[arg(long, env = "TMC_SYNCER_HEARTBEAT_INTERVAL", default_value = "20s", value_parser = parse_duration)]
     pub syncer_heartbeat_interval: Duration,
 
+    /// How long a deleted kcp object waits for its copy to be deleted from an unreachable cluster
+    /// before its finalizer is released anyway (an Event records the orphan, which is deleted
+    /// when the cluster is reachable again).
+    #[arg(long, env = "TMC_SYNCER_DELETION_TIMEOUT", default_value = "5m", value_parser = parse_duration)]
+    pub syncer_deletion_timeout: Duration,
+
     /// Objects each push-mode syncer may sync at once.
     #[arg(long, env = "TMC_SYNCER_WORKERS", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub syncer_workers: u16,
@@ -37,6 +43,9 @@ pub struct ManagerArgs {
 pub async fn run(args: ManagerArgs) -> Result<(), CliError> {
     if args.heartbeat_threshold.is_zero() {
         return Err(CliError::Failed("--heartbeat-threshold must be greater than zero".into()));
+    }
+    if args.syncer_heartbeat_interval.is_zero() {
+        return Err(CliError::Failed("--syncer-heartbeat-interval must be greater than zero".into()));
     }
     let kube_config = load_kube_config(&args.kcp).await?;
     let config = ManagerConfig {
@@ -51,6 +60,7 @@ pub async fn run(args: ManagerArgs) -> Result<(), CliError> {
         syncer: EngineSettings {
             workers: usize::from(args.syncer_workers),
             heartbeat_interval: args.syncer_heartbeat_interval,
+            deletion_timeout: args.syncer_deletion_timeout,
             backoff: Backoff::default(),
         },
     };

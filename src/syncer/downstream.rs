@@ -6,6 +6,7 @@
 //! upstream object that owns it.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
 use futures::StreamExt;
@@ -30,11 +31,27 @@ pub struct Downstream {
     target_key: String,
     namespaces: Arc<RwLock<HashMap<String, Locator>>>,
     objects: Arc<RwLock<Objects>>,
+    /// How many resource watches have completed their first list, and how many there are.
+    listed: Arc<AtomicUsize>,
+    resources: usize,
 }
 
 impl Downstream {
-    pub fn new(client: Client, target_key: &str) -> Self {
-        Self { client, target_key: target_key.to_string(), namespaces: Default::default(), objects: Default::default() }
+    pub fn new(client: Client, target_key: &str, resources: usize) -> Self {
+        Self {
+            client,
+            target_key: target_key.to_string(),
+            namespaces: Default::default(),
+            objects: Default::default(),
+            listed: Default::default(),
+            resources,
+        }
+    }
+
+    /// Whether the cache holds the cluster's state: every resource watch has listed once. Until
+    /// then an object missing from the cache may still exist in the cluster.
+    pub fn synced(&self) -> bool {
+        self.listed.load(Ordering::Acquire) >= self.resources
     }
 
     fn selector(&self) -> watcher::Config {
@@ -58,6 +75,15 @@ impl Downstream {
         self.namespaces.write().expect("downstream cache poisoned").insert(name.to_string(), locator);
     }
 
+    /// The upstream keys of the cached objects in a downstream namespace.
+    fn objects_in(&self, namespace: &str) -> Vec<SyncKey> {
+        let objects = self.objects.read().expect("downstream cache poisoned");
+        let found: Vec<(usize, Arc<DynamicObject>)> =
+            objects.iter().filter(|((_, ns, _), _)| ns == namespace).map(|((i, _, _), o)| (*i, o.clone())).collect();
+        drop(objects);
+        found.iter().filter_map(|(i, o)| self.upstream_key(*i, o)).collect()
+    }
+
     /// The upstream key an event on a downstream object maps back to.
     fn upstream_key(&self, resource: usize, obj: &DynamicObject) -> Option<SyncKey> {
         let namespaces = self.namespaces.read().expect("downstream cache poisoned");
@@ -69,8 +95,10 @@ impl Downstream {
         })
     }
 
-    /// Watches the namespaces this syncer owns, keeping the name → locator map.
-    pub async fn watch_namespaces(self, cancel: CancellationToken) {
+    /// Watches the namespaces this syncer owns, keeping the name → locator map. Objects that
+    /// were cached before their namespace was known are sent to `enqueue` once it is, so none is
+    /// missed (e.g. an orphan found after a restart).
+    pub async fn watch_namespaces(self, enqueue: impl Fn(SyncKey) + Send + 'static, cancel: CancellationToken) {
         let api: Api<Namespace> = Api::all(self.client.clone());
         let mut events = watcher(api, self.selector()).default_backoff().boxed();
         while let Some(event) = next_or_cancelled(&mut events, &cancel).await {
@@ -78,8 +106,11 @@ impl Downstream {
             match event {
                 Ok(watcher::Event::InitApply(ns)) | Ok(watcher::Event::Apply(ns)) => {
                     let locator = ns.annotations().get(LOCATOR_ANNOTATION).and_then(|a| Locator::from_annotation(a));
-                    if let Some(locator) = locator {
-                        map.insert(ns.name_any(), locator);
+                    if let Some(locator) = locator
+                        && map.insert(ns.name_any(), locator).is_none()
+                    {
+                        drop(map);
+                        self.objects_in(&ns.name_any()).into_iter().for_each(&enqueue);
                     }
                 }
                 Ok(watcher::Event::Delete(ns)) => {
@@ -104,8 +135,14 @@ impl Downstream {
     ) {
         let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &resource.api);
         let mut events = watcher(api, self.selector()).default_backoff().boxed();
+        let mut listed = false;
         while let Some(event) = next_or_cancelled(&mut events, &cancel).await {
             let (obj, deleted) = match event {
+                Ok(watcher::Event::InitDone) if !listed => {
+                    listed = true;
+                    self.listed.fetch_add(1, Ordering::AcqRel);
+                    continue;
+                }
                 Ok(watcher::Event::InitApply(o)) | Ok(watcher::Event::Apply(o)) => (o, false),
                 Ok(watcher::Event::Delete(o)) => (o, true),
                 Ok(_) => continue,

@@ -49,11 +49,33 @@ fn api_err(action: impl Into<String>) -> impl FnOnce(kube::Error) -> SyncError {
     move |e| SyncError::Api { action, message: error_message(&e) }
 }
 
+/// What the syncer's last probe of its cluster (an authorised list request) found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Probe {
+    Pending,
+    Reachable,
+    Unreachable(String),
+    Unauthorized(String),
+}
+
+impl Probe {
+    fn of(result: &Result<(), kube::Error>) -> Self {
+        match result {
+            Ok(()) => Probe::Reachable,
+            Err(kube::Error::Api(s)) if s.code == 401 || s.code == 403 => Probe::Unauthorized(s.message.clone()),
+            Err(e) => Probe::Unreachable(error_message(e)),
+        }
+    }
+}
+
 /// Tunables of a syncer.
 #[derive(Clone, Debug)]
 pub struct EngineSettings {
     pub workers: usize,
     pub heartbeat_interval: Duration,
+    /// How long a deleted kcp object waits for its copy to be deleted in an unreachable cluster
+    /// before its finalizer is released anyway (the copy is deleted when the cluster returns).
+    pub deletion_timeout: Duration,
     pub backoff: Backoff,
 }
 
@@ -68,6 +90,7 @@ pub struct Engine {
     events: Events,
     queue: Arc<WorkQueue<SyncKey>>,
     settings: EngineSettings,
+    probe: Arc<tokio::sync::watch::Sender<Probe>>,
     /// Downstream write requests issued (applies and deletes), for tests and metrics.
     pub writes: Arc<AtomicU64>,
 }
@@ -79,6 +102,7 @@ impl Engine {
         upstream: Upstream,
         downstream_client: kube::Client,
         settings: EngineSettings,
+        probe: tokio::sync::watch::Sender<Probe>,
     ) -> Self {
         let target_key = super::naming::target_key(&target_cluster, target_name);
         let events =
@@ -86,12 +110,13 @@ impl Engine {
         Self {
             target: TargetRef { cluster: target_cluster.to_string(), name: target_name.to_string() },
             target_cluster,
-            downstream: Downstream::new(downstream_client, &target_key),
+            downstream: Downstream::new(downstream_client, &target_key, upstream.resources.len()),
             events,
             target_key,
             upstream,
             queue: WorkQueue::new(settings.backoff),
             settings,
+            probe: Arc::new(probe),
             writes: Default::default(),
         }
     }
@@ -110,7 +135,8 @@ impl Engine {
                 queue.add(key);
             }
         });
-        tasks.spawn(self.downstream.clone().watch_namespaces(cancel.clone()));
+        let queue = self.queue.clone();
+        tasks.spawn(self.downstream.clone().watch_namespaces(move |k| queue.add(k), cancel.clone()));
         for (index, resource) in self.upstream.resources.iter().enumerate() {
             let queue = self.queue.clone();
             let enqueue = move |k| queue.add(k);
@@ -172,15 +198,29 @@ impl Engine {
         let current = self.downstream.object(index, &dns, &key.name);
 
         if !wanted {
-            if current.is_some() {
+            // Before the downstream cache has listed, "not cached" does not mean "absent": ask.
+            if current.is_some() || !self.downstream.synced() {
                 self.writes.fetch_add(1, Ordering::Relaxed);
                 match down_api.delete(&key.name, &DeleteParams::background()).await {
-                    Ok(_) => tracing::info!(namespace = %dns, "deleted downstream copy"),
+                    Ok(_) => {
+                        tracing::info!(namespace = %dns, "deleted downstream copy");
+                        // The delete event re-queues this key; release the finalizer then.
+                        return Ok(None);
+                    }
                     Err(kube::Error::Api(s)) if s.code == 404 => {}
-                    Err(e) => return Err(api_err("delete downstream copy")(e)),
+                    Err(e) => {
+                        let Some(obj) = upstream.as_ref().filter(|o| self.deletion_timed_out(o)) else {
+                            return Err(api_err("delete downstream copy")(e));
+                        };
+                        let note = format!(
+                            "{} could not delete the copy for {:?} ({}); the finalizer is released and the copy will be deleted when the cluster is reachable again",
+                            self.target.name,
+                            self.settings.deletion_timeout,
+                            error_message(&e)
+                        );
+                        self.events.warn(&key.cluster, &resource.api, obj, "DownstreamOrphaned", note).await;
+                    }
                 }
-                // The delete event re-queues this key; release the finalizer then.
-                return Ok(None);
             }
             if let Some(obj) = &upstream {
                 self.forget_status(index, key, obj).await?;
@@ -230,6 +270,13 @@ impl Engine {
             self.status_up(index, key, &obj, &value, &current, &hash).await?;
         }
         Ok(None)
+    }
+
+    /// Whether `obj` has been waiting in deletion longer than the deletion timeout.
+    fn deletion_timed_out(&self, obj: &DynamicObject) -> bool {
+        let Some(since) = obj.metadata.deletion_timestamp.as_ref() else { return false };
+        let waited = jiff::Timestamp::now().duration_since(since.0);
+        Duration::try_from(waited).is_ok_and(|w| w >= self.settings.deletion_timeout)
     }
 
     /// Refuses to overwrite a downstream object this syncer did not create, unless the upstream
@@ -433,8 +480,11 @@ impl Engine {
         let targets: Api<SyncTarget> = Api::all(self.upstream.clients.cluster(&self.target_cluster));
         let probe: Api<Namespace> = Api::all(self.downstream.client.clone());
         loop {
-            match probe.list_metadata(&ListParams::default().limit(1)).await {
-                Ok(_) => {
+            let result = probe.list_metadata(&ListParams::default().limit(1)).await.map(|_| ());
+            let state = Probe::of(&result);
+            self.probe.send_if_modified(|p| std::mem::replace(p, state.clone()) != state);
+            match result {
+                Ok(()) => {
                     let now =
                         jiff::Timestamp::now().round(jiff::Unit::Second).unwrap_or_else(|_| jiff::Timestamp::now());
                     let patch = json!({ "status": { "lastSyncTime": now.to_string() } });

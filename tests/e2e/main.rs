@@ -70,6 +70,8 @@ fn all_tests() -> Vec<(&'static str, TestFn)> {
         syncer::foreign_objects_are_not_taken_over_without_consent,
         syncer::rejected_objects_are_reported_and_do_not_block_others,
         syncer::status_is_aggregated_across_two_clusters,
+        syncer::wrong_credentials_are_named,
+        syncer::unreachable_cluster_does_not_block_deletion,
     ]
 }
 
@@ -104,6 +106,8 @@ async fn setup() -> Result<World, String> {
             &threshold,
             "--syncer-heartbeat-interval",
             "1s",
+            "--syncer-deletion-timeout",
+            "3s",
         ],
         kcp.dir.path().join("manager.log"),
     );

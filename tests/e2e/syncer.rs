@@ -417,3 +417,72 @@ pub async fn status_is_aggregated_across_two_clusters(w: Arc<World>) -> TestResu
     .await?;
     Ok(())
 }
+
+/// Replaces the kubeconfig in the Secret of the push-mode SyncTarget `name`.
+fn set_kubeconfig(w: &World, ws: &str, name: &str, kubeconfig: &str) -> Result<(), String> {
+    let patch = json!({ "stringData": { "kubeconfig": kubeconfig } }).to_string();
+    w.kcp
+        .kubectl(
+            ws,
+            &["-n", "default", "patch", "secret", &format!("{name}-kubeconfig"), "--type=merge", "-p", &patch],
+            None,
+        )
+        .map(|_| ())
+}
+
+async fn wait_ready_reason(w: &World, ws: &str, name: &str, reason: &str) -> Result<String, String> {
+    eventually(&format!("SyncTarget {ws}/{name} Ready reason {reason}"), WAIT, || async {
+        let path = "jsonpath={.status.conditions[?(@.type==\"Ready\")].reason}|{.status.conditions[?(@.type==\"Ready\")].message}";
+        let out = w.kcp.kubectl(ws, &["get", "synctarget", name, "-o", path], None)?;
+        let (got, message) = out.split_once('|').unwrap_or((&out, ""));
+        Ok((got == reason).then(|| message.to_string()))
+    })
+    .await
+}
+
+pub async fn wrong_credentials_are_named(w: Arc<World>) -> TestResult {
+    register(&w, TENANT_B, "phys-badtoken", 1).await?;
+    let kubeconfig = w.clusters[1].kubeconfig_text();
+    let token = kubeconfig.lines().find_map(|l| l.trim().strip_prefix("token: ")).ok_or("no token in kubeconfig")?;
+    set_kubeconfig(&w, TENANT_B, "phys-badtoken", &kubeconfig.replace(token, "not-the-token"))?;
+    let message = wait_ready_reason(&w, TENANT_B, "phys-badtoken", "ClusterUnauthorized").await?;
+    ensure!(message.contains("refuses the kubeconfig's credentials"), "message: {message}");
+    set_kubeconfig(&w, TENANT_B, "phys-badtoken", &kubeconfig)?;
+    wait_ready_reason(&w, TENANT_B, "phys-badtoken", "Ready").await?;
+    Ok(())
+}
+
+pub async fn unreachable_cluster_does_not_block_deletion(w: Arc<World>) -> TestResult {
+    let key = register(&w, TENANT_B, "phys-orphan", 1).await?;
+    assigned_namespace(&w, TENANT_B, "orphan", &key)?;
+    let cm =
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "o"}, "data": {"v": "1"}}).to_string();
+    w.kcp.kubectl(TENANT_B, &["-n", "orphan", "apply", "-f", "-"], Some(&cm))?;
+    let dns = downstream_ns(&w, TENANT_B, "phys-orphan", TENANT_B, "orphan").await;
+    wait_downstream(&w, 1, &dns, "configmap", "o").await?;
+
+    // The cluster becomes unreachable for this target (its kubeconfig now points at a dead port).
+    let kubeconfig = w.clusters[1].kubeconfig_text();
+    let server = kubeconfig.lines().find_map(|l| l.trim().strip_prefix("server: ")).ok_or("no server")?.to_string();
+    let dead = format!("https://127.0.0.1:{}", crate::env::free_port());
+    set_kubeconfig(&w, TENANT_B, "phys-orphan", &kubeconfig.replace(&server, &dead))?;
+    wait_ready_reason(&w, TENANT_B, "phys-orphan", "ClusterUnreachable").await?;
+
+    // Deleting in kcp completes after the deletion timeout (3s in this suite), with an Event.
+    w.kcp.kubectl(TENANT_B, &["-n", "orphan", "delete", "configmap", "o", "--wait=false"], None)?;
+    eventually("upstream configmap deleted despite the unreachable cluster", WAIT, || async {
+        Ok(upstream_get(&w, TENANT_B, "orphan", "configmap", "o")?.is_none().then_some(()))
+    })
+    .await?;
+    let orphaned = events(&w, TENANT_B, "orphan", "DownstreamOrphaned")?;
+    ensure!(orphaned.iter().any(|e| e.contains("phys-orphan")), "events: {orphaned:?}");
+    ensure!(downstream_get(&w, 1, &dns, "configmap", "o")?.is_some(), "the copy cannot have been deleted yet");
+
+    // The cluster comes back: the orphan is cleaned up.
+    set_kubeconfig(&w, TENANT_B, "phys-orphan", &kubeconfig)?;
+    eventually("orphan deleted once the cluster is reachable", WAIT, || async {
+        Ok(downstream_get(&w, 1, &dns, "configmap", "o")?.is_none().then_some(()))
+    })
+    .await?;
+    Ok(())
+}

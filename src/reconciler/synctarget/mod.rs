@@ -31,6 +31,7 @@ use super::next_or_cancelled;
 use super::queue::{Backoff, WorkQueue};
 use crate::apis::sync::v1alpha1::{SyncTarget, SyncTargetStatus};
 use crate::kcp::{ClusterClients, ClusterKey};
+use crate::syncer::engine::Probe;
 
 /// The field manager the manager writes SyncTarget status with.
 pub const FIELD_MANAGER: &str = "tmc-manager";
@@ -79,6 +80,14 @@ impl Controller {
         let mut tasks = tokio::task::JoinSet::new();
         tasks.spawn(self.clone().watch_synctargets(cancel.clone()));
         tasks.spawn(self.clone().watch_secrets(cancel.clone()));
+        if let Some(mut changes) = self.syncers.take_changes() {
+            let (queue, cancel) = (self.queue.clone(), cancel.clone());
+            tasks.spawn(async move {
+                while let Some(key) = tokio::select! { _ = cancel.cancelled() => None, k = changes.recv() => k } {
+                    queue.add(key);
+                }
+            });
+        }
         for _ in 0..self.settings.workers.max(1) {
             tasks.spawn(self.clone().work());
         }
@@ -200,19 +209,28 @@ impl Controller {
         let found = kubeconfig::lookup(client, secret_ref).await.map_err(ReconcileError::ReadSecret)?;
         let text = kubeconfig::kubeconfig_text(secret_ref, &found);
         let credentials = kubeconfig::classify(secret_ref, found);
-        match (&credentials, text) {
-            (Credentials::Loaded { .. }, Some(text)) => {
-                if let Err(why) = self.syncers.ensure(key, &text).await {
-                    self.syncers.stop(key);
-                    return Ok(Credentials::Problem {
-                        reason: "KubeconfigInvalid",
-                        message: format!("the kubeconfig parses but no client can be built from it: {why}"),
-                    });
-                }
-            }
-            _ => self.syncers.stop(key),
+        let (Credentials::Loaded { server }, Some(text)) = (&credentials, text) else {
+            self.syncers.stop(key);
+            return Ok(credentials);
+        };
+        if let Err(why) = self.syncers.ensure(key, &text).await {
+            self.syncers.stop(key);
+            return Ok(Credentials::Problem {
+                reason: "KubeconfigInvalid",
+                message: format!("the kubeconfig parses but no client can be built from it: {why}"),
+            });
         }
-        Ok(credentials)
+        Ok(match self.syncers.probe(key) {
+            Some(Probe::Unreachable(why)) => Credentials::Problem {
+                reason: "ClusterUnreachable",
+                message: format!("the syncer cannot reach the cluster at {server}: {why}"),
+            },
+            Some(Probe::Unauthorized(why)) => Credentials::Problem {
+                reason: "ClusterUnauthorized",
+                message: format!("the cluster at {server} refuses the kubeconfig's credentials: {why}"),
+            },
+            _ => credentials,
+        })
     }
 
     async fn reconcile(&self, key: &ClusterKey) -> Result<Option<Duration>, ReconcileError> {

@@ -6,15 +6,17 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use sha2::{Digest, Sha256};
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::kcp::ClusterKey;
-use crate::syncer::engine::{Engine, EngineSettings};
+use crate::syncer::engine::{Engine, EngineSettings, Probe};
 use crate::syncer::upstream::Upstream;
 
 struct Running {
     kubeconfig_hash: String,
     cancel: CancellationToken,
+    probe: watch::Receiver<Probe>,
 }
 
 /// See the module docs.
@@ -24,11 +26,32 @@ pub struct Supervisor {
     settings: EngineSettings,
     running: Arc<Mutex<HashMap<ClusterKey, Running>>>,
     parent: CancellationToken,
+    /// Keys whose syncer's probe result changed, for the SyncTarget reconciler to look again.
+    changes: mpsc::UnboundedSender<ClusterKey>,
+    changes_rx: Arc<Mutex<Option<mpsc::UnboundedReceiver<ClusterKey>>>>,
 }
 
 impl Supervisor {
     pub fn new(upstream: Upstream, settings: EngineSettings, parent: CancellationToken) -> Self {
-        Self { upstream, settings, running: Default::default(), parent }
+        let (changes, rx) = mpsc::unbounded_channel();
+        Self {
+            upstream,
+            settings,
+            running: Default::default(),
+            parent,
+            changes,
+            changes_rx: Arc::new(Mutex::new(Some(rx))),
+        }
+    }
+
+    /// The stream of SyncTarget keys whose syncer's view of its cluster changed (taken once).
+    pub fn take_changes(&self) -> Option<mpsc::UnboundedReceiver<ClusterKey>> {
+        self.changes_rx.lock().expect("supervisor poisoned").take()
+    }
+
+    /// What the syncer of `key` last found when probing its cluster.
+    pub fn probe(&self, key: &ClusterKey) -> Option<Probe> {
+        self.running.lock().expect("supervisor poisoned").get(key).map(|r| r.probe.borrow().clone())
     }
 
     /// Makes sure a syncer for the SyncTarget `key` runs with this kubeconfig. Returns an error
@@ -42,13 +65,22 @@ impl Supervisor {
         let config =
             kube::Config::from_custom_kubeconfig(parsed, &Default::default()).await.map_err(|e| e.to_string())?;
         let client = kube::Client::try_from(config).map_err(|e| e.to_string())?;
-        let engine = Engine::new(key.cluster.clone(), &key.name, self.upstream.clone(), client, self.settings.clone());
+        let (probe_tx, probe) = watch::channel(Probe::Pending);
+        let engine =
+            Engine::new(key.cluster.clone(), &key.name, self.upstream.clone(), client, self.settings.clone(), probe_tx);
         let cancel = self.parent.child_token();
+        let mut watch_probe = probe.clone();
         let previous = self
             .running
             .lock()
             .expect("supervisor poisoned")
-            .insert(key.clone(), Running { kubeconfig_hash: hash, cancel: cancel.clone() });
+            .insert(key.clone(), Running { kubeconfig_hash: hash, cancel: cancel.clone(), probe });
+        let (changes, changed_key) = (self.changes.clone(), key.clone());
+        tokio::spawn(async move {
+            while watch_probe.changed().await.is_ok() {
+                let _ = changes.send(changed_key.clone());
+            }
+        });
         if let Some(old) = previous {
             tracing::info!(target = %key, "kubeconfig changed; restarting the syncer");
             old.cancel.cancel();
