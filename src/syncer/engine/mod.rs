@@ -5,22 +5,25 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Namespace;
-use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::downstream::Downstream;
-use super::events::Events;
-use super::naming::{LOCATOR_ANNOTATION, Locator, TARGET_LABEL, TargetRef};
-use super::status;
-use super::transform::{self, Destination};
-use super::upstream::{SyncKey, Upstream};
-use crate::apis::sync::v1alpha1::SyncTarget;
+mod heartbeat;
+mod namespaces;
+mod status_up;
+
+pub use self::heartbeat::Probe;
+
 use crate::kcp::{ClusterKey, LogicalClusterName, error_message};
 use crate::reconciler::queue::{Backoff, WorkQueue};
+use crate::syncer::downstream::Downstream;
+use crate::syncer::events::Events;
+use crate::syncer::naming::{Locator, TargetRef};
+use crate::syncer::transform::{self, Destination};
+use crate::syncer::upstream::{SyncKey, Upstream};
 
 /// The field manager of every downstream write.
 pub const FIELD_MANAGER: &str = "tmc-syncer";
@@ -47,25 +50,6 @@ pub enum SyncError {
 fn api_err(action: impl Into<String>) -> impl FnOnce(kube::Error) -> SyncError {
     let action = action.into();
     move |e| SyncError::Api { action, message: error_message(&e) }
-}
-
-/// What the syncer's last probe of its cluster (an authorised list request) found.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Probe {
-    Pending,
-    Reachable,
-    Unreachable(String),
-    Unauthorized(String),
-}
-
-impl Probe {
-    fn of(result: &Result<(), kube::Error>) -> Self {
-        match result {
-            Ok(()) => Probe::Reachable,
-            Err(kube::Error::Api(s)) if s.code == 401 || s.code == 403 => Probe::Unauthorized(s.message.clone()),
-            Err(e) => Probe::Unreachable(error_message(e)),
-        }
-    }
 }
 
 /// Tunables of a syncer.
@@ -279,115 +263,6 @@ impl Engine {
         Duration::try_from(waited).is_ok_and(|w| w >= self.settings.deletion_timeout)
     }
 
-    /// Refuses to overwrite a downstream object this syncer did not create, unless the upstream
-    /// object carries `tmc.kcp.io/adopt: "true"`.
-    async fn check_take_over(
-        &self,
-        down_api: &Api<DynamicObject>,
-        api: &kube::core::ApiResource,
-        key: &ClusterKey,
-        obj: &DynamicObject,
-    ) -> Result<(), SyncError> {
-        let Some(existing) = down_api.get_opt(&key.name).await.map_err(api_err("read downstream object"))? else {
-            return Ok(());
-        };
-        let ours = existing.metadata.labels.as_ref().and_then(|l| l.get(TARGET_LABEL)) == Some(&self.target_key);
-        let adopt =
-            obj.metadata.annotations.as_ref().and_then(|a| a.get(ADOPT_ANNOTATION)).map(String::as_str) == Some("true");
-        if ours || adopt {
-            return Ok(());
-        }
-        let err = SyncError::NotOurs {
-            kind: api.kind.clone(),
-            namespace: existing.metadata.namespace.clone().unwrap_or_default(),
-            name: key.name.clone(),
-        };
-        let note = format!(
-            "{err} on {}; left alone. Annotate this object with {ADOPT_ANNOTATION}=true to take it over.",
-            self.target.name
-        );
-        self.events.warn(&key.cluster, api, obj, "TakeOverRefused", note).await;
-        Err(err)
-    }
-
-    /// Brings the downstream status up. With one target it is the upstream status; with several,
-    /// this target's status goes into its annotation and the upstream status is the aggregate
-    /// (see [`super::status`]). Every write happens only when something differs.
-    async fn status_up(
-        &self,
-        index: usize,
-        key: &ClusterKey,
-        obj: &DynamicObject,
-        upstream: &Value,
-        downstream: &Value,
-        applied_hash: &str,
-    ) -> Result<(), SyncError> {
-        let applied_current = downstream["metadata"]["annotations"][SPEC_HASH_ANNOTATION] == applied_hash;
-        let mine = status::translate(downstream, applied_current, obj.metadata.generation);
-        if mine.is_null() {
-            return Ok(());
-        }
-        let namespace = key.namespace.as_deref().unwrap_or_default();
-        let resource = &self.upstream.resources[index].api;
-        let api: Api<DynamicObject> =
-            Api::namespaced_with(self.upstream.clients.cluster(&key.cluster), namespace, resource);
-        let targets = self.upstream.assigned_targets(&key.cluster, namespace);
-        let desired = if targets.len() <= 1 {
-            mine
-        } else {
-            let annotation = status::status_annotation(&self.target_key);
-            let text = mine.to_string();
-            if upstream["metadata"]["annotations"][&annotation].as_str() != Some(text.as_str()) {
-                let patch = json!({ "metadata": { "annotations": { annotation: text } } });
-                api.patch(&key.name, &PatchParams::default(), &Patch::Merge(&patch))
-                    .await
-                    .map_err(api_err("record per-target status"))?;
-                // The resulting event brings every syncer of this object back here.
-                return Ok(());
-            }
-            let per_target = targets
-                .iter()
-                .map(|t| {
-                    let recorded = upstream["metadata"]["annotations"][status::status_annotation(t)].as_str();
-                    (t.clone(), recorded.and_then(|r| serde_json::from_str(r).ok()).unwrap_or(Value::Null))
-                })
-                .collect();
-            status::aggregate(&resource.kind, &per_target)
-        };
-        if desired.is_null() || desired == upstream["status"] {
-            return Ok(());
-        }
-        tracing::debug!("writing upstream status");
-        let patch: json_patch::Patch =
-            serde_json::from_value(json!([{ "op": "add", "path": "/status", "value": desired }]))
-                .expect("a static JSON patch");
-        // A 404 here is an error too: it also means "no status subresource", which must show.
-        api.patch_status(&key.name, &PatchParams::default(), &Patch::Json::<()>(patch))
-            .await
-            .map(|_| ())
-            .map_err(api_err("write upstream status"))
-    }
-
-    /// Removes this target's status annotation once it no longer runs the object.
-    async fn forget_status(&self, index: usize, key: &ClusterKey, obj: &DynamicObject) -> Result<(), SyncError> {
-        let annotation = status::status_annotation(&self.target_key);
-        if !obj.metadata.annotations.as_ref().is_some_and(|a| a.contains_key(&annotation)) {
-            return Ok(());
-        }
-        let namespace = key.namespace.as_deref().unwrap_or_default();
-        let api: Api<DynamicObject> = Api::namespaced_with(
-            self.upstream.clients.cluster(&key.cluster),
-            namespace,
-            &self.upstream.resources[index].api,
-        );
-        let patch = json!({ "metadata": { "annotations": { annotation: null } } });
-        match api.patch(&key.name, &PatchParams::default(), &Patch::Merge(&patch)).await {
-            Ok(_) => Ok(()),
-            Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-            Err(e) => Err(api_err("remove per-target status")(e)),
-        }
-    }
-
     async fn set_finalizer(
         &self,
         index: usize,
@@ -417,91 +292,6 @@ impl Engine {
             Ok(_) => Ok(()),
             Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
             Err(e) => Err(api_err(if present { "add finalizer" } else { "remove finalizer" })(e)),
-        }
-    }
-
-    async fn ensure_namespace(&self, name: &str, locator: &Locator) -> Result<(), SyncError> {
-        let api: Api<Namespace> = Api::all(self.downstream.client.clone());
-        let existing = api.get_opt(name).await.map_err(api_err("read downstream namespace"))?;
-        let annotation = existing
-            .as_ref()
-            .map(|ns| ns.metadata.annotations.as_ref().and_then(|a| a.get(LOCATOR_ANNOTATION)).map(String::as_str));
-        match super::naming::ownership(locator, annotation) {
-            super::naming::Ownership::Ours => {}
-            super::naming::Ownership::Foreign { found } => {
-                return Err(SyncError::ForeignNamespace { namespace: name.to_string(), found });
-            }
-            super::naming::Ownership::Absent => {
-                let ns: Namespace = serde_json::from_value(json!({
-                    "metadata": {
-                        "name": name,
-                        "labels": { TARGET_LABEL: self.target_key },
-                        "annotations": { LOCATOR_ANNOTATION: locator.to_annotation() },
-                    }
-                }))
-                .expect("static namespace");
-                self.writes.fetch_add(1, Ordering::Relaxed);
-                match api.create(&PostParams::default(), &ns).await {
-                    Ok(_) => tracing::info!(namespace = name, "created downstream namespace"),
-                    Err(kube::Error::Api(s)) if s.code == 409 => {}
-                    Err(e) => return Err(api_err("create downstream namespace")(e)),
-                }
-            }
-        }
-        self.downstream.remember_namespace(name, locator.clone());
-        Ok(())
-    }
-
-    /// Deletes the downstream namespace of a kcp namespace once nothing of it is synced there.
-    async fn sync_namespace(&self, key: &ClusterKey) -> Result<Option<Duration>, SyncError> {
-        if self.upstream.is_assigned(&key.cluster, &key.name, &self.target_key) {
-            return Ok(None);
-        }
-        let locator = Locator::new(self.target.clone(), &key.cluster, &key.name);
-        let dns = locator.downstream_namespace();
-        if self.downstream.namespace_in_use(&dns) {
-            return Ok(Some(Duration::from_secs(2)));
-        }
-        let api: Api<Namespace> = Api::all(self.downstream.client.clone());
-        let Some(ns) = api.get_opt(&dns).await.map_err(api_err("read downstream namespace"))? else { return Ok(None) };
-        let ours =
-            ns.metadata.annotations.as_ref().and_then(|a| a.get(LOCATOR_ANNOTATION)) == Some(&locator.to_annotation());
-        if ours && ns.metadata.deletion_timestamp.is_none() {
-            self.writes.fetch_add(1, Ordering::Relaxed);
-            api.delete(&dns, &DeleteParams::background()).await.map_err(api_err("delete downstream namespace"))?;
-            tracing::info!(namespace = %dns, "deleted empty downstream namespace");
-        }
-        Ok(None)
-    }
-
-    /// Reports the syncer alive in `status.lastSyncTime`, but only while the cluster answers an
-    /// authorised request: a heartbeat means "this target works", not "this process runs".
-    async fn heartbeat(self, cancel: CancellationToken) {
-        let targets: Api<SyncTarget> = Api::all(self.upstream.clients.cluster(&self.target_cluster));
-        let probe: Api<Namespace> = Api::all(self.downstream.client.clone());
-        loop {
-            let result = probe.list_metadata(&ListParams::default().limit(1)).await.map(|_| ());
-            let state = Probe::of(&result);
-            self.probe.send_if_modified(|p| std::mem::replace(p, state.clone()) != state);
-            match result {
-                Ok(()) => {
-                    let now =
-                        jiff::Timestamp::now().round(jiff::Unit::Second).unwrap_or_else(|_| jiff::Timestamp::now());
-                    let patch = json!({ "status": { "lastSyncTime": now.to_string() } });
-                    if let Err(e) =
-                        targets.patch_status(&self.target.name, &PatchParams::default(), &Patch::Merge(&patch)).await
-                    {
-                        tracing::warn!(target = %self.target.name, error = %error_message(&e), "heartbeat write failed");
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(target = %self.target.name, error = %error_message(&e), "cluster unreachable; no heartbeat")
-                }
-            }
-            tokio::select! {
-                _ = cancel.cancelled() => return,
-                _ = tokio::time::sleep(self.settings.heartbeat_interval) => {}
-            }
         }
     }
 }

@@ -1,0 +1,63 @@
+//! The heartbeat: a probe of the cluster on a timer, reported as `status.lastSyncTime` and, in
+//! push mode, to the SyncTarget reconciler as [`Probe`].
+
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use super::Engine;
+use crate::apis::sync::v1alpha1::SyncTarget;
+use crate::kcp::error_message;
+
+/// What the syncer's last probe of its cluster (an authorised list request) found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Probe {
+    Pending,
+    Reachable,
+    Unreachable(String),
+    Unauthorized(String),
+}
+
+impl Probe {
+    pub(super) fn of(result: &Result<(), kube::Error>) -> Self {
+        match result {
+            Ok(()) => Probe::Reachable,
+            Err(kube::Error::Api(s)) if s.code == 401 || s.code == 403 => Probe::Unauthorized(s.message.clone()),
+            Err(e) => Probe::Unreachable(error_message(e)),
+        }
+    }
+}
+
+impl Engine {
+    /// Reports the syncer alive in `status.lastSyncTime`, but only while the cluster answers an
+    /// authorised request: a heartbeat means "this target works", not "this process runs".
+    pub(super) async fn heartbeat(self, cancel: CancellationToken) {
+        let targets: Api<SyncTarget> = Api::all(self.upstream.clients.cluster(&self.target_cluster));
+        let probe: Api<Namespace> = Api::all(self.downstream.client.clone());
+        loop {
+            let result = probe.list_metadata(&ListParams::default().limit(1)).await.map(|_| ());
+            let state = Probe::of(&result);
+            self.probe.send_if_modified(|p| std::mem::replace(p, state.clone()) != state);
+            match result {
+                Ok(()) => {
+                    let now =
+                        jiff::Timestamp::now().round(jiff::Unit::Second).unwrap_or_else(|_| jiff::Timestamp::now());
+                    let patch = json!({ "status": { "lastSyncTime": now.to_string() } });
+                    if let Err(e) =
+                        targets.patch_status(&self.target.name, &PatchParams::default(), &Patch::Merge(&patch)).await
+                    {
+                        tracing::warn!(target = %self.target.name, error = %error_message(&e), "heartbeat write failed");
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(target = %self.target.name, error = %error_message(&e), "cluster unreachable; no heartbeat")
+                }
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(self.settings.heartbeat_interval) => {}
+            }
+        }
+    }
+}

@@ -1,0 +1,93 @@
+//! Status up: the downstream status, or the aggregate over several targets, onto the kcp object.
+
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use serde_json::{Value, json};
+
+use super::{Engine, SPEC_HASH_ANNOTATION, SyncError, api_err};
+use crate::kcp::ClusterKey;
+use crate::syncer::status;
+
+impl Engine {
+    /// Brings the downstream status up. With one target it is the upstream status; with several,
+    /// this target's status goes into its annotation and the upstream status is the aggregate
+    /// (see [`super::status`]). Every write happens only when something differs.
+    pub(super) async fn status_up(
+        &self,
+        index: usize,
+        key: &ClusterKey,
+        obj: &DynamicObject,
+        upstream: &Value,
+        downstream: &Value,
+        applied_hash: &str,
+    ) -> Result<(), SyncError> {
+        let applied_current = downstream["metadata"]["annotations"][SPEC_HASH_ANNOTATION] == applied_hash;
+        let mine = status::translate(downstream, applied_current, obj.metadata.generation);
+        if mine.is_null() {
+            return Ok(());
+        }
+        let namespace = key.namespace.as_deref().unwrap_or_default();
+        let resource = &self.upstream.resources[index].api;
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(self.upstream.clients.cluster(&key.cluster), namespace, resource);
+        let targets = self.upstream.assigned_targets(&key.cluster, namespace);
+        let desired = if targets.len() <= 1 {
+            mine
+        } else {
+            let annotation = status::status_annotation(&self.target_key);
+            let text = mine.to_string();
+            if upstream["metadata"]["annotations"][&annotation].as_str() != Some(text.as_str()) {
+                let patch = json!({ "metadata": { "annotations": { annotation: text } } });
+                api.patch(&key.name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                    .map_err(api_err("record per-target status"))?;
+                // The resulting event brings every syncer of this object back here.
+                return Ok(());
+            }
+            let per_target = targets
+                .iter()
+                .map(|t| {
+                    let recorded = upstream["metadata"]["annotations"][status::status_annotation(t)].as_str();
+                    (t.clone(), recorded.and_then(|r| serde_json::from_str(r).ok()).unwrap_or(Value::Null))
+                })
+                .collect();
+            status::aggregate(&resource.kind, &per_target)
+        };
+        if desired.is_null() || desired == upstream["status"] {
+            return Ok(());
+        }
+        tracing::debug!("writing upstream status");
+        let patch: json_patch::Patch =
+            serde_json::from_value(json!([{ "op": "add", "path": "/status", "value": desired }]))
+                .expect("a static JSON patch");
+        // A 404 here is an error too: it also means "no status subresource", which must show.
+        api.patch_status(&key.name, &PatchParams::default(), &Patch::Json::<()>(patch))
+            .await
+            .map(|_| ())
+            .map_err(api_err("write upstream status"))
+    }
+
+    /// Removes this target's status annotation once it no longer runs the object.
+    pub(super) async fn forget_status(
+        &self,
+        index: usize,
+        key: &ClusterKey,
+        obj: &DynamicObject,
+    ) -> Result<(), SyncError> {
+        let annotation = status::status_annotation(&self.target_key);
+        if !obj.metadata.annotations.as_ref().is_some_and(|a| a.contains_key(&annotation)) {
+            return Ok(());
+        }
+        let namespace = key.namespace.as_deref().unwrap_or_default();
+        let api: Api<DynamicObject> = Api::namespaced_with(
+            self.upstream.clients.cluster(&key.cluster),
+            namespace,
+            &self.upstream.resources[index].api,
+        );
+        let patch = json!({ "metadata": { "annotations": { annotation: null } } });
+        match api.patch(&key.name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+            Err(e) => Err(api_err("remove per-target status")(e)),
+        }
+    }
+}
