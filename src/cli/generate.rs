@@ -50,7 +50,7 @@ pub fn generated_files() -> Result<Vec<(PathBuf, String)>, CliError> {
 
 pub fn print_crds() -> Result<(), CliError> {
     for crd in export::own_crds() {
-        print!("---\n{}", to_yaml(&crd)?);
+        super::emit(&format!("---\n{}", to_yaml(&crd)?))?;
     }
     Ok(())
 }

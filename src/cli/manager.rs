@@ -5,7 +5,7 @@ use std::time::Duration;
 use clap::Args;
 use tokio_util::sync::CancellationToken;
 
-use super::{CliError, KcpArgs, load_kube_config, parse_duration};
+use super::{CliError, KcpArgs, cancel_on_signal, load_kube_config, parse_duration};
 use crate::manager::{self, ManagerConfig};
 use crate::reconciler::queue::Backoff;
 use crate::reconciler::synctarget;
@@ -67,21 +67,4 @@ pub async fn run(args: ManagerArgs) -> Result<(), CliError> {
     let cancel = CancellationToken::new();
     tokio::spawn(cancel_on_signal(cancel.clone()));
     manager::run(config, cancel).await.map_err(|e| CliError::Failed(e.to_string()))
-}
-
-/// Cancels on SIGINT or SIGTERM, so in-flight reconciles finish and watches close cleanly.
-async fn cancel_on_signal(cancel: CancellationToken) {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot listen for SIGTERM");
-            return;
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
-    tracing::info!("shutting down");
-    cancel.cancel();
 }

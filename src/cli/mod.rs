@@ -3,12 +3,15 @@
 mod generate;
 mod install;
 mod manager;
+mod manifest;
+mod syncer;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use tokio_util::sync::CancellationToken;
 
 use crate::kcp::WorkspacePath;
 use crate::kcp::export::DEFAULT_EXPORT_NAME;
@@ -35,6 +38,10 @@ pub enum LogFormat {
 pub enum Command {
     /// Run the SyncTarget reconciler against every workspace bound to the APIExport.
     Manager(manager::ManagerArgs),
+    /// Run a syncer beside a physical cluster for one SyncTarget (pull mode).
+    Syncer(syncer::SyncerArgs),
+    /// Print what a cluster admin applies to run a pull-mode syncer beside a physical cluster.
+    SyncerManifest(manifest::ManifestArgs),
     /// Create or update the APIResourceSchemas and the APIExport in a kcp workspace.
     Install(install::InstallArgs),
     /// Print the CustomResourceDefinitions of kcp-tmc's APIs as YAML.
@@ -79,7 +86,7 @@ pub enum CliError {
     Failed(String),
 }
 
-fn parse_workspace(s: &str) -> Result<WorkspacePath, String> {
+pub(crate) fn parse_workspace(s: &str) -> Result<WorkspacePath, String> {
     s.parse().map_err(|e: crate::kcp::cluster::NameError| e.to_string())
 }
 
@@ -144,6 +151,8 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Generate(args) => generate::run(&args),
         Command::Manager(args) => block_on(manager::run(args)),
         Command::Install(args) => block_on(install::run(args)),
+        Command::Syncer(args) => block_on(syncer::run(args)),
+        Command::SyncerManifest(args) => manifest::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -151,6 +160,34 @@ pub fn run(cli: Cli) -> ExitCode {
             eprintln!("error: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Cancels on SIGINT or SIGTERM, so in-flight reconciles finish and watches close cleanly.
+pub(crate) async fn cancel_on_signal(cancel: CancellationToken) {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGTERM");
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down");
+    cancel.cancel();
+}
+
+/// Writes `text` to stdout; a closed pipe (`tmc crds | head`) is not an error.
+pub(crate) fn emit(text: &str) -> Result<(), CliError> {
+    use std::io::Write;
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(CliError::Failed(format!("cannot write to stdout: {e}")))
+        }
+        _ => Ok(()),
     }
 }
 

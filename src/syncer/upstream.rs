@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::resources::{SyncedResource, assigned_targets};
-use crate::kcp::{ClusterClients, ClusterKey, LogicalClusterName};
+use crate::kcp::{ClusterClients, ClusterKey, LogicalClusterName, WorkspacePath};
 use crate::reconciler::cache::ClusterCache;
 use crate::reconciler::next_or_cancelled;
 
@@ -32,6 +32,9 @@ pub struct SyncKey {
 #[derive(Clone)]
 pub struct Upstream {
     pub clients: ClusterClients,
+    /// What the watches span: every bound workspace (`/clusters/*` through the virtual
+    /// workspace) in the manager, one workspace in a pull-mode syncer.
+    watch_client: kube::Client,
     pub resources: Arc<Vec<SyncedResource>>,
     namespaces: ClusterCache<BTreeSet<String>>,
     objects: Arc<Vec<ClusterCache<DynamicObject>>>,
@@ -39,10 +42,23 @@ pub struct Upstream {
 }
 
 impl Upstream {
+    /// Watches every workspace bound to the export behind `clients` (a virtual-workspace URL).
     pub fn new(clients: ClusterClients, resources: Vec<SyncedResource>) -> Self {
+        let watch_client = clients.wildcard();
+        Self::with_watch_client(clients, watch_client, resources)
+    }
+
+    /// Watches the one workspace `path` (pull mode: a syncer beside the cluster).
+    pub fn for_workspace(clients: ClusterClients, path: &WorkspacePath, resources: Vec<SyncedResource>) -> Self {
+        let watch_client = clients.path(path);
+        Self::with_watch_client(clients, watch_client, resources)
+    }
+
+    fn with_watch_client(clients: ClusterClients, watch_client: kube::Client, resources: Vec<SyncedResource>) -> Self {
         let objects = resources.iter().map(|_| ClusterCache::default()).collect();
         Self {
             clients,
+            watch_client,
             resources: Arc::new(resources),
             namespaces: ClusterCache::default(),
             objects: Arc::new(objects),
@@ -128,7 +144,7 @@ impl Upstream {
     }
 
     async fn watch_namespaces(self, cancel: CancellationToken) {
-        let api: Api<DynamicObject> = Api::all_with(self.clients.wildcard(), &namespace_resource());
+        let api: Api<DynamicObject> = Api::all_with(self.watch_client.clone(), &namespace_resource());
         let mut events = watcher(api, watcher::Config::default()).default_backoff().boxed();
         let mut relisted = HashSet::new();
         while let Some(event) = next_or_cancelled(&mut events, &cancel).await {
@@ -170,7 +186,7 @@ impl Upstream {
 
     async fn watch_resource(self, index: usize, cancel: CancellationToken) {
         let resource = &self.resources[index].api;
-        let api: Api<DynamicObject> = Api::all_with(self.clients.wildcard(), resource);
+        let api: Api<DynamicObject> = Api::all_with(self.watch_client.clone(), resource);
         let mut events = watcher(api, watcher::Config::default()).default_backoff().boxed();
         let cache = &self.objects[index];
         while let Some(event) = next_or_cancelled(&mut events, &cancel).await {

@@ -56,6 +56,25 @@ impl Cluster {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
+    /// Runs kubectl against this cluster with `stdin`; returns stdout.
+    pub fn kubectl_stdin(&self, args: &[&str], stdin: &str) -> Result<String, String> {
+        use std::io::Write;
+        let mut child = Command::new("kubectl")
+            .arg(format!("--kubeconfig={}", self.kubeconfig.display()))
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| e.to_string())?;
+        child.stdin.take().unwrap().write_all(stdin.as_bytes()).map_err(|e| e.to_string())?;
+        let out = child.wait_with_output().map_err(|e| e.to_string())?;
+        if !out.status.success() {
+            return Err(format!("kubectl {args:?}: {}", String::from_utf8_lossy(&out.stderr)));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
     /// The kube-apiserver's count of write requests (create, update, patch, apply, delete) for
     /// `resource` so far, from its own /metrics.
     pub fn write_requests(&self, resource: &str) -> Result<u64, String> {

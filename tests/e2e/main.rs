@@ -72,6 +72,8 @@ fn all_tests() -> Vec<(&'static str, TestFn)> {
         syncer::status_is_aggregated_across_two_clusters,
         syncer::wrong_credentials_are_named,
         syncer::unreachable_cluster_does_not_block_deletion,
+        syncer::pull_mode_syncer_runs_beside_the_cluster,
+        syncer::syncer_manifest_is_accepted_by_a_real_cluster,
     ]
 }
 

@@ -486,3 +486,71 @@ pub async fn unreachable_cluster_does_not_block_deletion(w: Arc<World>) -> TestR
     .await?;
     Ok(())
 }
+
+pub async fn pull_mode_syncer_runs_beside_the_cluster(w: Arc<World>) -> TestResult {
+    let ws = TENANT_B;
+    w.kcp.kubectl(
+        ws,
+        &["apply", "-f", "-"],
+        Some("apiVersion: sync.kcp.io/v1alpha1\nkind: SyncTarget\nmetadata: {name: pull-east}\nspec: {}\n"),
+    )?;
+    wait_ready_reason(&w, ws, "pull-east", "WaitingForSyncer").await?;
+    let cluster = workspace::resolve(&w.clients, &ws.parse().unwrap()).await?;
+    let key = target_key(&cluster, "pull-east");
+    assigned_namespace(&w, ws, "pulled", &key)?;
+    w.kcp.kubectl(ws, &["-n", "pulled", "apply", "-f", "-"], Some(&deployment("p", 1)))?;
+
+    // The syncer runs as its own process, as it would beside the cluster, with kcp credentials
+    // for this one workspace and the cluster's kubeconfig.
+    let syncer = crate::env::Tmc::spawn(
+        &[
+            "syncer",
+            "--kubeconfig",
+            &w.kcp.kubeconfig.display().to_string(),
+            "--workspace",
+            ws,
+            "--sync-target-name",
+            "pull-east",
+            "--downstream-kubeconfig",
+            &w.clusters[1].kubeconfig.display().to_string(),
+            "--heartbeat-interval",
+            "1s",
+        ],
+        w.kcp.dir.path().join("pull-syncer.log"),
+    );
+    wait_ready_reason(&w, ws, "pull-east", "Ready").await?;
+    let dns = downstream_ns(&w, ws, "pull-east", ws, "pulled").await;
+    wait_downstream(&w, 1, &dns, "deployment", "p").await?;
+    eventually("pull-mode status up", WAIT, || async {
+        let d = upstream_get(&w, ws, "pulled", "deployment", "p")?.ok_or("gone")?;
+        Ok((d["status"]["availableReplicas"] == 1).then_some(()))
+    })
+    .await
+    .map_err(|e| format!("{e}\nsyncer log:\n{}", syncer.output()))?;
+    // The syncer stops: no more heartbeats, and the manager says so.
+    drop(syncer);
+    wait_ready_reason(&w, ws, "pull-east", "HeartbeatStale").await?;
+    Ok(())
+}
+
+pub async fn syncer_manifest_is_accepted_by_a_real_cluster(w: Arc<World>) -> TestResult {
+    let (code, manifest, err) = crate::env::tmc(&[
+        "syncer-manifest",
+        "east",
+        "--workspace",
+        "root:tenant-a",
+        "--kcp-kubeconfig",
+        &w.kcp.kubeconfig.display().to_string(),
+        "--image",
+        "registry.example/kcp-tmc:dev",
+    ]);
+    ensure!(code == 0, "tmc syncer-manifest failed: {err}");
+    // The cluster's own validation and admission accept every object (nothing is persisted,
+    // so the namespace the others go into is created for real first).
+    w.clusters[0].kubectl(&["create", "namespace", "kcp-tmc-syncer"])?;
+    let out = w.clusters[0].kubectl_stdin(&["apply", "--dry-run=server", "-f", "-"], &manifest)?;
+    for kind in ["namespace", "serviceaccount", "clusterrole", "clusterrolebinding", "secret", "deployment"] {
+        ensure!(out.contains(&format!("{kind}.")) || out.contains(&format!("{kind}/")), "{kind} missing from:\n{out}");
+    }
+    Ok(())
+}

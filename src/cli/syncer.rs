@@ -1,0 +1,102 @@
+//! `tmc syncer`: the sync engine in pull mode, running beside a physical cluster.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+use tokio_util::sync::CancellationToken;
+
+use super::{CliError, cancel_on_signal, parse_duration, parse_workspace};
+use crate::kcp::{ClusterClients, WorkspacePath, workspace};
+use crate::reconciler::queue::Backoff;
+use crate::syncer::engine::{Engine, EngineSettings, Probe};
+use crate::syncer::resources::default_resources;
+use crate::syncer::upstream::Upstream;
+
+#[derive(Debug, Args)]
+pub struct SyncerArgs {
+    /// Kubeconfig for kcp, with access to the SyncTarget's workspace.
+    #[arg(long, env = "TMC_KUBECONFIG")]
+    pub kubeconfig: PathBuf,
+
+    /// Path of the workspace holding the SyncTarget and the namespaces assigned to it.
+    #[arg(long, env = "TMC_WORKSPACE", value_parser = parse_workspace)]
+    pub workspace: WorkspacePath,
+
+    /// Name of the SyncTarget this syncer serves.
+    #[arg(long, env = "TMC_SYNC_TARGET_NAME")]
+    pub sync_target_name: String,
+
+    /// Kubeconfig for the physical cluster (in a pod: omit it to use the service account).
+    #[arg(long, env = "TMC_DOWNSTREAM_KUBECONFIG")]
+    pub downstream_kubeconfig: Option<PathBuf>,
+
+    /// How often the syncer probes its cluster and reports in (status.lastSyncTime).
+    #[arg(long, env = "TMC_HEARTBEAT_INTERVAL", default_value = "20s", value_parser = parse_duration)]
+    pub heartbeat_interval: Duration,
+
+    /// How long a deleted kcp object waits for an unreachable cluster before its finalizer is
+    /// released anyway.
+    #[arg(long, env = "TMC_DELETION_TIMEOUT", default_value = "5m", value_parser = parse_duration)]
+    pub deletion_timeout: Duration,
+
+    /// Objects synced at once.
+    #[arg(long, env = "TMC_WORKERS", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub workers: u16,
+}
+
+async fn kube_config(path: &PathBuf) -> Result<kube::Config, CliError> {
+    let kubeconfig = kube::config::Kubeconfig::read_from(path)
+        .map_err(|source| CliError::ReadKubeconfig { path: path.clone(), source })?;
+    kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .map_err(|source| CliError::ReadKubeconfig { path: path.clone(), source })
+}
+
+pub async fn run(args: SyncerArgs) -> Result<(), CliError> {
+    if args.heartbeat_interval.is_zero() {
+        return Err(CliError::Failed("--heartbeat-interval must be greater than zero".into()));
+    }
+    let kcp = ClusterClients::for_server(&kube_config(&args.kubeconfig).await?)
+        .map_err(|e| CliError::Failed(e.to_string()))?;
+    let downstream = match &args.downstream_kubeconfig {
+        Some(path) => kube::Client::try_from(kube_config(path).await?),
+        None => kube::Client::try_default().await,
+    }
+    .map_err(|e| {
+        CliError::Failed(format!("cannot build a client for the cluster: {e}\n  fix: pass --downstream-kubeconfig"))
+    })?;
+    let cancel = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(cancel.clone()));
+    let cluster = loop {
+        match workspace::resolve(&kcp, &args.workspace).await {
+            Ok(c) => break c,
+            Err(e) => {
+                tracing::warn!(workspace = %args.workspace, error = %e, "waiting for kcp and the workspace");
+                tokio::select! {
+                    _ = cancel.cancelled() => return Ok(()),
+                    _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                }
+            }
+        }
+    };
+    let upstream = Upstream::for_workspace(kcp, &args.workspace, default_resources());
+    let settings = EngineSettings {
+        workers: usize::from(args.workers),
+        heartbeat_interval: args.heartbeat_interval,
+        deletion_timeout: args.deletion_timeout,
+        backoff: Backoff::default(),
+    };
+    let (probe_tx, mut probe) = tokio::sync::watch::channel(Probe::Pending);
+    let engine = Engine::new(cluster.clone(), &args.sync_target_name, upstream.clone(), downstream, settings, probe_tx);
+    tracing::info!(workspace = %args.workspace, cluster = %cluster, target = %args.sync_target_name,
+        target_key = engine.target_key(), "syncer starting (pull mode)");
+    tokio::spawn(async move {
+        while probe.changed().await.is_ok() {
+            let state = probe.borrow().clone();
+            tracing::info!(probe = ?state, "cluster probe changed");
+        }
+    });
+    tokio::join!(upstream.run(cancel.clone()), engine.run(cancel));
+    Ok(())
+}
