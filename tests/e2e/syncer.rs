@@ -157,6 +157,19 @@ pub async fn same_names_in_two_workspaces_do_not_collide_downstream(w: Arc<World
         namespaces.push(downstream_ns(&w, ws, "phys-shared", ws, "dup").await);
     }
     ensure!(namespaces[0] != namespaces[1], "same downstream namespace for two workspaces: {namespaces:?}");
+    // Isolation: tenant-b labelling a namespace with tenant-a's target key gets nothing synced.
+    let a_key = target_key(&workspace::resolve(&w.clients, &TENANT_A.parse().unwrap()).await?, "phys-shared");
+    assigned_namespace(&w, TENANT_B, "trespass", &a_key)?;
+    w.kcp.kubectl(TENANT_B, &["-n", "trespass", "apply", "-f", "-"], Some(&deployment("sneaky", 1)))?;
+    let stolen = Locator::new(
+        TargetRef {
+            cluster: workspace::resolve(&w.clients, &TENANT_A.parse().unwrap()).await?.to_string(),
+            name: "phys-shared".into(),
+        },
+        &workspace::resolve(&w.clients, &TENANT_B.parse().unwrap()).await?,
+        "trespass",
+    )
+    .downstream_namespace();
     for (ws, dns) in [TENANT_A, TENANT_B].iter().zip(&namespaces) {
         let d = wait_downstream(&w, 0, dns, "deployment", "app").await?;
         let origin = workspace::resolve(&w.clients, &ws.parse().unwrap()).await?.to_string();
@@ -171,6 +184,10 @@ pub async fn same_names_in_two_workspaces_do_not_collide_downstream(w: Arc<World
         })
         .await?;
     }
+    // By now tenant-a's syncer has long processed everything it was sent.
+    ensure!(downstream_get(&w, 0, "", "namespace", &stolen)?.is_none(), "another workspace's namespace was synced");
+    let sneaky = upstream_get(&w, TENANT_B, "trespass", "deployment", "sneaky")?.ok_or("sneaky gone")?;
+    ensure!(!sneaky["metadata"]["finalizers"].to_string().contains("tmc.kcp.io"), "finalizer on a foreign object");
     Ok(())
 }
 

@@ -175,7 +175,11 @@ impl Engine {
         let dns = locator.downstream_namespace();
         let upstream = self.upstream.object(index, key);
         let upstream_value = upstream.as_ref().map(|o| serde_json::to_value(o.as_ref()).unwrap_or_default());
-        let wanted = upstream.as_ref().is_some_and(|o| o.metadata.deletion_timestamp.is_none())
+        // Workspace isolation: a target runs only namespaces of its own workspace. Another
+        // workspace writing this target's assignment label gets nothing (placement across
+        // workspaces needs the target's consent, which is the Placement issue's to design).
+        let wanted = key.cluster == self.target_cluster
+            && upstream.as_ref().is_some_and(|o| o.metadata.deletion_timestamp.is_none())
             && self.upstream.is_assigned(&key.cluster, namespace, &self.target_key)
             && upstream_value.as_ref().is_some_and(|v| transform::skip_reason(&resource.api.kind, v).is_none());
         let down_api: Api<DynamicObject> = Api::namespaced_with(self.downstream.client.clone(), &dns, &resource.api);
@@ -220,7 +224,11 @@ impl Engine {
         self.set_finalizer(index, key, &obj, true).await?;
         if let Err(e) = self.ensure_namespace(&dns, &locator).await {
             let note = format!("not synced to {}: {e}", self.target.name);
-            self.events.warn(&key.cluster, &resource.api, &obj, "DownstreamNamespaceConflict", note).await;
+            let reason = match e {
+                SyncError::ForeignNamespace { .. } => "DownstreamNamespaceConflict",
+                _ => "DownstreamNamespaceFailed",
+            };
+            self.events.warn(&key.cluster, &resource.api, &obj, reason, note).await;
             return Err(e);
         }
         if current.is_none() {
