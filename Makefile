@@ -10,7 +10,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: all build test unit e2e run kcp kcp-bin servers coverage generate fmt lint clean-cache help
+.PHONY: all build test unit e2e run kcp kcp-bin servers bench coverage generate fmt lint clean-cache help
 
 all: build
 
@@ -49,6 +49,10 @@ kcp: kcp-bin
 coverage: servers
 	@command -v cargo-llvm-cov >/dev/null || $(CARGO) install cargo-llvm-cov --locked
 	TMC_KCP_BIN=$$(tests/servers.sh kcp) $(CARGO) llvm-cov --no-fail-fast --summary-only
+
+## Benchmarks against real servers (release build); writes docs/benchmarks.md.
+bench: servers
+	TMC_KCP_BIN=$$(tests/servers.sh kcp) $(CARGO) bench --bench sync
 
 ## Regenerate crds/, config/kcp/ and config/samples/apibinding.yaml from the Rust types.
 generate:

@@ -139,6 +139,24 @@ impl<K: Clone + Eq + Hash + Send + 'static> WorkQueue<K> {
         delay
     }
 
+    /// Records the outcome of processing `key` and marks it done: a success clears its backoff
+    /// and schedules the requeue it asked for; a failure re-queues it after its next backoff
+    /// delay, which is returned so the caller can log it.
+    pub fn complete<E>(self: &Arc<Self>, key: &K, outcome: &Result<Option<Duration>, E>) -> Option<Duration> {
+        let retry = match outcome {
+            Ok(requeue) => {
+                self.forget(key);
+                if let Some(after) = requeue {
+                    self.add_after(key.clone(), *after);
+                }
+                None
+            }
+            Err(_) => Some(self.add_rate_limited(key.clone())),
+        };
+        self.done(key);
+        retry
+    }
+
     /// Clears the failure count of `key` (after a successful reconcile).
     pub fn forget(&self, key: &K) {
         self.lock().failures.remove(key);
@@ -255,6 +273,22 @@ mod tests {
         assert_eq!(q.failures(&"a"), 0);
         tokio::time::sleep(Duration::from_secs(2)).await;
         assert_eq!(q.next().await, Some("a"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn complete_handles_both_outcomes() {
+        let q = WorkQueue::new(Backoff { base: Duration::from_secs(1), max: Duration::from_secs(60) });
+        q.add("a");
+        let k = q.next().await.unwrap();
+        assert_eq!(q.complete(&k, &Err::<Option<Duration>, ()>(())), Some(Duration::from_secs(1)));
+        assert_eq!(q.failures(&"a"), 1);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let k = q.next().await.unwrap();
+        assert_eq!(q.complete::<()>(&k, &Ok(Some(Duration::from_secs(5)))), None);
+        assert_eq!(q.failures(&"a"), 0, "success forgets the failures");
+        assert!(q.is_empty());
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        assert_eq!(q.len(), 1, "the requested requeue fired");
     }
 
     #[tokio::test]

@@ -178,19 +178,10 @@ impl Controller {
         while let Some(key) = self.queue.next().await {
             let span =
                 tracing::info_span!("reconcile", controller = "synctarget", workspace = %key.cluster, name = %key.name);
-            match self.reconcile(&key).instrument(span.clone()).await {
-                Ok(requeue) => {
-                    self.queue.forget(&key);
-                    if let Some(after) = requeue {
-                        self.queue.add_after(key.clone(), after);
-                    }
-                }
-                Err(e) => {
-                    let delay = self.queue.add_rate_limited(key.clone());
-                    span.in_scope(|| tracing::warn!(error = %e, retry_in = ?delay, "reconcile failed"));
-                }
+            let outcome = self.reconcile(&key).instrument(span.clone()).await;
+            if let (Err(e), Some(delay)) = (&outcome, self.queue.complete(&key, &outcome)) {
+                span.in_scope(|| tracing::warn!(error = %e, retry_in = ?delay, "reconcile failed"));
             }
-            self.queue.done(&key);
         }
     }
 

@@ -141,19 +141,10 @@ impl Engine {
         while let Some(key) = self.queue.next().await {
             let span = tracing::info_span!("sync", target = %self.target.name, workspace = %key.key.cluster,
                 namespace = ?key.key.namespace, name = %key.key.name);
-            match self.sync(&key).instrument(span.clone()).await {
-                Ok(requeue) => {
-                    self.queue.forget(&key);
-                    if let Some(after) = requeue {
-                        self.queue.add_after(key.clone(), after);
-                    }
-                }
-                Err(e) => {
-                    let delay = self.queue.add_rate_limited(key.clone());
-                    span.in_scope(|| tracing::warn!(error = %e, retry_in = ?delay, "sync failed"));
-                }
+            let outcome = self.sync(&key).instrument(span.clone()).await;
+            if let (Err(e), Some(delay)) = (&outcome, self.queue.complete(&key, &outcome)) {
+                span.in_scope(|| tracing::warn!(error = %e, retry_in = ?delay, "sync failed"));
             }
-            self.queue.done(&key);
         }
     }
 
