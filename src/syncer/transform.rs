@@ -69,6 +69,14 @@ pub fn desired(upstream: &Value, dest: &Destination<'_>) -> Value {
     out
 }
 
+/// Drops `spec.replicas` from a desired Deployment whose replicas an autoscaler in the cluster
+/// manages: without the field, server-side apply leaves its ownership to the autoscaler.
+pub fn leave_replicas_to_autoscaler(desired: &mut Value) {
+    if let Some(spec) = desired.get_mut("spec").and_then(Value::as_object_mut) {
+        spec.remove("replicas");
+    }
+}
+
 /// Removes fields the physical cluster assigns itself.
 fn drop_cluster_owned(obj: &mut Value) {
     let is_service = obj["kind"] == "Service" && obj["apiVersion"] == "v1";
@@ -156,6 +164,13 @@ mod tests {
         let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"}, "type": "Opaque", "data": {"k": "dg=="}});
         let got = desired(&secret, &dest());
         assert_eq!((got["type"].clone(), got["data"].clone()), (json!("Opaque"), json!({"k": "dg=="})));
+    }
+
+    #[test]
+    fn autoscaled_deployments_leave_replicas_alone() {
+        let mut d = json!({"kind": "Deployment", "spec": {"replicas": 2, "paused": false}});
+        leave_replicas_to_autoscaler(&mut d);
+        assert_eq!(d["spec"], json!({"paused": false}));
     }
 
     #[test]

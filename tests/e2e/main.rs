@@ -74,6 +74,7 @@ fn all_tests() -> Vec<(&'static str, TestFn)> {
         syncer::unreachable_cluster_does_not_block_deletion,
         syncer::pull_mode_syncer_runs_beside_the_cluster,
         syncer::syncer_manifest_is_accepted_by_a_real_cluster,
+        syncer::autoscaled_replicas_are_not_fought,
     ]
 }
 

@@ -571,3 +571,31 @@ pub async fn syncer_manifest_is_accepted_by_a_real_cluster(w: Arc<World>) -> Tes
     }
     Ok(())
 }
+
+pub async fn autoscaled_replicas_are_not_fought(w: Arc<World>) -> TestResult {
+    let key = register(&w, TENANT_A, "phys-hpa", 1).await?;
+    assigned_namespace(&w, TENANT_A, "scaled", &key)?;
+    w.kcp.kubectl(TENANT_A, &["-n", "scaled", "apply", "-f", "-"], Some(&deployment("s", 1)))?;
+    let dns = downstream_ns(&w, TENANT_A, "phys-hpa", TENANT_A, "scaled").await;
+    wait_downstream(&w, 1, &dns, "deployment", "s").await?;
+    // An autoscaler in the cluster owns the replica count: it scales through /scale, as here.
+    let hpa = json!({
+        "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": "s", "namespace": dns},
+        "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "s"}, "minReplicas": 1, "maxReplicas": 5,
+                 "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 50}}}]},
+    });
+    w.clusters[1].kubectl_stdin(&["apply", "-f", "-"], &hpa.to_string())?;
+    w.clusters[1].kubectl(&["-n", &dns, "scale", "deployment", "s", "--replicas=3"])?;
+    // A change upstream makes the syncer apply again; the replica count must survive it.
+    w.kcp.kubectl(TENANT_A, &["-n", "scaled", "label", "deployment", "s", "tier=web"], None)?;
+    eventually("the label arrives downstream", WAIT, || async {
+        let d = downstream_get(&w, 1, &dns, "deployment", "s")?.ok_or("gone")?;
+        Ok((d["metadata"]["labels"]["tier"] == "web").then_some(()))
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let d = downstream_get(&w, 1, &dns, "deployment", "s")?.ok_or("gone")?;
+    ensure!(d["spec"]["replicas"] == 3, "the syncer fought the autoscaler: replicas {}", d["spec"]["replicas"]);
+    Ok(())
+}

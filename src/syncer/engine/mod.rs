@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -148,6 +149,22 @@ impl Engine {
         }
     }
 
+    /// Whether a HorizontalPodAutoscaler in the cluster scales this Deployment; its replica
+    /// count then belongs to the autoscaler, not to kcp.
+    async fn autoscaled(&self, namespace: &str, name: &str) -> Result<bool, SyncError> {
+        let hpas: Api<HorizontalPodAutoscaler> = Api::namespaced(self.downstream.client.clone(), namespace);
+        let list = match hpas.list(&Default::default()).await {
+            Ok(list) => list,
+            // A namespace not created yet has no autoscalers.
+            Err(kube::Error::Api(s)) if s.code == 404 => return Ok(false),
+            Err(e) => return Err(api_err("list autoscalers")(e)),
+        };
+        Ok(list
+            .items
+            .iter()
+            .any(|h| h.spec.scale_target_ref.kind == "Deployment" && h.spec.scale_target_ref.name == name))
+    }
+
     fn finalizer(&self) -> String {
         format!("tmc.kcp.io/syncer-{}", self.target_key)
     }
@@ -227,6 +244,9 @@ impl Engine {
         }
         let dest = Destination { namespace: &dns, target_key: &self.target_key, origin_cluster: key.cluster.as_str() };
         let mut desired = transform::desired(&value, &dest);
+        if resource.api.kind == "Deployment" && self.autoscaled(&dns, &key.name).await? {
+            transform::leave_replicas_to_autoscaler(&mut desired);
+        }
         let hash = content_hash(&desired);
         desired["metadata"]["annotations"][SPEC_HASH_ANNOTATION] = json!(hash);
         let current_value = current.as_ref().map(|c| serde_json::to_value(c.as_ref()).unwrap_or_default());
