@@ -206,34 +206,47 @@ impl Bench {
         t.elapsed().as_secs_f64()
     }
 
-    /// Downstream Deployment available → upstream status shows it, per Deployment; the floor is
-    /// one upstream status write by a bare client.
+    /// Downstream Deployment available → upstream status shows it, per Deployment, both moments
+    /// taken from watch events; the floor is one upstream write by a bare client.
     async fn status_latency(&self, samples: usize) -> (Vec<f64>, Vec<f64>) {
+        let (down_seen, up_seen): (Arrivals, Arrivals) = Default::default();
+        let available = |d: &Deployment| d.status.as_ref().and_then(|s| s.available_replicas) == Some(1);
+        let record = move |api: Api<Deployment>, seen: Arrivals| {
+            tokio::spawn(async move {
+                let mut events = watcher(api, watcher::Config::default()).default_backoff().applied_objects().boxed();
+                while let Some(Ok(d)) = events.next().await {
+                    if available(&d) {
+                        seen.lock().unwrap().entry(d.metadata.name.unwrap_or_default()).or_insert_with(Instant::now);
+                    }
+                }
+            })
+        };
+        let mut tasks = vec![];
+        for c in &self.downstream {
+            tasks.push(record(Api::all(c.clone()), down_seen.clone()));
+        }
+        for ws in &self.workspaces {
+            tasks.push(record(Api::namespaced(self.clients.path(&ws.parse().unwrap()), "load"), up_seen.clone()));
+        }
         let (mut lat, mut floor) = (vec![], vec![]);
         for n in 0..samples {
             let i = n % self.workspaces.len();
-            let ws = self.workspaces[i].parse().unwrap();
             let name = format!("status-{n}");
-            let up: Api<Deployment> = Api::namespaced(self.clients.path(&ws), "load");
+            let up: Api<Deployment> = Api::namespaced(self.clients.path(&self.workspaces[i].parse().unwrap()), "load");
             let d: Deployment = serde_json::from_value(json!({
                 "metadata": {"name": name}, "spec": {"replicas": 1, "selector": {"matchLabels": {"app": name}},
-                "template": {"metadata": {"labels": {"app": name}}, "spec": {"containers": [{"name": "c", "image": "nginx"}]}}}})).unwrap();
+                "template": {"metadata": {"labels": {"app": name}}, "spec": {"containers": [{"name": "c", "image": "nginx"}]}}}}))
+            .unwrap();
             up.create(&PostParams::default(), &d).await.unwrap();
-            let down: Api<Deployment> = Api::all(self.downstream[i % 2].clone());
-            let available = |d: &Deployment| d.status.as_ref().and_then(|s| s.available_replicas) == Some(1);
-            let selector = format!("metadata.name={name}");
-            let down_at = env::eventually("downstream available", Duration::from_secs(60), || async {
-                let list =
-                    down.list(&kube::api::ListParams::default().fields(&selector)).await.map_err(|e| e.to_string())?;
-                Ok(list.items.iter().any(available).then(Instant::now))
-            })
-            .await
-            .unwrap();
-            let up_at = env::eventually("upstream available", Duration::from_secs(60), || async {
-                Ok(up.get(&name).await.ok().filter(available).map(|_| Instant::now()))
-            })
-            .await
-            .unwrap();
+            let both = || {
+                let (d, u) =
+                    (down_seen.lock().unwrap().get(&name).copied(), up_seen.lock().unwrap().get(&name).copied());
+                d.zip(u)
+            };
+            let (down_at, up_at) =
+                env::eventually("available on both sides", Duration::from_secs(60), || async { Ok(both()) })
+                    .await
+                    .unwrap();
             lat.push(up_at.saturating_duration_since(down_at).as_secs_f64() * 1000.0);
             let floor_cm: Api<ConfigMap> = self.kcp_api(i, "floor");
             let t = Instant::now();
@@ -244,6 +257,7 @@ impl Bench {
                 .unwrap();
             floor.push(t.elapsed().as_secs_f64() * 1000.0);
         }
+        tasks.iter().for_each(|t| t.abort());
         (lat, floor)
     }
 }

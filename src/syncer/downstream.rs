@@ -69,6 +69,11 @@ impl Downstream {
         self.objects.read().expect("downstream cache poisoned").keys().any(|(_, ns, _)| ns == namespace)
     }
 
+    /// Whether the namespace is known (watched or verified) to hold `locator`.
+    pub fn holds(&self, name: &str, locator: &Locator) -> bool {
+        self.namespaces.read().expect("downstream cache poisoned").get(name) == Some(locator)
+    }
+
     /// Records a namespace this syncer created or verified, so events from objects in it map
     /// back even before the namespace watch reports it.
     pub fn remember_namespace(&self, name: &str, locator: Locator) {

@@ -45,6 +45,10 @@ impl Engine {
     }
 
     pub(super) async fn ensure_namespace(&self, name: &str, locator: &Locator) -> Result<(), SyncError> {
+        // Known from the namespace watch (label-selected, so ours) or an earlier check: no request.
+        if self.downstream.holds(name, locator) {
+            return Ok(());
+        }
         let api: Api<Namespace> = Api::all(self.downstream.client.clone());
         let existing = api.get_opt(name).await.map_err(api_err("read downstream namespace"))?;
         let annotation = existing
