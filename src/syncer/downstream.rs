@@ -24,6 +24,13 @@ use crate::reconciler::next_or_cancelled;
 
 type Objects = HashMap<(usize, String, String), Arc<DynamicObject>>;
 
+/// Whether `a` is a later version than `b`. resourceVersions are opaque, but a kube-apiserver's
+/// are etcd revisions; when they are not numbers nothing is assumed newer.
+fn newer(a: &kube::api::ObjectMeta, b: &kube::api::ObjectMeta) -> bool {
+    let rv = |m: &kube::api::ObjectMeta| m.resource_version.as_deref().and_then(|v| v.parse::<u64>().ok());
+    matches!((rv(a), rv(b)), (Some(x), Some(y)) if x > y)
+}
+
 /// See the module docs.
 #[derive(Clone)]
 pub struct Downstream {
@@ -62,6 +69,18 @@ impl Downstream {
     pub fn object(&self, resource: usize, namespace: &str, name: &str) -> Option<Arc<DynamicObject>> {
         let objects = self.objects.read().expect("downstream cache poisoned");
         objects.get(&(resource, namespace.to_string(), name.to_string())).cloned()
+    }
+
+    /// Caches an object the syncer just wrote, unless the watch already delivered a newer one.
+    pub fn record(&self, resource: usize, obj: DynamicObject) {
+        let id = (resource, obj.metadata.namespace.clone().unwrap_or_default(), obj.name_any());
+        let mut objects = self.objects.write().expect("downstream cache poisoned");
+        let newer_cached = objects.get(&id).is_some_and(|cached| newer(&cached.metadata, &obj.metadata));
+        if !newer_cached {
+            let mut obj = obj;
+            obj.metadata.managed_fields = None;
+            objects.insert(id, Arc::new(obj));
+        }
     }
 
     /// Whether any synced object is left in the downstream namespace.

@@ -252,18 +252,27 @@ impl Engine {
         let current_value = current.as_ref().map(|c| serde_json::to_value(c.as_ref()).unwrap_or_default());
         let in_sync = current_value.as_ref().is_some_and(|c| crate::kcp::install::is_subset(&desired, c));
         if !in_sync {
+            if let Some(current) = &current_value {
+                let why = crate::kcp::install::first_difference(&desired, current);
+                tracing::debug!(difference = ?why, "downstream differs");
+            }
             self.writes.fetch_add(1, Ordering::Relaxed);
             let params = PatchParams::apply(FIELD_MANAGER).force();
-            if let Err(e) = down_api.patch(&key.name, &params, &Patch::Apply(&desired)).await {
-                // The cluster refused the object (invalid or immutable field, too large, …): tell
-                // the tenant on their object, and retry with backoff in case the cluster changes.
-                if let kube::Error::Api(s) = &e
-                    && (400..500).contains(&s.code)
-                {
-                    let note = format!("{} rejected it: {}", self.target.name, s.message);
-                    self.events.warn(&key.cluster, &resource.api, &obj, "SyncRejected", note).await;
+            match down_api.patch(&key.name, &params, &Patch::Apply(&desired)).await {
+                // Cache what the cluster answered, so a sync that runs before the watch event
+                // arrives sees this state instead of applying again.
+                Ok(applied) => self.downstream.record(index, applied),
+                Err(e) => {
+                    // The cluster refused the object (invalid or immutable field, too large, …):
+                    // tell the tenant on their object, and retry with backoff.
+                    if let kube::Error::Api(s) = &e
+                        && (400..500).contains(&s.code)
+                    {
+                        let note = format!("{} rejected it: {}", self.target.name, s.message);
+                        self.events.warn(&key.cluster, &resource.api, &obj, "SyncRejected", note).await;
+                    }
+                    return Err(api_err("apply downstream")(e));
                 }
-                return Err(api_err("apply downstream")(e));
             }
             tracing::info!(namespace = %dns, "applied downstream");
         }
