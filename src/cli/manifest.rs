@@ -38,11 +38,15 @@ pub fn manifest(args: &ManifestArgs, kcp_kubeconfig: &str) -> Vec<Value> {
     let name = format!("syncer-{}", args.sync_target_name);
     let ns = args.namespace.as_str();
     let labels = json!({ "app.kubernetes.io/name": "kcp-tmc-syncer", "tmc.kcp.io/sync-target": args.sync_target_name });
-    // Least privilege: namespaces it creates and removes, and the synced APIs; nothing else.
-    let mut rules = vec![json!({
-        "apiGroups": [""], "resources": ["namespaces"],
-        "verbs": ["get", "list", "watch", "create", "delete"],
-    })];
+    // Least privilege: namespaces it creates and removes, the synced APIs, and reading the
+    // autoscalers whose Deployments' replica counts it must leave alone; nothing else.
+    let mut rules = vec![
+        json!({
+            "apiGroups": [""], "resources": ["namespaces"],
+            "verbs": ["get", "list", "watch", "create", "delete"],
+        }),
+        json!({ "apiGroups": ["autoscaling"], "resources": ["horizontalpodautoscalers"], "verbs": ["get", "list", "watch"] }),
+    ];
     for r in default_resources() {
         rules.push(json!({
             "apiGroups": [r.api.group], "resources": [r.api.plural],
@@ -122,7 +126,10 @@ mod tests {
         assert_eq!(kinds, ["Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Secret", "Deployment"]);
         let rules = objects[2]["rules"].as_array().unwrap();
         let resources: Vec<&str> = rules.iter().map(|r| r["resources"][0].as_str().unwrap()).collect();
-        assert_eq!(resources, ["namespaces", "deployments", "services", "configmaps", "secrets"]);
+        assert_eq!(
+            resources,
+            ["namespaces", "horizontalpodautoscalers", "deployments", "services", "configmaps", "secrets"]
+        );
         assert!(rules.iter().all(|r| !r["verbs"].to_string().contains('*')), "no wildcard verbs");
         let container = &objects[5]["spec"]["template"]["spec"]["containers"][0];
         assert_eq!(container["image"], "registry.example/tmc:v1");

@@ -138,12 +138,14 @@ pub fn is_subset(want: &Value, have: &Value) -> bool {
 /// The path of the first field where [`is_subset`] fails, for logs (`None`: `want ⊆ have`).
 pub fn first_difference(want: &Value, have: &Value) -> Option<String> {
     match (want, have) {
-        (Value::Object(w), Value::Object(h)) => w.iter().find_map(|(k, v)| {
-            first_difference(v, h.get(k).unwrap_or(&Value::Null)).map(|rest| format!(".{k}{rest}"))
-        }),
-        (Value::Array(w), Value::Array(h)) if w.len() == h.len() => {
-            w.iter().zip(h).enumerate().find_map(|(i, (a, b))| first_difference(a, b).map(|rest| format!("[{i}]{rest}")))
-        }
+        (Value::Object(w), Value::Object(h)) => w
+            .iter()
+            .find_map(|(k, v)| first_difference(v, h.get(k).unwrap_or(&Value::Null)).map(|rest| format!(".{k}{rest}"))),
+        (Value::Array(w), Value::Array(h)) if w.len() == h.len() => w
+            .iter()
+            .zip(h)
+            .enumerate()
+            .find_map(|(i, (a, b))| first_difference(a, b).map(|rest| format!("[{i}]{rest}"))),
         _ if is_subset(want, have) => None,
         _ => Some(format!(" (want {want}, have {have})")),
     }

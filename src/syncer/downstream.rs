@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
 use futures::StreamExt;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, DynamicObject};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -38,6 +39,8 @@ pub struct Downstream {
     target_key: String,
     namespaces: Arc<RwLock<HashMap<String, Locator>>>,
     objects: Arc<RwLock<Objects>>,
+    /// (namespace, Deployment) pairs that a HorizontalPodAutoscaler in the cluster scales.
+    autoscaled: Arc<RwLock<HashMap<(String, String), String>>>,
     /// How many resource watches have completed their first list, and how many there are.
     listed: Arc<AtomicUsize>,
     resources: usize,
@@ -50,6 +53,7 @@ impl Downstream {
             target_key: target_key.to_string(),
             namespaces: Default::default(),
             objects: Default::default(),
+            autoscaled: Default::default(),
             listed: Default::default(),
             resources,
         }
@@ -80,6 +84,55 @@ impl Downstream {
             let mut obj = obj;
             obj.metadata.managed_fields = None;
             objects.insert(id, Arc::new(obj));
+        }
+    }
+
+    /// Whether an autoscaler in the cluster scales the Deployment `namespace`/`name`.
+    pub fn autoscaled(&self, namespace: &str, name: &str) -> bool {
+        let map = self.autoscaled.read().expect("downstream cache poisoned");
+        map.contains_key(&(namespace.to_string(), name.to_string()))
+    }
+
+    /// Watches HorizontalPodAutoscalers (all of them: they are the cluster's, not labelled by
+    /// us), remembering which Deployments they scale and re-syncing those when that changes.
+    pub async fn watch_autoscalers(
+        self,
+        deployments: usize,
+        enqueue: impl Fn(SyncKey) + Send + 'static,
+        cancel: CancellationToken,
+    ) {
+        let api: Api<HorizontalPodAutoscaler> = Api::all(self.client.clone());
+        let mut events = watcher(api, watcher::Config::default()).default_backoff().boxed();
+        while let Some(event) = next_or_cancelled(&mut events, &cancel).await {
+            let (hpa, deleted) = match event {
+                Ok(watcher::Event::InitApply(h)) | Ok(watcher::Event::Apply(h)) => (h, false),
+                Ok(watcher::Event::Delete(h)) => (h, true),
+                Ok(_) => continue,
+                Err(e) => {
+                    tracing::debug!(target_key = %self.target_key, error = %e, "watching autoscalers failed");
+                    continue;
+                }
+            };
+            let hpa_id = format!("{}/{}", hpa.namespace().unwrap_or_default(), hpa.name_any());
+            let target = &hpa.spec.scale_target_ref;
+            let scaled = (hpa.namespace().unwrap_or_default(), target.name.clone());
+            let changed = {
+                let mut map = self.autoscaled.write().expect("downstream cache poisoned");
+                let before: Vec<(String, String)> =
+                    map.iter().filter(|(_, h)| **h == hpa_id).map(|(k, _)| k.clone()).collect();
+                before.iter().for_each(|k| {
+                    map.remove(k);
+                });
+                if !deleted && target.kind == "Deployment" {
+                    map.insert(scaled.clone(), hpa_id);
+                }
+                before.into_iter().chain([scaled]).collect::<Vec<_>>()
+            };
+            for (ns, name) in changed {
+                if let Some(obj) = self.object(deployments, &ns, &name) {
+                    self.upstream_key(deployments, &obj).into_iter().for_each(&enqueue);
+                }
+            }
         }
     }
 

@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -127,6 +126,11 @@ impl Engine {
             let enqueue = move |k| queue.add(k);
             tasks.spawn(self.downstream.clone().watch_resource(index, resource.clone(), enqueue, cancel.clone()));
         }
+        if let Some(deployments) = self.upstream.resources.iter().position(|r| r.api.kind == "Deployment") {
+            let queue = self.queue.clone();
+            let enqueue = move |k| queue.add(k);
+            tasks.spawn(self.downstream.clone().watch_autoscalers(deployments, enqueue, cancel.clone()));
+        }
         for _ in 0..self.settings.workers.max(1) {
             tasks.spawn(self.clone().work());
         }
@@ -147,22 +151,6 @@ impl Engine {
                 span.in_scope(|| tracing::warn!(error = %e, retry_in = ?delay, "sync failed"));
             }
         }
-    }
-
-    /// Whether a HorizontalPodAutoscaler in the cluster scales this Deployment; its replica
-    /// count then belongs to the autoscaler, not to kcp.
-    async fn autoscaled(&self, namespace: &str, name: &str) -> Result<bool, SyncError> {
-        let hpas: Api<HorizontalPodAutoscaler> = Api::namespaced(self.downstream.client.clone(), namespace);
-        let list = match hpas.list(&Default::default()).await {
-            Ok(list) => list,
-            // A namespace not created yet has no autoscalers.
-            Err(kube::Error::Api(s)) if s.code == 404 => return Ok(false),
-            Err(e) => return Err(api_err("list autoscalers")(e)),
-        };
-        Ok(list
-            .items
-            .iter()
-            .any(|h| h.spec.scale_target_ref.kind == "Deployment" && h.spec.scale_target_ref.name == name))
     }
 
     fn finalizer(&self) -> String {
@@ -244,7 +232,7 @@ impl Engine {
         }
         let dest = Destination { namespace: &dns, target_key: &self.target_key, origin_cluster: key.cluster.as_str() };
         let mut desired = transform::desired(&value, &dest);
-        if resource.api.kind == "Deployment" && self.autoscaled(&dns, &key.name).await? {
+        if resource.api.kind == "Deployment" && self.downstream.autoscaled(&dns, &key.name) {
             transform::leave_replicas_to_autoscaler(&mut desired);
         }
         let hash = content_hash(&desired);
