@@ -2,7 +2,6 @@
 //! physical cluster, keeps them there, brings their status back, and cleans up.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
@@ -21,7 +20,7 @@ use crate::kcp::{ClusterKey, LogicalClusterName, error_message};
 use crate::reconciler::queue::{Backoff, WorkQueue};
 use crate::syncer::downstream::Downstream;
 use crate::syncer::events::Events;
-use crate::syncer::naming::{Locator, TargetRef};
+use crate::syncer::naming::{Locator, TARGET_LABEL, TargetRef};
 use crate::syncer::transform::{self, Destination};
 use crate::syncer::upstream::{SyncKey, Upstream};
 
@@ -75,8 +74,6 @@ pub struct Engine {
     queue: Arc<WorkQueue<SyncKey>>,
     settings: EngineSettings,
     probe: Arc<tokio::sync::watch::Sender<Probe>>,
-    /// Downstream write requests issued (applies and deletes), for tests and metrics.
-    pub writes: Arc<AtomicU64>,
 }
 
 impl Engine {
@@ -101,7 +98,6 @@ impl Engine {
             queue: WorkQueue::new(settings.backoff),
             settings,
             probe: Arc::new(probe),
-            writes: Default::default(),
         }
     }
 
@@ -172,19 +168,31 @@ impl Engine {
         let upstream = self.upstream.object(index, key);
         let upstream_value = upstream.as_ref().map(|o| serde_json::to_value(o.as_ref()).unwrap_or_default());
         // Workspace isolation: a target runs only namespaces of its own workspace. Another
-        // workspace writing this target's assignment label gets nothing (placement across
-        // workspaces needs the target's consent, which is the Placement issue's to design).
-        let wanted = key.cluster == self.target_cluster
-            && upstream.as_ref().is_some_and(|o| o.metadata.deletion_timestamp.is_none())
+        // workspace writing this target's assignment label gets nothing, and nothing of it is
+        // touched (placement across workspaces needs the target's consent: the Placement issue).
+        if key.cluster != self.target_cluster {
+            return Ok(None);
+        }
+        let wanted = upstream.as_ref().is_some_and(|o| o.metadata.deletion_timestamp.is_none())
             && self.upstream.is_assigned(&key.cluster, namespace, &self.target_key)
             && upstream_value.as_ref().is_some_and(|v| transform::skip_reason(&resource.api.kind, v).is_none());
         let down_api: Api<DynamicObject> = Api::namespaced_with(self.downstream.client.clone(), &dns, &resource.api);
         let current = self.downstream.object(index, &dns, &key.name);
 
         if !wanted {
-            // Before the downstream cache has listed, "not cached" does not mean "absent": ask.
-            if current.is_some() || !self.downstream.synced() {
-                self.writes.fetch_add(1, Ordering::Relaxed);
+            // Before the downstream cache has listed, "not cached" does not mean "absent": ask,
+            // and delete only a copy this target wrote.
+            let ours = match &current {
+                Some(_) => true,
+                None if self.downstream.synced() => false,
+                None => match down_api.get_opt(&key.name).await {
+                    Ok(found) => found.is_some_and(|o| {
+                        o.metadata.labels.as_ref().and_then(|l| l.get(TARGET_LABEL)) == Some(&self.target_key)
+                    }),
+                    Err(_) => true, // unreachable: let the delete below report and time out
+                },
+            };
+            if ours {
                 match down_api.delete(&key.name, &DeleteParams::background()).await {
                     Ok(_) => {
                         tracing::info!(namespace = %dns, "deleted downstream copy");
@@ -244,7 +252,6 @@ impl Engine {
                 let why = crate::kcp::install::first_difference(&desired, current);
                 tracing::debug!(difference = ?why, "downstream differs");
             }
-            self.writes.fetch_add(1, Ordering::Relaxed);
             let params = PatchParams::apply(FIELD_MANAGER).force();
             match down_api.patch(&key.name, &params, &Patch::Apply(&desired)).await {
                 // Cache what the cluster answered, so a sync that runs before the watch event

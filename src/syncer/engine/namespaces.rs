@@ -1,7 +1,6 @@
 //! Downstream namespaces (created with their locator, never taken from someone else), their
 //! removal once empty, and take-over protection for objects in them.
 
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Namespace;
@@ -68,7 +67,6 @@ impl Engine {
                     }
                 }))
                 .expect("static namespace");
-                self.writes.fetch_add(1, Ordering::Relaxed);
                 match api.create(&PostParams::default(), &ns).await {
                     Ok(_) => tracing::info!(namespace = name, "created downstream namespace"),
                     Err(kube::Error::Api(s)) if s.code == 409 => {}
@@ -95,7 +93,6 @@ impl Engine {
         let ours =
             ns.metadata.annotations.as_ref().and_then(|a| a.get(LOCATOR_ANNOTATION)) == Some(&locator.to_annotation());
         if ours && ns.metadata.deletion_timestamp.is_none() {
-            self.writes.fetch_add(1, Ordering::Relaxed);
             api.delete(&dns, &DeleteParams::background()).await.map_err(api_err("delete downstream namespace"))?;
             tracing::info!(namespace = %dns, "deleted empty downstream namespace");
         }
