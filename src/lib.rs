@@ -7,6 +7,7 @@
 
 pub mod apis;
 pub mod cli;
+pub mod json;
 pub mod kcp;
 pub mod manager;
 pub mod reconciler;

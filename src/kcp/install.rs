@@ -9,7 +9,6 @@ use std::collections::BTreeSet;
 
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
-use serde_json::Value;
 
 use super::client::ClusterClients;
 use super::cluster::LogicalClusterName;
@@ -95,7 +94,7 @@ pub async fn install(
     let current = export_api.get_opt(export_name).await.map_err(api_err(format!("read APIExport {export_name}")))?;
     let up_to_date = current.as_ref().is_some_and(|c| {
         let current = serde_json::to_value(c).unwrap_or_default();
-        is_subset(&desired["spec"], &current["spec"])
+        crate::json::is_subset(&desired["spec"], &current["spec"])
     });
     if !up_to_date {
         export_api
@@ -118,68 +117,4 @@ pub async fn install(
         }
     }
     Ok(report)
-}
-
-/// True when every field set in `want` has the same value in `have`. Arrays must have the same
-/// length and match element by element; fields the server adds (defaults) are ignored,
-/// and empty values match absent ones (the server omits them).
-pub fn is_subset(want: &Value, have: &Value) -> bool {
-    match (want, have) {
-        (Value::Object(w), Value::Object(h)) => w.iter().all(|(k, v)| is_subset(v, h.get(k).unwrap_or(&Value::Null))),
-        // The server omits empty values: a wanted empty value matches an absent one.
-        (Value::Object(w), Value::Null) => w.is_empty(),
-        (Value::Array(w), Value::Null) => w.is_empty(),
-        (Value::Array(w), Value::Array(h)) => w.len() == h.len() && w.iter().zip(h).all(|(a, b)| is_subset(a, b)),
-        (Value::String(w), Value::Null) => w.is_empty(),
-        (w, h) => w == h,
-    }
-}
-
-/// The path of the first field where [`is_subset`] fails, for logs (`None`: `want ⊆ have`).
-pub fn first_difference(want: &Value, have: &Value) -> Option<String> {
-    match (want, have) {
-        (Value::Object(w), Value::Object(h)) => w
-            .iter()
-            .find_map(|(k, v)| first_difference(v, h.get(k).unwrap_or(&Value::Null)).map(|rest| format!(".{k}{rest}"))),
-        (Value::Array(w), Value::Array(h)) if w.len() == h.len() => w
-            .iter()
-            .zip(h)
-            .enumerate()
-            .find_map(|(i, (a, b))| first_difference(a, b).map(|rest| format!("[{i}]{rest}"))),
-        _ if is_subset(want, have) => None,
-        _ => Some(format!(" (want {want}, have {have})")),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn subset_comparison() {
-        let cases = [
-            (json!({"a": 1}), json!({"a": 1, "b": 2}), true),
-            (json!({"a": 1}), json!({"a": 2}), false),
-            (json!({"a": [1, 2]}), json!({"a": [1, 2]}), true),
-            (json!({"a": [1, 2]}), json!({"a": [1, 2, 3]}), false),
-            (json!({"a": [{"x": 1}]}), json!({"a": [{"x": 1, "y": 0}]}), true),
-            (json!({"a": {}}), json!({}), true),
-            (json!({"a": {"b": 1}}), json!({}), false),
-            (json!({"a": []}), json!({}), true),
-            (json!({"crd": {}}), json!({"crd": null}), true),
-            (json!({"group": ""}), json!({}), true),
-            (json!({"group": "apps"}), json!({}), false),
-            (json!({"group": ""}), json!({"group": null}), true),
-            (json!({"a": "x"}), json!({"a": "y"}), false),
-        ];
-        for (want, have, expected) in cases {
-            assert_eq!(is_subset(&want, &have), expected, "{want} ⊆ {have}");
-            assert_eq!(first_difference(&want, &have).is_none(), expected, "{want} vs {have}");
-        }
-        assert_eq!(
-            first_difference(&json!({"a": [{"x": 1}]}), &json!({"a": [{"x": 2}]})).as_deref(),
-            Some(".a[0].x (want 1, have 2)")
-        );
-    }
 }

@@ -7,7 +7,6 @@
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 
 /// The API group and version of kcp's APIs API.
 pub const APIS_GROUP_VERSION: &str = "apis.kcp.io/v1alpha1";
@@ -129,9 +128,7 @@ pub fn reflow_text(text: &str) -> String {
 /// kcp requires the prefix to start with a letter, hence the `v`.
 pub fn content_prefix(spec: &Value) -> String {
     // serde_json's map is ordered by key, so the serialization is canonical.
-    let digest = Sha256::digest(spec.to_string().as_bytes());
-    let hex: String = digest.iter().take(6).map(|b| format!("{b:02x}")).collect();
-    format!("v{hex}")
+    format!("v{}", crate::json::sha256_hex(spec.to_string().as_bytes(), 6))
 }
 
 #[cfg(test)]

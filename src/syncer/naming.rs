@@ -23,7 +23,7 @@ pub const ORIGIN_CLUSTER_LABEL: &str = "tmc.kcp.io/origin-cluster";
 
 /// A stable, label-safe key for the SyncTarget `name` in `cluster`: 20 lower-case hex digits.
 pub fn target_key(cluster: &LogicalClusterName, name: &str) -> String {
-    hex_prefix(format!("{cluster}:{name}").as_bytes(), 10)
+    crate::json::sha256_hex(format!("{cluster}:{name}").as_bytes(), 10)
 }
 
 /// Identifies a SyncTarget across workspaces.
@@ -93,10 +93,6 @@ pub fn ownership(expected: &Locator, existing: Option<Option<&str>>) -> Ownershi
         Some(Some(annotation)) if Locator::from_annotation(annotation).as_ref() == Some(expected) => Ownership::Ours,
         Some(found) => Ownership::Foreign { found: found.map(str::to_string) },
     }
-}
-
-fn hex_prefix(data: &[u8], bytes: usize) -> String {
-    Sha256::digest(data).iter().take(bytes).map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

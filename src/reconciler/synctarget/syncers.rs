@@ -5,7 +5,6 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -57,7 +56,7 @@ impl Supervisor {
     /// Makes sure a syncer for the SyncTarget `key` runs with this kubeconfig. Returns an error
     /// message when the kubeconfig parses but cannot be turned into a client (e.g. bad TLS data).
     pub async fn ensure(&self, key: &ClusterKey, kubeconfig: &str) -> Result<(), String> {
-        let hash: String = Sha256::digest(kubeconfig.as_bytes()).iter().take(8).map(|b| format!("{b:02x}")).collect();
+        let hash = crate::json::sha256_hex(kubeconfig.as_bytes(), 8);
         if self.running.lock().expect("supervisor poisoned").get(key).is_some_and(|r| r.kubeconfig_hash == hash) {
             return Ok(());
         }

@@ -5,8 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
-use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
+use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -243,13 +242,13 @@ impl Engine {
         if resource.api.kind == "Deployment" && self.downstream.autoscaled(&dns, &key.name) {
             transform::leave_replicas_to_autoscaler(&mut desired);
         }
-        let hash = content_hash(&desired);
+        let hash = crate::json::sha256_hex(desired.to_string().as_bytes(), 8);
         desired["metadata"]["annotations"][SPEC_HASH_ANNOTATION] = json!(hash);
         let current_value = current.as_ref().map(|c| serde_json::to_value(c.as_ref()).unwrap_or_default());
-        let in_sync = current_value.as_ref().is_some_and(|c| crate::kcp::install::is_subset(&desired, c));
+        let in_sync = current_value.as_ref().is_some_and(|c| crate::json::is_subset(&desired, c));
         if !in_sync {
             if let Some(current) = &current_value {
-                let why = crate::kcp::install::first_difference(&desired, current);
+                let why = crate::json::first_difference(&desired, current);
                 tracing::debug!(difference = ?why, "downstream differs");
             }
             let params = PatchParams::apply(FIELD_MANAGER).force();
@@ -317,8 +316,4 @@ impl Engine {
             Err(e) => Err(api_err(if present { "add finalizer" } else { "remove finalizer" })(e)),
         }
     }
-}
-
-fn content_hash(v: &Value) -> String {
-    Sha256::digest(v.to_string().as_bytes()).iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
