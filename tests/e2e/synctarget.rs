@@ -22,6 +22,11 @@ fn apply(w: &World, ws: &str, yaml: &str) -> Result<(), String> {
     w.kcp.kubectl(ws, &["apply", "-f", "-"], Some(yaml)).map(|_| ())
 }
 
+/// Merge-patches the spec of a SyncTarget with kubectl, as a user would.
+fn patch_spec(w: &World, ws: &str, name: &str, patch: &str) -> Result<(), String> {
+    w.kcp.kubectl(ws, &["patch", "synctarget", name, "--type=merge", "-p", patch], None).map(|_| ())
+}
+
 fn condition<'a>(st: &'a SyncTarget, type_: &str) -> Option<&'a Condition> {
     st.status.as_ref()?.conditions.iter().find(|c| c.type_ == type_)
 }
@@ -100,11 +105,7 @@ pub async fn same_name_in_two_workspaces_reconciled_independently(w: Arc<World>)
 
     // Change only tenant-b's object, then let tenant-a's heartbeat expire: the timer-driven
     // reconcile of tenant-a must read tenant-a's object, not the one cached last.
-    w.kcp.kubectl(
-        TENANT_B,
-        &["patch", "synctarget", "east", "--type=merge", "-p", r#"{"spec":{"unschedulable":true}}"#],
-        None,
-    )?;
+    patch_spec(&w, TENANT_B, "east", r#"{"spec":{"unschedulable":true}}"#)?;
     wait_condition(&w, TENANT_B, "east", "Schedulable", "False", "Unschedulable").await?;
     let a = wait_condition(&w, TENANT_A, "east", "HeartbeatHealthy", "False", "HeartbeatStale").await?;
     let a_ready = condition(&a, "Ready").map(|c| c.reason.clone());
@@ -117,11 +118,7 @@ pub async fn same_name_in_two_workspaces_reconciled_independently(w: Arc<World>)
 
     // Deleting one leaves the other in the cache and in the queue.
     w.kcp.kubectl(TENANT_A, &["delete", "synctarget", "east"], None)?;
-    w.kcp.kubectl(
-        TENANT_B,
-        &["patch", "synctarget", "east", "--type=merge", "-p", r#"{"spec":{"unschedulable":false}}"#],
-        None,
-    )?;
+    patch_spec(&w, TENANT_B, "east", r#"{"spec":{"unschedulable":false}}"#)?;
     wait_condition(&w, TENANT_B, "east", "Schedulable", "True", "Schedulable").await?;
     Ok(())
 }
@@ -221,11 +218,7 @@ pub async fn cordon_and_eviction_are_visible(w: Arc<World>) -> TestResult {
     wait_condition(&w, TENANT_A, "draining-soon", "Schedulable", "True", "EvictionScheduled").await?;
     // Nothing is written by the test from here on: the manager requeues itself for the deadline.
     wait_condition(&w, TENANT_A, "draining-soon", "Schedulable", "False", "Evicting").await?;
-    w.kcp.kubectl(
-        TENANT_A,
-        &["patch", "synctarget", "cordoned", "--type=merge", "-p", r#"{"spec":{"unschedulable":false}}"#],
-        None,
-    )?;
+    patch_spec(&w, TENANT_A, "cordoned", r#"{"spec":{"unschedulable":false}}"#)?;
     wait_condition(&w, TENANT_A, "cordoned", "Schedulable", "True", "Schedulable").await?;
     Ok(())
 }
@@ -233,11 +226,7 @@ pub async fn cordon_and_eviction_are_visible(w: Arc<World>) -> TestResult {
 pub async fn observed_generation_follows_spec(w: Arc<World>) -> TestResult {
     apply(&w, TENANT_B, &pull_target("gen"))?;
     wait_condition(&w, TENANT_B, "gen", "Ready", "False", "WaitingForSyncer").await?;
-    w.kcp.kubectl(
-        TENANT_B,
-        &["patch", "synctarget", "gen", "--type=merge", "-p", r#"{"spec":{"cells":["c1","c2"]}}"#],
-        None,
-    )?;
+    patch_spec(&w, TENANT_B, "gen", r#"{"spec":{"cells":["c1","c2"]}}"#)?;
     let api = api(&w, TENANT_B);
     eventually("observedGeneration to reach generation 2", WAIT, || async {
         let st = api.get("gen").await.map_err(|e| e.to_string())?;

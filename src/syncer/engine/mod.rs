@@ -148,6 +148,12 @@ impl Engine {
         }
     }
 
+    /// The kcp API of the upstream object behind `key`, scoped to its logical cluster.
+    fn upstream_api(&self, index: usize, key: &ClusterKey) -> Api<DynamicObject> {
+        let client = self.upstream.clients.cluster(&key.cluster);
+        Api::namespaced_with(client, key.namespace.as_deref().unwrap_or_default(), &self.upstream.resources[index].api)
+    }
+
     fn finalizer(&self) -> String {
         format!("tmc.kcp.io/syncer-{}", self.target_key)
     }
@@ -302,10 +308,7 @@ impl Engine {
         } else {
             finalizers.retain(|f| *f != finalizer);
         }
-        let resource = &self.upstream.resources[index].api;
-        let namespace = key.namespace.as_deref().unwrap_or_default();
-        let api: Api<DynamicObject> =
-            Api::namespaced_with(self.upstream.clients.cluster(&key.cluster), namespace, resource);
+        let api = self.upstream_api(index, key);
         // resourceVersion makes this a compare-and-swap: a concurrent change fails with 409 and
         // is retried from the fresher cache.
         let patch =

@@ -1,6 +1,6 @@
 //! Status up: the downstream status, or the aggregate over several targets, onto the kcp object.
 
-use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use kube::api::{DynamicObject, Patch, PatchParams};
 use serde_json::{Value, json};
 
 use super::{Engine, SPEC_HASH_ANNOTATION, SyncError, api_err};
@@ -27,8 +27,7 @@ impl Engine {
         }
         let namespace = key.namespace.as_deref().unwrap_or_default();
         let resource = &self.upstream.resources[index].api;
-        let api: Api<DynamicObject> =
-            Api::namespaced_with(self.upstream.clients.cluster(&key.cluster), namespace, resource);
+        let api = self.upstream_api(index, key);
         let targets = self.upstream.assigned_targets(&key.cluster, namespace);
         let desired = if targets.len() <= 1 {
             mine
@@ -77,12 +76,7 @@ impl Engine {
         if !obj.metadata.annotations.as_ref().is_some_and(|a| a.contains_key(&annotation)) {
             return Ok(());
         }
-        let namespace = key.namespace.as_deref().unwrap_or_default();
-        let api: Api<DynamicObject> = Api::namespaced_with(
-            self.upstream.clients.cluster(&key.cluster),
-            namespace,
-            &self.upstream.resources[index].api,
-        );
+        let api = self.upstream_api(index, key);
         let patch = json!({ "metadata": { "annotations": { annotation: null } } });
         match api.patch(&key.name, &PatchParams::default(), &Patch::Merge(&patch)).await {
             Ok(_) => Ok(()),
