@@ -10,8 +10,8 @@ pub mod kubeconfig;
 pub mod status;
 pub mod syncers;
 
-use std::collections::HashSet;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -29,8 +29,9 @@ use self::syncers::Supervisor;
 use super::cache::ClusterCache;
 use super::next_or_cancelled;
 use super::queue::{Backoff, WorkQueue};
+use crate::apis::sync::v1alpha1::KubeconfigSecretRef;
 use crate::apis::sync::v1alpha1::{SyncTarget, SyncTargetStatus};
-use crate::kcp::{ClusterClients, ClusterKey};
+use crate::kcp::{ClusterClients, ClusterKey, LogicalClusterName};
 use crate::syncer::engine::Probe;
 
 /// The field manager the manager writes SyncTarget status with.
@@ -55,6 +56,9 @@ pub enum ReconcileError {
     WriteStatus(#[source] kube::Error),
 }
 
+/// A kubeconfig Secret as last read: (resourceVersion, the check's result, the kubeconfig text).
+type ReadSecret = (String, Credentials, Option<String>);
+
 /// The reconciler for one virtual-workspace endpoint.
 #[derive(Clone)]
 pub struct Controller {
@@ -63,6 +67,10 @@ pub struct Controller {
     queue: Arc<WorkQueue<ClusterKey>>,
     settings: Settings,
     syncers: Supervisor,
+    /// resourceVersion of every Secret in the bound workspaces, from the metadata watch.
+    secret_versions: ClusterCache<String>,
+    /// The last check of each referenced kubeconfig: (resourceVersion, result, kubeconfig text).
+    read_secrets: Arc<Mutex<HashMap<(ClusterKey, String), ReadSecret>>>,
 }
 
 fn resource() -> ApiResource {
@@ -72,7 +80,15 @@ fn resource() -> ApiResource {
 impl Controller {
     pub fn new(clients: ClusterClients, settings: Settings, syncers: Supervisor) -> Self {
         let queue = WorkQueue::new(settings.backoff);
-        Self { clients, cache: Default::default(), queue, settings, syncers }
+        Self {
+            clients,
+            cache: Default::default(),
+            queue,
+            settings,
+            syncers,
+            secret_versions: Default::default(),
+            read_secrets: Default::default(),
+        }
     }
 
     /// Runs watches and workers until `cancel` fires.
@@ -141,20 +157,70 @@ impl Controller {
     /// changes or disappears re-reconciles the SyncTargets that reference it.
     async fn watch_secrets(self, cancel: CancellationToken) {
         let api: Api<PartialObjectMeta<Secret>> = Api::all(self.clients.wildcard());
-        let mut events = watcher(api, watcher::Config::default()).default_backoff().touched_objects().boxed();
+        let mut events = watcher(api, watcher::Config::default()).default_backoff().boxed();
+        let mut relisted = HashSet::new();
         loop {
             let Some(event) = next_or_cancelled(&mut events, &cancel).await else { return };
-            match event {
+            let (secret, deleted) = match event {
                 Err(e) => {
-                    tracing::debug!(endpoint = self.clients.base_url(), error = %e, "watching Secrets failed; retrying")
+                    tracing::debug!(endpoint = self.clients.base_url(), error = %e, "watching Secrets failed; retrying");
+                    continue;
                 }
-                Ok(secret) => {
-                    if let Some(key) = ClusterKey::of(&secret) {
-                        self.referencing(&key).into_iter().for_each(|k| self.queue.add(k));
-                    }
+                Ok(watcher::Event::Init) => {
+                    relisted.clear();
+                    continue;
                 }
+                Ok(watcher::Event::InitDone) => {
+                    self.secret_versions.retain(&relisted);
+                    continue;
+                }
+                Ok(watcher::Event::InitApply(s)) | Ok(watcher::Event::Apply(s)) => (s, false),
+                Ok(watcher::Event::Delete(s)) => (s, true),
+            };
+            let Some(key) = ClusterKey::of(&secret) else { continue };
+            match (deleted, secret.metadata.resource_version.clone()) {
+                (false, Some(rv)) => {
+                    self.secret_versions.insert(&key, rv);
+                    relisted.insert(key.clone());
+                }
+                _ => self.secret_versions.remove(&key),
+            }
+            self.referencing(&key).into_iter().for_each(|k| self.queue.add(k));
+        }
+    }
+
+    /// Reads and checks the kubeconfig Secret, reusing the last result while the Secret's
+    /// resourceVersion (from the metadata watch) is unchanged: heartbeats re-reconcile a target
+    /// every few seconds, and the Secret need not be fetched each time.
+    async fn read_kubeconfig(
+        &self,
+        cluster: &LogicalClusterName,
+        secret_ref: &KubeconfigSecretRef,
+    ) -> Result<(Credentials, Option<String>), ReconcileError> {
+        let secret = ClusterKey::new(cluster.clone(), Some(secret_ref.namespace.clone()), secret_ref.name.clone());
+        let cache_key = (secret.clone(), secret_ref.key.clone());
+        if let Some(version) = self.secret_versions.get(&secret) {
+            let read = self.read_secrets.lock().expect("secret cache poisoned");
+            if let Some((rv, credentials, text)) = read.get(&cache_key)
+                && rv == version.as_str()
+            {
+                return Ok((credentials.clone(), text.clone()));
             }
         }
+        let found =
+            kubeconfig::lookup(self.clients.cluster(cluster), secret_ref).await.map_err(ReconcileError::ReadSecret)?;
+        let rv = match &found {
+            kubeconfig::SecretLookup::Found(s) => s.metadata.resource_version.clone(),
+            _ => None,
+        };
+        let text = kubeconfig::kubeconfig_text(secret_ref, &found);
+        let credentials = kubeconfig::classify(secret_ref, found);
+        let mut read = self.read_secrets.lock().expect("secret cache poisoned");
+        match rv {
+            Some(rv) => read.insert(cache_key, (rv, credentials.clone(), text.clone())),
+            None => read.remove(&cache_key),
+        };
+        Ok((credentials, text))
     }
 
     fn store(&self, obj: DynamicObject) -> Option<ClusterKey> {
@@ -196,10 +262,7 @@ impl Controller {
             self.syncers.stop(key);
             return Ok(problem);
         }
-        let client = self.clients.cluster(&key.cluster);
-        let found = kubeconfig::lookup(client, secret_ref).await.map_err(ReconcileError::ReadSecret)?;
-        let text = kubeconfig::kubeconfig_text(secret_ref, &found);
-        let credentials = kubeconfig::classify(secret_ref, found);
+        let (credentials, text) = self.read_kubeconfig(&key.cluster, secret_ref).await?;
         let (Credentials::Loaded { server }, Some(text)) = (&credentials, text) else {
             self.syncers.stop(key);
             return Ok(credentials);
