@@ -229,18 +229,22 @@ impl Downstream {
                 }
             };
             let id = (index, obj.metadata.namespace.clone().unwrap_or_default(), obj.name_any());
-            let key = self.upstream_key(index, &obj);
-            tracing::debug!(target_key = %self.target_key, resource = %resource.api.plural, object = ?id, upstream = ?key, deleted, "downstream event");
+            // Cache first, then map back: the namespace watch adds a namespace to its map before
+            // it re-sends the cached objects in it, so whichever runs second sees the other's
+            // work and no object is lost between the two watches.
+            let mut obj = obj;
+            obj.metadata.managed_fields = None;
+            let obj = Arc::new(obj);
             {
                 let mut objects = self.objects.write().expect("downstream cache poisoned");
                 if deleted {
                     objects.remove(&id);
                 } else {
-                    let mut obj = obj;
-                    obj.metadata.managed_fields = None;
-                    objects.insert(id, Arc::new(obj));
+                    objects.insert(id.clone(), obj.clone());
                 }
             }
+            let key = self.upstream_key(index, &obj);
+            tracing::debug!(target_key = %self.target_key, resource = %resource.api.plural, object = ?id, upstream = ?key, deleted, "downstream event");
             if let Some(key) = key {
                 enqueue(key);
             }
