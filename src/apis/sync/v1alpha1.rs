@@ -13,6 +13,8 @@ pub const CONDITION_SYNCER_READY: &str = "SyncerReady";
 pub const CONDITION_HEARTBEAT_HEALTHY: &str = "HeartbeatHealthy";
 /// Condition type: whether new workloads may be placed on this target (cordon and eviction).
 pub const CONDITION_SCHEDULABLE: &str = "Schedulable";
+/// Condition type: whether every API in `spec.supportedAPIs` is served by both kcp and the cluster.
+pub const CONDITION_APIS_AVAILABLE: &str = "APIsAvailable";
 
 /// A SyncTarget registers one physical Kubernetes cluster with kcp-tmc. Workloads in kcp
 /// namespaces that are placed on this target are synced to the cluster by a syncer, which also
@@ -58,9 +60,12 @@ pub const CONDITION_SCHEDULABLE: &str = "Schedulable";
 )]
 #[serde(rename_all = "camelCase")]
 pub struct SyncTargetSpec {
-    /// APIs the syncer may sync to this cluster, as group and kind. Empty means the defaults:
-    /// Deployments (apps), Services, ConfigMaps and Secrets (core).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    /// APIs the syncer syncs to this cluster, as group and kind. Empty means the defaults:
+    /// Deployments (apps), Services, ConfigMaps and Secrets (core). Any other namespaced API
+    /// works when kcp serves it through kcp-tmc's APIExport (`tmc install --workload-crd`) and
+    /// the cluster serves it too; `status.syncedResources` and the `APIsAvailable` condition
+    /// say which are synced and why not. Removing an API removes its copies from the cluster.
+    #[serde(default, rename = "supportedAPIs", skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "atomic"))]
     pub supported_apis: Vec<SupportedApi>,
 
@@ -137,4 +142,59 @@ pub struct SyncTargetStatus {
     /// The `metadata.generation` the conditions were computed from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+
+    /// One entry per API the syncer was asked to sync: whether it syncs it, and how many objects
+    /// of it are in the cluster. Written by the syncer with its heartbeat.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "atomic"))]
+    pub synced_resources: Vec<SyncedResourceStatus>,
+}
+
+/// What the syncer does with one API of `spec.supportedAPIs`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SyncedResourceStatus {
+    /// API group; empty for the core group.
+    #[serde(default)]
+    pub group: String,
+    /// Kind, as listed in `spec.supportedAPIs`.
+    pub kind: String,
+    /// The resource (plural) and version synced, once found on the cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// `Syncing`, or why not: `MissingOnCluster` (the cluster does not serve the kind),
+    /// `NotServedByKcp` (the APIExport neither exports nor claims it), `NotNamespaced`, or
+    /// `DiscoveryFailed` (the cluster's discovery could not be read; retried).
+    pub state: SyncedResourceState,
+    /// Details when the state is not `Syncing`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Objects of this API the syncer keeps in the cluster.
+    #[serde(default)]
+    pub synced_objects: i64,
+}
+
+/// See [`SyncedResourceStatus::state`].
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum SyncedResourceState {
+    #[default]
+    Syncing,
+    MissingOnCluster,
+    NotServedByKcp,
+    NotNamespaced,
+    DiscoveryFailed,
+}
+
+impl SyncedResourceState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Syncing => "Syncing",
+            Self::MissingOnCluster => "MissingOnCluster",
+            Self::NotServedByKcp => "NotServedByKcp",
+            Self::NotNamespaced => "NotNamespaced",
+            Self::DiscoveryFailed => "DiscoveryFailed",
+        }
+    }
 }

@@ -10,8 +10,8 @@ use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use crate::apis::sync::v1alpha1::{
-    CONDITION_HEARTBEAT_HEALTHY, CONDITION_READY, CONDITION_SCHEDULABLE, CONDITION_SYNCER_READY, SyncTargetSpec,
-    SyncTargetStatus,
+    CONDITION_APIS_AVAILABLE, CONDITION_HEARTBEAT_HEALTHY, CONDITION_READY, CONDITION_SCHEDULABLE,
+    CONDITION_SYNCER_READY, SyncTargetSpec, SyncTargetStatus, SyncedResourceState,
 };
 
 /// What the reconciler found out about the credentials a syncer would use.
@@ -92,7 +92,8 @@ pub fn desired(observed: &Observed<'_>) -> Desired {
         }
     };
     let previous = observed.status.map(|s| s.conditions.as_slice()).unwrap_or_default();
-    let conditions = [ready, syncer, heartbeat, schedulable]
+    let apis = apis_available(observed.status);
+    let conditions = [ready, syncer, heartbeat, schedulable, apis]
         .into_iter()
         .map(|c| to_condition(c, previous, observed.generation, observed.now))
         .collect();
@@ -180,6 +181,37 @@ fn schedulable(spec: &SyncTargetSpec, now: Timestamp) -> (Cond, Option<Duration>
             (Cond { type_, ok: true, reason: "Schedulable", message }, None)
         }
     }
+}
+
+/// Whether the syncer syncs every API it was asked to, from what it reports in
+/// `status.syncedResources`. Not part of `Ready`: a target missing one API still runs the others,
+/// and placement checks the APIs a namespace needs.
+fn apis_available(status: Option<&SyncTargetStatus>) -> Cond {
+    let type_ = CONDITION_APIS_AVAILABLE;
+    let reported = status.map(|s| s.synced_resources.as_slice()).unwrap_or_default();
+    if reported.is_empty() {
+        let message = "the syncer has not reported its APIs yet (status.syncedResources)".into();
+        return Cond { type_, ok: false, reason: "NotReported", message };
+    }
+    let name = |group: &str, kind: &str| if group.is_empty() { kind.to_string() } else { format!("{kind}.{group}") };
+    let unavailable: Vec<_> = reported.iter().filter(|r| r.state != SyncedResourceState::Syncing).collect();
+    if unavailable.is_empty() {
+        let names: Vec<String> = reported.iter().map(|r| name(&r.group, &r.kind)).collect();
+        return Cond { type_, ok: true, reason: "AllAvailable", message: format!("syncing {}", names.join(", ")) };
+    }
+    let reason = if unavailable.iter().any(|r| r.state == SyncedResourceState::MissingOnCluster) {
+        "APIMissingOnCluster"
+    } else {
+        "APIUnavailable"
+    };
+    let problems: Vec<String> = unavailable
+        .iter()
+        .map(|r| match &r.message {
+            Some(m) => format!("{}: {} ({m})", name(&r.group, &r.kind), r.state.as_str()),
+            None => format!("{}: {}", name(&r.group, &r.kind), r.state.as_str()),
+        })
+        .collect();
+    Cond { type_, ok: false, reason, message: format!("not synced: {}", problems.join("; ")) }
 }
 
 fn to_condition(c: Cond, previous: &[Condition], generation: Option<i64>, now: Timestamp) -> Condition {

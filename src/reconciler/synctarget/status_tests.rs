@@ -155,3 +155,50 @@ fn condition_order_does_not_matter() {
     reversed.reverse();
     assert!(same_conditions(&d.conditions, &reversed));
 }
+
+#[test]
+fn apis_available_from_the_syncers_report() {
+    let entry =
+        |kind: &str, group: &str, state, message: Option<&str>| crate::apis::sync::v1alpha1::SyncedResourceStatus {
+            group: group.into(),
+            kind: kind.into(),
+            state,
+            message: message.map(str::to_string),
+            ..Default::default()
+        };
+    use SyncedResourceState::*;
+    // (reported, status, reason, message)
+    let cases = vec![
+        (vec![], "False", "NotReported", "the syncer has not reported its APIs yet (status.syncedResources)"),
+        (
+            vec![entry("Deployment", "apps", Syncing, None), entry("ConfigMap", "", Syncing, None)],
+            "True",
+            "AllAvailable",
+            "syncing Deployment.apps, ConfigMap",
+        ),
+        (
+            vec![entry("Deployment", "apps", Syncing, None), entry("Widget", "example.dev", MissingOnCluster, None)],
+            "False",
+            "APIMissingOnCluster",
+            "not synced: Widget.example.dev: MissingOnCluster",
+        ),
+        (
+            vec![entry("Gadget", "example.dev", NotServedByKcp, Some("add it to the APIExport"))],
+            "False",
+            "APIUnavailable",
+            "not synced: Gadget.example.dev: NotServedByKcp (add it to the APIExport)",
+        ),
+    ];
+    for (reported, want_status, want_reason, want_message) in cases {
+        let status =
+            SyncTargetStatus { synced_resources: reported, ..status_with_heartbeat(Some("2026-11-22T09:59:50Z")) };
+        let d = run(&SyncTargetSpec::default(), Some(&status), Credentials::PullMode);
+        let c = get(&d, CONDITION_APIS_AVAILABLE);
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str(), c.message.as_str()),
+            (want_status, want_reason, want_message)
+        );
+        // A missing API never takes the whole target out of service.
+        assert_eq!(get(&d, CONDITION_READY).status, "True");
+    }
+}
