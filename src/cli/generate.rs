@@ -32,7 +32,7 @@ pub fn generated_files() -> Result<Vec<(PathBuf, String)>, CliError> {
         let (plural, group) = name.split_once('.').unwrap_or((&name, ""));
         files.push((PathBuf::from(format!("crds/{group}_{plural}.yaml")), format!("{HEADER}{}", to_yaml(&crd)?)));
     }
-    let schemas = export::schemas().map_err(|e| CliError::Failed(e.to_string()))?;
+    let schemas = export::schemas(&[]).map_err(|e| CliError::Failed(e.to_string()))?;
     for s in &schemas {
         let group = if s.group.is_empty() { "core" } else { &s.group };
         let path = format!("config/kcp/apiresourceschema-{}.{group}.yaml", s.plural);

@@ -49,10 +49,27 @@ pub fn own_crds() -> Vec<CustomResourceDefinition> {
     [SyncTarget::crd(), Placement::crd()].into_iter().map(schema::reflow_descriptions).collect()
 }
 
-/// The APIResourceSchemas of every exported resource, in a stable order.
-pub fn schemas() -> Result<Vec<ResourceSchema>, SchemaError> {
+/// The APIResourceSchemas of every exported resource, in a stable order: kcp-tmc's own APIs,
+/// the built-in workload APIs, then `extra` workload CRDs (`tmc install --workload-crd`), which
+/// must be namespaced and must not collide with an API already exported or claimed.
+pub fn schemas(extra: &[CustomResourceDefinition]) -> Result<Vec<ResourceSchema>, SchemaError> {
     let mut crds = own_crds();
     crds.extend([workload::deployment_crd(), workload::service_crd()]);
+    for crd in extra {
+        let (group, plural) = (&crd.spec.group, &crd.spec.names.plural);
+        if crd.spec.scope != "Namespaced" {
+            return Err(SchemaError::Rejected(format!(
+                "{plural}.{group} is {}-scoped: only namespaced APIs can be synced",
+                crd.spec.scope
+            )));
+        }
+        let taken = crds.iter().any(|c| c.spec.group == *group && c.spec.names.plural == *plural)
+            || CLAIMS.iter().any(|c| c.group == group && c.resource == plural);
+        if taken {
+            return Err(SchemaError::Rejected(format!("{plural}.{group} is already exported or claimed by kcp-tmc")));
+        }
+        crds.push(schema::reflow_descriptions(crd.clone()));
+    }
     crds.iter().map(schema::from_crd).collect()
 }
 
@@ -101,7 +118,7 @@ mod tests {
 
     #[test]
     fn exports_all_four_resources() {
-        let s = schemas().unwrap();
+        let s = schemas(&[]).unwrap();
         let names: Vec<(&str, &str)> = s.iter().map(|s| (s.group.as_str(), s.plural.as_str())).collect();
         assert_eq!(
             names,
@@ -118,6 +135,34 @@ mod tests {
         for (r, s) in res.iter().zip(&s) {
             assert_eq!(r["schema"], s.name.as_str());
             assert_eq!(r["storage"], json!({"crd": {}}));
+        }
+    }
+
+    #[test]
+    fn extra_workload_crds_are_exported_when_namespaced_and_new() {
+        let crd = |group: &str, plural: &str, scope: &str| -> CustomResourceDefinition {
+            serde_json::from_value(json!({
+                "metadata": { "name": format!("{plural}.{group}") },
+                "spec": {
+                    "group": group, "scope": scope,
+                    "names": { "plural": plural, "singular": "x", "kind": "X", "listKind": "XList" },
+                    "versions": [{ "name": "v1", "served": true, "storage": true,
+                        "schema": { "openAPIV3Schema": { "type": "object" } } }],
+                },
+            }))
+            .unwrap()
+        };
+        let ok = schemas(&[crd("example.dev", "widgets", "Namespaced")]).unwrap();
+        assert_eq!(ok.last().map(|s| (s.group.as_str(), s.plural.as_str())), Some(("example.dev", "widgets")));
+        // (crd, expected error)
+        let cases = [
+            (crd("example.dev", "gadgets", "Cluster"), "gadgets.example.dev is Cluster-scoped"),
+            (crd("apps", "deployments", "Namespaced"), "deployments.apps is already exported"),
+            (crd("", "configmaps", "Namespaced"), "configmaps. is already exported or claimed"),
+        ];
+        for (crd, want) in cases {
+            let err = schemas(&[crd]).unwrap_err().to_string();
+            assert!(err.contains(want), "{err}");
         }
     }
 

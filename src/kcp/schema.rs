@@ -31,6 +31,8 @@ pub enum SchemaError {
     NoVersions(String),
     #[error("CRD {crd} cannot be serialized: {source}")]
     Serialize { crd: String, source: serde_json::Error },
+    #[error("CRD not exportable: {0}")]
+    Rejected(String),
 }
 
 /// Converts a CRD into an APIResourceSchema named by the hash of its spec.
