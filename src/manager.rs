@@ -14,7 +14,6 @@ use crate::reconciler::queue::Backoff;
 use crate::reconciler::synctarget;
 use crate::reconciler::synctarget::syncers::Supervisor;
 use crate::syncer::engine::EngineSettings;
-use crate::syncer::resources::default_resources;
 use crate::syncer::upstream::Upstream;
 
 /// Everything `tmc manager` needs to run.
@@ -76,13 +75,13 @@ pub async fn run(config: ManagerConfig, cancel: CancellationToken) -> Result<(),
                 Ok(clients) => {
                     tracing::info!(endpoint = %url, "starting controllers for endpoint");
                     let stop = cancel.child_token();
-                    let upstream = Upstream::new(clients.clone(), default_resources());
+                    let upstream = Upstream::new(clients.clone(), stop.clone());
                     let syncers = Supervisor::new(upstream.clone(), config.syncer.clone(), stop.clone());
                     let controller = synctarget::Controller::new(clients, config.synctarget.clone(), syncers);
                     let task = tokio::spawn({
                         let stop = stop.clone();
                         async move {
-                            tokio::join!(upstream.run(stop.clone()), controller.run(stop));
+                            tokio::join!(upstream.run(), controller.run(stop));
                         }
                     });
                     running.insert(url.clone(), (stop, task));

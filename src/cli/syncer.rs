@@ -9,8 +9,8 @@ use tokio_util::sync::CancellationToken;
 use super::{CliError, cancel_on_signal, parse_duration, parse_workspace};
 use crate::kcp::{ClusterClients, WorkspacePath, workspace};
 use crate::reconciler::queue::Backoff;
-use crate::syncer::engine::{Engine, EngineSettings, Probe};
-use crate::syncer::resources::default_resources;
+use crate::syncer::engine::{Engine, EngineSettings, Probe, follow_supported_apis};
+use crate::syncer::resources::wanted_apis;
 use crate::syncer::upstream::Upstream;
 
 #[derive(Debug, Args)]
@@ -80,7 +80,17 @@ pub async fn run(args: SyncerArgs) -> Result<(), CliError> {
             }
         }
     };
-    let upstream = Upstream::for_workspace(kcp, &args.workspace, default_resources());
+    let upstream = Upstream::for_workspace(kcp.clone(), &args.workspace, cancel.clone());
+    let (wanted, wanted_rx) = tokio::sync::watch::channel(wanted_apis(&[]));
+    let target_client = kcp.cluster(&cluster);
+    let (first, spec_read) = tokio::sync::oneshot::channel();
+    let name = args.sync_target_name.clone();
+    tokio::spawn(follow_supported_apis(target_client, name, wanted, first, cancel.clone()));
+    tracing::info!(target = %args.sync_target_name, "reading the SyncTarget's spec");
+    tokio::select! {
+        _ = cancel.cancelled() => return Ok(()),
+        _ = spec_read => {}
+    }
     let settings = EngineSettings {
         workers: usize::from(args.workers),
         heartbeat_interval: args.heartbeat_interval,
@@ -88,7 +98,15 @@ pub async fn run(args: SyncerArgs) -> Result<(), CliError> {
         backoff: Backoff::default(),
     };
     let (probe_tx, mut probe) = tokio::sync::watch::channel(Probe::Pending);
-    let engine = Engine::new(cluster.clone(), &args.sync_target_name, upstream.clone(), downstream, settings, probe_tx);
+    let engine = Engine::new(
+        cluster.clone(),
+        &args.sync_target_name,
+        upstream.clone(),
+        downstream,
+        settings,
+        probe_tx,
+        wanted_rx,
+    );
     tracing::info!(workspace = %args.workspace, cluster = %cluster, target = %args.sync_target_name,
         target_key = engine.target_key(), "syncer starting (pull mode)");
     tokio::spawn(async move {
@@ -97,6 +115,6 @@ pub async fn run(args: SyncerArgs) -> Result<(), CliError> {
             tracing::info!(probe = ?state, "cluster probe changed");
         }
     });
-    tokio::join!(upstream.run(cancel.clone()), engine.run(cancel));
+    tokio::join!(upstream.run(), engine.run(cancel));
     Ok(())
 }

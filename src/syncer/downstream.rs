@@ -5,8 +5,7 @@
 //! arrives as an event and is mapped back, through the namespace's locator annotation, to the
 //! upstream object that owns it.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 
 use futures::StreamExt;
@@ -41,13 +40,12 @@ pub struct Downstream {
     objects: Arc<RwLock<Objects>>,
     /// (namespace, Deployment) pairs that a HorizontalPodAutoscaler in the cluster scales.
     autoscaled: Arc<RwLock<HashMap<(String, String), String>>>,
-    /// How many resource watches have completed their first list, and how many there are.
-    listed: Arc<AtomicUsize>,
-    resources: usize,
+    /// The resources whose watch has completed its first list.
+    listed: Arc<RwLock<HashSet<usize>>>,
 }
 
 impl Downstream {
-    pub fn new(client: Client, target_key: &str, resources: usize) -> Self {
+    pub fn new(client: Client, target_key: &str) -> Self {
         Self {
             client,
             target_key: target_key.to_string(),
@@ -55,14 +53,31 @@ impl Downstream {
             objects: Default::default(),
             autoscaled: Default::default(),
             listed: Default::default(),
-            resources,
         }
     }
 
-    /// Whether the cache holds the cluster's state: every resource watch has listed once. Until
-    /// then an object missing from the cache may still exist in the cluster.
-    pub fn synced(&self) -> bool {
-        self.listed.load(Ordering::Acquire) >= self.resources
+    /// Whether the cache holds the cluster's objects of `resource`: its watch has listed once.
+    /// Until then an object missing from the cache may still exist in the cluster.
+    pub fn synced(&self, resource: usize) -> bool {
+        self.listed.read().expect("downstream cache poisoned").contains(&resource)
+    }
+
+    /// How many synced objects of each resource the cluster holds.
+    pub fn counts(&self) -> HashMap<usize, usize> {
+        let mut out = HashMap::new();
+        for (index, _, _) in self.objects.read().expect("downstream cache poisoned").keys() {
+            *out.entry(*index).or_default() += 1;
+        }
+        out
+    }
+
+    /// The upstream keys of every cached object of `resource` (to revisit them all).
+    pub fn keys_of(&self, resource: usize) -> Vec<SyncKey> {
+        let objects = self.objects.read().expect("downstream cache poisoned");
+        let found: Vec<Arc<DynamicObject>> =
+            objects.iter().filter(|((i, _, _), _)| *i == resource).map(|(_, o)| o.clone()).collect();
+        drop(objects);
+        found.iter().filter_map(|o| self.upstream_key(resource, o)).collect()
     }
 
     fn selector(&self) -> watcher::Config {
@@ -206,7 +221,7 @@ impl Downstream {
     pub async fn watch_resource(
         self,
         index: usize,
-        resource: SyncedResource,
+        resource: Arc<SyncedResource>,
         enqueue: impl Fn(SyncKey) + Send + 'static,
         cancel: CancellationToken,
     ) {
@@ -217,7 +232,7 @@ impl Downstream {
             let (obj, deleted) = match event {
                 Ok(watcher::Event::InitDone) if !listed => {
                     listed = true;
-                    self.listed.fetch_add(1, Ordering::AcqRel);
+                    self.listed.write().expect("downstream cache poisoned").insert(index);
                     continue;
                 }
                 Ok(watcher::Event::InitApply(o)) | Ok(watcher::Event::Apply(o)) => (o, false),

@@ -3,7 +3,10 @@
 use std::collections::BTreeSet;
 
 use kube::core::{ApiResource, GroupVersionKind};
+use kube::discovery::{ApiCapabilities, Scope};
 use serde_json::Value;
+
+use crate::apis::sync::v1alpha1::{SupportedApi, SyncedResourceState};
 
 /// Label on a kcp namespace assigning it to one SyncTarget: `state.tmc.kcp.io/<target key>:
 /// Sync`. The Placement reconciler writes it; until then it is set by hand or by tests.
@@ -53,6 +56,62 @@ pub fn default_resources() -> Vec<SyncedResource> {
     ]
 }
 
+/// The APIs a target asks for: `spec.supportedAPIs` in order without duplicates, or the
+/// defaults when it is empty.
+pub fn wanted_apis(supported: &[SupportedApi]) -> Vec<SupportedApi> {
+    if supported.is_empty() {
+        return default_resources()
+            .into_iter()
+            .map(|r| SupportedApi { group: r.api.group, kind: r.api.kind })
+            .collect();
+    }
+    let mut seen = BTreeSet::new();
+    supported.iter().filter(|a| seen.insert((a.group.clone(), a.kind.clone()))).cloned().collect()
+}
+
+/// The default resource for `api`, when it is one of the defaults: what a syncer falls back on
+/// while the cluster's discovery cannot be read, so deletions still time out and copies are
+/// still cleaned up when the cluster returns.
+pub fn known_resource(api: &SupportedApi) -> Option<SyncedResource> {
+    default_resources().into_iter().find(|r| r.api.group == api.group && r.api.kind == api.kind)
+}
+
+/// Why an API of `supportedAPIs` is not synced.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unavailable {
+    pub state: SyncedResourceState,
+    pub message: String,
+}
+
+impl Unavailable {
+    pub fn new(state: SyncedResourceState, message: impl Into<String>) -> Self {
+        Self { state, message: message.into() }
+    }
+}
+
+/// Decides from the cluster's discovery whether `api` can be synced (pure): it must exist and be
+/// namespaced; its status comes up when it has a status subresource.
+pub fn classify(
+    api: &SupportedApi,
+    found: Option<(ApiResource, ApiCapabilities)>,
+) -> Result<SyncedResource, Unavailable> {
+    let Some((resource, caps)) = found else {
+        let group = if api.group.is_empty() { "the core group" } else { api.group.as_str() };
+        return Err(Unavailable::new(
+            SyncedResourceState::MissingOnCluster,
+            format!("the cluster serves no kind {} in {group}", api.kind),
+        ));
+    };
+    if caps.scope != Scope::Namespaced {
+        return Err(Unavailable::new(
+            SyncedResourceState::NotNamespaced,
+            format!("{} is cluster-scoped; only namespaced APIs are synced", resource.plural),
+        ));
+    }
+    let status_up = caps.subresources.iter().any(|(sub, _)| sub.plural == "status");
+    Ok(SyncedResource { api: resource, status_up })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -75,6 +134,57 @@ mod tests {
             assert_eq!(got, want, "{ns}");
         }
         assert_eq!(assignment_label("abc"), "state.tmc.kcp.io/abc");
+    }
+
+    #[test]
+    fn wanted_apis_default_and_deduplicate() {
+        let api = |g: &str, k: &str| SupportedApi { group: g.into(), kind: k.into() };
+        let cases = [
+            (vec![], vec![api("apps", "Deployment"), api("", "Service"), api("", "ConfigMap"), api("", "Secret")]),
+            (
+                vec![api("example.dev", "Widget"), api("", "ConfigMap")],
+                vec![api("example.dev", "Widget"), api("", "ConfigMap")],
+            ),
+            (
+                vec![api("", "ConfigMap"), api("", "ConfigMap"), api("x.dev", "ConfigMap")],
+                vec![api("", "ConfigMap"), api("x.dev", "ConfigMap")],
+            ),
+        ];
+        for (spec, want) in cases {
+            assert_eq!(wanted_apis(&spec), want, "{spec:?}");
+        }
+        assert!(known_resource(&api("apps", "Deployment")).is_some_and(|r| r.status_up));
+        assert!(known_resource(&api("example.dev", "Widget")).is_none());
+    }
+
+    #[test]
+    fn classify_discovery_results() {
+        let widget = SupportedApi { group: "example.dev".into(), kind: "Widget".into() };
+        let ar = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("example.dev", "v1", "Widget"), "widgets");
+        let caps = |scope, subresources: &[&str]| ApiCapabilities {
+            scope,
+            subresources: subresources
+                .iter()
+                .map(|s| {
+                    let sub = ApiResource { plural: s.to_string(), ..ar.clone() };
+                    (sub, ApiCapabilities { scope: Scope::Namespaced, subresources: vec![], operations: vec![] })
+                })
+                .collect(),
+            operations: vec![],
+        };
+        // (discovery, Ok(status_up) or Err(state))
+        let cases = [
+            (None, Err(SyncedResourceState::MissingOnCluster)),
+            (Some((ar.clone(), caps(Scope::Cluster, &[]))), Err(SyncedResourceState::NotNamespaced)),
+            (Some((ar.clone(), caps(Scope::Namespaced, &[]))), Ok(false)),
+            (Some((ar.clone(), caps(Scope::Namespaced, &["scale", "status"]))), Ok(true)),
+        ];
+        for (found, want) in cases {
+            let got = classify(&widget, found).map(|r| r.status_up).map_err(|u| u.state);
+            assert_eq!(got, want);
+        }
+        let missing = classify(&widget, None).unwrap_err();
+        assert_eq!(missing.message, "the cluster serves no kind Widget in example.dev");
     }
 
     #[test]

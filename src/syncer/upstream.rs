@@ -4,28 +4,38 @@
 //! synced resource feed caches keyed by logical cluster; each change is routed to the syncers of
 //! the targets the object's namespace is assigned to. A namespace whose assignment changes routes
 //! all its objects to the targets it gained or lost, so they copy or clean up.
+//!
+//! Resources are added on demand ([`Upstream::ensure`]) as syncers discover what their targets
+//! support; a resource's slot index never changes, and its watch runs as long as the view does.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use futures::StreamExt;
-use kube::api::{Api, DynamicObject};
+use kube::api::{Api, DynamicObject, ListParams};
 use kube::core::ApiResource;
 use kube::runtime::{WatchStreamExt, watcher};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::resources::{SyncedResource, assigned_targets};
-use crate::kcp::{ClusterClients, ClusterKey, LogicalClusterName, WorkspacePath};
+use super::resources::{SyncedResource, Unavailable, assigned_targets};
+use crate::apis::sync::v1alpha1::SyncedResourceState;
+use crate::kcp::{ClusterClients, ClusterKey, LogicalClusterName, WorkspacePath, error_message};
 use crate::reconciler::cache::ClusterCache;
 use crate::reconciler::next_or_cancelled;
 
-/// What a syncer is asked to reconcile: one object of one synced resource (by index into the
-/// resource list), or with `resource: None` a whole namespace (its downstream clean-up).
+/// What a syncer is asked to reconcile: one object of one synced resource (by slot index), or
+/// with `resource: None` a whole namespace (its downstream clean-up).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SyncKey {
     pub resource: Option<usize>,
     pub key: ClusterKey,
+}
+
+/// One watched resource and its cache.
+struct Slot {
+    resource: Arc<SyncedResource>,
+    cache: ClusterCache<DynamicObject>,
 }
 
 /// See the module docs.
@@ -35,45 +45,95 @@ pub struct Upstream {
     /// What the watches span: every bound workspace (`/clusters/*` through the virtual
     /// workspace) in the manager, one workspace in a pull-mode syncer.
     watch_client: kube::Client,
-    pub resources: Arc<Vec<SyncedResource>>,
+    slots: Arc<RwLock<Vec<Arc<Slot>>>>,
+    /// Serialises [`Upstream::ensure`], so two syncers asking at once share one watch.
+    adding: Arc<tokio::sync::Mutex<()>>,
     namespaces: ClusterCache<BTreeSet<String>>,
-    objects: Arc<Vec<ClusterCache<DynamicObject>>>,
     subscribers: Arc<Mutex<HashMap<String, mpsc::UnboundedSender<SyncKey>>>>,
+    cancel: CancellationToken,
 }
 
 impl Upstream {
-    /// Watches every workspace bound to the export behind `clients` (a virtual-workspace URL).
-    pub fn new(clients: ClusterClients, resources: Vec<SyncedResource>) -> Self {
+    /// Watches every workspace bound to the export behind `clients` (a virtual-workspace URL)
+    /// until `cancel` fires.
+    pub fn new(clients: ClusterClients, cancel: CancellationToken) -> Self {
         let watch_client = clients.wildcard();
-        Self::with_watch_client(clients, watch_client, resources)
+        Self::with_watch_client(clients, watch_client, cancel)
     }
 
     /// Watches the one workspace `path` (pull mode: a syncer beside the cluster).
-    pub fn for_workspace(clients: ClusterClients, path: &WorkspacePath, resources: Vec<SyncedResource>) -> Self {
+    pub fn for_workspace(clients: ClusterClients, path: &WorkspacePath, cancel: CancellationToken) -> Self {
         let watch_client = clients.path(path);
-        Self::with_watch_client(clients, watch_client, resources)
+        Self::with_watch_client(clients, watch_client, cancel)
     }
 
-    fn with_watch_client(clients: ClusterClients, watch_client: kube::Client, resources: Vec<SyncedResource>) -> Self {
-        let objects = resources.iter().map(|_| ClusterCache::default()).collect();
+    fn with_watch_client(clients: ClusterClients, watch_client: kube::Client, cancel: CancellationToken) -> Self {
         Self {
             clients,
             watch_client,
-            resources: Arc::new(resources),
+            slots: Default::default(),
+            adding: Default::default(),
             namespaces: ClusterCache::default(),
-            objects: Arc::new(objects),
             subscribers: Default::default(),
+            cancel,
         }
     }
 
-    /// Runs the watches until `cancel` fires.
-    pub async fn run(self, cancel: CancellationToken) {
-        let mut tasks = tokio::task::JoinSet::new();
-        tasks.spawn(self.clone().watch_namespaces(cancel.clone()));
-        for index in 0..self.resources.len() {
-            tasks.spawn(self.clone().watch_resource(index, cancel.clone()));
+    /// Watches namespaces until cancelled; resource watches start in [`Upstream::ensure`].
+    pub async fn run(self) {
+        let cancel = self.cancel.clone();
+        self.watch_namespaces(cancel).await
+    }
+
+    /// The slot index of `resource`, starting its watch first if nobody watches it yet. Fails
+    /// with `NotServedByKcp` when kcp does not serve it here (not exported, not claimed).
+    pub async fn ensure(&self, resource: &SyncedResource) -> Result<usize, Unavailable> {
+        let _adding = self.adding.lock().await;
+        if let Some(index) = self.index_of(&resource.api) {
+            return Ok(index);
         }
-        while tasks.join_next().await.is_some() {}
+        let api: Api<DynamicObject> = Api::all_with(self.watch_client.clone(), &resource.api);
+        match api.list_metadata(&ListParams::default().limit(1)).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 404 => {
+                return Err(Unavailable::new(
+                    SyncedResourceState::NotServedByKcp,
+                    format!(
+                        "kcp does not serve {} {} here: add it to the APIExport (tmc install --workload-crd) or bind it",
+                        resource.api.api_version, resource.api.plural
+                    ),
+                ));
+            }
+            Err(e) => {
+                return Err(Unavailable::new(
+                    SyncedResourceState::DiscoveryFailed,
+                    format!("listing {} in kcp failed: {}", resource.api.plural, error_message(&e)),
+                ));
+            }
+        }
+        let slot = Arc::new(Slot { resource: Arc::new(resource.clone()), cache: ClusterCache::default() });
+        let index = {
+            let mut slots = self.slots.write().expect("slots poisoned");
+            slots.push(slot);
+            slots.len() - 1
+        };
+        tracing::info!(endpoint = self.clients.base_url(), resource = %resource.api.plural, "watching a new resource in kcp");
+        tokio::spawn(self.clone().watch_resource(index, self.cancel.clone()));
+        Ok(index)
+    }
+
+    fn index_of(&self, api: &ApiResource) -> Option<usize> {
+        let slots = self.slots.read().expect("slots poisoned");
+        slots.iter().position(|s| s.resource.api.api_version == api.api_version && s.resource.api.plural == api.plural)
+    }
+
+    fn slot(&self, index: usize) -> Option<Arc<Slot>> {
+        self.slots.read().expect("slots poisoned").get(index).cloned()
+    }
+
+    /// The resource in slot `index`.
+    pub fn resource(&self, index: usize) -> Option<Arc<SyncedResource>> {
+        self.slot(index).map(|s| s.resource.clone())
     }
 
     /// Registers the syncer of `target_key`; it is sent every object currently assigned to it,
@@ -93,7 +153,7 @@ impl Upstream {
 
     /// The cached upstream object, if it exists.
     pub fn object(&self, resource: usize, key: &ClusterKey) -> Option<Arc<DynamicObject>> {
-        self.objects.get(resource)?.get(key)
+        self.slot(resource)?.cache.get(key)
     }
 
     /// Whether the kcp namespace `key.cluster`/`namespace` is assigned to `target_key`.
@@ -117,10 +177,22 @@ impl Upstream {
         out
     }
 
+    /// The objects of slot `index` currently assigned to `target_key`.
+    pub fn assigned_keys_of(&self, target_key: &str, index: usize) -> Vec<SyncKey> {
+        let Some(slot) = self.slot(index) else { return vec![] };
+        let mut out = vec![];
+        for ns in self.namespaces.all_keys(|keys| keys.contains(target_key)) {
+            let keys = slot.cache.keys_in(&ns.cluster, |o| o.metadata.namespace.as_deref() == Some(ns.name.as_str()));
+            out.extend(keys.into_iter().map(|key| SyncKey { resource: Some(index), key }));
+        }
+        out
+    }
+
     fn keys_in_namespace(&self, cluster: &LogicalClusterName, namespace: &str) -> Vec<SyncKey> {
         let mut out = vec![SyncKey { resource: None, key: ClusterKey::new(cluster.clone(), None, namespace) }];
-        for (index, cache) in self.objects.iter().enumerate() {
-            let keys = cache.keys_in(cluster, |o| o.metadata.namespace.as_deref() == Some(namespace));
+        let slots = self.slots.read().expect("slots poisoned").clone();
+        for (index, slot) in slots.iter().enumerate() {
+            let keys = slot.cache.keys_in(cluster, |o| o.metadata.namespace.as_deref() == Some(namespace));
             out.extend(keys.into_iter().map(|key| SyncKey { resource: Some(index), key }));
         }
         out
@@ -185,10 +257,11 @@ impl Upstream {
     }
 
     async fn watch_resource(self, index: usize, cancel: CancellationToken) {
-        let resource = &self.resources[index].api;
+        let Some(slot) = self.slot(index) else { return };
+        let resource = &slot.resource.api;
         let api: Api<DynamicObject> = Api::all_with(self.watch_client.clone(), resource);
         let mut events = watcher(api, watcher::Config::default()).default_backoff().boxed();
-        let cache = &self.objects[index];
+        let cache = &slot.cache;
         while let Some(event) = next_or_cancelled(&mut events, &cancel).await {
             let (obj, deleted) = match event {
                 Err(e) => {

@@ -203,8 +203,9 @@ pub fn tmc(args: &[&str]) -> (i32, String, String) {
     )
 }
 
-/// Polls `check` every 200 ms until it returns `Ok(Some(v))`, or fails after `timeout` with the
-/// last thing `check` said.
+/// Polls `check` every 400 ms until it returns `Ok(Some(v))`, or fails after `timeout` with the
+/// last thing `check` said. (Most checks spawn kubectl; with thirty tests polling at once on two
+/// cores, a faster poll starves the servers under test.)
 pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> Result<T, String>
 where
     F: FnMut() -> Fut,
@@ -220,6 +221,6 @@ where
         if Instant::now() > deadline {
             return Err(format!("timed out after {timeout:?} waiting for {what}: {last}"));
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(Duration::from_millis(400)).await;
     }
 }

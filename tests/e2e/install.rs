@@ -13,11 +13,12 @@ use crate::{PROVIDER, World, ensure};
 
 pub async fn install_is_idempotent(w: Arc<World>) -> TestResult {
     let kubeconfig = w.kcp.kubeconfig.display().to_string();
-    let (code, out, err) = env::tmc(&["install", "--kubeconfig", &kubeconfig, "--workspace", PROVIDER]);
+    let args = ["install", "--kubeconfig", &kubeconfig, "--workspace", PROVIDER, "--workload-crd", crate::WIDGET_CRD];
+    let (code, out, err) = env::tmc(&args);
     ensure!(code == 0, "re-install failed: {out}{err}");
     ensure!(!out.contains("created") && out.contains("unchanged"), "a re-install must change nothing:\n{out}");
     let schemas = w.kcp.kubectl(PROVIDER, &["get", "apiresourceschemas", "-o", "name"], None)?;
-    for s in export::schemas()? {
+    for s in export::schemas(&[])? {
         ensure!(schemas.contains(&s.name), "schema {} missing from:\n{schemas}", s.name);
     }
     Ok(())
@@ -29,7 +30,7 @@ pub async fn endpoint_follows_bindings_and_schema_upgrades(w: Arc<World>) -> Tes
     let tenant = "root:upgrade-tenant";
     let export_name = "tmc-upgrade";
     let provider_cluster = workspace::ensure(&w.clients, &provider.parse()?, Duration::from_secs(60)).await?;
-    let v1 = export::schemas()?;
+    let v1 = export::schemas(&[])?;
     let report = install::install(&w.clients, &provider_cluster, export_name, &v1).await?;
     ensure!(report.schemas_created.len() == 4 && report.export_written, "first install: {report:?}");
 

@@ -9,6 +9,7 @@
 //!
 //! `cargo test --test e2e -- <substring>` runs the tests whose names contain the substring.
 
+mod apis;
 mod cli;
 mod cluster;
 mod env;
@@ -29,6 +30,8 @@ pub const HEARTBEAT_THRESHOLD: Duration = Duration::from_secs(8);
 pub const PROVIDER: &str = "root:tmc";
 pub const TENANT_A: &str = "root:tenant-a";
 pub const TENANT_B: &str = "root:tenant-b";
+/// A custom workload API exported next to the built-in ones (see `apis.rs`).
+pub const WIDGET_CRD: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/fixtures/widgets.yaml");
 
 pub struct World {
     pub kcp: Kcp,
@@ -75,6 +78,7 @@ fn all_tests() -> Vec<(&'static str, TestFn)> {
         syncer::pull_mode_syncer_runs_beside_the_cluster,
         syncer::syncer_manifest_is_accepted_by_a_real_cluster,
         syncer::autoscaled_replicas_are_not_fought,
+        apis::custom_apis_sync_where_both_sides_serve_them,
     ]
 }
 
@@ -90,8 +94,16 @@ async fn setup() -> Result<World, String> {
     }
     let clusters = started;
     let kubeconfig = kcp.kubeconfig.display().to_string();
-    let (code, out, err) =
-        env::tmc(&["install", "--kubeconfig", &kubeconfig, "--workspace", PROVIDER, "--create-workspace"]);
+    let (code, out, err) = env::tmc(&[
+        "install",
+        "--kubeconfig",
+        &kubeconfig,
+        "--workspace",
+        PROVIDER,
+        "--create-workspace",
+        "--workload-crd",
+        WIDGET_CRD,
+    ]);
     if code != 0 {
         return Err(format!("tmc install failed ({code}): {out}{err}"));
     }

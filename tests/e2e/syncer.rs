@@ -14,11 +14,11 @@ use serde_json::{Value, json};
 use crate::env::{TestResult, eventually};
 use crate::{TENANT_A, TENANT_B, World, ensure};
 
-const WAIT: Duration = Duration::from_secs(60);
+pub const WAIT: Duration = Duration::from_secs(60);
 
 /// Registers cluster `index` as the push-mode SyncTarget `name` in `ws` and waits until the
 /// syncer's heartbeat makes it Ready. Returns the target key.
-async fn register(w: &World, ws: &str, name: &str, index: usize) -> Result<String, String> {
+pub async fn register(w: &World, ws: &str, name: &str, index: usize) -> Result<String, String> {
     let kubeconfig = w.clusters[index].kubeconfig_text();
     let secret = json!({
         "apiVersion": "v1", "kind": "Secret",
@@ -44,7 +44,7 @@ async fn register(w: &World, ws: &str, name: &str, index: usize) -> Result<Strin
 }
 
 /// Creates the kcp namespace `ns` in `ws` assigned to the target `key`.
-fn assigned_namespace(w: &World, ws: &str, ns: &str, key: &str) -> Result<(), String> {
+pub fn assigned_namespace(w: &World, ws: &str, ns: &str, key: &str) -> Result<(), String> {
     let yaml = format!(
         "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {ns}\n  labels: {{state.tmc.kcp.io/{key}: Sync}}\n"
     );
@@ -52,7 +52,7 @@ fn assigned_namespace(w: &World, ws: &str, ns: &str, key: &str) -> Result<(), St
 }
 
 /// The downstream namespace holding `ws`/`ns` for the target `name` of `target_ws`.
-async fn downstream_ns(w: &World, target_ws: &str, name: &str, ws: &str, ns: &str) -> String {
+pub async fn downstream_ns(w: &World, target_ws: &str, name: &str, ws: &str, ns: &str) -> String {
     let target_cluster = workspace::resolve(&w.clients, &target_ws.parse().unwrap()).await.unwrap();
     let cluster = workspace::resolve(&w.clients, &ws.parse().unwrap()).await.unwrap();
     let target = TargetRef { cluster: target_cluster.to_string(), name: name.to_string() };
@@ -76,13 +76,13 @@ fn deployment(name: &str, replicas: i32) -> String {
 }
 
 /// One JSON document kubectl applies: a `List` of the given objects.
-fn list(items: &[String]) -> String {
+pub fn list(items: &[String]) -> String {
     let items: Vec<Value> = items.iter().map(|i| serde_json::from_str(i).expect("test objects are JSON")).collect();
     json!({ "apiVersion": "v1", "kind": "List", "items": items }).to_string()
 }
 
 /// `kubectl get -o json` of an object in a physical cluster, or `None` when absent.
-fn downstream_get(w: &World, index: usize, ns: &str, kind: &str, name: &str) -> Result<Option<Value>, String> {
+pub fn downstream_get(w: &World, index: usize, ns: &str, kind: &str, name: &str) -> Result<Option<Value>, String> {
     match w.clusters[index].kubectl(&["-n", ns, "get", kind, name, "-o", "json", "--ignore-not-found"]) {
         Ok(out) if out.trim().is_empty() => Ok(None),
         Ok(out) => serde_json::from_str(&out).map(Some).map_err(|e| e.to_string()),
@@ -90,14 +90,14 @@ fn downstream_get(w: &World, index: usize, ns: &str, kind: &str, name: &str) -> 
     }
 }
 
-async fn wait_downstream(w: &World, index: usize, ns: &str, kind: &str, name: &str) -> Result<Value, String> {
+pub async fn wait_downstream(w: &World, index: usize, ns: &str, kind: &str, name: &str) -> Result<Value, String> {
     eventually(&format!("{kind} {ns}/{name} in cluster {index}"), WAIT, || async {
         downstream_get(w, index, ns, kind, name)
     })
     .await
 }
 
-fn upstream_get(w: &World, ws: &str, ns: &str, kind: &str, name: &str) -> Result<Option<Value>, String> {
+pub fn upstream_get(w: &World, ws: &str, ns: &str, kind: &str, name: &str) -> Result<Option<Value>, String> {
     let out = w.kcp.kubectl(ws, &["-n", ns, "get", kind, name, "-o", "json", "--ignore-not-found"], None)?;
     if out.trim().is_empty() { Ok(None) } else { serde_json::from_str(&out).map(Some).map_err(|e| e.to_string()) }
 }

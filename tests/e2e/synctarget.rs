@@ -206,7 +206,8 @@ pub async fn invalid_spec_is_reported_and_others_proceed(w: Arc<World>) -> TestR
 }
 
 pub async fn cordon_and_eviction_are_visible(w: Arc<World>) -> TestResult {
-    let soon = (jiff::Timestamp::now() + jiff::SignedDuration::from_secs(15)).round(jiff::Unit::Second)?;
+    // Far enough ahead that a loaded machine still shows the scheduled state first.
+    let soon = (jiff::Timestamp::now() + jiff::SignedDuration::from_secs(30)).round(jiff::Unit::Second)?;
     let yaml = format!(
         "apiVersion: sync.kcp.io/v1alpha1\nkind: SyncTarget\nmetadata: {{name: cordoned}}\nspec: {{unschedulable: true}}\n---\n\
          apiVersion: sync.kcp.io/v1alpha1\nkind: SyncTarget\nmetadata: {{name: drained}}\nspec: {{evictAfter: '2020-01-01T00:00:00Z'}}\n---\n\
@@ -217,6 +218,8 @@ pub async fn cordon_and_eviction_are_visible(w: Arc<World>) -> TestResult {
     wait_condition(&w, TENANT_A, "drained", "Schedulable", "False", "Evicting").await?;
     wait_condition(&w, TENANT_A, "draining-soon", "Schedulable", "True", "EvictionScheduled").await?;
     // Nothing is written by the test from here on: the manager requeues itself for the deadline.
+    let until = Duration::try_from(soon.duration_since(jiff::Timestamp::now())).unwrap_or_default();
+    tokio::time::sleep(until).await;
     wait_condition(&w, TENANT_A, "draining-soon", "Schedulable", "False", "Evicting").await?;
     patch_spec(&w, TENANT_A, "cordoned", r#"{"spec":{"unschedulable":false}}"#)?;
     wait_condition(&w, TENANT_A, "cordoned", "Schedulable", "True", "Schedulable").await?;

@@ -267,7 +267,8 @@ impl Controller {
             self.syncers.stop(key);
             return Ok(credentials);
         };
-        if let Err(why) = self.syncers.ensure(key, &text).await {
+        let apis = crate::syncer::resources::wanted_apis(&target.spec.supported_apis);
+        if let Err(why) = self.syncers.ensure(key, &text, apis).await {
             self.syncers.stop(key);
             return Ok(Credentials::Problem {
                 reason: "KubeconfigInvalid",

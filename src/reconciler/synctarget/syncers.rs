@@ -8,12 +8,15 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+use crate::apis::sync::v1alpha1::SupportedApi;
 use crate::kcp::ClusterKey;
 use crate::syncer::engine::{Engine, EngineSettings, Probe};
 use crate::syncer::upstream::Upstream;
 
 struct Running {
     kubeconfig_hash: String,
+    /// The target's wanted APIs, followed by the running syncer.
+    wanted: watch::Sender<Vec<SupportedApi>>,
     cancel: CancellationToken,
     probe: watch::Receiver<Probe>,
 }
@@ -53,11 +56,16 @@ impl Supervisor {
         self.running.lock().expect("supervisor poisoned").get(key).map(|r| r.probe.borrow().clone())
     }
 
-    /// Makes sure a syncer for the SyncTarget `key` runs with this kubeconfig. Returns an error
-    /// message when the kubeconfig parses but cannot be turned into a client (e.g. bad TLS data).
-    pub async fn ensure(&self, key: &ClusterKey, kubeconfig: &str) -> Result<(), String> {
+    /// Makes sure a syncer for the SyncTarget `key` runs with this kubeconfig and syncs `apis`
+    /// (a changed API list is handed to the running syncer; only new credentials restart it).
+    /// Returns an error message when the kubeconfig parses but cannot be turned into a client
+    /// (e.g. bad TLS data).
+    pub async fn ensure(&self, key: &ClusterKey, kubeconfig: &str, apis: Vec<SupportedApi>) -> Result<(), String> {
         let hash = crate::json::sha256_hex(kubeconfig.as_bytes(), 8);
-        if self.running.lock().expect("supervisor poisoned").get(key).is_some_and(|r| r.kubeconfig_hash == hash) {
+        if let Some(running) = self.running.lock().expect("supervisor poisoned").get(key)
+            && running.kubeconfig_hash == hash
+        {
+            running.wanted.send_if_modified(|w| std::mem::replace(w, apis.clone()) != apis);
             return Ok(());
         }
         let parsed = kube::config::Kubeconfig::from_yaml(kubeconfig).map_err(|e| e.to_string())?;
@@ -65,15 +73,23 @@ impl Supervisor {
             kube::Config::from_custom_kubeconfig(parsed, &Default::default()).await.map_err(|e| e.to_string())?;
         let client = kube::Client::try_from(config).map_err(|e| e.to_string())?;
         let (probe_tx, probe) = watch::channel(Probe::Pending);
-        let engine =
-            Engine::new(key.cluster.clone(), &key.name, self.upstream.clone(), client, self.settings.clone(), probe_tx);
+        let (wanted, wanted_rx) = watch::channel(apis);
+        let engine = Engine::new(
+            key.cluster.clone(),
+            &key.name,
+            self.upstream.clone(),
+            client,
+            self.settings.clone(),
+            probe_tx,
+            wanted_rx,
+        );
         let cancel = self.parent.child_token();
         let mut watch_probe = probe.clone();
         let previous = self
             .running
             .lock()
             .expect("supervisor poisoned")
-            .insert(key.clone(), Running { kubeconfig_hash: hash, cancel: cancel.clone(), probe });
+            .insert(key.clone(), Running { kubeconfig_hash: hash, wanted, cancel: cancel.clone(), probe });
         let (changes, changed_key) = (self.changes.clone(), key.clone());
         tokio::spawn(async move {
             while watch_probe.changed().await.is_ok() {

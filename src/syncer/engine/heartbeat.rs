@@ -1,5 +1,5 @@
-//! The heartbeat: a probe of the cluster on a timer, reported as `status.lastSyncTime` and, in
-//! push mode, to the SyncTarget reconciler as [`Probe`].
+//! The heartbeat: a probe of the cluster on a timer, reported as `status.lastSyncTime` (with
+//! `status.syncedResources`) and, in push mode, to the SyncTarget reconciler as [`Probe`].
 
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, ListParams, Patch, PatchParams};
@@ -43,7 +43,12 @@ impl Engine {
                 Ok(()) => {
                     let now =
                         jiff::Timestamp::now().round(jiff::Unit::Second).unwrap_or_else(|_| jiff::Timestamp::now());
-                    let patch = json!({ "status": { "lastSyncTime": now.to_string() } });
+                    // The API report rides along: the heartbeat writes anyway, and counts that
+                    // lag by one interval are fine.
+                    let patch = json!({ "status": {
+                        "lastSyncTime": now.to_string(),
+                        "syncedResources": self.synced_resources(),
+                    } });
                     if let Err(e) =
                         targets.patch_status(&self.target.name, &PatchParams::default(), &Patch::Merge(&patch)).await
                     {
@@ -57,6 +62,7 @@ impl Engine {
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 _ = tokio::time::sleep(self.settings.heartbeat_interval) => {}
+                _ = self.report_changed.notified() => {}
             }
         }
     }

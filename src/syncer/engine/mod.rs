@@ -1,7 +1,8 @@
 //! One syncer: copies the objects of the namespaces assigned to one SyncTarget into its
 //! physical cluster, keeps them there, brings their status back, and cleans up.
 
-use std::sync::Arc;
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
@@ -9,12 +10,15 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+mod apis;
 mod heartbeat;
 mod namespaces;
 mod status_up;
 
+pub use self::apis::follow_supported_apis;
 pub use self::heartbeat::Probe;
 
+use crate::apis::sync::v1alpha1::SupportedApi;
 use crate::kcp::{ClusterKey, LogicalClusterName, error_message};
 use crate::reconciler::queue::{Backoff, WorkQueue};
 use crate::syncer::downstream::Downstream;
@@ -73,6 +77,15 @@ pub struct Engine {
     queue: Arc<WorkQueue<SyncKey>>,
     settings: EngineSettings,
     probe: Arc<tokio::sync::watch::Sender<Probe>>,
+    /// The APIs the target asks for (`spec.supportedAPIs`, defaults applied).
+    wanted: tokio::sync::watch::Receiver<Vec<SupportedApi>>,
+    /// What became of each wanted API (see [`apis`]).
+    apis: Arc<RwLock<apis::ApiReport>>,
+    /// Upstream slots synced now, and every slot ever synced (its downstream watch runs).
+    active: Arc<RwLock<BTreeSet<usize>>>,
+    started: Arc<Mutex<BTreeSet<usize>>>,
+    /// Wakes the heartbeat to report a changed API report at once.
+    report_changed: Arc<tokio::sync::Notify>,
 }
 
 impl Engine {
@@ -83,6 +96,7 @@ impl Engine {
         downstream_client: kube::Client,
         settings: EngineSettings,
         probe: tokio::sync::watch::Sender<Probe>,
+        wanted: tokio::sync::watch::Receiver<Vec<SupportedApi>>,
     ) -> Self {
         let target_key = super::naming::target_key(&target_cluster, target_name);
         let events =
@@ -90,13 +104,18 @@ impl Engine {
         Self {
             target: TargetRef { cluster: target_cluster.to_string(), name: target_name.to_string() },
             target_cluster,
-            downstream: Downstream::new(downstream_client, &target_key, upstream.resources.len()),
+            downstream: Downstream::new(downstream_client, &target_key),
             events,
             target_key,
             upstream,
             queue: WorkQueue::new(settings.backoff),
             settings,
             probe: Arc::new(probe),
+            wanted,
+            apis: Default::default(),
+            active: Default::default(),
+            started: Default::default(),
+            report_changed: Default::default(),
         }
     }
 
@@ -116,16 +135,7 @@ impl Engine {
         });
         let queue = self.queue.clone();
         tasks.spawn(self.downstream.clone().watch_namespaces(move |k| queue.add(k), cancel.clone()));
-        for (index, resource) in self.upstream.resources.iter().enumerate() {
-            let queue = self.queue.clone();
-            let enqueue = move |k| queue.add(k);
-            tasks.spawn(self.downstream.clone().watch_resource(index, resource.clone(), enqueue, cancel.clone()));
-        }
-        if let Some(deployments) = self.upstream.resources.iter().position(|r| r.api.kind == "Deployment") {
-            let queue = self.queue.clone();
-            let enqueue = move |k| queue.add(k);
-            tasks.spawn(self.downstream.clone().watch_autoscalers(deployments, enqueue, cancel.clone()));
-        }
+        tasks.spawn(self.clone().manage_apis(cancel.clone()));
         for _ in 0..self.settings.workers.max(1) {
             tasks.spawn(self.clone().work());
         }
@@ -149,9 +159,9 @@ impl Engine {
     }
 
     /// The kcp API of the upstream object behind `key`, scoped to its logical cluster.
-    fn upstream_api(&self, index: usize, key: &ClusterKey) -> Api<DynamicObject> {
+    fn upstream_api(&self, api: &kube::core::ApiResource, key: &ClusterKey) -> Api<DynamicObject> {
         let client = self.upstream.clients.cluster(&key.cluster);
-        Api::namespaced_with(client, key.namespace.as_deref().unwrap_or_default(), &self.upstream.resources[index].api)
+        Api::namespaced_with(client, key.namespace.as_deref().unwrap_or_default(), api)
     }
 
     fn finalizer(&self) -> String {
@@ -166,7 +176,11 @@ impl Engine {
     }
 
     async fn sync_object(&self, index: usize, key: &ClusterKey) -> Result<Option<Duration>, SyncError> {
-        let resource = &self.upstream.resources[index];
+        let Some(resource) = self.upstream.resource(index) else { return Ok(None) };
+        // A resource this syncer never synced is another target's business.
+        if !self.ever_active(index) {
+            return Ok(None);
+        }
         let Some(namespace) = key.namespace.as_deref() else { return Ok(None) };
         let locator = Locator::new(self.target.clone(), &key.cluster, namespace);
         let dns = locator.downstream_namespace();
@@ -178,7 +192,8 @@ impl Engine {
         if key.cluster != self.target_cluster {
             return Ok(None);
         }
-        let wanted = upstream.as_ref().is_some_and(|o| o.metadata.deletion_timestamp.is_none())
+        let wanted = self.is_active(index)
+            && upstream.as_ref().is_some_and(|o| o.metadata.deletion_timestamp.is_none())
             && self.upstream.is_assigned(&key.cluster, namespace, &self.target_key)
             && upstream_value.as_ref().is_some_and(|v| transform::skip_reason(&resource.api.kind, v).is_none());
         let down_api: Api<DynamicObject> = Api::namespaced_with(self.downstream.client.clone(), &dns, &resource.api);
@@ -189,7 +204,7 @@ impl Engine {
             // and delete only a copy this target wrote.
             let ours = match &current {
                 Some(_) => true,
-                None if self.downstream.synced() => false,
+                None if self.downstream.synced(index) => false,
                 None => match down_api.get_opt(&key.name).await {
                     Ok(found) => found.is_some_and(|o| {
                         o.metadata.labels.as_ref().and_then(|l| l.get(TARGET_LABEL)) == Some(&self.target_key)
@@ -220,8 +235,8 @@ impl Engine {
                 }
             }
             if let Some(obj) = &upstream {
-                self.forget_status(index, key, obj).await?;
-                self.set_finalizer(index, key, obj, false).await?;
+                self.forget_status(&resource.api, key, obj).await?;
+                self.set_finalizer(&resource.api, key, obj, false).await?;
             }
             self.queue.add_after(
                 SyncKey { resource: None, key: ClusterKey::new(key.cluster.clone(), None, namespace) },
@@ -230,7 +245,7 @@ impl Engine {
             return Ok(None);
         }
         let (obj, value) = (upstream.expect("wanted implies present"), upstream_value.expect("present"));
-        self.set_finalizer(index, key, &obj, true).await?;
+        self.set_finalizer(&resource.api, key, &obj, true).await?;
         if let Err(e) = self.ensure_namespace(&dns, &locator).await {
             let note = format!("not synced to {}: {e}", self.target.name);
             let reason = match e {
@@ -279,7 +294,7 @@ impl Engine {
         if resource.status_up
             && let Some(current) = current_value
         {
-            self.status_up(index, key, &obj, &value, &current, &hash).await?;
+            self.status_up(&resource.api, key, &obj, &value, &current, &hash).await?;
         }
         Ok(None)
     }
@@ -293,7 +308,7 @@ impl Engine {
 
     async fn set_finalizer(
         &self,
-        index: usize,
+        resource: &kube::core::ApiResource,
         key: &ClusterKey,
         obj: &DynamicObject,
         present: bool,
@@ -308,7 +323,7 @@ impl Engine {
         } else {
             finalizers.retain(|f| *f != finalizer);
         }
-        let api = self.upstream_api(index, key);
+        let api = self.upstream_api(resource, key);
         // resourceVersion makes this a compare-and-swap: a concurrent change fails with 409 and
         // is retried from the fresher cache.
         let patch =

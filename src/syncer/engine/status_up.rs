@@ -1,6 +1,7 @@
 //! Status up: the downstream status, or the aggregate over several targets, onto the kcp object.
 
 use kube::api::{DynamicObject, Patch, PatchParams};
+use kube::core::ApiResource;
 use serde_json::{Value, json};
 
 use super::{Engine, SPEC_HASH_ANNOTATION, SyncError, api_err};
@@ -13,7 +14,7 @@ impl Engine {
     /// (see [`super::status`]). Every write happens only when something differs.
     pub(super) async fn status_up(
         &self,
-        index: usize,
+        resource: &ApiResource,
         key: &ClusterKey,
         obj: &DynamicObject,
         upstream: &Value,
@@ -26,8 +27,7 @@ impl Engine {
             return Ok(());
         }
         let namespace = key.namespace.as_deref().unwrap_or_default();
-        let resource = &self.upstream.resources[index].api;
-        let api = self.upstream_api(index, key);
+        let api = self.upstream_api(resource, key);
         let targets = self.upstream.assigned_targets(&key.cluster, namespace);
         let desired = if targets.len() <= 1 {
             mine
@@ -68,7 +68,7 @@ impl Engine {
     /// Removes this target's status annotation once it no longer runs the object.
     pub(super) async fn forget_status(
         &self,
-        index: usize,
+        resource: &ApiResource,
         key: &ClusterKey,
         obj: &DynamicObject,
     ) -> Result<(), SyncError> {
@@ -76,7 +76,7 @@ impl Engine {
         if !obj.metadata.annotations.as_ref().is_some_and(|a| a.contains_key(&annotation)) {
             return Ok(());
         }
-        let api = self.upstream_api(index, key);
+        let api = self.upstream_api(resource, key);
         let patch = json!({ "metadata": { "annotations": { annotation: null } } });
         match api.patch(&key.name, &PatchParams::default(), &Patch::Merge(&patch)).await {
             Ok(_) => Ok(()),
