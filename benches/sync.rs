@@ -90,8 +90,20 @@ async fn setup(workspaces: usize) -> Bench {
     let (code, out, err) =
         env::tmc(&["install", "--kubeconfig", &kubeconfig, "--workspace", "root:tmc", "--create-workspace"]);
     assert_eq!(code, 0, "{out}{err}");
+    // Free ports: the defaults (8080, 8081) may be taken on a developer's machine.
+    let (metrics, health) = (format!("127.0.0.1:{}", env::free_port()), format!("127.0.0.1:{}", env::free_port()));
     let manager = env::Tmc::spawn(
-        &["manager", "--kubeconfig", &kubeconfig, "--workspace", "root:tmc"],
+        &[
+            "manager",
+            "--kubeconfig",
+            &kubeconfig,
+            "--workspace",
+            "root:tmc",
+            "--metrics-bind-address",
+            &metrics,
+            "--health-bind-address",
+            &health,
+        ],
         kcp.dir.path().join("manager.log"),
     );
     let manager_pid = manager.pid();

@@ -2,8 +2,8 @@
 //!
 //! Workloads created in kcp workspaces run on real Kubernetes clusters. The crate is laid out
 //! like kcp itself: API types in [`apis`], everything about talking to kcp in [`kcp`], one
-//! reconciler per resource in [`reconciler`], process wiring in [`manager`], and the `tmc`
-//! command line in [`cli`].
+//! reconciler per resource in [`reconciler`], process wiring in [`manager`], metrics and health
+//! endpoints in [`server`], and the `tmc` command line in [`cli`].
 
 pub mod apis;
 pub mod cli;
@@ -11,4 +11,5 @@ pub mod json;
 pub mod kcp;
 pub mod manager;
 pub mod reconciler;
+pub mod server;
 pub mod syncer;

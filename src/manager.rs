@@ -13,6 +13,8 @@ use crate::kcp::{ClusterClients, LogicalClusterName, WorkspacePath, endpoints, w
 use crate::reconciler::queue::Backoff;
 use crate::reconciler::synctarget;
 use crate::reconciler::synctarget::syncers::Supervisor;
+use crate::server::metrics::controller;
+use crate::server::{Metrics, Readiness};
 use crate::syncer::engine::EngineSettings;
 use crate::syncer::upstream::Upstream;
 
@@ -27,6 +29,10 @@ pub struct ManagerConfig {
     pub synctarget: synctarget::Settings,
     /// Settings of the push-mode syncers the manager runs.
     pub syncer: EngineSettings,
+    /// Where the controllers record what they do (served at /metrics).
+    pub metrics: Metrics,
+    /// Set once the workspace is resolved and the endpoint slice is watched (served at /readyz).
+    pub readiness: Readiness,
 }
 
 /// Errors that stop the manager.
@@ -38,6 +44,7 @@ pub enum ManagerError {
 
 /// Runs until `cancel` fires.
 pub async fn run(config: ManagerConfig, cancel: CancellationToken) -> Result<(), ManagerError> {
+    config.metrics.init_controller(controller::SYNCTARGET);
     let server = ClusterClients::for_server(&config.kube_config)?;
     let Some(export_cluster) = wait_for_workspace(&server, &config.workspace, &cancel).await else {
         return Ok(());
@@ -52,6 +59,7 @@ pub async fn run(config: ManagerConfig, cancel: CancellationToken) -> Result<(),
         tx,
         cancel.child_token(),
     ));
+    config.readiness.set_ready();
     let mut running: HashMap<String, (CancellationToken, JoinHandle<()>)> = HashMap::new();
     loop {
         let urls = rx.borrow_and_update().clone();

@@ -87,7 +87,8 @@ kubectl --kubeconfig "$kc" apply -f "$repo/config/samples/apibinding.yaml"
 for _ in $(seq 1 120); do kubectl --kubeconfig "$kc" get synctargets >/dev/null 2>&1 && break; sleep 0.5; done
 
 log "starting tmc manager (log: $state/manager.log)"
-"$tmc" manager --kubeconfig "$admin" --workspace root:tmc >"$state/manager.log" 2>&1 &
+"$tmc" manager --kubeconfig "$admin" --workspace root:tmc \
+  --metrics-bind-address 127.0.0.1:8080 --health-bind-address 127.0.0.1:8081 >"$state/manager.log" 2>&1 &
 pids+=($!)
 kubectl --kubeconfig "$kc" apply -f "$repo/config/samples/synctarget.yaml"
 kubectl --kubeconfig "$kc" wait --for=condition=Ready=false synctarget/east --timeout=60s >/dev/null || true
@@ -145,6 +146,9 @@ kcp-tmc is running. In another terminal:
 
   kubectl --context root get workspaces        # the kcp root workspace
   tail -f $state/manager.log
+
+  curl -s http://127.0.0.1:8080/metrics | grep '^tmc_'   # the manager's metrics
+  curl -s http://127.0.0.1:8081/readyz                   # readiness (and /healthz: liveness)
 
 Press Ctrl-C to stop kcp, the clusters and the manager.
 TXT

@@ -1,14 +1,16 @@
 //! `tmc manager`.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::Args;
 use tokio_util::sync::CancellationToken;
 
-use super::{CliError, KcpArgs, cancel_on_signal, load_kube_config, parse_duration};
+use super::{CliError, KcpArgs, cancel_on_signal, load_kube_config, ops, parse_duration};
 use crate::manager::{self, ManagerConfig};
 use crate::reconciler::queue::Backoff;
 use crate::reconciler::synctarget;
+use crate::server::{Metrics, Readiness};
 use crate::syncer::engine::EngineSettings;
 
 #[derive(Debug, Args)]
@@ -38,6 +40,16 @@ pub struct ManagerArgs {
     /// SyncTarget reconciles that may run at once.
     #[arg(long, env = "TMC_WORKERS", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub workers: u16,
+
+    /// Address to serve Prometheus metrics on, at /metrics (/healthz and /readyz are served there
+    /// too).
+    #[arg(long, env = "TMC_METRICS_BIND_ADDRESS", default_value = "0.0.0.0:8080")]
+    pub metrics_bind_address: SocketAddr,
+
+    /// Address to serve the liveness (/healthz) and readiness (/readyz) probes on; it may equal
+    /// --metrics-bind-address.
+    #[arg(long, env = "TMC_HEALTH_BIND_ADDRESS", default_value = "0.0.0.0:8081")]
+    pub health_bind_address: SocketAddr,
 }
 
 pub async fn run(args: ManagerArgs) -> Result<(), CliError> {
@@ -48,6 +60,13 @@ pub async fn run(args: ManagerArgs) -> Result<(), CliError> {
         return Err(CliError::Failed("--syncer-heartbeat-interval must be greater than zero".into()));
     }
     let kube_config = load_kube_config(&args.kcp).await?;
+    let listeners = ops::bind(&[
+        ("--metrics-bind-address", args.metrics_bind_address),
+        ("--health-bind-address", args.health_bind_address),
+    ])
+    .await?;
+    let metrics = Metrics::new();
+    let readiness = Readiness::waiting_for(format!("kcp and the APIExport workspace {}", args.kcp.workspace));
     let config = ManagerConfig {
         kube_config,
         workspace: args.kcp.workspace.clone(),
@@ -63,8 +82,17 @@ pub async fn run(args: ManagerArgs) -> Result<(), CliError> {
             deletion_timeout: args.syncer_deletion_timeout,
             backoff: Backoff::default(),
         },
+        metrics: metrics.clone(),
+        readiness: readiness.clone(),
     };
     let cancel = CancellationToken::new();
     tokio::spawn(cancel_on_signal(cancel.clone()));
-    manager::run(config, cancel).await.map_err(|e| CliError::Failed(e.to_string()))
+    let work = async {
+        let result = manager::run(config, cancel.clone()).await;
+        // The endpoints live as long as the manager: stop them when it stops, even on an error.
+        cancel.cancel();
+        result
+    };
+    let (result, ()) = tokio::join!(work, ops::serve(listeners, metrics, readiness, cancel.clone()));
+    result.map_err(|e| CliError::Failed(e.to_string()))
 }

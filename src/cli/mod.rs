@@ -4,6 +4,7 @@ mod generate;
 mod install;
 mod manager;
 mod manifest;
+mod ops;
 mod syncer;
 
 use std::path::PathBuf;
@@ -80,6 +81,8 @@ pub enum CliError {
     ReadKubeconfig { path: PathBuf, source: kube::config::KubeconfigError },
     #[error("cannot find a kubeconfig for kcp: {0}\n  fix: pass --kubeconfig or set KUBECONFIG")]
     InferKubeconfig(kube::config::InferConfigError),
+    #[error("{flag}: {source}")]
+    Listen { flag: &'static str, source: crate::server::ServerError },
     #[error("cannot start the async runtime: {0}")]
     Runtime(std::io::Error),
     #[error("{0}")]

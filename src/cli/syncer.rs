@@ -1,14 +1,16 @@
 //! `tmc syncer`: the sync engine in pull mode, running beside a physical cluster.
 
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
 use tokio_util::sync::CancellationToken;
 
-use super::{CliError, cancel_on_signal, parse_duration, parse_workspace};
+use super::{CliError, cancel_on_signal, ops, parse_duration, parse_workspace};
 use crate::kcp::{ClusterClients, WorkspacePath, workspace};
 use crate::reconciler::queue::Backoff;
+use crate::server::{Metrics, Readiness};
 use crate::syncer::engine::{Engine, EngineSettings, Probe, follow_supported_apis};
 use crate::syncer::resources::wanted_apis;
 use crate::syncer::upstream::Upstream;
@@ -43,6 +45,16 @@ pub struct SyncerArgs {
     /// Objects synced at once.
     #[arg(long, env = "TMC_WORKERS", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub workers: u16,
+
+    /// Port to serve Prometheus metrics on, at /metrics on all interfaces (/healthz and /readyz
+    /// are served there too).
+    #[arg(long, env = "TMC_METRICS_PORT", default_value_t = 8080)]
+    pub metrics_port: u16,
+
+    /// Port to serve the liveness (/healthz) and readiness (/readyz) probes on, on all interfaces;
+    /// it may equal --metrics-port.
+    #[arg(long, env = "TMC_HEALTH_PORT", default_value_t = 8081)]
+    pub health_port: u16,
 }
 
 async fn kube_config(path: &PathBuf) -> Result<kube::Config, CliError> {
@@ -66,15 +78,37 @@ pub async fn run(args: SyncerArgs) -> Result<(), CliError> {
     .map_err(|e| {
         CliError::Failed(format!("cannot build a client for the cluster: {e}\n  fix: pass --downstream-kubeconfig"))
     })?;
+    let all = |port| SocketAddr::from((Ipv4Addr::UNSPECIFIED, port));
+    let listeners =
+        ops::bind(&[("--metrics-port", all(args.metrics_port)), ("--health-port", all(args.health_port))]).await?;
+    let metrics = Metrics::new();
+    let readiness = Readiness::waiting_for(format!("kcp and the workspace {}", args.workspace));
     let cancel = CancellationToken::new();
     tokio::spawn(cancel_on_signal(cancel.clone()));
+    let work = async {
+        sync(&args, kcp, downstream, &readiness, &cancel).await;
+        // The endpoints live as long as the syncer.
+        cancel.cancel();
+    };
+    tokio::join!(work, ops::serve(listeners, metrics, readiness.clone(), cancel.clone()));
+    Ok(())
+}
+
+/// Resolves the workspace (waiting for kcp), then syncs until `cancel` fires.
+async fn sync(
+    args: &SyncerArgs,
+    kcp: ClusterClients,
+    downstream: kube::Client,
+    readiness: &Readiness,
+    cancel: &CancellationToken,
+) {
     let cluster = loop {
         match workspace::resolve(&kcp, &args.workspace).await {
             Ok(c) => break c,
             Err(e) => {
                 tracing::warn!(workspace = %args.workspace, error = %e, "waiting for kcp and the workspace");
                 tokio::select! {
-                    _ = cancel.cancelled() => return Ok(()),
+                    _ = cancel.cancelled() => return,
                     _ = tokio::time::sleep(Duration::from_secs(5)) => {}
                 }
             }
@@ -88,7 +122,7 @@ pub async fn run(args: SyncerArgs) -> Result<(), CliError> {
     tokio::spawn(follow_supported_apis(target_client, name, wanted, first, cancel.clone()));
     tracing::info!(target = %args.sync_target_name, "reading the SyncTarget's spec");
     tokio::select! {
-        _ = cancel.cancelled() => return Ok(()),
+        _ = cancel.cancelled() => return,
         _ = spec_read => {}
     }
     let settings = EngineSettings {
@@ -115,6 +149,6 @@ pub async fn run(args: SyncerArgs) -> Result<(), CliError> {
             tracing::info!(probe = ?state, "cluster probe changed");
         }
     });
-    tokio::join!(upstream.run(), engine.run(cancel));
-    Ok(())
+    readiness.set_ready();
+    tokio::join!(upstream.run(), engine.run(cancel.clone()));
 }

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::env::{self, TestResult, Tmc, eventually, free_port};
-use crate::{World, ensure};
+use crate::{PROVIDER, World, ensure};
 
 pub async fn manager_waits_for_unreachable_kcp(w: Arc<World>) -> TestResult {
     // The admin kubeconfig, pointed at a port nothing listens on.
@@ -12,8 +12,19 @@ pub async fn manager_waits_for_unreachable_kcp(w: Arc<World>) -> TestResult {
     let dead = kubeconfig.replace(&format!("127.0.0.1:{}", w.kcp.port), &format!("127.0.0.1:{}", free_port()));
     let path = w.kcp.dir.path().join("unreachable.kubeconfig");
     std::fs::write(&path, dead)?;
+    let (metrics, health) = (format!("127.0.0.1:{}", free_port()), format!("127.0.0.1:{}", free_port()));
     let mut manager = Tmc::spawn(
-        &["manager", "--kubeconfig", &path.display().to_string(), "--workspace", "root:tmc"],
+        &[
+            "manager",
+            "--kubeconfig",
+            &path.display().to_string(),
+            "--workspace",
+            "root:tmc",
+            "--metrics-bind-address",
+            &metrics,
+            "--health-bind-address",
+            &health,
+        ],
         w.kcp.dir.path().join("unreachable-manager.log"),
     );
     eventually("a log line saying what the manager waits for", Duration::from_secs(20), || async {
@@ -30,6 +41,9 @@ pub async fn manager_waits_for_unreachable_kcp(w: Arc<World>) -> TestResult {
 
 pub async fn invalid_input_says_what_to_fix(w: Arc<World>) -> TestResult {
     let kubeconfig = w.kcp.kubeconfig.display().to_string();
+    // Held for the whole test: a manager told to listen there must fail at once.
+    let held = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let taken = held.local_addr()?.to_string();
     let cases: Vec<(Vec<&str>, i32, &str)> = vec![
         (vec!["manager", "--workspace", "Root:Team"], 2, "lower-case letters"),
         (vec!["manager", "--workspace", "root", "--heartbeat-threshold", "soon"], 2, "e.g. 500ms, 40s"),
@@ -45,6 +59,12 @@ pub async fn invalid_input_says_what_to_fix(w: Arc<World>) -> TestResult {
             "--create-workspace",
         ),
         (vec!["install", "--kubeconfig", &kubeconfig], 2, "--workspace"),
+        (
+            vec!["manager", "--kubeconfig", &kubeconfig, "--workspace", PROVIDER, "--metrics-bind-address", &taken],
+            1,
+            "--metrics-bind-address: cannot listen on",
+        ),
+        (vec!["manager", "--workspace", "root", "--health-bind-address", "8081"], 2, "invalid socket address"),
     ];
     for (args, want_code, want_text) in cases {
         let (code, out, err) = env::tmc(&args);

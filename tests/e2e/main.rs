@@ -14,6 +14,7 @@ mod cli;
 mod cluster;
 mod env;
 mod install;
+mod ops;
 mod syncer;
 mod synctarget;
 
@@ -22,7 +23,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use env::{Kcp, TestResult, Tmc, eventually};
+use env::{Kcp, TestResult, Tmc, eventually, free_port};
 use kcp_tmc::kcp::ClusterClients;
 
 /// Heartbeat threshold the shared manager runs with, short so tests can watch it expire.
@@ -40,6 +41,9 @@ pub struct World {
     pub clusters: Vec<cluster::Cluster>,
     pub clients: ClusterClients,
     pub manager: std::sync::Mutex<Tmc>,
+    /// Base URLs of the shared manager's metrics and health addresses, e.g. `http://127.0.0.1:4321`.
+    pub manager_metrics: String,
+    pub manager_health: String,
 }
 
 type TestFn = fn(Arc<World>) -> Pin<Box<dyn Future<Output = TestResult> + Send>>;
@@ -65,6 +69,7 @@ fn all_tests() -> Vec<(&'static str, TestFn)> {
         synctarget::settled_status_is_not_rewritten,
         cli::manager_waits_for_unreachable_kcp,
         cli::invalid_input_says_what_to_fix,
+        ops::manager_serves_metrics_and_health,
         syncer::workloads_run_on_the_cluster_and_status_comes_back,
         syncer::same_names_in_two_workspaces_do_not_collide_downstream,
         syncer::drift_is_reverted,
@@ -110,6 +115,8 @@ async fn setup() -> Result<World, String> {
     // The manager starts before any workspace binds the export: it must pick up the
     // virtual-workspace endpoint when it appears.
     let threshold = format!("{}s", HEARTBEAT_THRESHOLD.as_secs());
+    // Free ports, not the defaults: other managers and syncers run beside this one.
+    let (metrics_addr, health_addr) = (format!("127.0.0.1:{}", free_port()), format!("127.0.0.1:{}", free_port()));
     let manager = Tmc::spawn(
         &[
             "manager",
@@ -123,6 +130,10 @@ async fn setup() -> Result<World, String> {
             "1s",
             "--syncer-deletion-timeout",
             "3s",
+            "--metrics-bind-address",
+            &metrics_addr,
+            "--health-bind-address",
+            &health_addr,
         ],
         kcp.dir.path().join("manager.log"),
     );
@@ -141,7 +152,14 @@ async fn setup() -> Result<World, String> {
         })
         .await?;
     }
-    Ok(World { kcp, clusters, clients, manager: std::sync::Mutex::new(manager) })
+    Ok(World {
+        kcp,
+        clusters,
+        clients,
+        manager: std::sync::Mutex::new(manager),
+        manager_metrics: format!("http://{metrics_addr}"),
+        manager_health: format!("http://{health_addr}"),
+    })
 }
 
 fn main() -> std::process::ExitCode {

@@ -532,6 +532,10 @@ pub async fn pull_mode_syncer_runs_beside_the_cluster(w: Arc<World>) -> TestResu
             &w.clusters[1].kubeconfig.display().to_string(),
             "--heartbeat-interval",
             "1s",
+            "--metrics-port",
+            &crate::env::free_port().to_string(),
+            "--health-port",
+            &crate::env::free_port().to_string(),
         ],
         w.kcp.dir.path().join("pull-syncer.log"),
     );
