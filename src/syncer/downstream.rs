@@ -4,6 +4,12 @@
 //! watches are label-selector watches, not scans: a manual edit or deletion of a synced object
 //! arrives as an event and is mapped back, through the namespace's locator annotation, to the
 //! upstream object that owns it.
+//!
+//! Memory: an object is cached whole only until a sync has compared it with what kcp wants. Once
+//! it matched, only the verdict is kept ([`Compared`]: resourceVersion, the hash of the desired
+//! object it matched, and what status-up reads), so a synced ConfigMap costs a few hundred
+//! bytes here instead of a second copy of its data. Any change in the cluster arrives by watch
+//! as a whole object again and is compared again.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
@@ -22,12 +28,50 @@ use super::upstream::SyncKey;
 use crate::kcp::{ClusterKey, LogicalClusterName};
 use crate::reconciler::next_or_cancelled;
 
-type Objects = HashMap<(usize, String, String), Arc<DynamicObject>>;
+type Objects = HashMap<(usize, String, String), Cached>;
 
-/// Whether `a` is a later version than `b`. resourceVersions are opaque, but a kube-apiserver's
-/// are etcd revisions; when they are not numbers nothing is assumed newer.
-fn newer(a: &kube::api::ObjectMeta, b: &kube::api::ObjectMeta) -> bool {
-    let rv = |m: &kube::api::ObjectMeta| m.resource_version.as_deref().and_then(|v| v.parse::<u64>().ok());
+/// A downstream object as cached: whole until compared, then only the verdict.
+#[derive(Clone, Debug)]
+pub enum Cached {
+    /// As the cluster last reported it, not yet compared with the desired object.
+    Whole(Arc<DynamicObject>),
+    /// It matched the desired object with hash `desired_hash` at `resource_version`.
+    Matched(Arc<Compared>),
+}
+
+/// What is kept of a downstream object that matched the desired object.
+#[derive(Debug, PartialEq)]
+pub struct Compared {
+    pub resource_version: Option<String>,
+    pub desired_hash: String,
+    /// `metadata.generation`, the spec-hash annotation and `status`, as status-up reads them.
+    pub status_view: serde_json::Value,
+}
+
+impl Cached {
+    fn resource_version(&self) -> Option<&str> {
+        match self {
+            Cached::Whole(o) => o.metadata.resource_version.as_deref(),
+            Cached::Matched(c) => c.resource_version.as_deref(),
+        }
+    }
+}
+
+/// The parts of a downstream object status-up reads (the rest can be dropped once matched).
+pub fn status_view(obj: &serde_json::Value, spec_hash_annotation: &str) -> serde_json::Value {
+    serde_json::json!({
+        "metadata": {
+            "generation": obj["metadata"]["generation"],
+            "annotations": { spec_hash_annotation: obj["metadata"]["annotations"][spec_hash_annotation] },
+        },
+        "status": obj["status"],
+    })
+}
+
+/// Whether resourceVersion `a` is later than `b`. resourceVersions are opaque, but a
+/// kube-apiserver's are etcd revisions; when they are not numbers nothing is assumed newer.
+fn newer(a: Option<&str>, b: Option<&str>) -> bool {
+    let rv = |v: Option<&str>| v.and_then(|v| v.parse::<u64>().ok());
     matches!((rv(a), rv(b)), (Some(x), Some(y)) if x > y)
 }
 
@@ -74,10 +118,10 @@ impl Downstream {
     /// The upstream keys of every cached object of `resource` (to revisit them all).
     pub fn keys_of(&self, resource: usize) -> Vec<SyncKey> {
         let objects = self.objects.read().expect("downstream cache poisoned");
-        let found: Vec<Arc<DynamicObject>> =
-            objects.iter().filter(|((i, _, _), _)| *i == resource).map(|(_, o)| o.clone()).collect();
+        let found: Vec<(String, String)> =
+            objects.keys().filter(|(i, _, _)| *i == resource).map(|(_, ns, n)| (ns.clone(), n.clone())).collect();
         drop(objects);
-        found.iter().filter_map(|o| self.upstream_key(resource, o)).collect()
+        found.iter().filter_map(|(ns, name)| self.upstream_key(resource, ns, name)).collect()
     }
 
     fn selector(&self) -> watcher::Config {
@@ -85,7 +129,7 @@ impl Downstream {
     }
 
     /// The last state of a synced object the cluster reported.
-    pub fn object(&self, resource: usize, namespace: &str, name: &str) -> Option<Arc<DynamicObject>> {
+    pub fn object(&self, resource: usize, namespace: &str, name: &str) -> Option<Cached> {
         let objects = self.objects.read().expect("downstream cache poisoned");
         objects.get(&(resource, namespace.to_string(), name.to_string())).cloned()
     }
@@ -94,11 +138,24 @@ impl Downstream {
     pub fn record(&self, resource: usize, obj: DynamicObject) {
         let id = (resource, obj.metadata.namespace.clone().unwrap_or_default(), obj.name_any());
         let mut objects = self.objects.write().expect("downstream cache poisoned");
-        let newer_cached = objects.get(&id).is_some_and(|cached| newer(&cached.metadata, &obj.metadata));
+        let rv = obj.metadata.resource_version.as_deref();
+        let newer_cached = objects.get(&id).is_some_and(|cached| newer(cached.resource_version(), rv));
         if !newer_cached {
             let mut obj = obj;
             obj.metadata.managed_fields = None;
-            objects.insert(id, Arc::new(obj));
+            objects.insert(id, Cached::Whole(Arc::new(obj)));
+        }
+    }
+
+    /// Replaces a whole cached object by the verdict that it matched, if the cache still holds
+    /// that version (a newer event must be compared afresh).
+    pub fn matched(&self, resource: usize, namespace: &str, name: &str, compared: Compared) {
+        let id = (resource, namespace.to_string(), name.to_string());
+        let mut objects = self.objects.write().expect("downstream cache poisoned");
+        if let Some(cached) = objects.get_mut(&id)
+            && cached.resource_version() == compared.resource_version.as_deref()
+        {
+            *cached = Cached::Matched(Arc::new(compared));
         }
     }
 
@@ -144,8 +201,8 @@ impl Downstream {
                 before.into_iter().chain([scaled]).collect::<Vec<_>>()
             };
             for (ns, name) in changed {
-                if let Some(obj) = self.object(deployments, &ns, &name) {
-                    self.upstream_key(deployments, &obj).into_iter().for_each(&enqueue);
+                if self.object(deployments, &ns, &name).is_some() {
+                    self.upstream_key(deployments, &ns, &name).into_iter().for_each(&enqueue);
                 }
             }
         }
@@ -170,21 +227,18 @@ impl Downstream {
     /// The upstream keys of the cached objects in a downstream namespace.
     fn objects_in(&self, namespace: &str) -> Vec<SyncKey> {
         let objects = self.objects.read().expect("downstream cache poisoned");
-        let found: Vec<(usize, Arc<DynamicObject>)> =
-            objects.iter().filter(|((_, ns, _), _)| ns == namespace).map(|((i, _, _), o)| (*i, o.clone())).collect();
+        let found: Vec<(usize, String)> =
+            objects.keys().filter(|(_, ns, _)| ns == namespace).map(|(i, _, n)| (*i, n.clone())).collect();
         drop(objects);
-        found.iter().filter_map(|(i, o)| self.upstream_key(*i, o)).collect()
+        found.iter().filter_map(|(i, name)| self.upstream_key(*i, namespace, name)).collect()
     }
 
     /// The upstream key an event on a downstream object maps back to.
-    fn upstream_key(&self, resource: usize, obj: &DynamicObject) -> Option<SyncKey> {
+    fn upstream_key(&self, resource: usize, namespace: &str, name: &str) -> Option<SyncKey> {
         let namespaces = self.namespaces.read().expect("downstream cache poisoned");
-        let locator = namespaces.get(obj.metadata.namespace.as_deref()?)?;
+        let locator = namespaces.get(namespace)?;
         let cluster = LogicalClusterName::new(locator.cluster.as_str()).ok()?;
-        Some(SyncKey {
-            resource: Some(resource),
-            key: ClusterKey::new(cluster, Some(locator.namespace.clone()), obj.name_any()),
-        })
+        Some(SyncKey { resource: Some(resource), key: ClusterKey::new(cluster, Some(locator.namespace.clone()), name) })
     }
 
     /// Watches the namespaces this syncer owns, keeping the name → locator map. Objects that
@@ -255,14 +309,83 @@ impl Downstream {
                 if deleted {
                     objects.remove(&id);
                 } else {
-                    objects.insert(id.clone(), obj.clone());
+                    objects.insert(id.clone(), Cached::Whole(obj));
                 }
             }
-            let key = self.upstream_key(index, &obj);
+            let key = self.upstream_key(index, &id.1, &id.2);
             tracing::debug!(target_key = %self.target_key, resource = %resource.api.plural, object = ?id, upstream = ?key, deleted, "downstream event");
             if let Some(key) = key {
                 enqueue(key);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// A client that is never called: these tests exercise the cache alone.
+    fn offline_client() -> Client {
+        let service = tower::service_fn(|_: http::Request<kube::client::Body>| async {
+            Err::<http::Response<kube::client::Body>, _>(std::io::Error::other("offline"))
+        });
+        Client::new(service, "default")
+    }
+
+    fn object(rv: &str) -> DynamicObject {
+        serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": { "name": "c", "namespace": "ns", "resourceVersion": rv },
+            "data": { "big": "x".repeat(100) },
+        }))
+        .unwrap()
+    }
+
+    fn compared(rv: &str) -> Compared {
+        Compared { resource_version: Some(rv.into()), desired_hash: "h".into(), status_view: json!({}) }
+    }
+
+    fn state(d: &Downstream) -> Option<(&'static str, String)> {
+        d.object(0, "ns", "c").map(|c| match &c {
+            Cached::Whole(o) => ("whole", o.metadata.resource_version.clone().unwrap_or_default()),
+            Cached::Matched(m) => ("matched", m.resource_version.clone().unwrap_or_default()),
+        })
+    }
+
+    #[tokio::test]
+    async fn objects_are_kept_whole_until_matched_and_newer_versions_win() {
+        let d = Downstream::new(offline_client(), "key");
+        d.record(0, object("5"));
+        assert_eq!(state(&d), Some(("whole", "5".into())));
+        // A verdict for another version is stale and dropped.
+        d.matched(0, "ns", "c", compared("4"));
+        assert_eq!(state(&d), Some(("whole", "5".into())));
+        d.matched(0, "ns", "c", compared("5"));
+        assert_eq!(state(&d), Some(("matched", "5".into())));
+        // An older write response never replaces what the watch (or a later write) delivered.
+        d.record(0, object("3"));
+        assert_eq!(state(&d), Some(("matched", "5".into())));
+        d.record(0, object("7"));
+        assert_eq!(state(&d), Some(("whole", "7".into())));
+        assert_eq!(d.counts(), HashMap::from([(0, 1)]));
+    }
+
+    #[test]
+    fn status_view_keeps_what_status_up_reads() {
+        let obj = json!({
+            "metadata": { "generation": 3, "annotations": { "tmc.kcp.io/spec-hash": "abc", "other": "x" } },
+            "spec": { "template": "large" },
+            "status": { "replicas": 2 },
+        });
+        let view = status_view(&obj, "tmc.kcp.io/spec-hash");
+        assert_eq!(
+            view,
+            json!({
+                "metadata": { "generation": 3, "annotations": { "tmc.kcp.io/spec-hash": "abc" } },
+                "status": { "replicas": 2 },
+            })
+        );
     }
 }

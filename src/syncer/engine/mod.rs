@@ -21,7 +21,7 @@ pub use self::heartbeat::Probe;
 use crate::apis::sync::v1alpha1::SupportedApi;
 use crate::kcp::{ClusterKey, LogicalClusterName, error_message};
 use crate::reconciler::queue::{Backoff, WorkQueue};
-use crate::syncer::downstream::Downstream;
+use crate::syncer::downstream::{self, Cached, Compared, Downstream};
 use crate::syncer::events::Events;
 use crate::syncer::naming::{Locator, TARGET_LABEL, TargetRef};
 use crate::syncer::transform::{self, Destination};
@@ -265,13 +265,28 @@ impl Engine {
         }
         let hash = crate::json::sha256_hex(desired.to_string().as_bytes(), 8);
         desired["metadata"]["annotations"][SPEC_HASH_ANNOTATION] = json!(hash);
-        let current_value = current.as_ref().map(|c| serde_json::to_value(c.as_ref()).unwrap_or_default());
-        let in_sync = current_value.as_ref().is_some_and(|c| crate::json::is_subset(&desired, c));
-        if !in_sync {
-            if let Some(current) = &current_value {
-                let why = crate::json::first_difference(&desired, current);
-                tracing::debug!(difference = ?why, "downstream differs");
+        // What status-up reads of the downstream object, and whether it matches `desired`.
+        let (current_view, in_sync) = match &current {
+            None => (None, false),
+            Some(Cached::Matched(c)) => (Some(c.status_view.clone()), c.desired_hash == hash),
+            Some(Cached::Whole(obj)) => {
+                let whole = serde_json::to_value(obj.as_ref()).unwrap_or_default();
+                let matches = crate::json::is_subset(&desired, &whole);
+                if matches {
+                    let compared = Compared {
+                        resource_version: obj.metadata.resource_version.clone(),
+                        desired_hash: hash.clone(),
+                        status_view: downstream::status_view(&whole, SPEC_HASH_ANNOTATION),
+                    };
+                    self.downstream.matched(index, &dns, &key.name, compared);
+                } else {
+                    let why = crate::json::first_difference(&desired, &whole);
+                    tracing::debug!(difference = ?why, "downstream differs");
+                }
+                (Some(downstream::status_view(&whole, SPEC_HASH_ANNOTATION)), matches)
             }
+        };
+        if !in_sync {
             let params = PatchParams::apply(FIELD_MANAGER).force();
             match down_api.patch(&key.name, &params, &Patch::Apply(&desired)).await {
                 // Cache what the cluster answered, so a sync that runs before the watch event
@@ -292,7 +307,7 @@ impl Engine {
             tracing::info!(namespace = %dns, "applied downstream");
         }
         if resource.status_up
-            && let Some(current) = current_value
+            && let Some(current) = current_view
         {
             self.status_up(&resource.api, key, &obj, &value, &current, &hash).await?;
         }
