@@ -33,6 +33,12 @@ pub struct ManagerArgs {
     #[arg(long, env = "TMC_SYNCER_DELETION_TIMEOUT", default_value = "5m", value_parser = parse_duration)]
     pub syncer_deletion_timeout: Duration,
 
+    /// Requests each push-mode syncer may start per second against its cluster, so that a
+    /// restart or a burst cannot storm a cluster's API server.
+    #[arg(long, env = "TMC_SYNCER_CLUSTER_QPS", default_value_t = crate::syncer::client::DEFAULT_CLUSTER_QPS,
+        value_parser = clap::value_parser!(u32).range(1..))]
+    pub syncer_cluster_qps: u32,
+
     /// Objects each push-mode syncer may sync at once.
     #[arg(long, env = "TMC_SYNCER_WORKERS", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub syncer_workers: u16,
@@ -81,6 +87,7 @@ pub async fn run(args: ManagerArgs) -> Result<(), CliError> {
             heartbeat_interval: args.syncer_heartbeat_interval,
             deletion_timeout: args.syncer_deletion_timeout,
             backoff: Backoff::default(),
+            cluster_qps: args.syncer_cluster_qps,
         },
         metrics: metrics.clone(),
         readiness: readiness.clone(),

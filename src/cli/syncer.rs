@@ -42,6 +42,11 @@ pub struct SyncerArgs {
     #[arg(long, env = "TMC_DELETION_TIMEOUT", default_value = "5m", value_parser = parse_duration)]
     pub deletion_timeout: Duration,
 
+    /// Requests the syncer may start per second against the cluster.
+    #[arg(long, env = "TMC_CLUSTER_QPS", default_value_t = crate::syncer::client::DEFAULT_CLUSTER_QPS,
+        value_parser = clap::value_parser!(u32).range(1..))]
+    pub cluster_qps: u32,
+
     /// Objects synced at once.
     #[arg(long, env = "TMC_WORKERS", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub workers: u16,
@@ -71,11 +76,13 @@ pub async fn run(args: SyncerArgs) -> Result<(), CliError> {
     }
     let kcp = ClusterClients::for_server(&kube_config(&args.kubeconfig).await?)
         .map_err(|e| CliError::Failed(e.to_string()))?;
-    let downstream = match &args.downstream_kubeconfig {
-        Some(path) => kube::Client::try_from(kube_config(path).await?),
-        None => kube::Client::try_default().await,
-    }
-    .map_err(|e| {
+    let downstream_config = match &args.downstream_kubeconfig {
+        Some(path) => kube_config(path).await?,
+        None => kube::Config::infer().await.map_err(|e| {
+            CliError::Failed(format!("cannot find the cluster's credentials: {e}\n  fix: pass --downstream-kubeconfig"))
+        })?,
+    };
+    let downstream = crate::syncer::client::cluster_client(downstream_config, args.cluster_qps).map_err(|e| {
         CliError::Failed(format!("cannot build a client for the cluster: {e}\n  fix: pass --downstream-kubeconfig"))
     })?;
     let all = |port| SocketAddr::from((Ipv4Addr::UNSPECIFIED, port));
@@ -130,6 +137,7 @@ async fn sync(
         heartbeat_interval: args.heartbeat_interval,
         deletion_timeout: args.deletion_timeout,
         backoff: Backoff::default(),
+        cluster_qps: args.cluster_qps,
     };
     let (probe_tx, mut probe) = tokio::sync::watch::channel(Probe::Pending);
     let engine = Engine::new(

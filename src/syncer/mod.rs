@@ -9,6 +9,7 @@
 //! - [`engine`]: one syncer — spec down, drift, deletion, status up, heartbeat;
 //! - [`events`]: Warnings on upstream objects that did not sync, and why.
 
+pub mod client;
 pub mod discovery;
 pub mod downstream;
 pub mod engine;

@@ -11,6 +11,7 @@
 
 mod apis;
 mod cli;
+mod conflicts;
 mod cluster;
 mod env;
 mod install;
@@ -84,6 +85,7 @@ fn all_tests() -> Vec<(&'static str, TestFn)> {
         syncer::syncer_manifest_is_accepted_by_a_real_cluster,
         syncer::autoscaled_replicas_are_not_fought,
         apis::custom_apis_sync_where_both_sides_serve_them,
+        conflicts::foreign_downstream_namespace_is_reported_not_overwritten,
     ]
 }
 

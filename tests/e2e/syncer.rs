@@ -300,7 +300,7 @@ pub async fn deletion_and_unassignment_clean_up_downstream(w: Arc<World>) -> Tes
 }
 
 /// Warning events (events.k8s.io) on `ws`/`ns` with `reason`, as kubectl shows them.
-fn events(w: &World, ws: &str, ns: &str, reason: &str) -> Result<Vec<String>, String> {
+pub fn events(w: &World, ws: &str, ns: &str, reason: &str) -> Result<Vec<String>, String> {
     let out = w.kcp.kubectl(
         ws,
         &["-n", ns, "get", "events.events.k8s.io", "--field-selector", &format!("reason={reason}"), "-o", "json"],

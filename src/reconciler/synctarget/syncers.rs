@@ -71,7 +71,8 @@ impl Supervisor {
         let parsed = kube::config::Kubeconfig::from_yaml(kubeconfig).map_err(|e| e.to_string())?;
         let config =
             kube::Config::from_custom_kubeconfig(parsed, &Default::default()).await.map_err(|e| e.to_string())?;
-        let client = kube::Client::try_from(config).map_err(|e| e.to_string())?;
+        let client =
+            crate::syncer::client::cluster_client(config, self.settings.cluster_qps).map_err(|e| e.to_string())?;
         let (probe_tx, probe) = watch::channel(Probe::Pending);
         let (wanted, wanted_rx) = watch::channel(apis);
         let engine = Engine::new(

@@ -63,6 +63,8 @@ pub struct EngineSettings {
     /// before its finalizer is released anyway (the copy is deleted when the cluster returns).
     pub deletion_timeout: Duration,
     pub backoff: Backoff,
+    /// Requests the syncer may start per second against its cluster.
+    pub cluster_qps: u32,
 }
 
 /// See the module docs.
