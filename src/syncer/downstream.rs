@@ -44,8 +44,9 @@ pub enum Cached {
 pub struct Compared {
     pub resource_version: Option<String>,
     pub desired_hash: String,
-    /// `metadata.generation`, the spec-hash annotation and `status`, as status-up reads them.
-    pub status_view: serde_json::Value,
+    /// `metadata.generation`, the spec-hash annotation and `status`, as status-up reads them;
+    /// `None` for resources whose status does not come up (ConfigMaps, Secrets, …).
+    pub status_view: Option<serde_json::Value>,
 }
 
 impl Cached {
@@ -344,7 +345,7 @@ mod tests {
     }
 
     fn compared(rv: &str) -> Compared {
-        Compared { resource_version: Some(rv.into()), desired_hash: "h".into(), status_view: json!({}) }
+        Compared { resource_version: Some(rv.into()), desired_hash: "h".into(), status_view: None }
     }
 
     fn state(d: &Downstream) -> Option<(&'static str, String)> {

@@ -11,8 +11,8 @@
 
 mod apis;
 mod cli;
-mod conflicts;
 mod cluster;
+mod conflicts;
 mod env;
 mod install;
 mod ops;

@@ -270,22 +270,23 @@ impl Engine {
         // What status-up reads of the downstream object, and whether it matches `desired`.
         let (current_view, in_sync) = match &current {
             None => (None, false),
-            Some(Cached::Matched(c)) => (Some(c.status_view.clone()), c.desired_hash == hash),
+            Some(Cached::Matched(c)) => (c.status_view.clone(), c.desired_hash == hash),
             Some(Cached::Whole(obj)) => {
                 let whole = serde_json::to_value(obj.as_ref()).unwrap_or_default();
                 let matches = crate::json::is_subset(&desired, &whole);
+                let view = resource.status_up.then(|| downstream::status_view(&whole, SPEC_HASH_ANNOTATION));
                 if matches {
                     let compared = Compared {
                         resource_version: obj.metadata.resource_version.clone(),
                         desired_hash: hash.clone(),
-                        status_view: downstream::status_view(&whole, SPEC_HASH_ANNOTATION),
+                        status_view: view.clone(),
                     };
                     self.downstream.matched(index, &dns, &key.name, compared);
                 } else {
                     let why = crate::json::first_difference(&desired, &whole);
                     tracing::debug!(difference = ?why, "downstream differs");
                 }
-                (Some(downstream::status_view(&whole, SPEC_HASH_ANNOTATION)), matches)
+                (view, matches)
             }
         };
         if !in_sync {
