@@ -31,6 +31,22 @@ pub struct ManifestArgs {
     /// Namespace in the physical cluster for the syncer.
     #[arg(long, env = "TMC_SYNCER_NAMESPACE", default_value = "kcp-tmc-syncer")]
     pub namespace: String,
+
+    /// An API beyond the defaults that the SyncTarget's spec.supportedAPIs lists, as
+    /// `<plural>.<group>` (for example `widgets.example.dev`): the syncer's ClusterRole gets
+    /// access to it. Repeat for several.
+    #[arg(long = "resource", env = "TMC_SYNCER_RESOURCES", value_delimiter = ',', value_parser = parse_resource)]
+    pub resources: Vec<(String, String)>,
+}
+
+/// `<plural>.<group>` → (group, plural); a bare plural is the core group.
+fn parse_resource(s: &str) -> Result<(String, String), String> {
+    let (plural, group) = s.split_once('.').unwrap_or((s, ""));
+    let valid = |part: &str| part.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.');
+    if plural.is_empty() || !valid(plural) || !valid(group) {
+        return Err(format!("{s:?} is not <plural>.<group> (lower case), e.g. widgets.example.dev"));
+    }
+    Ok((group.to_string(), plural.to_string()))
 }
 
 /// The objects of the manifest, in apply order.
@@ -47,9 +63,10 @@ pub fn manifest(args: &ManifestArgs, kcp_kubeconfig: &str) -> Vec<Value> {
         }),
         json!({ "apiGroups": ["autoscaling"], "resources": ["horizontalpodautoscalers"], "verbs": ["get", "list", "watch"] }),
     ];
-    for r in default_resources() {
+    let extra = args.resources.iter().cloned();
+    for (group, plural) in default_resources().into_iter().map(|r| (r.api.group, r.api.plural)).chain(extra) {
         rules.push(json!({
-            "apiGroups": [r.api.group], "resources": [r.api.plural],
+            "apiGroups": [group], "resources": [plural],
             "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"],
         }));
     }
@@ -80,6 +97,9 @@ pub fn manifest(args: &ManifestArgs, kcp_kubeconfig: &str) -> Vec<Value> {
                                          format!("--workspace={}", args.workspace),
                                          format!("--sync-target-name={}", args.sync_target_name)],
                                 "volumeMounts": [{ "name": "kcp", "mountPath": "/etc/tmc/kcp", "readOnly": true }],
+                                "ports": [{ "name": "metrics", "containerPort": 8080 }, { "name": "health", "containerPort": 8081 }],
+                                "livenessProbe": { "httpGet": { "path": "/healthz", "port": "health" } },
+                                "readinessProbe": { "httpGet": { "path": "/readyz", "port": "health" } },
                                 "securityContext": { "allowPrivilegeEscalation": false, "readOnlyRootFilesystem": true,
                                                      "runAsNonRoot": true, "capabilities": { "drop": ["ALL"] } },
                             }],
@@ -116,6 +136,7 @@ mod tests {
             kcp_kubeconfig: "/dev/null".into(),
             image: "registry.example/tmc:v1".into(),
             namespace: "kcp-tmc-syncer".into(),
+            resources: vec![],
         }
     }
 
@@ -136,5 +157,29 @@ mod tests {
         let argv = container["args"].to_string();
         assert!(argv.contains("--workspace=root:team") && argv.contains("--sync-target-name=east"), "{argv}");
         assert_eq!(objects[4]["stringData"]["kubeconfig"], "kubeconfig-text");
+        assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
+        assert_eq!(container["livenessProbe"]["httpGet"]["path"], "/healthz");
+    }
+
+    #[test]
+    fn extra_resources_get_rules() {
+        let cases = [
+            ("widgets.example.dev", Ok(("example.dev", "widgets"))),
+            ("serviceaccounts", Ok(("", "serviceaccounts"))),
+            ("Widgets.example.dev", Err(())),
+            (".example.dev", Err(())),
+        ];
+        for (input, want) in cases {
+            let got = parse_resource(input);
+            assert_eq!(got.as_ref().map(|(g, p)| (g.as_str(), p.as_str())).map_err(|_| ()), want, "{input}");
+        }
+        let mut a = args();
+        a.resources = vec![("example.dev".into(), "widgets".into())];
+        let objects = manifest(&a, "k");
+        let last = objects[2]["rules"].as_array().unwrap().last().unwrap().clone();
+        assert_eq!(
+            (last["apiGroups"][0].as_str(), last["resources"][0].as_str()),
+            (Some("example.dev"), Some("widgets"))
+        );
     }
 }
