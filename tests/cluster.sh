@@ -71,10 +71,14 @@ up() {
 
   local etcd_port etcd_peer api_port
   etcd_port=$(free_port) etcd_peer=$(free_port) api_port=$(free_port)
+  # TMC_ETCD_ARGS: extra etcd flags, e.g. a small --max-request-bytes for a cluster that must
+  # refuse objects kcp accepts.
+  local etcd_extra=()
+  read -r -a etcd_extra <<<"${TMC_ETCD_ARGS:-}"
   start etcd "$etcd" --name=node0 --data-dir="$dir/etcd" \
     --listen-client-urls="http://127.0.0.1:$etcd_port" --advertise-client-urls="http://127.0.0.1:$etcd_port" \
     --listen-peer-urls="http://127.0.0.1:$etcd_peer" --initial-advertise-peer-urls="http://127.0.0.1:$etcd_peer" \
-    --initial-cluster="node0=http://127.0.0.1:$etcd_peer" --unsafe-no-fsync --log-level=warn
+    --initial-cluster="node0=http://127.0.0.1:$etcd_peer" --unsafe-no-fsync --log-level=warn "${etcd_extra[@]}"
 
   start kube-apiserver "$kube/kube-apiserver" --etcd-servers="http://127.0.0.1:$etcd_port" \
     --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="$api_port" \

@@ -16,6 +16,11 @@ fn script() -> PathBuf {
 impl Cluster {
     /// Starts a cluster with two fake nodes (blocking: run it on a blocking thread).
     pub fn start(name: &str) -> Result<Cluster, String> {
+        Self::start_with(name, &[])
+    }
+
+    /// Starts a cluster with extra environment for `tests/cluster.sh` (e.g. `TMC_ETCD_ARGS`).
+    pub fn start_with(name: &str, env: &[(&str, &str)]) -> Result<Cluster, String> {
         let dir = tempfile::Builder::new()
             .prefix(&format!("tmc-e2e-{name}-"))
             .disable_cleanup(std::env::var_os("TMC_E2E_KEEP").is_some())
@@ -23,6 +28,7 @@ impl Cluster {
             .map_err(|e| e.to_string())?;
         let out = Command::new(script())
             .args(["up", &dir.path().display().to_string(), "2"])
+            .envs(env.iter().copied())
             .stderr(Stdio::inherit())
             .output()
             .map_err(|e| format!("tests/cluster.sh: {e}"))?;

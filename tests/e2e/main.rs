@@ -86,6 +86,7 @@ fn all_tests() -> Vec<(&'static str, TestFn)> {
         syncer::autoscaled_replicas_are_not_fought,
         apis::custom_apis_sync_where_both_sides_serve_them,
         conflicts::foreign_downstream_namespace_is_reported_not_overwritten,
+        conflicts::objects_too_large_for_the_cluster_are_reported,
     ]
 }
 

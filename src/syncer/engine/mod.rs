@@ -296,13 +296,14 @@ impl Engine {
                 // arrives sees this state instead of applying again.
                 Ok(applied) => self.downstream.record(index, applied),
                 Err(e) => {
-                    // The cluster refused the object (invalid or immutable field, too large, …):
-                    // tell the tenant on their object, and retry with backoff.
-                    if let kube::Error::Api(s) = &e
-                        && (400..500).contains(&s.code)
-                    {
-                        let note = format!("{} rejected it: {}", self.target.name, s.message);
-                        self.events.warn(&key.cluster, &resource.api, &obj, "SyncRejected", note).await;
+                    // The cluster refused the object (invalid or immutable field, …) or failed to
+                    // store it (too large for its etcd, …): tell the tenant on their object, and
+                    // retry with backoff. An unreachable cluster is the SyncTarget's condition.
+                    if let kube::Error::Api(s) = &e {
+                        let (reason, verb) =
+                            if s.code < 500 { ("SyncRejected", "rejected") } else { ("SyncFailed", "failed to store") };
+                        let note = format!("{} {verb} it ({}): {}; retrying", self.target.name, s.code, s.message);
+                        self.events.warn(&key.cluster, &resource.api, &obj, reason, note).await;
                     }
                     return Err(api_err("apply downstream")(e));
                 }
