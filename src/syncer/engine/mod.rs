@@ -86,6 +86,8 @@ pub struct Engine {
     started: Arc<Mutex<BTreeSet<usize>>>,
     /// Wakes the heartbeat to report a changed API report at once.
     report_changed: Arc<tokio::sync::Notify>,
+    /// Logical clusters of other workspaces the target allows (`spec.allowedWorkspaces`).
+    allowed: tokio::sync::watch::Receiver<BTreeSet<LogicalClusterName>>,
 }
 
 impl Engine {
@@ -116,7 +118,17 @@ impl Engine {
             active: Default::default(),
             started: Default::default(),
             report_changed: Default::default(),
+            allowed: tokio::sync::watch::channel(BTreeSet::new()).1,
         }
+    }
+
+    /// Follows the logical clusters of other workspaces whose namespaces this target may run.
+    pub fn with_allowed_clusters(
+        mut self,
+        allowed: tokio::sync::watch::Receiver<BTreeSet<LogicalClusterName>>,
+    ) -> Self {
+        self.allowed = allowed;
+        self
     }
 
     pub fn target_key(&self) -> &str {
@@ -186,10 +198,10 @@ impl Engine {
         let dns = locator.downstream_namespace();
         let upstream = self.upstream.object(index, key);
         let upstream_value = upstream.as_ref().map(|o| serde_json::to_value(o.as_ref()).unwrap_or_default());
-        // Workspace isolation: a target runs only namespaces of its own workspace. Another
-        // workspace writing this target's assignment label gets nothing, and nothing of it is
-        // touched (placement across workspaces needs the target's consent: the Placement issue).
-        if key.cluster != self.target_cluster {
+        // Workspace isolation: a target runs only namespaces of its own workspace and of those
+        // it allows (spec.allowedWorkspaces). Another workspace writing this target's assignment
+        // label gets nothing, and nothing of it is touched.
+        if key.cluster != self.target_cluster && !self.allowed.borrow().contains(&key.cluster) {
             return Ok(None);
         }
         let wanted = self.is_active(index)
