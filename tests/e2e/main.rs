@@ -15,6 +15,7 @@ mod cluster;
 mod env;
 mod install;
 mod ops;
+mod placement;
 mod syncer;
 mod synctarget;
 
@@ -84,6 +85,10 @@ fn all_tests() -> Vec<(&'static str, TestFn)> {
         syncer::syncer_manifest_is_accepted_by_a_real_cluster,
         syncer::autoscaled_replicas_are_not_fought,
         apis::custom_apis_sync_where_both_sides_serve_them,
+        placement::placement_selects_a_labelled_subset_and_deletion_cleans_up,
+        placement::placement_is_sticky_and_respects_cordon_and_drain,
+        placement::placement_across_workspaces_needs_consent,
+        placement::placement_fails_over_from_an_unreachable_cluster,
     ]
 }
 
@@ -130,6 +135,8 @@ async fn setup() -> Result<World, String> {
             "1s",
             "--syncer-deletion-timeout",
             "3s",
+            "--placement-failover-grace",
+            "10s",
             "--metrics-bind-address",
             &metrics_addr,
             "--health-bind-address",
