@@ -6,7 +6,7 @@
 //! `kcp.io/path` annotation of the workspace's `LogicalCluster` named `cluster`. Answers are
 //! cached for a short while (paths change only when a workspace is moved).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -82,6 +82,26 @@ impl Paths {
             .ok_or_else(|| PathError::NoPath(cluster.clone()))?;
         self.remember(cluster, &path);
         Ok(path)
+    }
+
+    /// The logical clusters of the workspaces `paths` (a SyncTarget's `allowedWorkspaces`:
+    /// the consent its syncer enforces). A path that does not resolve (yet) is left out and
+    /// logged; the caller asks again on its next reconcile.
+    pub async fn clusters_of(&self, paths: &[String]) -> BTreeSet<LogicalClusterName> {
+        let mut out = BTreeSet::new();
+        for path in paths {
+            let resolved = match path.parse::<WorkspacePath>() {
+                Ok(p) => self.cluster_of(&p).await.map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            match resolved {
+                Ok(cluster) => {
+                    out.insert(cluster);
+                }
+                Err(e) => tracing::debug!(workspace = %path, error = %e, "allowed workspace not resolved"),
+            }
+        }
+        out
     }
 
     fn remember(&self, name: &LogicalClusterName, path: &WorkspacePath) {

@@ -199,6 +199,16 @@ pub async fn placement_across_workspaces_needs_consent(w: Arc<World>) -> TestRes
     let dns = downstream_ns(&w, clusters, "shared", consumer, "app").await;
     wait_downstream(&w, 1, &dns, "configmap", "cfg").await?;
     ensure!(key_of(&w, clusters, "shared").await? == shared, "target key mismatch");
+
+    // Consent withdrawn: the Placement loses the target and the copy leaves the cluster.
+    let revoke = json!({ "spec": { "allowedWorkspaces": null } }).to_string();
+    w.kcp.kubectl(clusters, &["patch", "synctarget", "shared", "--type=merge", "-p", &revoke], None)?;
+    wait_scheduled(&w, consumer, "remote", "WorkspaceNotAllowed").await?;
+    wait_assigned(&w, consumer, "app", &[]).await?;
+    eventually("the copy is removed once consent is withdrawn", WAIT, || async {
+        Ok(downstream_get(&w, 1, &dns, "configmap", "cfg")?.is_none().then_some(()))
+    })
+    .await?;
     Ok(())
 }
 

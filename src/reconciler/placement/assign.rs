@@ -70,7 +70,8 @@ pub fn plan(
     let by_hand: BTreeSet<String> = present.difference(&managed).cloned().collect();
     let add: BTreeSet<String> = desired.difference(&present).cloned().collect();
     let stale: BTreeSet<String> = managed.difference(desired).filter(|k| present.contains(*k)).cloned().collect();
-    let all_run = add.is_empty() && desired.iter().all(|k| runs(k));
+    // `runs` reads the syncers' caches: ask only when a stale label waits on the answer.
+    let all_run = stale.is_empty() || (add.is_empty() && desired.iter().all(|k| runs(k)));
     let (remove, kept) = if all_run { (stale, BTreeSet::new()) } else { (BTreeSet::new(), stale) };
     let mut owned: BTreeSet<String> = desired.difference(&by_hand).cloned().collect();
     owned.extend(kept.iter().cloned());

@@ -135,11 +135,12 @@ impl Controller {
         if !status::differs(&desired, Some(&current_status)) {
             return Ok(requeue);
         }
-        let patch = json!({
-            "apiVersion": Placement::api_version(&()),
-            "kind": Placement::kind(&()),
-            "status": desired,
-        });
+        let mut status = serde_json::to_value(&desired).unwrap_or_default();
+        // An empty list is sent, not omitted: kcp kept the old selectedTargets when the applied
+        // status left the field out (seen in the consent e2e test).
+        status["selectedTargets"] = json!(desired.selected_targets);
+        let patch =
+            json!({ "apiVersion": Placement::api_version(&()), "kind": Placement::kind(&()), "status": status });
         let api: Api<DynamicObject> =
             Api::all_with(self.clients.cluster(&key.cluster), &ApiResource::erase::<Placement>(&()));
         match api.patch_status(&key.name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await {

@@ -182,3 +182,38 @@ fn fingerprint(t: &SyncTarget) -> String {
         .collect();
     json!([t.metadata.labels, t.spec, conditions, apis]).to_string()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+    fn target(last_sync: &str, ready_since: &str) -> SyncTarget {
+        let mut t = SyncTarget::new("east", Default::default());
+        t.status = Some(crate::apis::sync::v1alpha1::SyncTargetStatus {
+            last_sync_time: Some(Time(last_sync.parse().unwrap())),
+            conditions: vec![Condition {
+                type_: "Ready".into(),
+                status: "True".into(),
+                reason: "Ready".into(),
+                message: String::new(),
+                observed_generation: None,
+                last_transition_time: Time(ready_since.parse().unwrap()),
+            }],
+            ..Default::default()
+        });
+        t
+    }
+
+    #[test]
+    fn heartbeats_do_not_change_the_fingerprint() {
+        let a = target("2026-01-01T00:00:00Z", "2026-01-01T00:00:00Z");
+        let heartbeat = target("2026-01-01T00:00:20Z", "2026-01-01T00:00:00Z");
+        assert_eq!(fingerprint(&a), fingerprint(&heartbeat));
+        let flipped = target("2026-01-01T00:00:20Z", "2026-01-01T00:00:10Z");
+        assert_ne!(fingerprint(&a), fingerprint(&flipped), "a Ready transition matters");
+        let mut cordoned = a.clone();
+        cordoned.spec.unschedulable = true;
+        assert_ne!(fingerprint(&a), fingerprint(&cordoned));
+    }
+}

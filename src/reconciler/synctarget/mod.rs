@@ -10,7 +10,7 @@ pub mod kubeconfig;
 pub mod status;
 pub mod syncers;
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -32,7 +32,7 @@ use super::queue::{Backoff, WorkQueue};
 use crate::apis::sync::v1alpha1::KubeconfigSecretRef;
 use crate::apis::sync::v1alpha1::{SyncTarget, SyncTargetStatus};
 use crate::kcp::paths::Paths;
-use crate::kcp::{ClusterClients, ClusterKey, LogicalClusterName, WorkspacePath};
+use crate::kcp::{ClusterClients, ClusterKey, LogicalClusterName};
 use crate::syncer::engine::Probe;
 
 /// The field manager the manager writes SyncTarget status with.
@@ -255,26 +255,6 @@ impl Controller {
         }
     }
 
-    /// The logical clusters of the workspaces in `spec.allowedWorkspaces` (the consent the
-    /// syncer enforces). A path that does not resolve (yet) is left out and logged; the next
-    /// reconcile (every heartbeat) tries again.
-    async fn allowed_clusters(&self, target: &SyncTarget) -> BTreeSet<LogicalClusterName> {
-        let mut out = BTreeSet::new();
-        for path in &target.spec.allowed_workspaces {
-            let resolved = match path.parse::<WorkspacePath>() {
-                Ok(p) => self.paths.cluster_of(&p).await.map_err(|e| e.to_string()),
-                Err(e) => Err(e.to_string()),
-            };
-            match resolved {
-                Ok(cluster) => {
-                    out.insert(cluster);
-                }
-                Err(e) => tracing::debug!(workspace = %path, error = %e, "allowed workspace not resolved"),
-            }
-        }
-        out
-    }
-
     /// Checks the kubeconfig of a push-mode target and keeps its syncer running (or stopped)
     /// accordingly.
     async fn credentials(&self, key: &ClusterKey, target: &SyncTarget) -> Result<Credentials, ReconcileError> {
@@ -292,7 +272,7 @@ impl Controller {
             return Ok(credentials);
         };
         let apis = crate::syncer::resources::wanted_apis(&target.spec.supported_apis);
-        let allowed = self.allowed_clusters(target).await;
+        let allowed = self.paths.clusters_of(&target.spec.allowed_workspaces).await;
         if let Err(why) = self.syncers.ensure(key, &text, apis, allowed).await {
             self.syncers.stop(key);
             return Ok(Credentials::Problem {

@@ -200,11 +200,18 @@ impl Engine {
         let upstream_value = upstream.as_ref().map(|o| serde_json::to_value(o.as_ref()).unwrap_or_default());
         // Workspace isolation: a target runs only namespaces of its own workspace and of those
         // it allows (spec.allowedWorkspaces). Another workspace writing this target's assignment
-        // label gets nothing, and nothing of it is touched.
-        if key.cluster != self.target_cluster && !self.allowed.borrow().contains(&key.cluster) {
+        // label gets nothing, and nothing of it is touched — unless it carries this target's
+        // finalizer, i.e. was synced while allowed: then consent was withdrawn, and it is
+        // cleaned up like an unassigned object.
+        let consented = key.cluster == self.target_cluster || self.allowed.borrow().contains(&key.cluster);
+        let finalizer = self.finalizer();
+        let synced_before =
+            upstream.as_ref().is_some_and(|o| o.metadata.finalizers.iter().flatten().any(|f| *f == finalizer));
+        if !consented && !synced_before {
             return Ok(None);
         }
-        let wanted = self.is_active(index)
+        let wanted = consented
+            && self.is_active(index)
             && upstream.as_ref().is_some_and(|o| o.metadata.deletion_timestamp.is_none())
             && self.upstream.is_assigned(&key.cluster, namespace, &self.target_key)
             && upstream_value.as_ref().is_some_and(|v| transform::skip_reason(&resource.api.kind, v).is_none());
