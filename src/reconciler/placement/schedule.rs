@@ -148,19 +148,25 @@ pub fn schedule(input: &Input<'_>) -> Decision {
         }
         kept.push(t);
     }
-    let by_rank =
-        |a: &&TargetView, b: &&TargetView| rank(input.placement, &a.name).cmp(&rank(input.placement, &b.name));
+    // Ranks are hashes: computed once per target, not once per comparison.
+    let by_rank = |t: &&TargetView| rank(input.placement, &t.name);
     if let Some(n) = want
         && kept.len() > n
     {
-        kept.sort_by(by_rank);
+        kept.sort_by_cached_key(by_rank);
         kept.truncate(n);
     }
     let mut selected: BTreeSet<String> = kept.iter().map(|t| t.name.clone()).collect();
     let mut cells: BTreeSet<&str> = kept.iter().flat_map(|t| t.cells.iter().map(String::as_str)).collect();
     let mut pool = fresh;
-    pool.sort_by(by_rank);
-    while want.is_none_or(|n| selected.len() < n) && !pool.is_empty() {
+    let Some(want) = want else {
+        // Every candidate is wanted: nothing to rank or spread.
+        selected.extend(pool.iter().map(|t| t.name.clone()));
+        let outcome = if selected.is_empty() { Outcome::NoReadyTargets } else { Outcome::Scheduled };
+        return Decision { selected, outcome, evicted, deferred, requeue_after: wake.into_iter().min() };
+    };
+    pool.sort_by_cached_key(by_rank);
+    while selected.len() < want && !pool.is_empty() {
         // Prefer a candidate whose cells are all uncovered yet; otherwise the best ranked.
         let spreads = |t: &&TargetView| !t.cells.is_empty() && t.cells.iter().all(|c| !cells.contains(c.as_str()));
         let pick = pool.iter().position(spreads).unwrap_or(0);
