@@ -123,10 +123,20 @@ impl Engine {
     }
 
     /// Follows the logical clusters of other workspaces whose namespaces this target may run.
+    /// Each change re-queues everything assigned to the target, so a namespace labelled before
+    /// its workspace was allowed (or one no longer allowed) is looked at again. The follower
+    /// task ends when the sender is dropped (the supervisor stops or replaces this syncer).
     pub fn with_allowed_clusters(
         mut self,
         allowed: tokio::sync::watch::Receiver<BTreeSet<LogicalClusterName>>,
     ) -> Self {
+        let (mut changes, upstream, queue, key) =
+            (allowed.clone(), self.upstream.clone(), self.queue.clone(), self.target_key.clone());
+        tokio::spawn(async move {
+            while changes.changed().await.is_ok() {
+                upstream.assigned_keys(&key).into_iter().for_each(|k| queue.add(k));
+            }
+        });
         self.allowed = allowed;
         self
     }
