@@ -141,14 +141,15 @@ pub async fn placement_is_sticky_and_respects_cordon_and_drain(w: Arc<World>) ->
     tenant(&w, ws).await?;
     let a = register(&w, ws, "a", 0).await?;
     namespace_with_config(&w, ws, "s1", "s1")?;
-    w.kcp.kubectl(ws, &["apply", "-f", "-"], Some(&placement("p1", "s1", json!({}), Some(1))))?;
-    wait_selected(&w, ws, "p1", &["a"]).await?;
+    // Named like the Placement of the subset test in another workspace: keys include the cluster.
+    w.kcp.kubectl(ws, &["apply", "-f", "-"], Some(&placement("web", "s1", json!({}), Some(1))))?;
+    wait_selected(&w, ws, "web", &["a"]).await?;
     wait_assigned(&w, ws, "s1", &[&a]).await?;
 
     // A second matching target appears: the choice stays put.
     let b = register(&w, ws, "b", 1).await?;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let p = get(&w, ws, "placement", "p1")?;
+    let p = get(&w, ws, "placement", "web")?;
     ensure!(selected(&p) == ["a"], "moved to a new target: {:?}", selected(&p));
     ensure!(assigned(&w, ws, "s1")? == [a.clone()], "labels {:?}", assigned(&w, ws, "s1")?);
 
@@ -161,12 +162,12 @@ pub async fn placement_is_sticky_and_respects_cordon_and_drain(w: Arc<World>) ->
     namespace_with_config(&w, ws, "s2", "s2")?;
     w.kcp.kubectl(ws, &["apply", "-f", "-"], Some(&placement("p2", "s2", json!({}), Some(1))))?;
     wait_selected(&w, ws, "p2", &["b"]).await?;
-    ensure!(selected(&get(&w, ws, "placement", "p1")?) == ["a"], "cordon moved a running placement");
+    ensure!(selected(&get(&w, ws, "placement", "web")?) == ["a"], "cordon moved a running placement");
 
     // Drain: evictAfter in the past moves p1 to b, new label first, then the old one goes.
     let drain = r#"{"spec":{"evictAfter":"2020-01-01T00:00:00Z"}}"#;
     w.kcp.kubectl(ws, &["patch", "synctarget", "a", "--type=merge", "-p", drain], None)?;
-    wait_selected(&w, ws, "p1", &["b"]).await?;
+    wait_selected(&w, ws, "web", &["b"]).await?;
     wait_assigned(&w, ws, "s1", &[&b]).await?;
     wait_downstream(&w, 1, &downstream_ns(&w, ws, "b", ws, "s1").await, "configmap", "cfg").await?;
     let old = downstream_ns(&w, ws, "a", ws, "s1").await;
