@@ -9,10 +9,11 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::kcp::client::ClientError;
+use crate::kcp::paths::Paths;
 use crate::kcp::{ClusterClients, LogicalClusterName, WorkspacePath, endpoints, workspace};
 use crate::reconciler::queue::Backoff;
-use crate::reconciler::synctarget;
 use crate::reconciler::synctarget::syncers::Supervisor;
+use crate::reconciler::{placement, synctarget};
 use crate::server::metrics::controller;
 use crate::server::{Metrics, Readiness};
 use crate::syncer::engine::EngineSettings;
@@ -27,6 +28,7 @@ pub struct ManagerConfig {
     pub workspace: WorkspacePath,
     pub export_name: String,
     pub synctarget: synctarget::Settings,
+    pub placement: placement::Settings,
     /// Settings of the push-mode syncers the manager runs.
     pub syncer: EngineSettings,
     /// Where the controllers record what they do (served at /metrics).
@@ -46,6 +48,8 @@ pub enum ManagerError {
 pub async fn run(config: ManagerConfig, cancel: CancellationToken) -> Result<(), ManagerError> {
     config.metrics.init_controller(controller::SYNCTARGET);
     let server = ClusterClients::for_server(&config.kube_config)?;
+    // Workspace paths resolve through the kcp server: the virtual workspace serves no Workspaces.
+    let paths = Paths::new(server.clone());
     let Some(export_cluster) = wait_for_workspace(&server, &config.workspace, &cancel).await else {
         return Ok(());
     };
@@ -85,11 +89,18 @@ pub async fn run(config: ManagerConfig, cancel: CancellationToken) -> Result<(),
                     let stop = cancel.child_token();
                     let upstream = Upstream::new(clients.clone(), stop.clone());
                     let syncers = Supervisor::new(upstream.clone(), config.syncer.clone(), stop.clone());
-                    let controller = synctarget::Controller::new(clients, config.synctarget.clone(), syncers);
+                    let placements = placement::Controller::new(
+                        clients.clone(),
+                        paths.clone(),
+                        upstream.clone(),
+                        config.placement.clone(),
+                    );
+                    let controller =
+                        synctarget::Controller::new(clients, config.synctarget.clone(), syncers, paths.clone());
                     let task = tokio::spawn({
                         let stop = stop.clone();
                         async move {
-                            tokio::join!(upstream.run(), controller.run(stop));
+                            tokio::join!(upstream.run(), controller.run(stop.clone()), placements.run(stop));
                         }
                     });
                     running.insert(url.clone(), (stop, task));

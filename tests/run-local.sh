@@ -6,8 +6,9 @@
 # (tests/cluster.sh), installs the APIs into root:tmc, creates the tenant workspace root:demo
 # bound with config/samples/apibinding.yaml, starts `tmc manager`, registers both clusters as
 # push-mode SyncTargets, applies config/samples/synctarget.yaml (a pull-mode target without a
-# syncer) and config/samples/deployment.yaml in a namespace assigned to both clusters, and prints
-# what to try. Stops everything on Ctrl-C.
+# syncer), config/samples/placement.yaml (which places namespaces labelled app=web on both
+# clusters) and config/samples/deployment.yaml in such a namespace, and prints what to try.
+# Stops everything on Ctrl-C.
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -107,19 +108,16 @@ YAML
 done
 kubectl --kubeconfig "$kc" wait --for=condition=Ready synctarget/cluster-1 synctarget/cluster-2 --timeout=120s
 
-# The assignment label the Placement reconciler will write: state.tmc.kcp.io/<target key>,
-# where the key is the first 20 hex digits of sha256("<logical cluster>:<SyncTarget name>").
-cluster_name=$(kubectl --kubeconfig "$admin" get workspace demo -o jsonpath='{.spec.cluster}')
-key1=$(printf '%s' "$cluster_name:cluster-1" | sha256sum | cut -c1-20)
-key2=$(printf '%s' "$cluster_name:cluster-2" | sha256sum | cut -c1-20)
-log "assigning namespace web to cluster-1 and cluster-2 (labels state.tmc.kcp.io/<key>=Sync) and deploying a sample"
+log "placing namespaces labelled app=web on both clusters (config/samples/placement.yaml) and deploying a sample"
+kubectl --kubeconfig "$kc" apply -f "$repo/config/samples/placement.yaml"
 kubectl --kubeconfig "$kc" apply -f - <<YAML
 apiVersion: v1
 kind: Namespace
 metadata:
   name: web
-  labels: {state.tmc.kcp.io/$key1: Sync, state.tmc.kcp.io/$key2: Sync}
+  labels: {app: web}
 YAML
+kubectl --kubeconfig "$kc" wait --for=jsonpath='{.status.phase}'=Bound placement/web --timeout=60s >/dev/null || true
 kubectl --kubeconfig "$kc" -n web apply -f "$repo/config/samples/deployment.yaml"
 kubectl --kubeconfig "$kc" -n web wait --for=jsonpath='{.status.availableReplicas}'=4 deployment/web --timeout=120s >/dev/null || true
 
@@ -130,6 +128,8 @@ kcp-tmc is running. In another terminal:
   export KUBECONFIG=$kc        # current context: workspace root:demo
 
   kubectl get synctargets                      # conditions written by the manager and syncers
+  kubectl get placements                       # chosen targets, placed namespaces
+  kubectl get namespace web --show-labels      # the assignment labels the Placement wrote
   kubectl -n web get deployments               # 4 available: 2 replicas on each cluster, summed
   kubectl -n web get deployment web -o yaml    # per-cluster status in status.tmc.kcp.io/<key> annotations
   kubectl --kubeconfig $state/cluster-1/kubeconfig get deployments -A -l tmc.kcp.io/target

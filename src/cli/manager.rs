@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 use super::{CliError, KcpArgs, cancel_on_signal, load_kube_config, ops, parse_duration};
 use crate::manager::{self, ManagerConfig};
 use crate::reconciler::queue::Backoff;
-use crate::reconciler::synctarget;
+use crate::reconciler::{placement, synctarget};
 use crate::server::{Metrics, Readiness};
 use crate::syncer::engine::EngineSettings;
 
@@ -42,6 +42,16 @@ pub struct ManagerArgs {
     /// Objects each push-mode syncer may sync at once.
     #[arg(long, env = "TMC_SYNCER_WORKERS", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub syncer_workers: u16,
+
+    /// How long a SyncTarget chosen by a Placement may stay not Ready before its namespaces are
+    /// moved to another matching target (only for Placements with numberOfTargets set).
+    #[arg(long, env = "TMC_PLACEMENT_FAILOVER_GRACE", default_value = "2m", value_parser = parse_duration)]
+    pub placement_failover_grace: Duration,
+
+    /// Moves of namespaces off unhealthy or draining targets allowed per minute (per kcp shard);
+    /// further moves wait.
+    #[arg(long, env = "TMC_PLACEMENT_MAX_EVICTIONS_PER_MINUTE", default_value_t = 10)]
+    pub placement_max_evictions_per_minute: u32,
 
     /// SyncTarget reconciles that may run at once.
     #[arg(long, env = "TMC_WORKERS", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
@@ -80,6 +90,12 @@ pub async fn run(args: ManagerArgs) -> Result<(), CliError> {
         synctarget: synctarget::Settings {
             heartbeat_threshold: args.heartbeat_threshold,
             workers: usize::from(args.workers),
+            backoff: Backoff::default(),
+        },
+        placement: placement::Settings {
+            workers: usize::from(args.workers),
+            failover_grace: args.placement_failover_grace,
+            max_evictions_per_minute: args.placement_max_evictions_per_minute,
             backoff: Backoff::default(),
         },
         syncer: EngineSettings {

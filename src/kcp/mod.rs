@@ -7,6 +7,7 @@ pub mod cluster;
 pub mod endpoints;
 pub mod export;
 pub mod install;
+pub mod paths;
 pub mod schema;
 pub mod workload;
 pub mod workspace;

@@ -9,7 +9,8 @@ use serde_json::Value;
 use crate::apis::sync::v1alpha1::{SupportedApi, SyncedResourceState};
 
 /// Label on a kcp namespace assigning it to one SyncTarget: `state.tmc.kcp.io/<target key>:
-/// Sync`. The Placement reconciler writes it; until then it is set by hand or by tests.
+/// Sync`. The Placement reconciler writes it (see `reconciler::placement::assign`); it may also
+/// be set by hand or by tests.
 pub const ASSIGNMENT_LABEL_PREFIX: &str = "state.tmc.kcp.io/";
 /// The value of an assignment label that means "run here".
 pub const ASSIGNMENT_SYNC: &str = "Sync";

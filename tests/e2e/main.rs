@@ -16,6 +16,7 @@ mod conflicts;
 mod env;
 mod install;
 mod ops;
+mod placement;
 mod syncer;
 mod synctarget;
 
@@ -87,6 +88,10 @@ fn all_tests() -> Vec<(&'static str, TestFn)> {
         apis::custom_apis_sync_where_both_sides_serve_them,
         conflicts::foreign_downstream_namespace_is_reported_not_overwritten,
         conflicts::objects_too_large_for_the_cluster_are_reported,
+        placement::placement_selects_a_labelled_subset_and_deletion_cleans_up,
+        placement::placement_is_sticky_and_respects_cordon_and_drain,
+        placement::placement_across_workspaces_needs_consent,
+        placement::placement_fails_over_from_an_unreachable_cluster,
     ]
 }
 
@@ -133,6 +138,8 @@ async fn setup() -> Result<World, String> {
             "1s",
             "--syncer-deletion-timeout",
             "3s",
+            "--placement-failover-grace",
+            "10s",
             "--metrics-bind-address",
             &metrics_addr,
             "--health-bind-address",

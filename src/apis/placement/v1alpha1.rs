@@ -37,6 +37,12 @@ use std::collections::BTreeMap;
         json_path = ".status.selectedTargets[*].name",
         description = "Chosen SyncTargets"
     ),
+    printcolumn(
+        name = "Namespaces",
+        type_ = "integer",
+        json_path = ".status.placedNamespaces",
+        description = "Namespaces placed on the chosen targets"
+    ),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
@@ -45,8 +51,8 @@ pub struct PlacementSpec {
     /// namespaces.
     pub namespace_selector: LabelSelector,
 
-    /// Optional: only objects with matching labels in the selected namespaces are synced.
-    /// Unset means every object of a supported API.
+    /// Reserved: only objects with matching labels in the selected namespaces would be synced.
+    /// Not enforced yet: today every object of a supported API in a placed namespace is synced.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workload_selector: Option<LabelSelector>,
 
@@ -120,4 +126,9 @@ pub struct PlacementStatus {
     /// The `metadata.generation` the status was computed from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+
+    /// How many namespaces of this workspace the Placement selects and assigns to the chosen
+    /// targets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placed_namespaces: Option<i32>,
 }

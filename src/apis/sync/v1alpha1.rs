@@ -85,6 +85,13 @@ pub struct SyncTargetSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub evict_after: Option<Time>,
 
+    /// Other workspaces (full paths, for example `root:org:team`) whose Placements may place
+    /// namespaces on this target, and whose namespaces its syncer therefore runs. Empty means
+    /// only this target's own workspace. Exact paths only; no globs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "set"))]
+    pub allowed_workspaces: Vec<String>,
+
     /// A Secret in this workspace holding a kubeconfig for the cluster. Set it when the manager
     /// itself should drive the cluster (push mode); leave it unset when a syncer runs beside the
     /// cluster (pull mode).

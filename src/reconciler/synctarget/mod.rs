@@ -31,6 +31,7 @@ use super::next_or_cancelled;
 use super::queue::{Backoff, WorkQueue};
 use crate::apis::sync::v1alpha1::KubeconfigSecretRef;
 use crate::apis::sync::v1alpha1::{SyncTarget, SyncTargetStatus};
+use crate::kcp::paths::Paths;
 use crate::kcp::{ClusterClients, ClusterKey, LogicalClusterName};
 use crate::syncer::engine::Probe;
 
@@ -67,6 +68,8 @@ pub struct Controller {
     queue: Arc<WorkQueue<ClusterKey>>,
     settings: Settings,
     syncers: Supervisor,
+    /// Resolves `spec.allowedWorkspaces` to logical clusters for the syncer.
+    paths: Paths,
     /// resourceVersion of every Secret in the bound workspaces, from the metadata watch.
     secret_versions: ClusterCache<String>,
     /// The last check of each referenced kubeconfig: (resourceVersion, result, kubeconfig text).
@@ -78,7 +81,7 @@ fn resource() -> ApiResource {
 }
 
 impl Controller {
-    pub fn new(clients: ClusterClients, settings: Settings, syncers: Supervisor) -> Self {
+    pub fn new(clients: ClusterClients, settings: Settings, syncers: Supervisor, paths: Paths) -> Self {
         let queue = WorkQueue::new(settings.backoff);
         Self {
             clients,
@@ -86,6 +89,7 @@ impl Controller {
             queue,
             settings,
             syncers,
+            paths,
             secret_versions: Default::default(),
             read_secrets: Default::default(),
         }
@@ -268,7 +272,8 @@ impl Controller {
             return Ok(credentials);
         };
         let apis = crate::syncer::resources::wanted_apis(&target.spec.supported_apis);
-        if let Err(why) = self.syncers.ensure(key, &text, apis).await {
+        let allowed = self.paths.clusters_of(&target.spec.allowed_workspaces).await;
+        if let Err(why) = self.syncers.ensure(key, &text, apis, allowed).await {
             self.syncers.stop(key);
             return Ok(Credentials::Problem {
                 reason: "KubeconfigInvalid",

@@ -2,14 +2,14 @@
 //! `kubeconfigSecretRef` holds a usable kubeconfig. Started when the credentials load,
 //! restarted when the kubeconfig changes, stopped when they break or the target is deleted.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::apis::sync::v1alpha1::SupportedApi;
-use crate::kcp::ClusterKey;
+use crate::kcp::{ClusterKey, LogicalClusterName};
 use crate::syncer::engine::{Engine, EngineSettings, Probe};
 use crate::syncer::upstream::Upstream;
 
@@ -17,6 +17,8 @@ struct Running {
     kubeconfig_hash: String,
     /// The target's wanted APIs, followed by the running syncer.
     wanted: watch::Sender<Vec<SupportedApi>>,
+    /// Logical clusters of the other workspaces the target allows, followed by the syncer.
+    allowed: watch::Sender<BTreeSet<LogicalClusterName>>,
     cancel: CancellationToken,
     probe: watch::Receiver<Probe>,
 }
@@ -60,12 +62,19 @@ impl Supervisor {
     /// (a changed API list is handed to the running syncer; only new credentials restart it).
     /// Returns an error message when the kubeconfig parses but cannot be turned into a client
     /// (e.g. bad TLS data).
-    pub async fn ensure(&self, key: &ClusterKey, kubeconfig: &str, apis: Vec<SupportedApi>) -> Result<(), String> {
+    pub async fn ensure(
+        &self,
+        key: &ClusterKey,
+        kubeconfig: &str,
+        apis: Vec<SupportedApi>,
+        allowed: BTreeSet<LogicalClusterName>,
+    ) -> Result<(), String> {
         let hash = crate::json::sha256_hex(kubeconfig.as_bytes(), 8);
         if let Some(running) = self.running.lock().expect("supervisor poisoned").get(key)
             && running.kubeconfig_hash == hash
         {
             running.wanted.send_if_modified(|w| std::mem::replace(w, apis.clone()) != apis);
+            running.allowed.send_if_modified(|a| std::mem::replace(a, allowed.clone()) != allowed);
             return Ok(());
         }
         let parsed = kube::config::Kubeconfig::from_yaml(kubeconfig).map_err(|e| e.to_string())?;
@@ -75,6 +84,7 @@ impl Supervisor {
             crate::syncer::client::cluster_client(config, self.settings.cluster_qps).map_err(|e| e.to_string())?;
         let (probe_tx, probe) = watch::channel(Probe::Pending);
         let (wanted, wanted_rx) = watch::channel(apis);
+        let (allowed, allowed_rx) = watch::channel(allowed);
         let engine = Engine::new(
             key.cluster.clone(),
             &key.name,
@@ -83,14 +93,15 @@ impl Supervisor {
             self.settings.clone(),
             probe_tx,
             wanted_rx,
-        );
+        )
+        .with_allowed_clusters(allowed_rx);
         let cancel = self.parent.child_token();
         let mut watch_probe = probe.clone();
         let previous = self
             .running
             .lock()
             .expect("supervisor poisoned")
-            .insert(key.clone(), Running { kubeconfig_hash: hash, wanted, cancel: cancel.clone(), probe });
+            .insert(key.clone(), Running { kubeconfig_hash: hash, wanted, allowed, cancel: cancel.clone(), probe });
         let (changes, changed_key) = (self.changes.clone(), key.clone());
         tokio::spawn(async move {
             while watch_probe.changed().await.is_ok() {

@@ -88,6 +88,8 @@ pub struct Engine {
     started: Arc<Mutex<BTreeSet<usize>>>,
     /// Wakes the heartbeat to report a changed API report at once.
     report_changed: Arc<tokio::sync::Notify>,
+    /// Logical clusters of other workspaces the target allows (`spec.allowedWorkspaces`).
+    allowed: tokio::sync::watch::Receiver<BTreeSet<LogicalClusterName>>,
 }
 
 impl Engine {
@@ -118,7 +120,27 @@ impl Engine {
             active: Default::default(),
             started: Default::default(),
             report_changed: Default::default(),
+            allowed: tokio::sync::watch::channel(BTreeSet::new()).1,
         }
+    }
+
+    /// Follows the logical clusters of other workspaces whose namespaces this target may run.
+    /// Each change re-queues everything assigned to the target, so a namespace labelled before
+    /// its workspace was allowed (or one no longer allowed) is looked at again. The follower
+    /// task ends when the sender is dropped (the supervisor stops or replaces this syncer).
+    pub fn with_allowed_clusters(
+        mut self,
+        allowed: tokio::sync::watch::Receiver<BTreeSet<LogicalClusterName>>,
+    ) -> Self {
+        let (mut changes, upstream, queue, key) =
+            (allowed.clone(), self.upstream.clone(), self.queue.clone(), self.target_key.clone());
+        tokio::spawn(async move {
+            while changes.changed().await.is_ok() {
+                upstream.assigned_keys(&key).into_iter().for_each(|k| queue.add(k));
+            }
+        });
+        self.allowed = allowed;
+        self
     }
 
     pub fn target_key(&self) -> &str {
@@ -188,13 +210,20 @@ impl Engine {
         let dns = locator.downstream_namespace();
         let upstream = self.upstream.object(index, key);
         let upstream_value = upstream.as_ref().map(|o| serde_json::to_value(o.as_ref()).unwrap_or_default());
-        // Workspace isolation: a target runs only namespaces of its own workspace. Another
-        // workspace writing this target's assignment label gets nothing, and nothing of it is
-        // touched (placement across workspaces needs the target's consent: the Placement issue).
-        if key.cluster != self.target_cluster {
+        // Workspace isolation: a target runs only namespaces of its own workspace and of those
+        // it allows (spec.allowedWorkspaces). Another workspace writing this target's assignment
+        // label gets nothing, and nothing of it is touched — unless it carries this target's
+        // finalizer, i.e. was synced while allowed: then consent was withdrawn, and it is
+        // cleaned up like an unassigned object.
+        let consented = key.cluster == self.target_cluster || self.allowed.borrow().contains(&key.cluster);
+        let finalizer = self.finalizer();
+        let synced_before =
+            upstream.as_ref().is_some_and(|o| o.metadata.finalizers.iter().flatten().any(|f| *f == finalizer));
+        if !consented && !synced_before {
             return Ok(None);
         }
-        let wanted = self.is_active(index)
+        let wanted = consented
+            && self.is_active(index)
             && upstream.as_ref().is_some_and(|o| o.metadata.deletion_timestamp.is_none())
             && self.upstream.is_assigned(&key.cluster, namespace, &self.target_key)
             && upstream_value.as_ref().is_some_and(|v| transform::skip_reason(&resource.api.kind, v).is_none());

@@ -1,0 +1,148 @@
+//! Which assignment labels a kcp namespace should carry, as a pure function.
+//!
+//! The desired set is the union of the targets chosen by every Placement of the workspace that
+//! selects the namespace (two Placements selecting one namespace run it on both choices). The
+//! controller owns only the labels it set itself, recorded in [`MANAGED_ANNOTATION`]; labels set
+//! by hand are never removed or claimed. A label it set that is no longer desired is removed
+//! only once every desired target runs the namespace (make before break), so a move never
+//! leaves the workloads nowhere; with nothing desired (Placement deleted, namespace no longer
+//! selected) that holds at once.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::syncer::resources::{ASSIGNMENT_SYNC, assigned_targets, assignment_label};
+
+/// Annotation on a kcp namespace: the target keys whose assignment labels the Placement
+/// controller set, comma-separated and sorted.
+pub const MANAGED_ANNOTATION: &str = "placement.tmc.kcp.io/assigned";
+
+/// The label change for one namespace.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Plan {
+    pub add: BTreeSet<String>,
+    pub remove: BTreeSet<String>,
+    /// The new value of [`MANAGED_ANNOTATION`].
+    pub managed: BTreeSet<String>,
+    /// Stale labels kept until the new targets run the namespace.
+    pub waiting: bool,
+}
+
+impl Plan {
+    /// The JSON merge patch of `metadata` for this plan, or `None` when nothing changes.
+    pub fn patch(&self, current_managed: &BTreeSet<String>) -> Option<serde_json::Value> {
+        if self.add.is_empty() && self.remove.is_empty() && self.managed == *current_managed {
+            return None;
+        }
+        let mut labels = serde_json::Map::new();
+        for k in &self.add {
+            labels.insert(assignment_label(k), ASSIGNMENT_SYNC.into());
+        }
+        for k in &self.remove {
+            labels.insert(assignment_label(k), serde_json::Value::Null);
+        }
+        let managed = if self.managed.is_empty() {
+            serde_json::Value::Null
+        } else {
+            self.managed.iter().cloned().collect::<Vec<_>>().join(",").into()
+        };
+        Some(serde_json::json!({ "labels": labels, "annotations": { MANAGED_ANNOTATION: managed } }))
+    }
+}
+
+/// The keys recorded in [`MANAGED_ANNOTATION`].
+pub fn managed_keys(annotations: &BTreeMap<String, String>) -> BTreeSet<String> {
+    annotations
+        .get(MANAGED_ANNOTATION)
+        .map(|v| v.split(',').map(str::trim).filter(|k| !k.is_empty()).map(str::to_string).collect())
+        .unwrap_or_default()
+}
+
+/// Plans the labels of a namespace with `labels` and `annotations` that should run on
+/// `desired`; `runs(key)` says whether the target `key` already runs the namespace.
+pub fn plan(
+    labels: &BTreeMap<String, String>,
+    annotations: &BTreeMap<String, String>,
+    desired: &BTreeSet<String>,
+    runs: impl Fn(&str) -> bool,
+) -> Plan {
+    let present = assigned_targets(&serde_json::json!({ "metadata": { "labels": labels } }));
+    let managed = managed_keys(annotations);
+    let by_hand: BTreeSet<String> = present.difference(&managed).cloned().collect();
+    let add: BTreeSet<String> = desired.difference(&present).cloned().collect();
+    let stale: BTreeSet<String> = managed.difference(desired).filter(|k| present.contains(*k)).cloned().collect();
+    // `runs` reads the syncers' caches: ask only when a stale label waits on the answer.
+    let all_run = stale.is_empty() || (add.is_empty() && desired.iter().all(|k| runs(k)));
+    let (remove, kept) = if all_run { (stale, BTreeSet::new()) } else { (BTreeSet::new(), stale) };
+    let mut owned: BTreeSet<String> = desired.difference(&by_hand).cloned().collect();
+    owned.extend(kept.iter().cloned());
+    Plan { add, remove, managed: owned, waiting: !kept.is_empty() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(v: &[&str]) -> BTreeSet<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn labels(keys: &[&str]) -> BTreeMap<String, String> {
+        let mut l: BTreeMap<String, String> = keys.iter().map(|k| (assignment_label(k), "Sync".into())).collect();
+        l.insert("team".into(), "web".into());
+        l
+    }
+
+    fn managed(keys: &[&str]) -> BTreeMap<String, String> {
+        if keys.is_empty() {
+            return BTreeMap::new();
+        }
+        [(MANAGED_ANNOTATION.to_string(), keys.join(","))].into()
+    }
+
+    #[test]
+    fn table() {
+        // (name, labelled, managed, desired, running, add, remove, managed after, waiting)
+        type Row<'a> = (
+            &'a str,
+            &'a [&'a str],
+            &'a [&'a str],
+            &'a [&'a str],
+            &'a [&'a str],
+            &'a [&'a str],
+            &'a [&'a str],
+            &'a [&'a str],
+            bool,
+        );
+        let rows: &[Row] = &[
+            ("fresh namespace", &[], &[], &["a"], &[], &["a"], &[], &["a"], false),
+            ("settled", &["a"], &["a"], &["a"], &["a"], &[], &[], &["a"], false),
+            ("hand-set label is left alone", &["h"], &[], &[], &[], &[], &[], &[], false),
+            ("hand-set label not claimed when desired", &["h"], &[], &["h"], &["h"], &[], &[], &[], false),
+            ("placement gone: own label removed", &["a", "h"], &["a"], &[], &[], &[], &["a"], &[], false),
+            ("move waits for the new target", &["a", "b"], &["a", "b"], &["b"], &[], &[], &[], &["a", "b"], true),
+            ("move: new label first", &["a"], &["a"], &["b"], &[], &["b"], &[], &["a", "b"], true),
+            ("move completes once b runs", &["a", "b"], &["a", "b"], &["b"], &["b"], &[], &["a"], &["b"], false),
+            ("own label removed by hand is re-added", &[], &["a"], &["a"], &[], &["a"], &[], &["a"], false),
+            ("union of placements", &[], &[], &["a", "b"], &[], &["a", "b"], &[], &["a", "b"], false),
+        ];
+        for (name, labelled, own, desired, running, add, remove, after, waiting) in rows {
+            let running = set(running);
+            let p = plan(&labels(labelled), &managed(own), &set(desired), |k| running.contains(k));
+            assert_eq!(
+                p,
+                Plan { add: set(add), remove: set(remove), managed: set(after), waiting: *waiting },
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn patch_only_when_something_changes() {
+        let p = plan(&labels(&["a"]), &managed(&["a"]), &set(&["a"]), |_| true);
+        assert_eq!(p.patch(&set(&["a"])), None);
+        let p = plan(&labels(&["a"]), &managed(&["a"]), &set(&[]), |_| true);
+        let patch = p.patch(&set(&["a"])).unwrap();
+        assert_eq!(patch["labels"][assignment_label("a")], serde_json::Value::Null);
+        assert_eq!(patch["annotations"][MANAGED_ANNOTATION], serde_json::Value::Null);
+    }
+}

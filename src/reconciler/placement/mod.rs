@@ -1,0 +1,169 @@
+//! The Placement reconciler: chooses SyncTargets for every Placement and writes the assignment
+//! labels (`state.tmc.kcp.io/<target key>: Sync`) on the namespaces it selects, across all
+//! workspaces bound to the APIExport behind one virtual-workspace URL.
+//!
+//! One wildcard watch each of Placements, SyncTargets and Namespaces (metadata only) feeds
+//! caches keyed by logical cluster and one [`WorkQueue`] of [`Key`]s, so two workspaces with
+//! same-named objects never share an entry. Decisions are pure (`schedule`, `assign`,
+//! `status`); this module only reads caches and writes what differs.
+
+pub mod assign;
+mod events;
+mod reconcile;
+pub mod schedule;
+pub mod selector;
+pub mod status;
+mod watch;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::PartialObjectMeta;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::cache::ClusterCache;
+use super::queue::{Backoff, WorkQueue};
+use crate::apis::placement::v1alpha1::Placement;
+use crate::apis::sync::v1alpha1::SyncTarget;
+use crate::kcp::paths::Paths;
+use crate::kcp::{ClusterClients, ClusterKey};
+use crate::syncer::upstream::Upstream;
+
+/// The field manager the manager writes Placement status with.
+pub const FIELD_MANAGER: &str = "tmc-placement";
+
+/// Tunables of the Placement reconciler.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Reconciles running at once.
+    pub workers: usize,
+    /// How long a chosen target may stay not Ready before its namespaces move elsewhere.
+    pub failover_grace: Duration,
+    /// Moves (failover and drain) allowed per minute, across all Placements of an endpoint.
+    pub max_evictions_per_minute: u32,
+    pub backoff: Backoff,
+}
+
+/// Errors of one reconcile; the key is retried with backoff.
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error("resolving a workspace failed: {0}")]
+    Resolve(#[from] crate::kcp::paths::PathError),
+    #[error("writing Placement status failed: {0}")]
+    WriteStatus(#[source] kube::Error),
+    #[error("patching the namespace's assignment labels failed: {0}")]
+    PatchNamespace(#[source] kube::Error),
+}
+
+/// What the queue holds: a Placement to schedule or a namespace to label.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Key {
+    Placement(ClusterKey),
+    Namespace(ClusterKey),
+}
+
+/// The reconciler for one virtual-workspace endpoint.
+#[derive(Clone)]
+pub struct Controller {
+    clients: ClusterClients,
+    paths: Paths,
+    /// The push-mode syncers' view of kcp: tells whether a target already runs a namespace.
+    upstream: Upstream,
+    placements: ClusterCache<Placement>,
+    targets: ClusterCache<SyncTarget>,
+    namespaces: ClusterCache<PartialObjectMeta<Namespace>>,
+    /// What of each SyncTarget scheduling depends on, to ignore heartbeat-only changes.
+    fingerprints: Arc<Mutex<HashMap<ClusterKey, String>>>,
+    /// When recent moves happened, for the eviction rate limit.
+    evictions: Arc<Mutex<VecDeque<tokio::time::Instant>>>,
+    queue: Arc<WorkQueue<Key>>,
+    /// How many of the three watches have listed once; work waits for all three.
+    synced: tokio::sync::watch::Sender<usize>,
+    events: events::Events,
+    settings: Settings,
+}
+
+impl Controller {
+    pub fn new(clients: ClusterClients, paths: Paths, upstream: Upstream, settings: Settings) -> Self {
+        Self {
+            events: events::Events::new(clients.clone()),
+            clients,
+            paths,
+            upstream,
+            placements: Default::default(),
+            targets: Default::default(),
+            namespaces: Default::default(),
+            fingerprints: Default::default(),
+            evictions: Default::default(),
+            queue: WorkQueue::new(settings.backoff),
+            synced: tokio::sync::watch::channel(0).0,
+            settings,
+        }
+    }
+
+    /// Runs watches and workers until `cancel` fires.
+    pub async fn run(self, cancel: CancellationToken) {
+        let mut tasks = tokio::task::JoinSet::new();
+        tasks.spawn(self.clone().watch_placements(cancel.clone()));
+        tasks.spawn(self.clone().watch_synctargets(cancel.clone()));
+        tasks.spawn(self.clone().watch_namespaces(cancel.clone()));
+        for _ in 0..self.settings.workers.max(1) {
+            tasks.spawn(self.clone().work());
+        }
+        cancel.cancelled().await;
+        self.queue.shut_down();
+        tasks.abort_all();
+        while tasks.join_next().await.is_some() {}
+    }
+
+    async fn work(self) {
+        // Deciding from a partial view could remove labels another Placement justifies.
+        let mut synced = self.synced.subscribe();
+        if synced.wait_for(|n| *n >= 3).await.is_err() {
+            return;
+        }
+        while let Some(key) = self.queue.next().await {
+            let (kind, k) = match &key {
+                Key::Placement(k) => ("placement", k),
+                Key::Namespace(k) => ("namespace", k),
+            };
+            let span = tracing::info_span!("reconcile", controller = "placement", kind, workspace = %k.cluster, name = %k.name);
+            let outcome = match &key {
+                Key::Placement(k) => self.reconcile_placement(k).instrument(span.clone()).await,
+                Key::Namespace(k) => self.reconcile_namespace(k).instrument(span.clone()).await,
+            };
+            if let (Err(e), Some(delay)) = (&outcome, self.queue.complete(&key, &outcome)) {
+                span.in_scope(|| tracing::warn!(error = %e, retry_in = ?delay, "reconcile failed"));
+            }
+        }
+    }
+
+    /// Moves still allowed in the current minute.
+    fn eviction_budget(&self) -> usize {
+        let mut recent = self.evictions.lock().expect("evictions poisoned");
+        while recent.front().is_some_and(|t| t.elapsed() >= Duration::from_secs(60)) {
+            recent.pop_front();
+        }
+        (self.settings.max_evictions_per_minute as usize).saturating_sub(recent.len())
+    }
+
+    fn spend_evictions(&self, n: usize) {
+        let now = tokio::time::Instant::now();
+        self.evictions.lock().expect("evictions poisoned").extend(std::iter::repeat_n(now, n));
+    }
+
+    fn enqueue_namespaces_of(&self, cluster: &crate::kcp::LogicalClusterName) {
+        for k in self.namespaces.keys_in(cluster, |_| true) {
+            self.queue.add(Key::Namespace(k));
+        }
+    }
+
+    fn enqueue_placements_of(&self, cluster: &crate::kcp::LogicalClusterName) {
+        for k in self.placements.keys_in(cluster, |_| true) {
+            self.queue.add(Key::Placement(k));
+        }
+    }
+}

@@ -1,0 +1,187 @@
+use super::*;
+
+fn t(name: &str) -> TargetView {
+    TargetView {
+        name: name.into(),
+        labels: [("env".to_string(), "prod".to_string())].into(),
+        ready: true,
+        ready_since: Some("2026-01-01T00:00:00Z".parse().unwrap()),
+        apis_available: true,
+        allows: true,
+        ..Default::default()
+    }
+}
+
+fn now() -> Timestamp {
+    "2026-01-01T01:00:00Z".parse().unwrap()
+}
+
+fn names(v: &[&str]) -> BTreeSet<String> {
+    v.iter().map(|s| s.to_string()).collect()
+}
+
+struct Case {
+    targets: Vec<TargetView>,
+    current: &'static [&'static str],
+    number: Option<i32>,
+    budget: usize,
+}
+
+fn run(c: &Case) -> Decision {
+    let labels = [("env".to_string(), "prod".to_string())].into();
+    let current = names(c.current);
+    schedule(&Input {
+        placement: "ws|pl",
+        match_labels: &labels,
+        match_expressions: &[],
+        number_of_targets: c.number,
+        targets: &c.targets,
+        current: &current,
+        now: now(),
+        failover_grace: Duration::from_secs(120),
+        evictions_allowed: c.budget,
+    })
+}
+
+fn case(targets: Vec<TargetView>, current: &'static [&'static str], number: Option<i32>) -> Case {
+    Case { targets, current, number, budget: 10 }
+}
+
+fn not_ready_for(mut target: TargetView, secs: i64) -> TargetView {
+    target.ready = false;
+    target.ready_since = Some(now() - jiff::SignedDuration::from_secs(secs));
+    target
+}
+
+#[test]
+fn selection_table() {
+    let unlabelled = TargetView { labels: BTreeMap::new(), ..t("other") };
+    let cordoned = TargetView { unschedulable: true, ..t("b") };
+    let draining = TargetView { evict_after: Some(now() - jiff::SignedDuration::from_secs(1)), ..t("b") };
+    let denied = TargetView { allows: false, ..t("a") };
+    let no_apis = TargetView { apis_available: false, ..t("b") };
+    let cases: Vec<(&str, Case, &[&str], Outcome)> = vec![
+        (
+            "all matching when unset",
+            case(vec![t("a"), t("b"), unlabelled.clone()], &[], None),
+            &["a", "b"],
+            Outcome::Scheduled,
+        ),
+        ("nothing matches", case(vec![unlabelled], &[], None), &[], Outcome::NoMatchingTargets),
+        ("consent missing", case(vec![denied], &[], None), &[], Outcome::WorkspaceNotAllowed),
+        (
+            "sticky: current kept when another appears",
+            case(vec![t("a"), t("b"), t("c")], &["c"], Some(1)),
+            &["c"],
+            Outcome::Scheduled,
+        ),
+        (
+            "cordon keeps what runs",
+            case(vec![TargetView { unschedulable: true, ..t("a") }, t("b")], &["a"], Some(1)),
+            &["a"],
+            Outcome::Scheduled,
+        ),
+        ("cordon takes nothing new", case(vec![t("a"), cordoned], &[], None), &["a"], Outcome::Scheduled),
+        ("drain moves off", case(vec![t("a"), draining], &["b"], Some(1)), &["a"], Outcome::Scheduled),
+        ("unavailable APIs take nothing new", case(vec![t("a"), no_apis], &[], None), &["a"], Outcome::Scheduled),
+        ("only unready targets", case(vec![not_ready_for(t("a"), 5)], &[], None), &[], Outcome::NoReadyTargets),
+        (
+            "unready within grace kept",
+            case(vec![not_ready_for(t("a"), 60), t("b")], &["a"], Some(1)),
+            &["a"],
+            Outcome::Scheduled,
+        ),
+        (
+            "unready past grace fails over",
+            case(vec![not_ready_for(t("a"), 300), t("b")], &["a"], Some(1)),
+            &["b"],
+            Outcome::Scheduled,
+        ),
+        (
+            "unready past grace without replacement stays",
+            case(vec![not_ready_for(t("a"), 300)], &["a"], Some(1)),
+            &["a"],
+            Outcome::Scheduled,
+        ),
+        ("stale current names ignored", case(vec![t("a")], &["gone"], Some(1)), &["a"], Outcome::Scheduled),
+    ];
+    for (name, c, want, outcome) in cases {
+        let d = run(&c);
+        assert_eq!(d.selected, names(want), "{name}");
+        assert_eq!(d.outcome, outcome, "{name}");
+    }
+}
+
+impl Case {
+    fn with_budget(mut self, budget: usize) -> Self {
+        self.budget = budget;
+        self
+    }
+}
+
+#[test]
+fn lowering_the_number_trims_by_rank() {
+    let d = run(&case(vec![t("a"), t("b"), t("c")], &["a", "b", "c"], Some(1)).with_budget(0));
+    assert_eq!(d.selected.len(), 1);
+    assert!(d.evicted.is_empty(), "trimming is not an eviction");
+}
+
+#[test]
+fn deterministic_and_spread_over_placements() {
+    let targets: Vec<_> = (0..20).map(|i| t(&format!("t{i}"))).collect();
+    let a = run(&case(targets.clone(), &[], Some(1)));
+    assert_eq!(a, run(&case(targets.clone(), &[], Some(1))), "same inputs, same choice");
+    let labels = [("env".to_string(), "prod".to_string())].into();
+    let chosen: BTreeSet<_> = (0..20)
+        .map(|i| {
+            let p = format!("ws|p{i}");
+            let current = BTreeSet::new();
+            let input = Input {
+                placement: &p,
+                match_labels: &labels,
+                match_expressions: &[],
+                number_of_targets: Some(1),
+                targets: &targets,
+                current: &current,
+                now: now(),
+                failover_grace: Duration::from_secs(1),
+                evictions_allowed: 0,
+            };
+            schedule(&input).selected.into_iter().next().unwrap()
+        })
+        .collect();
+    assert!(chosen.len() > 5, "placements spread over targets: {chosen:?}");
+}
+
+#[test]
+fn spreads_across_cells() {
+    let cell = |name: &str, c: &str| TargetView { cells: vec![c.into()], ..t(name) };
+    let targets = vec![cell("a1", "a"), cell("a2", "a"), cell("a3", "a"), cell("b1", "b")];
+    for placement in ["x", "y", "z", "w"] {
+        let labels = [("env".to_string(), "prod".to_string())].into();
+        let current = BTreeSet::new();
+        let d = schedule(&Input {
+            placement,
+            match_labels: &labels,
+            match_expressions: &[],
+            number_of_targets: Some(2),
+            targets: &targets,
+            current: &current,
+            now: now(),
+            failover_grace: Duration::from_secs(1),
+            evictions_allowed: 0,
+        });
+        assert!(d.selected.contains("b1"), "{placement}: one per cell: {:?}", d.selected);
+    }
+}
+
+#[test]
+fn evictions_are_rate_limited_and_timed() {
+    let targets = vec![not_ready_for(t("a"), 300), t("b")];
+    let d = run(&case(targets.clone(), &["a"], Some(1)).with_budget(0));
+    assert_eq!((d.selected, d.deferred), (names(&["a"]), 1), "no budget: stays, deferred");
+    let d = run(&case(targets, &["a"], Some(1)).with_budget(1));
+    assert_eq!((d.evicted, d.deferred), (names(&["a"]), 0));
+    let d = run(&case(vec![not_ready_for(t("a"), 100), t("b")], &["a"], Some(1)));
+    assert_eq!(d.requeue_after, Some(Duration::from_secs(20)), "woken when the grace ends");
+}

@@ -1,0 +1,199 @@
+//! The Placement's desired status, as a pure function of the decision. Messages name targets
+//! but never ages or counters that move on their own, so an unchanged world writes nothing.
+
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+use super::schedule::Outcome;
+use crate::apis::placement::v1alpha1::{PlacementPhase, PlacementStatus, SelectedTarget};
+use crate::reconciler::synctarget::status::same_conditions;
+
+/// What the status is computed from.
+#[derive(Clone, Debug)]
+pub struct Facts<'a> {
+    /// `Err(reason, message)` when the decision could not be made at all (unknown workspace).
+    pub outcome: Result<Outcome, (&'static str, String)>,
+    /// Workspace path of the location workspace.
+    pub workspace: &'a str,
+    pub selected: Vec<SelectedTarget>,
+    /// Selected targets that are not Ready.
+    pub not_ready: Vec<String>,
+    /// Moves due but held back by the eviction rate limit.
+    pub deferred: usize,
+    pub placed_namespaces: i32,
+    pub generation: Option<i64>,
+    pub previous: &'a [Condition],
+    pub now: Timestamp,
+}
+
+/// Computes the status.
+pub fn desired(f: &Facts<'_>) -> PlacementStatus {
+    let (scheduled, reason, message) = match &f.outcome {
+        Ok(Outcome::Scheduled) => {
+            let names: Vec<&str> = f.selected.iter().map(|t| t.name.as_str()).collect();
+            let mut m = format!("placed on {} in {}", names.join(", "), f.workspace);
+            if f.deferred > 0 {
+                m.push_str("; moves off unhealthy or draining targets wait for the eviction rate limit");
+            }
+            (true, "Scheduled", m)
+        }
+        Ok(Outcome::NoMatchingTargets) => {
+            (false, "NoMatchingTargets", format!("no SyncTarget in {} matches the location selector", f.workspace))
+        }
+        Ok(Outcome::WorkspaceNotAllowed) => (
+            false,
+            "WorkspaceNotAllowed",
+            format!("the matching SyncTargets in {} do not list this workspace in spec.allowedWorkspaces", f.workspace),
+        ),
+        Ok(Outcome::NoReadyTargets) => (
+            false,
+            "TargetsNotReady",
+            format!("SyncTargets in {} match but none is Ready and schedulable", f.workspace),
+        ),
+        Err((reason, message)) => (false, *reason, message.clone()),
+    };
+    let ready = if !scheduled {
+        (false, reason, message.clone())
+    } else if f.not_ready.is_empty() {
+        (true, "Ready", "every chosen SyncTarget is Ready".to_string())
+    } else {
+        (false, "TargetsNotReady", format!("chosen SyncTargets not Ready: {}", f.not_ready.join(", ")))
+    };
+    let conditions =
+        vec![condition("Ready", ready.0, ready.1, ready.2, f), condition("Scheduled", scheduled, reason, message, f)];
+    PlacementStatus {
+        phase: Some(if f.selected.is_empty() { PlacementPhase::Pending } else { PlacementPhase::Bound }),
+        selected_targets: f.selected.clone(),
+        conditions,
+        observed_generation: f.generation,
+        placed_namespaces: Some(f.placed_namespaces),
+    }
+}
+
+/// Whether writing `desired` would change `current` (condition timestamps ignored).
+pub fn differs(desired: &PlacementStatus, current: Option<&PlacementStatus>) -> bool {
+    let empty = PlacementStatus::default();
+    let c = current.unwrap_or(&empty);
+    c.phase != desired.phase
+        || c.selected_targets != desired.selected_targets
+        || c.observed_generation != desired.observed_generation
+        || c.placed_namespaces != desired.placed_namespaces
+        || !same_conditions(&c.conditions, &desired.conditions)
+}
+
+fn condition(type_: &str, ok: bool, reason: &str, message: String, f: &Facts<'_>) -> Condition {
+    let status = if ok { "True" } else { "False" };
+    // The transition time moves only when the status flips.
+    let last_transition_time = f
+        .previous
+        .iter()
+        .find(|p| p.type_ == type_ && p.status == status)
+        .map(|p| p.last_transition_time.clone())
+        .unwrap_or(Time(f.now));
+    Condition {
+        type_: type_.into(),
+        status: status.into(),
+        reason: reason.into(),
+        message,
+        observed_generation: f.generation,
+        last_transition_time,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts(
+        outcome: Result<Outcome, (&'static str, String)>,
+        selected: &[&str],
+        not_ready: &[&str],
+    ) -> Facts<'static> {
+        Facts {
+            outcome,
+            workspace: "root:clusters",
+            selected: selected
+                .iter()
+                .map(|n| SelectedTarget { workspace: "root:clusters".into(), name: n.to_string() })
+                .collect(),
+            not_ready: not_ready.iter().map(|n| n.to_string()).collect(),
+            deferred: 0,
+            placed_namespaces: 2,
+            generation: Some(3),
+            previous: &[],
+            now: "2026-01-01T00:00:00Z".parse().unwrap(),
+        }
+    }
+
+    fn cond<'a>(s: &'a PlacementStatus, t: &str) -> (&'a str, &'a str) {
+        let c = s.conditions.iter().find(|c| c.type_ == t).unwrap();
+        (c.status.as_str(), c.reason.as_str())
+    }
+
+    #[test]
+    fn table() {
+        let cases = [
+            (
+                "bound and ready",
+                facts(Ok(Outcome::Scheduled), &["a"], &[]),
+                PlacementPhase::Bound,
+                ("True", "Ready"),
+                ("True", "Scheduled"),
+            ),
+            (
+                "bound, target down",
+                facts(Ok(Outcome::Scheduled), &["a"], &["a"]),
+                PlacementPhase::Bound,
+                ("False", "TargetsNotReady"),
+                ("True", "Scheduled"),
+            ),
+            (
+                "no match",
+                facts(Ok(Outcome::NoMatchingTargets), &[], &[]),
+                PlacementPhase::Pending,
+                ("False", "NoMatchingTargets"),
+                ("False", "NoMatchingTargets"),
+            ),
+            (
+                "no consent",
+                facts(Ok(Outcome::WorkspaceNotAllowed), &[], &[]),
+                PlacementPhase::Pending,
+                ("False", "WorkspaceNotAllowed"),
+                ("False", "WorkspaceNotAllowed"),
+            ),
+            (
+                "none ready",
+                facts(Ok(Outcome::NoReadyTargets), &[], &[]),
+                PlacementPhase::Pending,
+                ("False", "TargetsNotReady"),
+                ("False", "TargetsNotReady"),
+            ),
+            (
+                "unknown workspace",
+                facts(Err(("WorkspaceNotFound", "x".into())), &[], &[]),
+                PlacementPhase::Pending,
+                ("False", "WorkspaceNotFound"),
+                ("False", "WorkspaceNotFound"),
+            ),
+        ];
+        for (name, f, phase, ready, scheduled) in cases {
+            let s = desired(&f);
+            assert_eq!(s.phase, Some(phase), "{name}");
+            assert_eq!(cond(&s, "Ready"), ready, "{name}");
+            assert_eq!(cond(&s, "Scheduled"), scheduled, "{name}");
+            assert_eq!(s.placed_namespaces, Some(2), "{name}");
+        }
+    }
+
+    #[test]
+    fn unchanged_world_is_not_rewritten() {
+        let first = desired(&facts(Ok(Outcome::Scheduled), &["a"], &[]));
+        let mut later = facts(Ok(Outcome::Scheduled), &["a"], &[]);
+        later.now = "2026-01-02T00:00:00Z".parse().unwrap();
+        later.previous = &[];
+        let second = desired(&later);
+        assert!(!differs(&second, Some(&first)), "only timestamps differ");
+        let moved = desired(&facts(Ok(Outcome::Scheduled), &["b"], &[]));
+        assert!(differs(&moved, Some(&first)));
+    }
+}
