@@ -50,9 +50,11 @@ coverage: servers
 	@command -v cargo-llvm-cov >/dev/null || $(CARGO) install cargo-llvm-cov --locked
 	TMC_KCP_BIN=$$(tests/servers.sh kcp) $(CARGO) llvm-cov --no-fail-fast --summary-only
 
-## Benchmarks against real servers (release build); writes docs/benchmarks.md.
+## Benchmarks (release build): sync against real servers → docs/benchmarks.md; the Placement
+## decision in process → docs/benchmarks-placement.md.
 bench: servers
 	TMC_KCP_BIN=$$(tests/servers.sh kcp) $(CARGO) bench --bench sync
+	$(CARGO) bench --bench placement
 
 ## Regenerate crds/, config/kcp/ and config/samples/apibinding.yaml from the Rust types.
 generate:
