@@ -2,6 +2,7 @@
 
 use std::collections::BTreeSet;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::core::{ApiResource, GroupVersionKind};
 use kube::discovery::{ApiCapabilities, Scope};
 use serde_json::Value;
@@ -14,6 +15,55 @@ use crate::apis::sync::v1alpha1::{SupportedApi, SyncedResourceState};
 pub const ASSIGNMENT_LABEL_PREFIX: &str = "state.tmc.kcp.io/";
 /// The value of an assignment label that means "run here".
 pub const ASSIGNMENT_SYNC: &str = "Sync";
+/// Annotation on a kcp namespace restricting what one target runs of it:
+/// `workload.tmc.kcp.io/<target key>: <JSON list of label selectors>`; an object is synced to
+/// that target when any selector matches its labels. Absent means every object. Written by the
+/// Placement reconciler from `workloadSelector`.
+pub const WORKLOAD_SELECTOR_PREFIX: &str = "workload.tmc.kcp.io/";
+
+/// What a kcp namespace says about where it runs: the target keys of its assignment labels, and
+/// for some of them the workload selectors that restrict which objects go there.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Assignment {
+    pub targets: BTreeSet<String>,
+    pub selectors: std::collections::BTreeMap<String, Vec<LabelSelector>>,
+}
+
+impl Assignment {
+    /// Reads the assignment labels and workload-selector annotations of a namespace. A selector
+    /// annotation that does not parse selects nothing (fail closed: never sync more than asked).
+    pub fn of(namespace: &Value) -> Self {
+        let targets = assigned_targets(namespace);
+        let selectors = namespace["metadata"]["annotations"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter_map(|(k, v)| Some((k.strip_prefix(WORKLOAD_SELECTOR_PREFIX)?, v.as_str()?)))
+            .filter(|(key, _)| targets.contains(*key))
+            .map(|(key, v)| (key.to_string(), serde_json::from_str(v).unwrap_or_default()))
+            .collect();
+        Self { targets, selectors }
+    }
+
+    /// Whether an object with `labels` runs on `target_key` (assignment aside).
+    pub fn selects(&self, target_key: &str, labels: &std::collections::BTreeMap<String, String>) -> bool {
+        match self.selectors.get(target_key) {
+            None => true,
+            Some(list) => list.iter().any(|s| crate::reconciler::placement::selector::matches_selector(s, labels)),
+        }
+    }
+
+    /// Targets whose assignment or selectors differ between `self` and `other`.
+    pub fn changed_targets(&self, other: &Assignment) -> BTreeSet<String> {
+        let mut out: BTreeSet<String> = self.targets.symmetric_difference(&other.targets).cloned().collect();
+        for key in self.selectors.keys().chain(other.selectors.keys()) {
+            if self.selectors.get(key) != other.selectors.get(key) {
+                out.insert(key.clone());
+            }
+        }
+        out
+    }
+}
 
 /// The assignment label key for a target key.
 pub fn assignment_label(target_key: &str) -> String {
@@ -135,6 +185,32 @@ mod tests {
             assert_eq!(got, want, "{ns}");
         }
         assert_eq!(assignment_label("abc"), "state.tmc.kcp.io/abc");
+    }
+
+    #[test]
+    fn workload_selectors_restrict_what_a_target_runs() {
+        let ns = json!({"metadata": {
+            "labels": {"state.tmc.kcp.io/a": "Sync", "state.tmc.kcp.io/b": "Sync"},
+            "annotations": {
+                "workload.tmc.kcp.io/a": r#"[{"matchLabels": {"tier": "web"}}, {"matchLabels": {"tier": "api"}}]"#,
+                "workload.tmc.kcp.io/gone": r#"[{"matchLabels": {"tier": "web"}}]"#,
+                "workload.tmc.kcp.io/b": "not json",
+            },
+        }});
+        let a = Assignment::of(&ns);
+        assert_eq!(a.selectors.len(), 2, "a selector of an unassigned target is ignored");
+        let labels = |tier: &str| [("tier".to_string(), tier.to_string())].into();
+        // (target, object tier, selected)
+        let cases =
+            [("a", "web", true), ("a", "api", true), ("a", "db", false), ("b", "web", false), ("c", "db", true)];
+        for (target, tier, want) in cases {
+            assert_eq!(a.selects(target, &labels(tier)), want, "{target} {tier}");
+        }
+        let mut other = a.clone();
+        other.selectors.remove("a");
+        other.targets.insert("c".into());
+        assert_eq!(a.changed_targets(&other), ["a".to_string(), "c".to_string()].into());
+        assert!(a.changed_targets(&a).is_empty());
     }
 
     #[test]

@@ -18,7 +18,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::resources::{SyncedResource, Unavailable, assigned_targets};
+use super::resources::{Assignment, SyncedResource, Unavailable};
 use crate::apis::sync::v1alpha1::SyncedResourceState;
 use crate::kcp::{ClusterClients, ClusterKey, LogicalClusterName, WorkspacePath, error_message};
 use crate::reconciler::cache::ClusterCache;
@@ -48,7 +48,7 @@ pub struct Upstream {
     slots: Arc<RwLock<Vec<Arc<Slot>>>>,
     /// Serialises [`Upstream::ensure`], so two syncers asking at once share one watch.
     adding: Arc<tokio::sync::Mutex<()>>,
-    namespaces: ClusterCache<BTreeSet<String>>,
+    namespaces: ClusterCache<Assignment>,
     subscribers: Arc<Mutex<HashMap<String, mpsc::UnboundedSender<SyncKey>>>>,
     cancel: CancellationToken,
 }
@@ -159,19 +159,31 @@ impl Upstream {
     /// Whether the kcp namespace `key.cluster`/`namespace` is assigned to `target_key`.
     pub fn is_assigned(&self, cluster: &LogicalClusterName, namespace: &str, target_key: &str) -> bool {
         let ns_key = ClusterKey::new(cluster.clone(), None, namespace);
-        self.namespaces.get(&ns_key).is_some_and(|keys| keys.contains(target_key))
+        self.namespaces.get(&ns_key).is_some_and(|a| a.targets.contains(target_key))
+    }
+
+    /// Whether the namespace's workload selector for `target_key` (if any) selects `labels`.
+    pub fn selects(
+        &self,
+        cluster: &LogicalClusterName,
+        namespace: &str,
+        target_key: &str,
+        labels: &std::collections::BTreeMap<String, String>,
+    ) -> bool {
+        let ns_key = ClusterKey::new(cluster.clone(), None, namespace);
+        self.namespaces.get(&ns_key).is_some_and(|a| a.selects(target_key, labels))
     }
 
     /// The target keys the kcp namespace is assigned to.
     pub fn assigned_targets(&self, cluster: &LogicalClusterName, namespace: &str) -> BTreeSet<String> {
         let ns_key = ClusterKey::new(cluster.clone(), None, namespace);
-        self.namespaces.get(&ns_key).map(|k| (*k).clone()).unwrap_or_default()
+        self.namespaces.get(&ns_key).map(|a| a.targets.clone()).unwrap_or_default()
     }
 
     /// Every object and namespace currently assigned to `target_key`.
     pub fn assigned_keys(&self, target_key: &str) -> Vec<SyncKey> {
         let mut out = vec![];
-        for ns in self.namespaces.all_keys(|keys| keys.contains(target_key)) {
+        for ns in self.namespaces.all_keys(|a| a.targets.contains(target_key)) {
             out.extend(self.keys_in_namespace(&ns.cluster, &ns.name));
         }
         out
@@ -181,7 +193,7 @@ impl Upstream {
     pub fn assigned_keys_of(&self, target_key: &str, index: usize) -> Vec<SyncKey> {
         let Some(slot) = self.slot(index) else { return vec![] };
         let mut out = vec![];
-        for ns in self.namespaces.all_keys(|keys| keys.contains(target_key)) {
+        for ns in self.namespaces.all_keys(|a| a.targets.contains(target_key)) {
             let keys = slot.cache.keys_in(&ns.cluster, |o| o.metadata.namespace.as_deref() == Some(ns.name.as_str()));
             out.extend(keys.into_iter().map(|key| SyncKey { resource: Some(index), key }));
         }
@@ -212,7 +224,7 @@ impl Upstream {
     fn targets_of(&self, key: &ClusterKey) -> BTreeSet<String> {
         let Some(ns) = &key.namespace else { return BTreeSet::new() };
         let ns_key = ClusterKey::new(key.cluster.clone(), None, ns.clone());
-        self.namespaces.get(&ns_key).map(|k| (*k).clone()).unwrap_or_default()
+        self.namespaces.get(&ns_key).map(|a| a.targets.clone()).unwrap_or_default()
     }
 
     async fn watch_namespaces(self, cancel: CancellationToken) {
@@ -227,7 +239,7 @@ impl Upstream {
                 Ok(watcher::Event::Init) => relisted.clear(),
                 Ok(watcher::Event::InitApply(ns)) | Ok(watcher::Event::Apply(ns)) => {
                     if let Some(key) = ClusterKey::of(&ns) {
-                        let now = assigned_targets(&serde_json::to_value(&ns).unwrap_or_default());
+                        let now = Assignment::of(&serde_json::to_value(&ns).unwrap_or_default());
                         self.namespace_changed(&key, now);
                         relisted.insert(key);
                     }
@@ -235,24 +247,25 @@ impl Upstream {
                 Ok(watcher::Event::InitDone) => {}
                 Ok(watcher::Event::Delete(ns)) => {
                     if let Some(key) = ClusterKey::of(&ns) {
-                        self.namespace_changed(&key, BTreeSet::new());
+                        self.namespace_changed(&key, Assignment::default());
                     }
                 }
             }
         }
     }
 
-    fn namespace_changed(&self, key: &ClusterKey, now: BTreeSet<String>) {
-        let before = self.namespaces.get(key).map(|k| (*k).clone()).unwrap_or_default();
+    fn namespace_changed(&self, key: &ClusterKey, now: Assignment) {
+        let before = self.namespaces.get(key).map(|a| (*a).clone()).unwrap_or_default();
         if before == now {
             return;
         }
-        if now.is_empty() {
+        // Targets that gained or lost the namespace, or whose workload selector changed.
+        let changed = before.changed_targets(&now);
+        if now.targets.is_empty() {
             self.namespaces.remove(key);
         } else {
-            self.namespaces.insert(key, now.clone());
+            self.namespaces.insert(key, now);
         }
-        let changed: BTreeSet<String> = before.symmetric_difference(&now).cloned().collect();
         self.notify(&changed, &self.keys_in_namespace(&key.cluster, &key.name));
     }
 

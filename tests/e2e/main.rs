@@ -94,6 +94,7 @@ fn all_tests() -> Vec<(&'static str, TestFn)> {
         placement::placement_is_sticky_and_respects_cordon_and_drain,
         placement::placement_across_workspaces_needs_consent,
         placement::placement_fails_over_from_an_unreachable_cluster,
+        placement::workload_selector_limits_what_is_synced,
     ]
 }
 

@@ -237,5 +237,65 @@ pub async fn placement_fails_over_from_an_unreachable_cluster(w: Arc<World>) -> 
     wait_selected(&w, ws, "pf", &[to]).await?;
     wait_downstream(&w, to_index, &downstream_ns(&w, ws, to, ws, "f").await, "configmap", "cfg").await?;
     wait_assigned(&w, ws, "f", &[&keys[1 - from]]).await?;
+
+    // The cluster comes back: the copy it still holds is removed, and nothing moves back.
+    let old_dns = downstream_ns(&w, ws, &first, ws, "f").await;
+    ensure!(downstream_get(&w, from, &old_dns, "configmap", "cfg")?.is_some(), "the stale copy should still be there");
+    let patch = json!({ "stringData": { "kubeconfig": kubeconfig } }).to_string();
+    w.kcp.kubectl(
+        ws,
+        &["-n", "default", "patch", "secret", &format!("{first}-kubeconfig"), "--type=merge", "-p", &patch],
+        None,
+    )?;
+    eventually("the stale copy removed from the returned cluster", WAIT, || async {
+        Ok(downstream_get(&w, from, &old_dns, "configmap", "cfg")?.is_none().then_some(()))
+    })
+    .await?;
+    wait_selected(&w, ws, "pf", &[to]).await?;
+    wait_assigned(&w, ws, "f", &[&keys[1 - from]]).await?;
+    Ok(())
+}
+
+/// `workloadSelector`: only matching objects of a placed namespace run on the chosen target, and
+/// relabelling an object moves it in or out.
+pub async fn workload_selector_limits_what_is_synced(w: Arc<World>) -> TestResult {
+    let ws = "root:pl-workloads";
+    tenant(&w, ws).await?;
+    let key = register(&w, ws, "only", 1).await?;
+    namespace_with_config(&w, ws, "mixed", "mixed")?;
+    let cm = |name: &str, tier: &str| {
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "labels": {"tier": tier}}, "data": {"t": tier}})
+            .to_string()
+    };
+    w.kcp.kubectl(ws, &["-n", "mixed", "apply", "-f", "-"], Some(&cm("front", "web")))?;
+    w.kcp.kubectl(ws, &["-n", "mixed", "apply", "-f", "-"], Some(&cm("store", "db")))?;
+    let mut p: Value = serde_json::from_str(&placement("pw", "mixed", json!({}), None))?;
+    p["spec"]["workloadSelector"] = json!({ "matchLabels": { "tier": "web" } });
+    w.kcp.kubectl(ws, &["apply", "-f", "-"], Some(&p.to_string()))?;
+    wait_assigned(&w, ws, "mixed", &[&key]).await?;
+
+    let dns = downstream_ns(&w, ws, "only", ws, "mixed").await;
+    wait_downstream(&w, 1, &dns, "configmap", "front").await?;
+    // The unselected objects never arrive (give the syncer time to get it wrong).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    ensure!(downstream_get(&w, 1, &dns, "configmap", "store")?.is_none(), "a tier=db ConfigMap was synced");
+    ensure!(downstream_get(&w, 1, &dns, "configmap", "cfg")?.is_none(), "an unlabelled ConfigMap was synced");
+
+    // Relabelling moves objects in and out.
+    w.kcp.kubectl(ws, &["-n", "mixed", "label", "configmap", "store", "tier=web", "--overwrite"], None)?;
+    wait_downstream(&w, 1, &dns, "configmap", "store").await?;
+    w.kcp.kubectl(ws, &["-n", "mixed", "label", "configmap", "front", "tier=cache", "--overwrite"], None)?;
+    eventually("front removed once it no longer matches", WAIT, || async {
+        Ok(downstream_get(&w, 1, &dns, "configmap", "front")?.is_none().then_some(()))
+    })
+    .await?;
+    // Dropping the selector runs everything.
+    w.kcp.kubectl(
+        ws,
+        &["patch", "placement", "pw", "--type=json", "-p", r#"[{"op":"remove","path":"/spec/workloadSelector"}]"#],
+        None,
+    )?;
+    wait_downstream(&w, 1, &dns, "configmap", "cfg").await?;
+    wait_downstream(&w, 1, &dns, "configmap", "front").await?;
     Ok(())
 }

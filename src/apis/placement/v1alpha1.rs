@@ -51,8 +51,9 @@ pub struct PlacementSpec {
     /// namespaces.
     pub namespace_selector: LabelSelector,
 
-    /// Reserved: only objects with matching labels in the selected namespaces would be synced.
-    /// Not enforced yet: today every object of a supported API in a placed namespace is synced.
+    /// Only objects whose labels match are synced from the selected namespaces to the chosen
+    /// targets. Unset means every object of a supported API. Several Placements choosing one
+    /// target for a namespace run the union of their selections.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workload_selector: Option<LabelSelector>,
 

@@ -10,7 +10,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::syncer::resources::{ASSIGNMENT_SYNC, assigned_targets, assignment_label};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+
+use crate::syncer::resources::{ASSIGNMENT_SYNC, WORKLOAD_SELECTOR_PREFIX, assigned_targets, assignment_label};
 
 /// Annotation on a kcp namespace: the target keys whose assignment labels the Placement
 /// controller set, comma-separated and sorted.
@@ -78,9 +80,88 @@ pub fn plan(
     Plan { add, remove, managed: owned, waiting: !kept.is_empty() }
 }
 
+/// What one target runs of a namespace: every object (`None`: some Placement choosing it has no
+/// `workloadSelector`), or the objects any of these selectors match.
+pub type Workloads = Option<Vec<LabelSelector>>;
+
+/// Adds one Placement's `workloadSelector` to what a target already runs of a namespace:
+/// the union, where "every object" absorbs any selector.
+pub fn widen(current: Option<&Workloads>, selector: Option<&LabelSelector>) -> Workloads {
+    match (current, selector) {
+        (Some(None), _) | (_, None) => None,
+        (None, Some(s)) => Some(vec![s.clone()]),
+        (Some(Some(list)), Some(s)) => {
+            let mut list = list.clone();
+            if !list.contains(s) {
+                list.push(s.clone());
+            }
+            Some(list)
+        }
+    }
+}
+
+/// Merge-patch entries for the workload-selector annotations of a namespace: for targets in
+/// `desired` the controller owns (`owned`), set to their selectors or removed when they run
+/// everything; removed for `removed` targets. Other annotations are left alone (hand-set ones,
+/// and those of stale targets still running until their replacement does).
+pub fn selector_annotations(
+    annotations: &BTreeMap<String, String>,
+    desired: &BTreeMap<String, Workloads>,
+    owned: &BTreeSet<String>,
+    removed: &BTreeSet<String>,
+) -> serde_json::Map<String, serde_json::Value> {
+    let mut out = serde_json::Map::new();
+    let want = desired.iter().filter(|(k, _)| owned.contains(*k)).map(|(k, w)| (k, w.as_ref()));
+    let gone = removed.iter().map(|k| (k, None));
+    for (key, workloads) in want.chain(gone) {
+        let name = format!("{WORKLOAD_SELECTOR_PREFIX}{key}");
+        let value = workloads.map(|list| serde_json::to_string(list).unwrap_or_default());
+        if annotations.get(&name) != value.as_ref() {
+            out.insert(name, value.map_or(serde_json::Value::Null, serde_json::Value::String));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn workload_selectors_union_and_annotations() {
+        let sel = |tier: &str| -> LabelSelector {
+            serde_json::from_value(serde_json::json!({"matchLabels": {"tier": tier}})).unwrap()
+        };
+        // (current, placement's selector, result)
+        let cases: Vec<(Option<Workloads>, Option<LabelSelector>, Workloads)> = vec![
+            (None, None, None),
+            (None, Some(sel("web")), Some(vec![sel("web")])),
+            (Some(Some(vec![sel("web")])), Some(sel("db")), Some(vec![sel("web"), sel("db")])),
+            (Some(Some(vec![sel("web")])), Some(sel("web")), Some(vec![sel("web")])),
+            (Some(Some(vec![sel("web")])), None, None),
+            (Some(None), Some(sel("web")), None),
+        ];
+        for (current, selector, want) in cases {
+            assert_eq!(widen(current.as_ref(), selector.as_ref()), want);
+        }
+        let web = serde_json::to_string(&vec![sel("web")]).unwrap();
+        let annotations: BTreeMap<String, String> =
+            [("workload.tmc.kcp.io/a".to_string(), web.clone()), ("workload.tmc.kcp.io/h".to_string(), web.clone())]
+                .into();
+        let desired: BTreeMap<String, Workloads> = [
+            ("a".to_string(), Some(vec![sel("web")])),
+            ("b".to_string(), Some(vec![sel("db")])),
+            ("c".to_string(), None),
+        ]
+        .into();
+        let owned = set(&["a", "b", "c"]);
+        let patch = selector_annotations(&annotations, &desired, &owned, &set(&["x"]));
+        // a is already right, h is hand-set, c runs everything and has none, x has none to remove.
+        assert_eq!(patch.len(), 1, "{patch:?}");
+        assert!(patch["workload.tmc.kcp.io/b"].as_str().is_some_and(|s| s.contains("db")));
+        let patch = selector_annotations(&annotations, &BTreeMap::new(), &owned, &set(&["a"]));
+        assert_eq!(patch["workload.tmc.kcp.io/a"], serde_json::Value::Null);
+    }
 
     fn set(v: &[&str]) -> BTreeSet<String> {
         v.iter().map(|s| s.to_string()).collect()

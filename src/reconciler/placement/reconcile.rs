@@ -160,13 +160,14 @@ impl Controller {
     }
 
     /// The target keys every Placement of the namespace's workspace that selects it has chosen,
-    /// with the SyncTarget each key names.
+    /// with the SyncTarget each key names and what it runs of the namespace (the union of the
+    /// choosing Placements' `workloadSelector`s).
     async fn desired_targets(
         &self,
         cluster: &LogicalClusterName,
         labels: &BTreeMap<String, String>,
-    ) -> Result<HashMap<String, ClusterKey>, ReconcileError> {
-        let mut out = HashMap::new();
+    ) -> Result<HashMap<String, (ClusterKey, assign::Workloads)>, ReconcileError> {
+        let mut out: HashMap<String, (ClusterKey, assign::Workloads)> = HashMap::new();
         for pk in self.placements.keys_in(cluster, |_| true) {
             let Some(p) = self.placements.get(&pk) else { continue };
             if p.metadata.deletion_timestamp.is_some()
@@ -177,7 +178,9 @@ impl Controller {
             for t in p.status.iter().flat_map(|s| s.selected_targets.iter()) {
                 let Ok(path) = t.workspace.parse::<WorkspacePath>() else { continue };
                 let target_cluster = self.paths.cluster_of(&path).await?;
-                out.insert(target_key(&target_cluster, &t.name), ClusterKey::new(target_cluster, None, t.name.clone()));
+                let tkey = target_key(&target_cluster, &t.name);
+                let workloads = assign::widen(out.get(&tkey).map(|(_, w)| w), p.spec.workload_selector.as_ref());
+                out.insert(tkey, (ClusterKey::new(target_cluster, None, t.name.clone()), workloads));
             }
         }
         Ok(out)
@@ -206,6 +209,10 @@ impl Controller {
             .filter_map(|k| Some((self.upstream.resource(k.resource?)?, self.upstream.object(k.resource?, &k.key)?)))
             .filter(|(r, _)| syncing.contains(&(r.api.group.clone(), r.api.kind.clone())))
             .filter(|(_, o)| o.metadata.deletion_timestamp.is_none())
+            .filter(|(_, o)| {
+                let labels = o.metadata.labels.clone().unwrap_or_default();
+                self.upstream.selects(&ns.cluster, &ns.name, tkey, &labels)
+            })
             .filter(|(r, o)| {
                 let v = serde_json::to_value(o.as_ref()).unwrap_or_default();
                 crate::syncer::transform::skip_reason(&r.api.kind, &v).is_none()
@@ -222,9 +229,21 @@ impl Controller {
         let annotations = ns.metadata.annotations.clone().unwrap_or_default();
         let desired = self.desired_targets(&key.cluster, &labels).await?;
         let keys: BTreeSet<String> = desired.keys().cloned().collect();
-        let plan = assign::plan(&labels, &annotations, &keys, |k| desired.get(k).is_some_and(|t| self.runs(t, k, key)));
+        let plan =
+            assign::plan(&labels, &annotations, &keys, |k| desired.get(k).is_some_and(|(t, _)| self.runs(t, k, key)));
         let requeue = plan.waiting.then_some(Duration::from_secs(2));
-        let Some(mut patch) = plan.patch(&assign::managed_keys(&annotations)) else { return Ok(requeue) };
+        let workloads: BTreeMap<String, assign::Workloads> =
+            desired.iter().map(|(k, (_, w))| (k.clone(), w.clone())).collect();
+        let selectors = assign::selector_annotations(&annotations, &workloads, &plan.managed, &plan.remove);
+        let managed_before = assign::managed_keys(&annotations);
+        let mut patch = match plan.patch(&managed_before) {
+            Some(patch) => patch,
+            None if selectors.is_empty() => return Ok(requeue),
+            None => json!({ "annotations": {} }),
+        };
+        for (name, value) in selectors {
+            patch["annotations"][name] = value;
+        }
         // resourceVersion makes the patch a compare-and-swap against a concurrent label change.
         patch["resourceVersion"] = json!(ns.metadata.resource_version);
         let api: Api<Namespace> = Api::all(self.clients.cluster(&key.cluster));

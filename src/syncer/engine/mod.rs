@@ -226,6 +226,10 @@ impl Engine {
             && self.is_active(index)
             && upstream.as_ref().is_some_and(|o| o.metadata.deletion_timestamp.is_none())
             && self.upstream.is_assigned(&key.cluster, namespace, &self.target_key)
+            && upstream.as_ref().is_some_and(|o| {
+                let labels = o.metadata.labels.clone().unwrap_or_default();
+                self.upstream.selects(&key.cluster, namespace, &self.target_key, &labels)
+            })
             && upstream_value.as_ref().is_some_and(|v| transform::skip_reason(&resource.api.kind, v).is_none());
         let down_api: Api<DynamicObject> = Api::namespaced_with(self.downstream.client.clone(), &dns, &resource.api);
         let current = self.downstream.object(index, &dns, &key.name);
