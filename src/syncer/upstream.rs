@@ -189,6 +189,28 @@ impl Upstream {
         out
     }
 
+    /// The (group, kind) of every watched API with objects in the given namespaces of `cluster`:
+    /// what a target must sync to run them.
+    pub fn kinds_in(&self, cluster: &LogicalClusterName, namespaces: &BTreeSet<String>) -> BTreeSet<(String, String)> {
+        let slots = self.slots.read().expect("slots poisoned").clone();
+        slots
+            .iter()
+            .filter(|slot| {
+                let kind = &slot.resource.api.kind;
+                let in_scope =
+                    |o: &DynamicObject| o.metadata.namespace.as_ref().is_some_and(|n| namespaces.contains(n));
+                // Objects no syncer copies (a namespace's kube-root-ca.crt, token Secrets) need
+                // nothing; only ConfigMaps and Secrets have such, so only they pay for the check.
+                let synced = |o: &DynamicObject| {
+                    !matches!(kind.as_str(), "ConfigMap" | "Secret")
+                        || super::transform::skip_reason(kind, &serde_json::to_value(o).unwrap_or_default()).is_none()
+                };
+                !slot.cache.keys_in(cluster, |o| in_scope(o) && synced(o)).is_empty()
+            })
+            .map(|slot| (slot.resource.api.group.clone(), slot.resource.api.kind.clone()))
+            .collect()
+    }
+
     /// The objects of slot `index` currently assigned to `target_key`.
     pub fn assigned_keys_of(&self, target_key: &str, index: usize) -> Vec<SyncKey> {
         let Some(slot) = self.slot(index) else { return vec![] };

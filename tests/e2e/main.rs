@@ -95,6 +95,7 @@ fn all_tests() -> Vec<(&'static str, TestFn)> {
         placement::placement_across_workspaces_needs_consent,
         placement::placement_fails_over_from_an_unreachable_cluster,
         placement::workload_selector_limits_what_is_synced,
+        placement::placement_needs_targets_that_sync_the_namespaces_kinds,
     ]
 }
 

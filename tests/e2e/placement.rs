@@ -299,3 +299,38 @@ pub async fn workload_selector_limits_what_is_synced(w: Arc<World>) -> TestResul
     wait_downstream(&w, 1, &dns, "configmap", "front").await?;
     Ok(())
 }
+
+/// A target is chosen only if it syncs every kind of object in the selected namespaces: of two
+/// targets on the same cluster, only the one syncing Widgets gets a namespace holding a Widget.
+pub async fn placement_needs_targets_that_sync_the_namespaces_kinds(w: Arc<World>) -> TestResult {
+    let ws = "root:pl-apis";
+    tenant(&w, ws).await?;
+    let crd = std::fs::read_to_string(crate::WIDGET_CRD).map_err(|e| e.to_string())?;
+    w.clusters[1].kubectl_stdin(&["apply", "-f", "-"], &crd)?;
+    w.clusters[1].kubectl(&["wait", "--for=condition=Established", "crd/widgets.example.tmc.dev"])?;
+    register(&w, ws, "with-widgets", 1).await?;
+    register(&w, ws, "without-widgets", 1).await?;
+    let apis = |v: Value| json!({ "spec": { "supportedAPIs": v } }).to_string();
+    let with = apis(json!([{"group": "example.tmc.dev", "kind": "Widget"}, {"group": "", "kind": "ConfigMap"}]));
+    let without = apis(json!([{"group": "", "kind": "ConfigMap"}]));
+    w.kcp.kubectl(ws, &["patch", "synctarget", "with-widgets", "--type=merge", "-p", &with], None)?;
+    w.kcp.kubectl(ws, &["patch", "synctarget", "without-widgets", "--type=merge", "-p", &without], None)?;
+    for (name, kinds) in [("with-widgets", 2), ("without-widgets", 1)] {
+        eventually(&format!("{name} reports its APIs syncing"), WAIT, || async {
+            let t = get(&w, ws, "synctarget", name)?;
+            let syncing = t["status"]["syncedResources"].as_array().into_iter().flatten();
+            Ok((syncing.filter(|r| r["state"] == "Syncing").count() == kinds).then_some(()))
+        })
+        .await?;
+    }
+    namespace_with_config(&w, ws, "gadgets", "gadgets")?;
+    let widget =
+        json!({"apiVersion": "example.tmc.dev/v1", "kind": "Widget", "metadata": {"name": "w1"}, "spec": {"size": 1}});
+    w.kcp.kubectl(ws, &["-n", "gadgets", "apply", "-f", "-"], Some(&widget.to_string()))?;
+    // Every matching target would be chosen (no numberOfTargets), but one cannot run a Widget.
+    w.kcp.kubectl(ws, &["apply", "-f", "-"], Some(&placement("pg", "gadgets", json!({}), None)))?;
+    wait_selected(&w, ws, "pg", &["with-widgets"]).await?;
+    let dns = downstream_ns(&w, ws, "with-widgets", ws, "gadgets").await;
+    wait_downstream(&w, 1, &dns, "widget", "w1").await?;
+    Ok(())
+}

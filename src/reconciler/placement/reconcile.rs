@@ -14,15 +14,24 @@ use super::schedule::{self, TargetView};
 use super::{Controller, FIELD_MANAGER, ReconcileError, assign, selector, status};
 use crate::apis::condition::{ConditionStatus, condition_status};
 use crate::apis::placement::v1alpha1::{Placement, SelectedTarget};
-use crate::apis::sync::v1alpha1::{CONDITION_APIS_AVAILABLE, CONDITION_READY, SyncTarget, SyncedResourceState};
+use crate::apis::sync::v1alpha1::{CONDITION_READY, SyncTarget, SyncedResourceState};
 use crate::kcp::paths::PathError;
 use crate::kcp::workspace::WorkspaceError;
 use crate::kcp::{ClusterKey, LogicalClusterName, WorkspacePath};
 use crate::syncer::naming::target_key;
 
-fn view(t: &SyncTarget, allows: bool) -> TargetView {
+/// What the scheduler sees of a SyncTarget; `needed` are the (group, kind)s of the objects in
+/// the namespaces to place, which a fresh target must report as `Syncing`.
+fn view(t: &SyncTarget, allows: bool, needed: &BTreeSet<(String, String)>) -> TargetView {
     let conditions = t.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
     let ready = conditions.iter().find(|c| c.type_ == CONDITION_READY);
+    let syncing: BTreeSet<(String, String)> = t
+        .status
+        .iter()
+        .flat_map(|s| s.synced_resources.iter())
+        .filter(|r| r.state == SyncedResourceState::Syncing)
+        .map(|r| (r.group.clone(), r.kind.clone()))
+        .collect();
     TargetView {
         name: t.metadata.name.clone().unwrap_or_default(),
         labels: t.metadata.labels.clone().unwrap_or_default(),
@@ -31,7 +40,7 @@ fn view(t: &SyncTarget, allows: bool) -> TargetView {
         ready_since: ready.map(|c| c.last_transition_time.0),
         unschedulable: t.spec.unschedulable,
         evict_after: t.spec.evict_after.as_ref().map(|t| t.0),
-        apis_available: condition_status(conditions, CONDITION_APIS_AVAILABLE) != Some(ConditionStatus::False),
+        apis_available: needed.is_subset(&syncing),
         allows,
     }
 }
@@ -75,9 +84,19 @@ impl Controller {
                     .into_iter()
                     .filter_map(|k| self.targets.get(&k))
                     .collect();
+                let ns_selector = &spec.namespace_selector;
+                let selected_namespaces: BTreeSet<String> = self
+                    .namespaces
+                    .keys_in(&key.cluster, |n| {
+                        selector::matches_selector(ns_selector, &n.metadata.labels.clone().unwrap_or_default())
+                    })
+                    .into_iter()
+                    .map(|k| k.name)
+                    .collect();
+                let needed = self.upstream.kinds_in(&key.cluster, &selected_namespaces);
                 let views: Vec<TargetView> = targets
                     .iter()
-                    .map(|t| view(t, same || t.spec.allowed_workspaces.iter().any(|w| w == own_path.as_str())))
+                    .map(|t| view(t, same || t.spec.allowed_workspaces.iter().any(|w| w == own_path.as_str()), &needed))
                     .collect();
                 let current: BTreeSet<String> = current_status
                     .selected_targets
@@ -257,5 +276,33 @@ impl Controller {
         // Placements count their namespaces.
         self.enqueue_placements_of(&key.cluster);
         Ok(requeue)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fresh_target_must_sync_the_kinds_the_namespaces_use() {
+        let target: SyncTarget = serde_json::from_value(json!({
+            "apiVersion": "sync.kcp.io/v1alpha1", "kind": "SyncTarget", "metadata": {"name": "t"}, "spec": {},
+            "status": {"syncedResources": [
+                {"group": "apps", "kind": "Deployment", "state": "Syncing", "syncedObjects": 1},
+                {"group": "example.dev", "kind": "Widget", "state": "MissingOnCluster", "syncedObjects": 0},
+            ]},
+        }))
+        .unwrap();
+        let kinds = |v: &[(&str, &str)]| v.iter().map(|(g, k)| (g.to_string(), k.to_string())).collect();
+        // (kinds in the namespaces, available)
+        let cases = [
+            (kinds(&[]), true),
+            (kinds(&[("apps", "Deployment")]), true),
+            (kinds(&[("apps", "Deployment"), ("example.dev", "Widget")]), false),
+            (kinds(&[("", "ConfigMap")]), false),
+        ];
+        for (needed, want) in cases {
+            assert_eq!(view(&target, true, &needed).apis_available, want, "{needed:?}");
+        }
     }
 }
