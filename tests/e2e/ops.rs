@@ -6,11 +6,12 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::env::{TestResult, eventually};
+use crate::prometheus::{self, Prometheus};
 use crate::{World, ensure};
 
 /// A plain HTTP/1.0 GET of `url` (`http://host:port/path`): (status code, body). HTTP/1.0 makes
 /// the server close the connection after the response, so reading to the end is the body.
-async fn get(url: &str) -> Result<(u16, String), String> {
+pub async fn get(url: &str) -> Result<(u16, String), String> {
     let rest = url.strip_prefix("http://").ok_or_else(|| format!("not an http URL: {url}"))?;
     let (host, path) = rest.split_once('/').map(|(h, p)| (h, format!("/{p}"))).unwrap_or((rest, "/".into()));
     let mut stream = tokio::net::TcpStream::connect(host).await.map_err(|e| format!("connect {host}: {e}"))?;
@@ -51,5 +52,39 @@ pub async fn manager_serves_metrics_and_health(w: Arc<World>) -> TestResult {
         let (status, _) = get(&format!("{base}/no-such-path")).await?;
         ensure!(status == 404, "{base}/no-such-path: {status}, want 404");
     }
+    Ok(())
+}
+
+/// A real Prometheus scrapes the shared manager: the exposition parses, queries see the
+/// controllers' series, and promtool's linter has nothing to say about it.
+pub async fn prometheus_scrapes_the_manager(w: Arc<World>) -> TestResult {
+    let bin = tokio::task::spawn_blocking(prometheus::bin_dir).await??;
+    let target = w.manager_metrics.strip_prefix("http://").unwrap_or(&w.manager_metrics);
+    let prometheus = Prometheus::start(&bin, target).await?;
+    let found = eventually(
+        "Prometheus to return tmc_reconcile_total for controller=synctarget",
+        Duration::from_secs(60),
+        || async {
+            let result = prometheus.query("tmc_reconcile_total").await?;
+            Ok(result.iter().any(|s| s["metric"]["controller"] == "synctarget").then_some(result))
+        },
+    )
+    .await;
+    let found = found.map_err(|e| format!("{e}; see {}", prometheus.log().display()))?;
+    ensure!(found.iter().all(|s| s["metric"]["job"] == "tmc-manager"), "unexpected series: {found:?}");
+
+    let (status, body) = get(&format!("{}/metrics", w.manager_metrics)).await?;
+    ensure!(status == 200, "/metrics: {status}");
+    // Present from the controllers' start, whatever else the run does.
+    for want in [
+        r#"tmc_reconcile_total{controller="placement",result="success"}"#,
+        r#"tmc_workqueue_depth{queue="synctarget"}"#,
+        r#"tmc_workqueue_depth{queue="placement"}"#,
+    ] {
+        ensure!(body.contains(want), "/metrics lacks {want}:\n{body}");
+    }
+    let checked = tokio::task::spawn_blocking(move || prometheus::check_metrics(&bin, &body)).await?;
+    checked.map_err(|e| format!("promtool check metrics: {e}"))?;
+    drop(prometheus);
     Ok(())
 }
