@@ -23,7 +23,7 @@ build:
 kcp-bin:
 	@tests/servers.sh kcp >/dev/null
 
-## kcp, etcd, kube-apiserver/-controller-manager/-scheduler and kwok, built once and cached.
+## kcp, etcd, kube-apiserver/-controller-manager/-scheduler and kwok built, Prometheus fetched from Debian; cached.
 servers:
 	@tests/servers.sh all
 

@@ -47,6 +47,7 @@ pub enum ManagerError {
 /// Runs until `cancel` fires.
 pub async fn run(config: ManagerConfig, cancel: CancellationToken) -> Result<(), ManagerError> {
     config.metrics.init_controller(controller::SYNCTARGET);
+    config.metrics.init_controller(controller::PLACEMENT);
     let server = ClusterClients::for_server(&config.kube_config)?;
     // Workspace paths resolve through the kcp server: the virtual workspace serves no Workspaces.
     let paths = Paths::new(server.clone());
@@ -94,9 +95,15 @@ pub async fn run(config: ManagerConfig, cancel: CancellationToken) -> Result<(),
                         paths.clone(),
                         upstream.clone(),
                         config.placement.clone(),
+                        config.metrics.clone(),
                     );
-                    let controller =
-                        synctarget::Controller::new(clients, config.synctarget.clone(), syncers, paths.clone());
+                    let controller = synctarget::Controller::new(
+                        clients,
+                        config.synctarget.clone(),
+                        syncers,
+                        paths.clone(),
+                        config.metrics.clone(),
+                    );
                     let task = tokio::spawn({
                         let stop = stop.clone();
                         async move {

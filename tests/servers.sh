@@ -7,6 +7,7 @@
 #   tests/servers.sh kube     # -> $CACHE/bin/kube-<version>/ (kube-apiserver, -controller-manager, -scheduler)
 #   tests/servers.sh etcd     # -> $CACHE/bin/etcd-<version>/etcd
 #   tests/servers.sh kwok     # -> $CACHE/bin/kwok-<version>/kwok
+#   tests/servers.sh prometheus  # -> $CACHE/bin/prometheus-<version>/ (prometheus, promtool), from Debian's package
 #   tests/servers.sh all      # all of the above; prints nothing
 #
 # Cache: $TMC_CACHE_DIR, else $XDG_CACHE_HOME/kcp-tmc, else ~/.cache/kcp-tmc.
@@ -139,11 +140,41 @@ build_kwok() {
   echo "$out"
 }
 
+# Prometheus is not built: Debian's package (the version this machine's apt lists) is downloaded
+# with apt-get and unpacked, which takes seconds instead of a Go build of its web UI.
+fetch_prometheus() {
+  local version
+  version=$(apt-cache show --no-all-versions prometheus 2>/dev/null | sed -n 's/^Version: //p' | head -n1)
+  if [[ -z $version ]]; then
+    log "apt knows no prometheus package; fix: run 'apt-get update' (as root) and try again"
+    exit 1
+  fi
+  local out=$cache/bin/prometheus-$version
+  if [[ -f $out/.complete ]]; then echo "$out"; return; fi
+  log "fetching Debian's prometheus $version with apt-get into $out"
+  local work
+  work=$(mktemp -d)
+  # apt's download user must be able to write there.
+  chmod 755 "$work"
+  # The unpacked tree and the .deb are only needed until the two binaries are copied out.
+  trap 'rm -rf "$work"; trap - RETURN' RETURN
+  (cd "$work" && apt-get download "prometheus=$version" >&2)
+  log "unpacking $(cd "$work" && ls ./*.deb)"
+  dpkg-deb -x "$work"/*.deb "$work/root"
+  rm -rf "$out"
+  mkdir -p "$out"
+  cp "$work/root/usr/bin/prometheus" "$work/root/usr/bin/promtool" "$out/"
+  touch "$out/.complete"
+  log "prometheus $version ready in $out"
+  echo "$out"
+}
+
 case "${1:-}" in
   kcp) build_kcp ;;
   kube) build_kube ;;
   etcd) build_etcd ;;
   kwok) build_kwok ;;
-  all) build_kcp >/dev/null; build_etcd >/dev/null; build_kwok >/dev/null; build_kube >/dev/null ;;
-  *) echo "usage: $0 kcp|kube|etcd|kwok|all" >&2; exit 2 ;;
+  prometheus) fetch_prometheus ;;
+  all) build_kcp >/dev/null; build_etcd >/dev/null; build_kwok >/dev/null; build_kube >/dev/null; fetch_prometheus >/dev/null ;;
+  *) echo "usage: $0 kcp|kube|etcd|kwok|prometheus|all" >&2; exit 2 ;;
 esac

@@ -104,6 +104,7 @@ pub async fn run(args: ManagerArgs) -> Result<(), CliError> {
             deletion_timeout: args.syncer_deletion_timeout,
             backoff: Backoff::default(),
             cluster_qps: args.syncer_cluster_qps,
+            metrics: metrics.clone(),
         },
         metrics: metrics.clone(),
         readiness: readiness.clone(),

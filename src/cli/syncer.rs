@@ -93,11 +93,11 @@ pub async fn run(args: SyncerArgs) -> Result<(), CliError> {
     let cancel = CancellationToken::new();
     tokio::spawn(cancel_on_signal(cancel.clone()));
     let work = async {
-        sync(&args, kcp, downstream, &readiness, &cancel).await;
+        sync(&args, kcp, downstream, &metrics, &readiness, &cancel).await;
         // The endpoints live as long as the syncer.
         cancel.cancel();
     };
-    tokio::join!(work, ops::serve(listeners, metrics, readiness.clone(), cancel.clone()));
+    tokio::join!(work, ops::serve(listeners, metrics.clone(), readiness.clone(), cancel.clone()));
     Ok(())
 }
 
@@ -106,6 +106,7 @@ async fn sync(
     args: &SyncerArgs,
     kcp: ClusterClients,
     downstream: kube::Client,
+    metrics: &Metrics,
     readiness: &Readiness,
     cancel: &CancellationToken,
 ) {
@@ -138,6 +139,7 @@ async fn sync(
         deletion_timeout: args.deletion_timeout,
         backoff: Backoff::default(),
         cluster_qps: args.cluster_qps,
+        metrics: metrics.clone(),
     };
     let (probe_tx, mut probe) = tokio::sync::watch::channel(Probe::Pending);
     let engine = Engine::new(

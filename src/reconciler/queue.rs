@@ -16,6 +16,8 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use crate::server::metrics::QueueMetrics;
+
 /// Per-key retry delays: `base * 2^failures`, capped, with up to 10% jitter.
 #[derive(Clone, Copy, Debug)]
 pub struct Backoff {
@@ -52,10 +54,21 @@ pub struct WorkQueue<K> {
     state: Mutex<State<K>>,
     notify: Notify,
     backoff: Backoff,
+    /// Where depth and retries are recorded, if anywhere.
+    metrics: Option<QueueMetrics>,
 }
 
 impl<K: Clone + Eq + Hash + Send + 'static> WorkQueue<K> {
     pub fn new(backoff: Backoff) -> Arc<Self> {
+        Self::build(backoff, None)
+    }
+
+    /// A queue that records its depth and retries into `metrics`.
+    pub fn with_metrics(backoff: Backoff, metrics: QueueMetrics) -> Arc<Self> {
+        Self::build(backoff, Some(metrics))
+    }
+
+    fn build(backoff: Backoff, metrics: Option<QueueMetrics>) -> Arc<Self> {
         Arc::new(Self {
             state: Mutex::new(State {
                 ready: VecDeque::new(),
@@ -68,7 +81,15 @@ impl<K: Clone + Eq + Hash + Send + 'static> WorkQueue<K> {
             }),
             notify: Notify::new(),
             backoff,
+            metrics,
         })
+    }
+
+    /// Records the depth; called with the lock held, so reports cannot overtake each other.
+    fn report_depth(&self, s: &State<K>) {
+        if let Some(m) = &self.metrics {
+            m.set_depth(s.ready.len());
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State<K>> {
@@ -87,6 +108,7 @@ impl<K: Clone + Eq + Hash + Send + 'static> WorkQueue<K> {
         }
         if s.queued.insert(key.clone()) {
             s.ready.push_back(key);
+            self.report_depth(&s);
             drop(s);
             self.notify.notify_one();
         }
@@ -133,6 +155,9 @@ impl<K: Clone + Eq + Hash + Send + 'static> WorkQueue<K> {
             *f += 1;
             *f
         };
+        if let Some(m) = &self.metrics {
+            m.retry();
+        }
         let delay = self.backoff.delay(failures);
         let jitter = delay.mul_f64(rand::random::<f64>() * 0.1);
         self.add_after(key, delay + jitter);
@@ -179,6 +204,7 @@ impl<K: Clone + Eq + Hash + Send + 'static> WorkQueue<K> {
                 if let Some(key) = s.ready.pop_front() {
                     s.queued.remove(&key);
                     s.processing.insert(key.clone());
+                    self.report_depth(&s);
                     return Some(key);
                 }
             }
@@ -289,6 +315,23 @@ mod tests {
         assert!(q.is_empty());
         tokio::time::sleep(Duration::from_secs(6)).await;
         assert_eq!(q.len(), 1, "the requested requeue fired");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn records_depth_and_retries() {
+        let metrics = crate::server::Metrics::new();
+        let q = WorkQueue::with_metrics(Backoff::default(), metrics.queue("test"));
+        let has = |want: &str| metrics.encode().lines().any(|l| l == want);
+        q.add("a");
+        q.add("b");
+        q.add("a");
+        assert!(has(r#"tmc_workqueue_depth{queue="test"} 2"#));
+        let k = q.next().await.unwrap();
+        assert!(has(r#"tmc_workqueue_depth{queue="test"} 1"#));
+        q.complete(&k, &Err::<Option<Duration>, ()>(()));
+        assert!(has(r#"tmc_workqueue_retries_total{queue="test"} 1"#));
+        drop(q);
+        assert!(has(r#"tmc_workqueue_depth{queue="test"} 0"#), "a dropped queue's share goes");
     }
 
     #[tokio::test]

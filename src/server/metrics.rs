@@ -5,8 +5,9 @@
 //! number of series grows with the number of SyncTargets, not with the number of objects.
 
 use std::collections::HashMap;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
 use prometheus::core::{Collector, MetricVec, MetricVecBuilder};
 use prometheus::{GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
@@ -15,6 +16,14 @@ use prometheus::{GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeV
 pub mod controller {
     pub const SYNCTARGET: &str = "synctarget";
     pub const PLACEMENT: &str = "placement";
+}
+
+/// Names for the `queue` label: one per kind of work queue, however many instances run.
+pub mod queue {
+    pub const SYNCTARGET: &str = "synctarget";
+    pub const PLACEMENT: &str = "placement";
+    /// The queues of all syncer engines (one per SyncTarget in the manager).
+    pub const SYNCER: &str = "syncer";
 }
 
 /// Buckets from 1 ms to 60 s: a settled sync takes milliseconds, one that waits for a backoff or a
@@ -67,6 +76,14 @@ struct Families {
     queue_depth: IntGaugeVec,
     queue_retries: IntCounterVec,
     synced_objects: IntGaugeVec,
+    /// The depth each live [`QueueMetrics`] reported, by queue name and reporter id: the gauge
+    /// is their sum, since one name covers a queue per kcp shard or per SyncTarget.
+    queue_shares: Mutex<HashMap<&'static str, HashMap<u64, usize>>>,
+    next_reporter: AtomicU64,
+    /// When each SyncTarget's syncer last reported in: `tmc_heartbeat_age_seconds` is computed
+    /// from it at every scrape, so the age keeps growing after the heartbeats (and with them the
+    /// reconciles that would record it) stop.
+    last_heartbeat: Mutex<HashMap<String, SystemTime>>,
 }
 
 impl Default for Metrics {
@@ -164,6 +181,9 @@ impl Metrics {
                 &["sync_target", "resource"],
             ),
             registry: r.0,
+            queue_shares: Default::default(),
+            next_reporter: AtomicU64::new(0),
+            last_heartbeat: Default::default(),
         };
         Metrics(Arc::new(families))
     }
@@ -203,9 +223,30 @@ impl Metrics {
         self.0.target_ready.with_label_values(&[target]).set(i64::from(ready));
     }
 
-    /// Time since `target`'s syncer last reported in (status.lastSyncTime).
+    /// Time since `target`'s syncer last reported in (status.lastSyncTime), fixed until the next
+    /// call. [`Metrics::set_last_heartbeat`] keeps the age current instead.
     pub fn set_heartbeat_age(&self, target: &str, age: Duration) {
         self.0.heartbeat_age.with_label_values(&[target]).set(age.as_secs_f64());
+    }
+
+    /// `target`'s syncer last reported in at `at` (status.lastSyncTime); every scrape exports
+    /// the age as of the scrape.
+    pub fn set_last_heartbeat(&self, target: &str, at: SystemTime) {
+        self.heartbeats().insert(target.to_string(), at);
+        self.refresh_heartbeat_ages();
+    }
+
+    fn heartbeats(&self) -> std::sync::MutexGuard<'_, HashMap<String, SystemTime>> {
+        self.0.last_heartbeat.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn refresh_heartbeat_ages(&self) {
+        let now = SystemTime::now();
+        for (target, at) in self.heartbeats().iter() {
+            // A heartbeat stamped by a clock ahead of this one is zero seconds old, not negative.
+            let age = now.duration_since(*at).unwrap_or_default();
+            self.0.heartbeat_age.with_label_values(&[target]).set(age.as_secs_f64());
+        }
     }
 
     /// Objects of `resource` the syncer of `target` keeps in its cluster.
@@ -224,12 +265,39 @@ impl Metrics {
             let _ = single.remove_label_values(&[target]);
         }
         let _ = f.target_ready.remove_label_values(&[target]);
+        // Forgotten first, so a concurrent scrape cannot bring the age series back.
+        self.heartbeats().remove(target);
         let _ = f.heartbeat_age.remove_label_values(&[target]);
         remove_matching(&f.syncer_operations, "sync_target", target);
         remove_matching(&f.synced_objects, "sync_target", target);
     }
 
+    /// A reporter for one instance of the work queue kind `queue` (see [`queue`]). Several
+    /// instances may share the name: the exported depth is the sum of their last reports.
+    pub fn queue(&self, queue: &'static str) -> QueueMetrics {
+        let id = self.0.next_reporter.fetch_add(1, Ordering::Relaxed);
+        let reporter = QueueMetrics { metrics: self.clone(), queue, id };
+        // Present at zero from the start, like the reconcile counters.
+        reporter.set_depth(0);
+        self.0.queue_retries.with_label_values(&[queue]);
+        reporter
+    }
+
+    /// Sets reporter `id`'s share of `queue`'s depth (`None` removes it) and exports the sum.
+    fn share_queue_depth(&self, queue: &'static str, id: u64, depth: Option<usize>) {
+        let mut shares = self.0.queue_shares.lock().unwrap_or_else(|e| e.into_inner());
+        let of_queue = shares.entry(queue).or_default();
+        match depth {
+            Some(d) => of_queue.insert(id, d),
+            None => of_queue.remove(&id),
+        };
+        let sum: usize = of_queue.values().sum();
+        // Set under the lock, so two reporters cannot export their sums out of order.
+        self.set_queue_depth(queue, sum);
+    }
+
     /// Keys waiting in `queue`, a fixed name such as "synctarget", never a per-object one.
+    /// Overwrites the gauge: for a name that several queues share, use [`Metrics::queue`].
     pub fn set_queue_depth(&self, queue: &'static str, depth: usize) {
         self.0.queue_depth.with_label_values(&[queue]).set(i64::try_from(depth).unwrap_or(i64::MAX));
     }
@@ -241,6 +309,7 @@ impl Metrics {
 
     /// Everything registered, in the Prometheus text format (version 0.0.4).
     pub fn encode(&self) -> String {
+        self.refresh_heartbeat_ages();
         let mut out = String::new();
         // Encoding into a String fails only for a metric the text format cannot represent;
         // everything registered here can be, so log rather than fail a scrape.
@@ -252,6 +321,36 @@ impl Metrics {
 
     /// The content type of [`Metrics::encode`]'s output.
     pub const CONTENT_TYPE: &str = prometheus::TEXT_FORMAT;
+}
+
+/// What one work queue records: its depth (its share of the queue name's sum) and its
+/// retries. Dropping it (with its queue) removes its share.
+pub struct QueueMetrics {
+    metrics: Metrics,
+    queue: &'static str,
+    id: u64,
+}
+
+impl QueueMetrics {
+    pub fn set_depth(&self, depth: usize) {
+        self.metrics.share_queue_depth(self.queue, self.id, Some(depth));
+    }
+
+    pub fn retry(&self) {
+        self.metrics.queue_retry(self.queue);
+    }
+}
+
+impl Drop for QueueMetrics {
+    fn drop(&mut self) {
+        self.metrics.share_queue_depth(self.queue, self.id, None);
+    }
+}
+
+impl std::fmt::Debug for QueueMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueueMetrics").field("queue", &self.queue).field("id", &self.id).finish()
+    }
 }
 
 /// Removes the series of `vec` whose label `name` is `value`, whatever their other labels.

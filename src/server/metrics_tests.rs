@@ -104,3 +104,50 @@ fn clones_share_one_registry() {
     m.clone().queue_retry("q");
     assert!(m.encode().contains(r#"tmc_workqueue_retries_total{queue="q"} 1"#));
 }
+
+#[test]
+fn queue_depth_is_the_sum_of_live_reporters() {
+    let m = Metrics::new();
+    let depth = |m: &Metrics| {
+        let text = m.encode();
+        let line = text.lines().find(|l| l.starts_with(r#"tmc_workqueue_depth{queue="syncer"}"#)).map(str::to_owned);
+        line.and_then(|l| l.rsplit(' ').next().and_then(|v| v.parse::<i64>().ok()))
+    };
+    let (a, b) = (m.queue(queue::SYNCER), m.queue(queue::SYNCER));
+    assert_eq!(depth(&m), Some(0), "present at zero once a queue exists");
+    // (step, expected sum): each reporter's latest value counts, a dropped one no longer does.
+    let steps: Vec<(Box<dyn Fn()>, i64)> = vec![
+        (Box::new(|| a.set_depth(3)), 3),
+        (Box::new(|| b.set_depth(4)), 7),
+        (Box::new(|| a.set_depth(1)), 5),
+        (Box::new(|| b.set_depth(0)), 1),
+    ];
+    for (i, (step, want)) in steps.iter().enumerate() {
+        step();
+        assert_eq!(depth(&m), Some(*want), "step {i}");
+    }
+    drop(steps);
+    drop(a);
+    assert_eq!(depth(&m), Some(0));
+    b.retry();
+    assert!(m.encode().contains(r#"tmc_workqueue_retries_total{queue="syncer"} 1"#));
+}
+
+#[test]
+fn heartbeat_age_is_computed_at_scrape_time() {
+    let m = Metrics::new();
+    let now = SystemTime::now();
+    // (target, heartbeat at, lowest age a scrape may show)
+    let cases = [("old", now - Duration::from_secs(90), 90.0), ("future", now + Duration::from_secs(30), 0.0)];
+    for (target, at, _) in &cases {
+        m.set_last_heartbeat(target, *at);
+    }
+    let text = m.encode();
+    for (target, _, min) in cases {
+        let prefix = format!(r#"tmc_heartbeat_age_seconds{{sync_target="{target}"}} "#);
+        let age: f64 = text.lines().find_map(|l| l.strip_prefix(&prefix)).and_then(|v| v.parse().ok()).unwrap();
+        assert!(age >= min && age < min + 5.0, "{target}: {age}");
+    }
+    m.remove_target("old");
+    assert!(!m.encode().contains(r#"sync_target="old""#), "removed targets stay removed");
+}

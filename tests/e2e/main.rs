@@ -17,6 +17,7 @@ mod env;
 mod install;
 mod ops;
 mod placement;
+mod prometheus;
 mod syncer;
 mod synctarget;
 
@@ -74,6 +75,8 @@ fn all_tests() -> Vec<(&'static str, TestFn)> {
         cli::manager_waits_for_unreachable_kcp,
         cli::invalid_input_says_what_to_fix,
         ops::manager_serves_metrics_and_health,
+        ops::prometheus_scrapes_the_manager,
+        ops::syncer_and_controllers_record_metrics,
         syncer::workloads_run_on_the_cluster_and_status_comes_back,
         syncer::same_names_in_two_workspaces_do_not_collide_downstream,
         syncer::drift_is_reverted,

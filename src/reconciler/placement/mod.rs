@@ -30,6 +30,8 @@ use crate::apis::placement::v1alpha1::Placement;
 use crate::apis::sync::v1alpha1::SyncTarget;
 use crate::kcp::paths::Paths;
 use crate::kcp::{ClusterClients, ClusterKey};
+use crate::server::Metrics;
+use crate::server::metrics::{controller, queue};
 use crate::syncer::upstream::Upstream;
 
 /// The field manager the manager writes Placement status with.
@@ -84,11 +86,20 @@ pub struct Controller {
     synced: tokio::sync::watch::Sender<usize>,
     events: events::Events,
     settings: Settings,
+    metrics: Metrics,
 }
 
 impl Controller {
-    pub fn new(clients: ClusterClients, paths: Paths, upstream: Upstream, settings: Settings) -> Self {
+    pub fn new(
+        clients: ClusterClients,
+        paths: Paths,
+        upstream: Upstream,
+        settings: Settings,
+        metrics: Metrics,
+    ) -> Self {
         Self {
+            queue: WorkQueue::with_metrics(settings.backoff, metrics.queue(queue::PLACEMENT)),
+            metrics,
             events: events::Events::new(clients.clone()),
             clients,
             paths,
@@ -98,7 +109,6 @@ impl Controller {
             namespaces: Default::default(),
             fingerprints: Default::default(),
             evictions: Default::default(),
-            queue: WorkQueue::new(settings.backoff),
             synced: tokio::sync::watch::channel(0).0,
             settings,
         }
@@ -131,10 +141,14 @@ impl Controller {
                 Key::Namespace(k) => ("namespace", k),
             };
             let span = tracing::info_span!("reconcile", controller = "placement", kind, workspace = %k.cluster, name = %k.name);
+            let started = std::time::Instant::now();
             let outcome = match &key {
                 Key::Placement(k) => self.reconcile_placement(k).instrument(span.clone()).await,
                 Key::Namespace(k) => self.reconcile_namespace(k).instrument(span.clone()).await,
             };
+            // Both kinds of key count: a namespace reconcile is where the Placement's decision
+            // is written.
+            self.metrics.reconciled(controller::PLACEMENT, outcome.is_ok(), started.elapsed());
             if let (Err(e), Some(delay)) = (&outcome, self.queue.complete(&key, &outcome)) {
                 span.in_scope(|| tracing::warn!(error = %e, retry_in = ?delay, "reconcile failed"));
             }

@@ -30,10 +30,13 @@ use super::cache::ClusterCache;
 use super::next_or_cancelled;
 use super::queue::{Backoff, WorkQueue};
 use crate::apis::sync::v1alpha1::KubeconfigSecretRef;
-use crate::apis::sync::v1alpha1::{SyncTarget, SyncTargetStatus};
+use crate::apis::sync::v1alpha1::{CONDITION_READY, SyncTarget, SyncTargetStatus};
 use crate::kcp::paths::Paths;
 use crate::kcp::{ClusterClients, ClusterKey, LogicalClusterName};
+use crate::server::Metrics;
+use crate::server::metrics::{controller, queue};
 use crate::syncer::engine::Probe;
+use crate::syncer::naming::target_key;
 
 /// The field manager the manager writes SyncTarget status with.
 pub const FIELD_MANAGER: &str = "tmc-manager";
@@ -74,6 +77,7 @@ pub struct Controller {
     secret_versions: ClusterCache<String>,
     /// The last check of each referenced kubeconfig: (resourceVersion, result, kubeconfig text).
     read_secrets: Arc<Mutex<HashMap<(ClusterKey, String), ReadSecret>>>,
+    metrics: Metrics,
 }
 
 fn resource() -> ApiResource {
@@ -81,9 +85,16 @@ fn resource() -> ApiResource {
 }
 
 impl Controller {
-    pub fn new(clients: ClusterClients, settings: Settings, syncers: Supervisor, paths: Paths) -> Self {
-        let queue = WorkQueue::new(settings.backoff);
+    pub fn new(
+        clients: ClusterClients,
+        settings: Settings,
+        syncers: Supervisor,
+        paths: Paths,
+        metrics: Metrics,
+    ) -> Self {
+        let queue = WorkQueue::with_metrics(settings.backoff, metrics.queue(queue::SYNCTARGET));
         Self {
+            metrics,
             clients,
             cache: Default::default(),
             queue,
@@ -248,7 +259,9 @@ impl Controller {
         while let Some(key) = self.queue.next().await {
             let span =
                 tracing::info_span!("reconcile", controller = "synctarget", workspace = %key.cluster, name = %key.name);
+            let started = std::time::Instant::now();
             let outcome = self.reconcile(&key).instrument(span.clone()).await;
+            self.metrics.reconciled(controller::SYNCTARGET, outcome.is_ok(), started.elapsed());
             if let (Err(e), Some(delay)) = (&outcome, self.queue.complete(&key, &outcome)) {
                 span.in_scope(|| tracing::warn!(error = %e, retry_in = ?delay, "reconcile failed"));
             }
@@ -295,6 +308,8 @@ impl Controller {
 
     async fn reconcile(&self, key: &ClusterKey) -> Result<Option<Duration>, ReconcileError> {
         let Some(raw) = self.cache.get(key) else {
+            // Deleted: its series go, so it does not linger as a never-ready target.
+            self.metrics.remove_target(&target_key(&key.cluster, &key.name));
             return Ok(None);
         };
         let client = self.clients.cluster(&key.cluster);
@@ -319,6 +334,7 @@ impl Controller {
                 })
             }
         };
+        self.record(key, &desired, current.as_ref());
         if desired.differs_from(current.as_ref()) {
             let ready = desired.conditions.first().map(|c| (c.status.clone(), c.reason.clone()));
             let patch = json!({
@@ -335,5 +351,15 @@ impl Controller {
             }
         }
         Ok(desired.requeue_after)
+    }
+
+    /// Records the target's readiness (as this reconcile decides it) and its last heartbeat.
+    fn record(&self, key: &ClusterKey, desired: &Desired, current: Option<&SyncTargetStatus>) {
+        let target = target_key(&key.cluster, &key.name);
+        let ready = desired.conditions.iter().find(|c| c.type_ == CONDITION_READY).is_some_and(|c| c.status == "True");
+        self.metrics.set_target_ready(&target, ready);
+        if let Some(at) = current.and_then(|s| s.last_sync_time.as_ref()) {
+            self.metrics.set_last_heartbeat(&target, at.0.into());
+        }
     }
 }

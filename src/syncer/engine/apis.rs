@@ -105,8 +105,12 @@ impl Engine {
         for &index in now.difference(&before) {
             let Some(resource) = self.upstream.resource(index) else { continue };
             if self.started.lock().expect("started poisoned").insert(index) {
-                let queue = self.queue.clone();
-                let enqueue = move |k| queue.add(k);
+                let (queue, telemetry) = (self.queue.clone(), self.telemetry.clone());
+                // A downstream change starts the clock of the status it may bring up.
+                let enqueue = move |k| {
+                    telemetry.downstream_changed(&k);
+                    queue.add(k)
+                };
                 let watch = self.downstream.clone().watch_resource(index, resource.clone(), enqueue, cancel.clone());
                 tokio::spawn(watch);
                 if resource.api.kind == "Deployment" && resource.api.group == "apps" {

@@ -49,10 +49,14 @@ impl Engine {
                         "lastSyncTime": now.to_string(),
                         "syncedResources": self.synced_resources(),
                     } });
-                    if let Err(e) =
-                        targets.patch_status(&self.target.name, &PatchParams::default(), &Patch::Merge(&patch)).await
+                    match targets.patch_status(&self.target.name, &PatchParams::default(), &Patch::Merge(&patch)).await
                     {
-                        tracing::warn!(target = %self.target.name, error = %error_message(&e), "heartbeat write failed");
+                        // Counted only when reported: a deleted SyncTarget (404) must not get
+                        // its series back after the manager dropped them.
+                        Ok(_) => self.record_synced_objects(),
+                        Err(e) => {
+                            tracing::warn!(target = %self.target.name, error = %error_message(&e), "heartbeat write failed")
+                        }
                     }
                 }
                 Err(e) => {
@@ -63,6 +67,21 @@ impl Engine {
                 _ = cancel.cancelled() => return,
                 _ = tokio::time::sleep(self.settings.heartbeat_interval) => {}
                 _ = self.report_changed.notified() => {}
+            }
+        }
+    }
+}
+
+impl Engine {
+    /// `tmc_synced_objects` from the downstream caches, per synced resource.
+    /// Every resource whose downstream watch runs is reported, so one emptied reads 0.
+    fn record_synced_objects(&self) {
+        let counts = self.downstream.counts();
+        let watched = self.started.lock().expect("started poisoned").clone();
+        for index in watched {
+            if let Some(resource) = self.upstream.resource(index) {
+                let count = counts.get(&index).copied().unwrap_or(0);
+                self.telemetry.metrics().set_synced_objects(self.telemetry.target_key(), &resource.api.plural, count);
             }
         }
     }

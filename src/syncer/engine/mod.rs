@@ -14,6 +14,7 @@ mod apis;
 mod heartbeat;
 mod namespaces;
 mod status_up;
+mod telemetry;
 
 pub use self::apis::follow_supported_apis;
 pub use self::heartbeat::Probe;
@@ -21,6 +22,8 @@ pub use self::heartbeat::Probe;
 use crate::apis::sync::v1alpha1::SupportedApi;
 use crate::kcp::{ClusterKey, LogicalClusterName, error_message};
 use crate::reconciler::queue::{Backoff, WorkQueue};
+use crate::server::Metrics;
+use crate::server::metrics::{SyncOp, queue};
 use crate::syncer::downstream::{self, Cached, Compared, Downstream};
 use crate::syncer::events::Events;
 use crate::syncer::naming::{Locator, TARGET_LABEL, TargetRef};
@@ -65,6 +68,8 @@ pub struct EngineSettings {
     pub backoff: Backoff,
     /// Requests the syncer may start per second against its cluster.
     pub cluster_qps: u32,
+    /// Where the syncer records its writes, latencies, object counts and queue depth.
+    pub metrics: Metrics,
 }
 
 /// See the module docs.
@@ -90,6 +95,7 @@ pub struct Engine {
     report_changed: Arc<tokio::sync::Notify>,
     /// Logical clusters of other workspaces the target allows (`spec.allowedWorkspaces`).
     allowed: tokio::sync::watch::Receiver<BTreeSet<LogicalClusterName>>,
+    telemetry: Arc<telemetry::Telemetry>,
 }
 
 impl Engine {
@@ -110,9 +116,10 @@ impl Engine {
             target_cluster,
             downstream: Downstream::new(downstream_client, &target_key),
             events,
+            telemetry: Arc::new(telemetry::Telemetry::new(settings.metrics.clone(), &target_key)),
             target_key,
             upstream,
-            queue: WorkQueue::new(settings.backoff),
+            queue: WorkQueue::with_metrics(settings.backoff, settings.metrics.queue(queue::SYNCER)),
             settings,
             probe: Arc::new(probe),
             wanted,
@@ -151,9 +158,10 @@ impl Engine {
     pub async fn run(self, cancel: CancellationToken) {
         let mut tasks = tokio::task::JoinSet::new();
         let mut changes = self.upstream.subscribe(&self.target_key);
-        let queue = self.queue.clone();
+        let (queue, telemetry) = (self.queue.clone(), self.telemetry.clone());
         tasks.spawn(async move {
             while let Some(key) = changes.recv().await {
+                telemetry.upstream_changed(&key);
                 queue.add(key);
             }
         });
@@ -175,7 +183,11 @@ impl Engine {
         while let Some(key) = self.queue.next().await {
             let span = tracing::info_span!("sync", target = %self.target.name, workspace = %key.key.cluster,
                 namespace = ?key.key.namespace, name = %key.key.name);
+            let started = std::time::Instant::now();
             let outcome = self.sync(&key).instrument(span.clone()).await;
+            if outcome.is_ok() {
+                self.telemetry.settled(&key, started);
+            }
             if let (Err(e), Some(delay)) = (&outcome, self.queue.complete(&key, &outcome)) {
                 span.in_scope(|| tracing::warn!(error = %e, retry_in = ?delay, "sync failed"));
             }
@@ -248,7 +260,10 @@ impl Engine {
                 },
             };
             if ours {
-                match down_api.delete(&key.name, &DeleteParams::background()).await {
+                let deleted = down_api.delete(&key.name, &DeleteParams::background()).await;
+                let gone = telemetry::done_or_gone(&deleted);
+                self.telemetry.op(&resource.api.plural, SyncOp::Delete, gone);
+                match deleted {
                     Ok(_) => {
                         tracing::info!(namespace = %dns, "deleted downstream copy");
                         // The delete event re-queues this key; release the finalizer then.
@@ -324,10 +339,15 @@ impl Engine {
         };
         if !in_sync {
             let params = PatchParams::apply(FIELD_MANAGER).force();
-            match down_api.patch(&key.name, &params, &Patch::Apply(&desired)).await {
+            let applied = down_api.patch(&key.name, &params, &Patch::Apply(&desired)).await;
+            self.telemetry.op(&resource.api.plural, SyncOp::Apply, applied.is_ok());
+            match applied {
                 // Cache what the cluster answered, so a sync that runs before the watch event
                 // arrives sees this state instead of applying again.
-                Ok(applied) => self.downstream.record(index, applied),
+                Ok(applied) => {
+                    self.downstream.record(index, applied);
+                    self.telemetry.applied(&SyncKey { resource: Some(index), key: key.clone() });
+                }
                 Err(e) => {
                     // The cluster refused the object (invalid or immutable field, …) or failed to
                     // store it (too large for its etcd, …): tell the tenant on their object, and
@@ -345,8 +365,9 @@ impl Engine {
         }
         if resource.status_up
             && let Some(current) = current_view
+            && self.status_up(&resource.api, key, &obj, &value, &current, &hash).await?
         {
-            self.status_up(&resource.api, key, &obj, &value, &current, &hash).await?;
+            self.telemetry.status_written(&SyncKey { resource: Some(index), key: key.clone() });
         }
         Ok(None)
     }
@@ -380,7 +401,10 @@ impl Engine {
         // is retried from the fresher cache.
         let patch =
             json!({ "metadata": { "finalizers": finalizers, "resourceVersion": obj.metadata.resource_version } });
-        match api.patch(&key.name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+        let written = api.patch(&key.name, &PatchParams::default(), &Patch::Merge(&patch)).await;
+        let ok = telemetry::done_or_gone(&written);
+        self.telemetry.op(&resource.plural, SyncOp::Finalizer, ok);
+        match written {
             Ok(_) => Ok(()),
             Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
             Err(e) => Err(api_err(if present { "add finalizer" } else { "remove finalizer" })(e)),

@@ -6,12 +6,14 @@ use serde_json::{Value, json};
 
 use super::{Engine, SPEC_HASH_ANNOTATION, SyncError, api_err};
 use crate::kcp::ClusterKey;
+use crate::server::metrics::SyncOp;
 use crate::syncer::status;
 
 impl Engine {
     /// Brings the downstream status up. With one target it is the upstream status; with several,
     /// this target's status goes into its annotation and the upstream status is the aggregate
-    /// (see [`super::status`]). Every write happens only when something differs.
+    /// (see [`super::status`]). Every write happens only when something differs. Returns whether
+    /// the upstream status was written.
     pub(super) async fn status_up(
         &self,
         resource: &ApiResource,
@@ -20,11 +22,11 @@ impl Engine {
         upstream: &Value,
         downstream: &Value,
         applied_hash: &str,
-    ) -> Result<(), SyncError> {
+    ) -> Result<bool, SyncError> {
         let applied_current = downstream["metadata"]["annotations"][SPEC_HASH_ANNOTATION] == applied_hash;
         let mine = status::translate(downstream, applied_current, obj.metadata.generation);
         if mine.is_null() {
-            return Ok(());
+            return Ok(false);
         }
         let namespace = key.namespace.as_deref().unwrap_or_default();
         let api = self.upstream_api(resource, key);
@@ -36,11 +38,11 @@ impl Engine {
             let text = mine.to_string();
             if upstream["metadata"]["annotations"][&annotation].as_str() != Some(text.as_str()) {
                 let patch = json!({ "metadata": { "annotations": { annotation: text } } });
-                api.patch(&key.name, &PatchParams::default(), &Patch::Merge(&patch))
-                    .await
-                    .map_err(api_err("record per-target status"))?;
+                let recorded = api.patch(&key.name, &PatchParams::default(), &Patch::Merge(&patch)).await;
+                self.telemetry.op(&resource.plural, SyncOp::Status, recorded.is_ok());
+                recorded.map_err(api_err("record per-target status"))?;
                 // The resulting event brings every syncer of this object back here.
-                return Ok(());
+                return Ok(false);
             }
             let per_target = targets
                 .iter()
@@ -52,17 +54,16 @@ impl Engine {
             status::aggregate(&resource.kind, &per_target)
         };
         if desired.is_null() || desired == upstream["status"] {
-            return Ok(());
+            return Ok(false);
         }
         tracing::debug!("writing upstream status");
         let patch: json_patch::Patch =
             serde_json::from_value(json!([{ "op": "add", "path": "/status", "value": desired }]))
                 .expect("a static JSON patch");
         // A 404 here is an error too: it also means "no status subresource", which must show.
-        api.patch_status(&key.name, &PatchParams::default(), &Patch::Json::<()>(patch))
-            .await
-            .map(|_| ())
-            .map_err(api_err("write upstream status"))
+        let written = api.patch_status(&key.name, &PatchParams::default(), &Patch::Json::<()>(patch)).await;
+        self.telemetry.op(&resource.plural, SyncOp::Status, written.is_ok());
+        written.map(|_| true).map_err(api_err("write upstream status"))
     }
 
     /// Removes this target's status annotation once it no longer runs the object.
@@ -78,7 +79,10 @@ impl Engine {
         }
         let api = self.upstream_api(resource, key);
         let patch = json!({ "metadata": { "annotations": { annotation: null } } });
-        match api.patch(&key.name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+        let removed = api.patch(&key.name, &PatchParams::default(), &Patch::Merge(&patch)).await;
+        let ok = super::telemetry::done_or_gone(&removed);
+        self.telemetry.op(&resource.plural, SyncOp::Status, ok);
+        match removed {
             Ok(_) => Ok(()),
             Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
             Err(e) => Err(api_err("remove per-target status")(e)),
