@@ -1,5 +1,6 @@
 //! The `tmc` command line. Every flag has `--help` text and an environment variable fallback.
 
+mod apidoc;
 mod generate;
 mod install;
 mod manager;
@@ -47,7 +48,8 @@ pub enum Command {
     Install(install::InstallArgs),
     /// Print the CustomResourceDefinitions of kcp-tmc's APIs as YAML.
     Crds,
-    /// Write the generated files: crds/, config/kcp/ and the sample APIBinding.
+    /// Write the generated files: crds/, config/kcp/, the sample APIBinding, config/syncer/ and
+    /// docs/api.md.
     Generate(generate::GenerateArgs),
 }
 
@@ -253,3 +255,6 @@ mod tests {
         assert!(err.contains("workers"), "{err}");
     }
 }
+
+#[cfg(test)]
+mod config_tests;
