@@ -17,6 +17,7 @@ mod env;
 mod install;
 mod ops;
 mod placement;
+mod rbac;
 mod syncer;
 mod synctarget;
 
@@ -94,6 +95,7 @@ fn all_tests() -> Vec<(&'static str, TestFn)> {
         placement::placement_is_sticky_and_respects_cordon_and_drain,
         placement::placement_across_workspaces_needs_consent,
         placement::placement_fails_over_from_an_unreachable_cluster,
+        rbac::manager_runs_with_the_shipped_kcp_rbac,
     ]
 }
 
