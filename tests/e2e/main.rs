@@ -18,6 +18,7 @@ mod install;
 mod ops;
 mod placement;
 mod rbac;
+mod status;
 mod syncer;
 mod synctarget;
 
@@ -96,6 +97,7 @@ fn all_tests() -> Vec<(&'static str, TestFn)> {
         placement::placement_across_workspaces_needs_consent,
         placement::placement_fails_over_from_an_unreachable_cluster,
         rbac::manager_runs_with_the_shipped_kcp_rbac,
+        status::status_shows_targets_placements_and_failed_objects,
     ]
 }
 
