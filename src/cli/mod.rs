@@ -1,10 +1,13 @@
 //! The `tmc` command line. Every flag has `--help` text and an environment variable fallback.
 
+mod apidoc;
 mod generate;
 mod install;
 mod manager;
 mod manifest;
 mod ops;
+mod status;
+mod status_view;
 mod syncer;
 
 use std::path::PathBuf;
@@ -47,7 +50,11 @@ pub enum Command {
     Install(install::InstallArgs),
     /// Print the CustomResourceDefinitions of kcp-tmc's APIs as YAML.
     Crds,
-    /// Write the generated files: crds/, config/kcp/ and the sample APIBinding.
+    /// Show Placements, SyncTargets (readiness, heartbeat, synced objects) and objects that
+    /// failed to sync, for one or more tenant workspaces.
+    Status(status::StatusArgs),
+    /// Write the generated files: crds/, config/kcp/, the sample APIBinding, config/syncer/ and
+    /// docs/api.md.
     Generate(generate::GenerateArgs),
 }
 
@@ -124,11 +131,19 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 
 async fn load_kube_config(args: &KcpArgs) -> Result<kube::Config, CliError> {
     let options = kube::config::KubeConfigOptions { context: args.context.clone(), ..Default::default() };
-    match &args.kubeconfig {
+    kube_config_from(args.kubeconfig.as_ref(), &options).await
+}
+
+/// The kubeconfig at `path`, or the inferred one (`$KUBECONFIG`, `~/.kube/config`, in-cluster).
+async fn kube_config_from(
+    path: Option<&PathBuf>,
+    options: &kube::config::KubeConfigOptions,
+) -> Result<kube::Config, CliError> {
+    match path {
         Some(path) => {
             let kubeconfig = kube::config::Kubeconfig::read_from(path)
                 .map_err(|source| CliError::ReadKubeconfig { path: path.clone(), source })?;
-            kube::Config::from_custom_kubeconfig(kubeconfig, &options)
+            kube::Config::from_custom_kubeconfig(kubeconfig, options)
                 .await
                 .map_err(|source| CliError::ReadKubeconfig { path: path.clone(), source })
         }
@@ -156,6 +171,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Install(args) => block_on(install::run(args)),
         Command::Syncer(args) => block_on(syncer::run(args)),
         Command::SyncerManifest(args) => manifest::run(&args),
+        Command::Status(args) => block_on(status::run(args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -253,3 +269,6 @@ mod tests {
         assert!(err.contains("workers"), "{err}");
     }
 }
+
+#[cfg(test)]
+mod config_tests;

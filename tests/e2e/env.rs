@@ -25,6 +25,11 @@ pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").expect("bind a free port").local_addr().unwrap().port()
 }
 
+/// A kcp user (not an admin) known to the shared kcp through its token file: `rbac.rs` runs a
+/// manager as this user with only the RBAC of config/kcp-rbac.
+pub const MANAGER_USER: &str = "kcp-tmc-manager";
+pub const MANAGER_USER_TOKEN: &str = "kcp-tmc-manager-e2e-token";
+
 /// A kcp server process, killed on drop.
 pub struct Kcp {
     child: Child,
@@ -62,6 +67,9 @@ impl Kcp {
         let port = free_port();
         let root = dir.path().join(".kcp");
         let log = std::fs::File::create(dir.path().join("kcp.log")).unwrap();
+        // Static token users (kcp's own e2e framework does the same); the admin keeps its token.
+        let tokens = dir.path().join("auth-tokens.csv");
+        std::fs::write(&tokens, format!("{MANAGER_USER_TOKEN},{MANAGER_USER},{MANAGER_USER}-uid\n")).unwrap();
         let child = Command::new(&bin)
             .arg("start")
             .arg(format!("--root-directory={}", root.display()))
@@ -70,6 +78,7 @@ impl Kcp {
             .arg(format!("--embedded-etcd-client-port={}", free_port()))
             .arg(format!("--embedded-etcd-peer-port={}", free_port()))
             .arg("--embedded-etcd-wal-size-bytes=5000")
+            .arg(format!("--token-auth-file={}", tokens.display()))
             .env("UNSAFE_E2E_HACK_DISABLE_ETCD_FSYNC", "true")
             .stdout(log.try_clone().unwrap())
             .stderr(log)

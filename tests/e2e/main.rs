@@ -18,6 +18,8 @@ mod install;
 mod ops;
 mod placement;
 mod prometheus;
+mod rbac;
+mod status;
 mod syncer;
 mod synctarget;
 
@@ -99,6 +101,8 @@ fn all_tests() -> Vec<(&'static str, TestFn)> {
         placement::placement_fails_over_from_an_unreachable_cluster,
         placement::workload_selector_limits_what_is_synced,
         placement::placement_needs_targets_that_sync_the_namespaces_kinds,
+        rbac::manager_runs_with_the_shipped_kcp_rbac,
+        status::status_shows_targets_placements_and_failed_objects,
     ]
 }
 
