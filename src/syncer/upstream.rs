@@ -151,6 +151,20 @@ impl Upstream {
         self.subscribers.lock().expect("subscribers poisoned").remove(target_key);
     }
 
+    /// Every cached object, of every resource and workspace, for which `pred` holds.
+    pub fn find(&self, pred: impl Fn(&DynamicObject) -> bool) -> Vec<(usize, ClusterKey, Arc<DynamicObject>)> {
+        let slots = self.slots.read().expect("slots poisoned").clone();
+        let mut out = vec![];
+        for (index, slot) in slots.iter().enumerate() {
+            for key in slot.cache.all_keys(&pred) {
+                if let Some(obj) = slot.cache.get(&key) {
+                    out.push((index, key, obj));
+                }
+            }
+        }
+        out
+    }
+
     /// The cached upstream object, if it exists.
     pub fn object(&self, resource: usize, key: &ClusterKey) -> Option<Arc<DynamicObject>> {
         self.slot(resource)?.cache.get(key)

@@ -15,6 +15,7 @@ mod cluster;
 mod conflicts;
 mod env;
 mod install;
+mod lifecycle;
 mod ops;
 mod placement;
 mod prometheus;
@@ -101,6 +102,7 @@ fn all_tests() -> Vec<(&'static str, TestFn)> {
         placement::placement_fails_over_from_an_unreachable_cluster,
         placement::workload_selector_limits_what_is_synced,
         placement::placement_needs_targets_that_sync_the_namespaces_kinds,
+        lifecycle::deleting_a_synctarget_releases_its_objects,
         rbac::manager_runs_with_the_shipped_kcp_rbac,
         status::status_shows_targets_placements_and_failed_objects,
     ]

@@ -58,6 +58,8 @@ pub enum ReconcileError {
     ReadSecret(#[source] kube::Error),
     #[error("writing status failed: {0}")]
     WriteStatus(#[source] kube::Error),
+    #[error("releasing a deleted SyncTarget's finalizers failed: {0}")]
+    Release(#[source] kube::Error),
 }
 
 /// A kubeconfig Secret as last read: (resourceVersion, the check's result, the kubeconfig text).
@@ -308,9 +310,12 @@ impl Controller {
 
     async fn reconcile(&self, key: &ClusterKey) -> Result<Option<Duration>, ReconcileError> {
         let Some(raw) = self.cache.get(key) else {
-            // Deleted: its series go, so it does not linger as a never-ready target.
+            // Deleted: its syncer stops, kcp objects are released from it, and its series go,
+            // so it does not linger as a never-ready target. A release that found objects looks
+            // again shortly, in case a write of the stopping syncer was still in flight.
+            let released = self.syncers.release(key).await.map_err(ReconcileError::Release)?;
             self.metrics.remove_target(&target_key(&key.cluster, &key.name));
-            return Ok(None);
+            return Ok((released > 0).then_some(Duration::from_secs(5)));
         };
         let client = self.clients.cluster(&key.cluster);
         let generation = raw.metadata.generation;

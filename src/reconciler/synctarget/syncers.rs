@@ -118,6 +118,48 @@ impl Supervisor {
         Ok(())
     }
 
+    /// After the SyncTarget `key` was deleted: stops its syncer and takes its finalizer and
+    /// per-target status annotation off every kcp object, so no tenant object waits forever on
+    /// a target that is gone. What it copied stays in the cluster, no longer managed (deleting
+    /// a SyncTarget deregisters a cluster; it does not tear down running workloads). Returns how
+    /// many objects were released; a failed write is an error, and the caller retries.
+    pub async fn release(&self, key: &ClusterKey) -> Result<usize, kube::Error> {
+        self.stop(key);
+        let target_key = crate::syncer::naming::target_key(&key.cluster, &key.name);
+        let finalizer = crate::syncer::engine::syncer_finalizer(&target_key);
+        let annotation = crate::syncer::status::status_annotation(&target_key);
+        let held = self.upstream.find(|o| {
+            o.metadata.finalizers.iter().flatten().any(|f| *f == finalizer)
+                || o.metadata.annotations.as_ref().is_some_and(|a| a.contains_key(&annotation))
+        });
+        for (index, object_key, obj) in &held {
+            let Some(resource) = self.upstream.resource(*index) else { continue };
+            let client = self.upstream.clients.cluster(&object_key.cluster);
+            let api: kube::Api<kube::api::DynamicObject> =
+                kube::Api::namespaced_with(client, object_key.namespace.as_deref().unwrap_or_default(), &resource.api);
+            let finalizers: Vec<&String> =
+                obj.metadata.finalizers.iter().flatten().filter(|f| **f != finalizer).collect();
+            // resourceVersion makes it a compare-and-swap; a conflict is retried from a fresher cache.
+            let patch = serde_json::json!({ "metadata": {
+                "finalizers": finalizers,
+                "annotations": { annotation.as_str(): null },
+                "resourceVersion": obj.metadata.resource_version,
+            } });
+            match api
+                .patch(&object_key.name, &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch))
+                .await
+            {
+                Ok(_) => {}
+                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if !held.is_empty() {
+            tracing::info!(target = %key, objects = held.len(), "SyncTarget deleted: released its finalizers");
+        }
+        Ok(held.len())
+    }
+
     /// Stops the syncer of `key`, if one runs.
     pub fn stop(&self, key: &ClusterKey) {
         if let Some(r) = self.running.lock().expect("supervisor poisoned").remove(key) {

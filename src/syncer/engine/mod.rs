@@ -39,6 +39,11 @@ pub const SPEC_HASH_ANNOTATION: &str = "tmc.kcp.io/spec-hash";
 /// the same name that it did not create.
 pub const ADOPT_ANNOTATION: &str = "tmc.kcp.io/adopt";
 
+/// The finalizer the syncer of `target_key` puts on every kcp object it copies.
+pub fn syncer_finalizer(target_key: &str) -> String {
+    format!("tmc.kcp.io/syncer-{target_key}")
+}
+
 /// Errors of one sync; the key is retried with per-key backoff.
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
@@ -201,7 +206,7 @@ impl Engine {
     }
 
     fn finalizer(&self) -> String {
-        format!("tmc.kcp.io/syncer-{}", self.target_key)
+        syncer_finalizer(&self.target_key)
     }
 
     async fn sync(&self, key: &SyncKey) -> Result<Option<Duration>, SyncError> {
