@@ -45,7 +45,11 @@ pub async fn manager_serves_metrics_and_health(w: Arc<World>) -> TestResult {
 
     // Both addresses serve every path.
     for base in [&w.manager_metrics, health] {
-        let (status, metrics) = get(&format!("{base}/metrics")).await?;
+        // Retried: with forty tests on two cores a connection was once seen closed unanswered.
+        let (status, metrics) = eventually(&format!("{base}/metrics"), Duration::from_secs(20), || async {
+            Ok(get(&format!("{base}/metrics")).await.ok())
+        })
+        .await?;
         ensure!(status == 200, "{base}/metrics: {status}");
         for want in ["process_resident_memory_bytes", "# TYPE tmc_reconcile_total counter"] {
             ensure!(metrics.contains(want), "{base}/metrics lacks {want:?}:\n{metrics}");
