@@ -46,12 +46,10 @@ pub enum LostReason {
 /// `lease` is the Lease as read (`None`: it does not exist); `me` our identity; `leading` how
 /// long ago we last renewed successfully, or `None` while standby.
 pub fn decide(lease: Option<&Seen<'_>>, me: &str, leading: Option<Duration>, renew_deadline: Duration) -> Decision {
-    if let Some(since_renew) = leading {
-        // Past the renew deadline another replica may take over any moment (the deadline is
-        // shorter than the lease duration): whatever the Lease says now, stop first.
-        if since_renew > renew_deadline {
-            return Decision::Lost(LostReason::RenewDeadline);
-        }
+    // Past the renew deadline another replica may take over any moment (the deadline is
+    // shorter than the lease duration): whatever the Lease says now, stop first.
+    if leading.is_some_and(|since| overdue(since, renew_deadline)) {
+        return Decision::Lost(LostReason::RenewDeadline);
     }
     let Some(seen) = lease else {
         return if leading.is_some() { Decision::Lost(LostReason::Vanished) } else { Decision::Create };
@@ -70,6 +68,12 @@ pub fn decide(lease: Option<&Seen<'_>>, me: &str, leading: Option<Duration>, ren
         return Decision::Acquire;
     }
     Decision::Wait { holder: seen.holder.to_string(), expires_in: seen.duration - seen.unchanged_for }
+}
+
+/// Whether a leader that last renewed `since_renew` ago must stop. Also checked when kcp does
+/// not answer at all, so a hung request cannot keep a leader writing past its deadline.
+pub fn overdue(since_renew: Duration, renew_deadline: Duration) -> bool {
+    since_renew > renew_deadline
 }
 
 /// Checks the flags together: the renew deadline must leave the old leader time to stop before
@@ -134,6 +138,13 @@ mod tests {
         for (lease, leading, want) in cases {
             let got = decide(lease.as_ref(), "me", leading.map(S), deadline);
             assert_eq!(got, want, "lease {lease:?}, leading {leading:?}");
+        }
+    }
+
+    #[test]
+    fn overdue_only_past_the_deadline() {
+        for (since, want) in [(0, false), (9, false), (10, false), (11, true)] {
+            assert_eq!(overdue(S(since), S(10)), want, "{since}s");
         }
     }
 

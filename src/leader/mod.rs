@@ -189,10 +189,8 @@ impl Lock {
                 }
                 Err(_) => tracing::warn!("renewing the leader-election lease timed out"),
             }
-            if let Decision::Lost(reason) =
-                decide::decide(None, "", Some(self.since_renewed()), self.settings.renew_deadline)
-            {
-                return reason;
+            if decide::overdue(self.since_renewed(), self.settings.renew_deadline) {
+                return LostReason::RenewDeadline;
             }
         }
     }

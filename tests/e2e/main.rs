@@ -15,6 +15,7 @@ mod cluster;
 mod conflicts;
 mod env;
 mod install;
+mod leader;
 mod ops;
 mod placement;
 mod syncer;
@@ -74,6 +75,7 @@ fn all_tests() -> Vec<(&'static str, TestFn)> {
         cli::manager_waits_for_unreachable_kcp,
         cli::invalid_input_says_what_to_fix,
         ops::manager_serves_metrics_and_health,
+        leader::one_leader_reconciles_and_hands_over,
         syncer::workloads_run_on_the_cluster_and_status_comes_back,
         syncer::same_names_in_two_workspaces_do_not_collide_downstream,
         syncer::drift_is_reverted,

@@ -10,7 +10,7 @@ use crate::{World, ensure};
 
 /// A plain HTTP/1.0 GET of `url` (`http://host:port/path`): (status code, body). HTTP/1.0 makes
 /// the server close the connection after the response, so reading to the end is the body.
-async fn get(url: &str) -> Result<(u16, String), String> {
+pub async fn get(url: &str) -> Result<(u16, String), String> {
     let rest = url.strip_prefix("http://").ok_or_else(|| format!("not an http URL: {url}"))?;
     let (host, path) = rest.split_once('/').map(|(h, p)| (h, format!("/{p}"))).unwrap_or((rest, "/".into()));
     let mut stream = tokio::net::TcpStream::connect(host).await.map_err(|e| format!("connect {host}: {e}"))?;
