@@ -9,6 +9,7 @@ pub mod apis;
 pub mod cli;
 pub mod json;
 pub mod kcp;
+pub mod leader;
 pub mod manager;
 pub mod reconciler;
 pub mod server;

@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use crate::kcp::client::ClientError;
 use crate::kcp::paths::Paths;
 use crate::kcp::{ClusterClients, LogicalClusterName, WorkspacePath, endpoints, workspace};
+use crate::leader::{self, LeaderError};
 use crate::reconciler::queue::Backoff;
 use crate::reconciler::synctarget::syncers::Supervisor;
 use crate::reconciler::{placement, synctarget};
@@ -35,6 +36,8 @@ pub struct ManagerConfig {
     pub metrics: Metrics,
     /// Set once the workspace is resolved and the endpoint slice is watched (served at /readyz).
     pub readiness: Readiness,
+    /// With leader election, only the replica holding the Lease runs the controllers.
+    pub leader_election: Option<leader::Settings>,
 }
 
 /// Errors that stop the manager.
@@ -42,18 +45,42 @@ pub struct ManagerConfig {
 pub enum ManagerError {
     #[error(transparent)]
     Client(#[from] ClientError),
+    #[error(transparent)]
+    Leader(#[from] LeaderError),
 }
 
-/// Runs until `cancel` fires.
+/// Runs until `cancel` fires (or, with leader election, until the lease is lost).
 pub async fn run(config: ManagerConfig, cancel: CancellationToken) -> Result<(), ManagerError> {
     config.metrics.init_controller(controller::SYNCTARGET);
     config.metrics.init_controller(controller::PLACEMENT);
     let server = ClusterClients::for_server(&config.kube_config)?;
-    // Workspace paths resolve through the kcp server: the virtual workspace serves no Workspaces.
-    let paths = Paths::new(server.clone());
     let Some(export_cluster) = wait_for_workspace(&server, &config.workspace, &cancel).await else {
         return Ok(());
     };
+    match config.leader_election.clone() {
+        None => run_controllers(config, server, export_cluster, cancel).await,
+        Some(election) => {
+            // The Lease lives beside the APIExport: one election per export, whatever kcp shard.
+            tracing::info!(workspace = %config.workspace, lease = %election.lease_name, identity = %election.identity, "leader election: waiting to lead");
+            let client = server.cluster(&export_cluster);
+            let readiness = config.readiness.clone();
+            leader::run(client, election, &readiness, cancel, |stop| {
+                run_controllers(config, server, export_cluster, stop)
+            })
+            .await
+        }
+    }
+}
+
+/// Everything the leader (or the only replica) does once the export workspace is resolved.
+async fn run_controllers(
+    config: ManagerConfig,
+    server: ClusterClients,
+    export_cluster: LogicalClusterName,
+    cancel: CancellationToken,
+) -> Result<(), ManagerError> {
+    // Workspace paths resolve through the kcp server: the virtual workspace serves no Workspaces.
+    let paths = Paths::new(server.clone());
     tracing::info!(workspace = %config.workspace, cluster = %export_cluster, export = %config.export_name, "watching the APIExport's endpoint slice");
 
     let (tx, mut rx) = watch::channel(BTreeSet::new());

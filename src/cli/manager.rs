@@ -7,6 +7,7 @@ use clap::Args;
 use tokio_util::sync::CancellationToken;
 
 use super::{CliError, KcpArgs, cancel_on_signal, load_kube_config, ops, parse_duration};
+use crate::leader;
 use crate::manager::{self, ManagerConfig};
 use crate::reconciler::queue::Backoff;
 use crate::reconciler::{placement, synctarget};
@@ -66,6 +67,61 @@ pub struct ManagerArgs {
     /// --metrics-bind-address.
     #[arg(long, env = "TMC_HEALTH_BIND_ADDRESS", default_value = "0.0.0.0:8081")]
     pub health_bind_address: SocketAddr,
+
+    #[command(flatten)]
+    pub leader_election: LeaderElectionArgs,
+}
+
+/// Leader election among manager replicas. Off by default so that a single manager (`make
+/// run`, the e2e suite) needs no Lease; the deployment in config/ turns it on.
+#[derive(Debug, Args)]
+pub struct LeaderElectionArgs {
+    /// Run the controllers only while holding a coordination.k8s.io Lease in the APIExport's
+    /// workspace, so that several replicas can run and exactly one works.
+    #[arg(long, env = "TMC_LEADER_ELECT", default_value_t = false)]
+    pub leader_elect: bool,
+
+    /// Name of the Lease (in namespace default of the APIExport's workspace).
+    #[arg(long, env = "TMC_LEADER_ELECTION_LEASE_NAME", default_value = "tmc-manager")]
+    pub leader_election_lease_name: String,
+
+    /// How long a standby waits after the last renewal it saw before it takes the lease over.
+    #[arg(long, env = "TMC_LEADER_ELECTION_LEASE_DURATION", default_value = "15s", value_parser = parse_duration)]
+    pub leader_election_lease_duration: Duration,
+
+    /// How long the leader keeps trying to renew the lease before it stops its controllers and
+    /// exits; shorter than the lease duration.
+    #[arg(long, env = "TMC_LEADER_ELECTION_RENEW_DEADLINE", default_value = "10s", value_parser = parse_duration)]
+    pub leader_election_renew_deadline: Duration,
+
+    /// How often the leader renews and a standby looks at the lease.
+    #[arg(long, env = "TMC_LEADER_ELECTION_RETRY_PERIOD", default_value = "2s", value_parser = parse_duration)]
+    pub leader_election_retry_period: Duration,
+
+    /// Holder identity written into the Lease; unique per replica (default: hostname and pid).
+    #[arg(long, env = "TMC_LEADER_ELECTION_IDENTITY")]
+    pub leader_election_identity: Option<String>,
+}
+
+impl LeaderElectionArgs {
+    fn settings(&self) -> Result<Option<leader::Settings>, CliError> {
+        if !self.leader_elect {
+            return Ok(None);
+        }
+        leader::decide::validate(
+            self.leader_election_lease_duration,
+            self.leader_election_renew_deadline,
+            self.leader_election_retry_period,
+        )
+        .map_err(CliError::Failed)?;
+        Ok(Some(leader::Settings {
+            lease_name: self.leader_election_lease_name.clone(),
+            identity: self.leader_election_identity.clone().unwrap_or_else(leader::default_identity),
+            lease_duration: self.leader_election_lease_duration,
+            renew_deadline: self.leader_election_renew_deadline,
+            retry_period: self.leader_election_retry_period,
+        }))
+    }
 }
 
 pub async fn run(args: ManagerArgs) -> Result<(), CliError> {
@@ -75,6 +131,7 @@ pub async fn run(args: ManagerArgs) -> Result<(), CliError> {
     if args.syncer_heartbeat_interval.is_zero() {
         return Err(CliError::Failed("--syncer-heartbeat-interval must be greater than zero".into()));
     }
+    let leader_election = args.leader_election.settings()?;
     let kube_config = load_kube_config(&args.kcp).await?;
     let listeners = ops::bind(&[
         ("--metrics-bind-address", args.metrics_bind_address),
@@ -108,6 +165,7 @@ pub async fn run(args: ManagerArgs) -> Result<(), CliError> {
         },
         metrics: metrics.clone(),
         readiness: readiness.clone(),
+        leader_election,
     };
     let cancel = CancellationToken::new();
     tokio::spawn(cancel_on_signal(cancel.clone()));

@@ -9,34 +9,49 @@ use super::metrics::Metrics;
 /// Whether the process is ready for work, shared between the code that gets it ready and
 /// `/readyz`. Cloning is cheap; all clones see the same state.
 #[derive(Clone, Debug)]
-pub struct Readiness(Arc<Mutex<Option<String>>>);
+pub struct Readiness(Arc<Mutex<State>>);
+
+#[derive(Clone, Debug)]
+enum State {
+    Waiting(String),
+    /// Ready; the note (e.g. "standby") is said in the 200 body.
+    Ready(Option<String>),
+}
 
 impl Readiness {
     /// Not ready, waiting for `what` (said in the 503 body of `/readyz`).
     pub fn waiting_for(what: impl Into<String>) -> Self {
-        Readiness(Arc::new(Mutex::new(Some(what.into()))))
+        Readiness(Arc::new(Mutex::new(State::Waiting(what.into()))))
     }
 
     pub fn set_ready(&self) {
-        *self.lock() = None;
+        *self.lock() = State::Ready(None);
+    }
+
+    /// Ready, in a role worth saying: `/readyz` answers `ok: <note>`.
+    pub fn set_ready_as(&self, note: impl Into<String>) {
+        *self.lock() = State::Ready(Some(note.into()));
     }
 
     /// Not ready (again), waiting for `what`.
     pub fn set_waiting_for(&self, what: impl Into<String>) {
-        *self.lock() = Some(what.into());
+        *self.lock() = State::Waiting(what.into());
     }
 
     pub fn is_ready(&self) -> bool {
-        self.lock().is_none()
+        matches!(*self.lock(), State::Ready(_))
     }
 
     /// What readiness waits for, or `None` when ready.
     pub fn waiting(&self) -> Option<String> {
-        self.lock().clone()
+        match &*self.lock() {
+            State::Waiting(what) => Some(what.clone()),
+            State::Ready(_) => None,
+        }
     }
 
-    // A panic while holding the lock cannot leave the Option half-written: use it anyway.
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<String>> {
+    // A panic while holding the lock cannot leave the state half-written: use it anyway.
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -65,9 +80,13 @@ pub fn respond(method: &Method, path: &str, metrics: &Metrics, readiness: &Readi
         "/metrics" => text(StatusCode::OK, Metrics::CONTENT_TYPE, metrics.encode()),
         // Answering at all is the liveness signal: the runtime is not wedged.
         "/healthz" => text(StatusCode::OK, PLAIN_TEXT, "ok\n".into()),
-        _ => match readiness.waiting() {
-            None => text(StatusCode::OK, PLAIN_TEXT, "ok\n".into()),
-            Some(what) => text(StatusCode::SERVICE_UNAVAILABLE, PLAIN_TEXT, format!("not ready: waiting for {what}\n")),
+        // One read of the state, so the answer cannot mix two states.
+        _ => match readiness.lock().clone() {
+            State::Waiting(what) => {
+                text(StatusCode::SERVICE_UNAVAILABLE, PLAIN_TEXT, format!("not ready: waiting for {what}\n"))
+            }
+            State::Ready(Some(note)) => text(StatusCode::OK, PLAIN_TEXT, format!("ok: {note}\n")),
+            State::Ready(None) => text(StatusCode::OK, PLAIN_TEXT, "ok\n".into()),
         },
     }
 }
@@ -82,10 +101,13 @@ mod tests {
         let waiting = Readiness::waiting_for("kcp");
         let ready = Readiness::waiting_for("kcp");
         ready.set_ready();
+        let standby = Readiness::waiting_for("kcp");
+        standby.set_ready_as("standby");
         let cases: &[(Method, &str, &Readiness, StatusCode, &str)] = &[
             (Method::GET, "/healthz", &waiting, StatusCode::OK, "ok"),
             (Method::GET, "/readyz", &waiting, StatusCode::SERVICE_UNAVAILABLE, "waiting for kcp"),
             (Method::GET, "/readyz", &ready, StatusCode::OK, "ok"),
+            (Method::GET, "/readyz", &standby, StatusCode::OK, "ok: standby"),
             (Method::GET, "/metrics", &waiting, StatusCode::OK, "# TYPE process_"),
             (Method::HEAD, "/healthz", &waiting, StatusCode::OK, "ok"),
             (Method::GET, "/", &ready, StatusCode::NOT_FOUND, "try /metrics"),

@@ -15,6 +15,7 @@ mod cluster;
 mod conflicts;
 mod env;
 mod install;
+mod leader;
 mod lifecycle;
 mod ops;
 mod placement;
@@ -80,6 +81,7 @@ fn all_tests() -> Vec<(&'static str, TestFn)> {
         ops::manager_serves_metrics_and_health,
         ops::prometheus_scrapes_the_manager,
         ops::syncer_and_controllers_record_metrics,
+        leader::one_leader_reconciles_and_hands_over,
         syncer::workloads_run_on_the_cluster_and_status_comes_back,
         syncer::same_names_in_two_workspaces_do_not_collide_downstream,
         syncer::drift_is_reverted,

@@ -77,6 +77,8 @@ pub async fn manager_runs_with_the_shipped_kcp_rbac(w: Arc<World>) -> TestResult
             &metrics,
             "--health-bind-address",
             &health,
+            // As config/manager runs it: the shipped RBAC must cover the Lease too.
+            "--leader-elect",
         ],
         w.kcp.dir.path().join("rbac-manager.log"),
     );

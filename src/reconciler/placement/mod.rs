@@ -120,19 +120,27 @@ impl Controller {
         tasks.spawn(self.clone().watch_placements(cancel.clone()));
         tasks.spawn(self.clone().watch_synctargets(cancel.clone()));
         tasks.spawn(self.clone().watch_namespaces(cancel.clone()));
+        let mut workers = tokio::task::JoinSet::new();
         for _ in 0..self.settings.workers.max(1) {
-            tasks.spawn(self.clone().work());
+            workers.spawn(self.clone().work(cancel.clone()));
         }
         cancel.cancelled().await;
         self.queue.shut_down();
         tasks.abort_all();
         while tasks.join_next().await.is_some() {}
+        // Workers finish the reconcile in hand rather than being cut off between two writes.
+        crate::reconciler::drain(workers, "placement").await;
     }
 
-    async fn work(self) {
+    async fn work(self, cancel: CancellationToken) {
         // Deciding from a partial view could remove labels another Placement justifies.
         let mut synced = self.synced.subscribe();
-        if synced.wait_for(|n| *n >= 3).await.is_err() {
+        let synced = tokio::select! {
+            _ = cancel.cancelled() => return,
+            // Only whether it synced is kept: the guard must not live across an await.
+            synced = synced.wait_for(|n| *n >= 3) => synced.is_ok(),
+        };
+        if !synced {
             return;
         }
         while let Some(key) = self.queue.next().await {

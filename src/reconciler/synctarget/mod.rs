@@ -127,6 +127,9 @@ impl Controller {
         cancel.cancelled().await;
         self.queue.shut_down();
         while tasks.join_next().await.is_some() {}
+        // The push-mode syncers share `cancel`'s parent: on shutdown (or a lost lease) they
+        // finish their in-flight writes before the manager reports itself stopped.
+        self.syncers.stopped().await;
     }
 
     async fn watch_synctargets(self, cancel: CancellationToken) {

@@ -6,6 +6,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::apis::sync::v1alpha1::SupportedApi;
@@ -33,6 +34,8 @@ pub struct Supervisor {
     /// Keys whose syncer's probe result changed, for the SyncTarget reconciler to look again.
     changes: mpsc::UnboundedSender<ClusterKey>,
     changes_rx: Arc<Mutex<Option<mpsc::UnboundedReceiver<ClusterKey>>>>,
+    /// The running engines, so that a shutdown can wait for their in-flight writes.
+    engines: Arc<Mutex<JoinSet<()>>>,
 }
 
 impl Supervisor {
@@ -45,6 +48,7 @@ impl Supervisor {
             parent,
             changes,
             changes_rx: Arc::new(Mutex::new(Some(rx))),
+            engines: Default::default(),
         }
     }
 
@@ -114,7 +118,10 @@ impl Supervisor {
         } else {
             tracing::info!(target = %key, target_key = engine.target_key(), "starting syncer");
         }
-        tokio::spawn(engine.run(cancel));
+        let mut engines = self.engines.lock().expect("supervisor poisoned");
+        // Reap engines that have ended (restarted or stopped), so the set holds running ones.
+        while engines.try_join_next().is_some() {}
+        engines.spawn(engine.run(cancel));
         Ok(())
     }
 
@@ -158,6 +165,13 @@ impl Supervisor {
             tracing::info!(target = %key, objects = held.len(), "SyncTarget deleted: released its finalizers");
         }
         Ok(held.len())
+    }
+
+    /// Waits for every engine to end; call once `parent` is cancelled. Each engine lets its
+    /// workers finish the sync in hand (see [`crate::reconciler::drain`]).
+    pub async fn stopped(&self) {
+        let mut engines = std::mem::take(&mut *self.engines.lock().expect("supervisor poisoned"));
+        while engines.join_next().await.is_some() {}
     }
 
     /// Stops the syncer of `key`, if one runs.

@@ -173,8 +173,9 @@ impl Engine {
         let queue = self.queue.clone();
         tasks.spawn(self.downstream.clone().watch_namespaces(move |k| queue.add(k), cancel.clone()));
         tasks.spawn(self.clone().manage_apis(cancel.clone()));
+        let mut workers = tokio::task::JoinSet::new();
         for _ in 0..self.settings.workers.max(1) {
-            tasks.spawn(self.clone().work());
+            workers.spawn(self.clone().work());
         }
         tasks.spawn(self.clone().heartbeat(cancel.clone()));
         cancel.cancelled().await;
@@ -182,6 +183,8 @@ impl Engine {
         self.queue.shut_down();
         tasks.abort_all();
         while tasks.join_next().await.is_some() {}
+        // Workers finish the sync in hand rather than being cut off between two writes.
+        crate::reconciler::drain(workers, "syncer").await;
     }
 
     async fn work(self) {

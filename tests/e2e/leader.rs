@@ -1,0 +1,168 @@
+//! Leader election between `tmc manager` replicas: exactly one holds the Lease and reconciles,
+//! a standby takes over from a killed leader once the lease expires, and a leader stopped with
+//! SIGTERM releases the lease so the next one starts at once.
+//!
+//! The replicas serve a provider workspace of their own, so they never fight the shared manager.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::coordination::v1::Lease;
+use kcp_tmc::apis::sync::v1alpha1::SyncTarget;
+use kcp_tmc::kcp::{export, workspace};
+use kube::api::Api;
+
+use crate::env::{self, TestResult, Tmc, eventually, free_port};
+use crate::ops::get;
+use crate::{World, ensure};
+
+const PROVIDER: &str = "root:leader-test";
+const TENANT: &str = "root:leader-tenant";
+const LEASE: &str = "tmc-manager-e2e";
+/// Short, so the test can wait for expiry; the renew deadline and retry period fit inside it.
+const LEASE_DURATION: Duration = Duration::from_secs(10);
+
+struct Replica {
+    identity: &'static str,
+    process: Tmc,
+    health: String,
+}
+
+fn start(w: &World, identity: &'static str) -> Replica {
+    let kubeconfig = w.kcp.kubeconfig.display().to_string();
+    let (metrics, health) = (format!("127.0.0.1:{}", free_port()), format!("127.0.0.1:{}", free_port()));
+    let duration = format!("{}s", LEASE_DURATION.as_secs());
+    let process = Tmc::spawn(
+        &[
+            "manager",
+            "--kubeconfig",
+            &kubeconfig,
+            "--workspace",
+            PROVIDER,
+            "--leader-elect",
+            "--leader-election-lease-name",
+            LEASE,
+            "--leader-election-identity",
+            identity,
+            "--leader-election-lease-duration",
+            &duration,
+            "--leader-election-renew-deadline",
+            "6s",
+            "--leader-election-retry-period",
+            "1s",
+            "--metrics-bind-address",
+            &metrics,
+            "--health-bind-address",
+            &health,
+        ],
+        w.kcp.dir.path().join(format!("leader-{identity}.log")),
+    );
+    Replica { identity, process, health: format!("http://{health}") }
+}
+
+/// The Lease's holder ("" when released), or `None` before it exists.
+async fn holder(leases: &Api<Lease>) -> Result<Option<String>, String> {
+    let lease = leases.get_opt(LEASE).await.map_err(|e| e.to_string())?;
+    Ok(lease.map(|l| l.spec.and_then(|s| s.holder_identity).unwrap_or_default()))
+}
+
+async fn wait_holder(leases: &Api<Lease>, what: &str, timeout: Duration, want: &[&str]) -> Result<String, String> {
+    eventually(what, timeout, || async {
+        match holder(leases).await? {
+            Some(h) if want.contains(&h.as_str()) => Ok(Some(h)),
+            other => Err(format!("holder is {other:?}")),
+        }
+    })
+    .await
+}
+
+/// Creates a SyncTarget and waits for the manager to write its status.
+async fn reconciled(w: &World, targets: &Api<SyncTarget>, name: &str) -> Result<(), String> {
+    let yaml = format!("apiVersion: sync.kcp.io/v1alpha1\nkind: SyncTarget\nmetadata: {{name: {name}}}\nspec: {{}}\n");
+    w.kcp.kubectl(TENANT, &["apply", "-f", "-"], Some(&yaml))?;
+    eventually(&format!("status of synctarget {name}"), Duration::from_secs(30), || async {
+        let st = targets.get(name).await.map_err(|e| e.to_string())?;
+        Ok(st.status.filter(|s| !s.conditions.is_empty()).map(|_| ()))
+    })
+    .await
+}
+
+/// Waits until `/readyz` of `r` answers 200 with a body containing `want`.
+async fn ready_as(r: &Replica, want: &str) -> Result<(), String> {
+    let url = format!("{}/readyz", r.health);
+    eventually(&format!("/readyz of {} to say {want:?}", r.identity), Duration::from_secs(30), || async {
+        match get(&url).await {
+            Ok((200, body)) if body.contains(want) => Ok(Some(())),
+            Ok((status, body)) => Err(format!("{status} {}", body.trim())),
+            Err(e) => Err(e),
+        }
+    })
+    .await
+}
+
+pub async fn one_leader_reconciles_and_hands_over(w: Arc<World>) -> TestResult {
+    let kubeconfig = w.kcp.kubeconfig.display().to_string();
+    let (code, out, err) =
+        env::tmc(&["install", "--kubeconfig", &kubeconfig, "--workspace", PROVIDER, "--create-workspace"]);
+    ensure!(code == 0, "tmc install into {PROVIDER} failed: {out}{err}");
+    workspace::ensure(&w.clients, &TENANT.parse()?, Duration::from_secs(60)).await?;
+    let binding = serde_json::to_string(&export::api_binding(PROVIDER, export::DEFAULT_EXPORT_NAME))?;
+    w.kcp.kubectl(TENANT, &["apply", "-f", "-"], Some(&binding))?;
+    eventually("synctargets served in the tenant", Duration::from_secs(30), || async {
+        Ok(w.kcp.kubectl(TENANT, &["get", "synctargets"], None).ok().map(|_| ()))
+    })
+    .await?;
+    let leases: Api<Lease> = Api::namespaced(w.clients.path(&PROVIDER.parse()?), "default");
+    let targets: Api<SyncTarget> = Api::all(w.clients.path(&TENANT.parse()?));
+
+    // Two replicas: exactly one takes the lease and reconciles; the other stands by, ready.
+    let mut replicas = vec![start(&w, "a"), start(&w, "b")];
+    let first = wait_holder(&leases, "a first leader", Duration::from_secs(30), &["a", "b"]).await?;
+    let (leader, standby) = if first == "a" { (0, 1) } else { (1, 0) };
+    ready_as(&replicas[standby], "standby, waiting to lead").await?;
+    ready_as(&replicas[leader], "ok").await?;
+    let (_, body) = get(&format!("{}/readyz", replicas[leader].health)).await?;
+    ensure!(body.trim() == "ok", "the leader's /readyz: {body:?}");
+    reconciled(&w, &targets, "first").await?;
+    let log = replicas[standby].process.output();
+    ensure!(!log.contains("starting controllers"), "the standby must not run controllers:\n{log}");
+    ensure!(log.contains("standby: waiting to lead"), "the standby's log should say it waits:\n{log}");
+    ensure!(holder(&leases).await?.as_deref() == Some(first.as_str()), "the leader changed without cause");
+
+    // kill -9 the leader: nothing releases the lease; the standby takes over once it expires.
+    let killed = Instant::now();
+    replicas[leader].process.signal("KILL");
+    let second = replicas[standby].identity;
+    wait_holder(&leases, "the standby to take over", LEASE_DURATION + Duration::from_secs(15), &[second]).await?;
+    ensure!(
+        killed.elapsed() >= LEASE_DURATION - Duration::from_secs(2),
+        "took over after {:?}, before the lease of the killed leader expired",
+        killed.elapsed()
+    );
+    reconciled(&w, &targets, "second").await?;
+    replicas.swap_remove(leader);
+
+    // A new standby; then SIGTERM the leader: it releases the lease and the standby starts at
+    // once, well before the lease would have expired.
+    replicas.push(start(&w, "c"));
+    ready_as(&replicas[1], "standby, waiting to lead").await?;
+    let stopped = Instant::now();
+    replicas[0].process.signal("TERM");
+    wait_holder(&leases, "the lease released or passed on", Duration::from_secs(5), &["", "c"]).await?;
+    wait_holder(&leases, "the new standby to take over", Duration::from_secs(10), &["c"]).await?;
+    let took = stopped.elapsed();
+    ensure!(took < LEASE_DURATION - Duration::from_secs(2), "took {took:?}: the lease was not released on SIGTERM");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let code = loop {
+        match replicas[0].process.exit_code() {
+            Some(code) => break code,
+            None if Instant::now() > deadline => return Err("the stopped leader did not exit within 10s".into()),
+            None => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    };
+    let log = replicas[0].process.output();
+    ensure!(code == 0, "a SIGTERMed leader must exit 0, exited {code}:\n{log}");
+    ensure!(log.contains("released the leader-election lease"), "no release in the log:\n{log}");
+    reconciled(&w, &targets, "third").await?;
+    Ok(())
+}
