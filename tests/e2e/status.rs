@@ -33,6 +33,18 @@ pub async fn status_shows_targets_placements_and_failed_objects(w: Arc<World>) -
     ]}});
     let targets: Api<SyncTarget> = Api::all(w.clients.path(&TENANT_A.parse()?));
     targets.patch_status(TARGET, &PatchParams::default(), &Patch::Merge(&report)).await?;
+    // Keep heart-beating like a syncer would, so the target stays Ready however long a loaded
+    // machine takes to place the namespace.
+    let beating = targets.clone();
+    let heartbeat = tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let Ok(now) = jiff::Timestamp::now().round(jiff::Unit::Second) else { continue };
+            let beat = json!({"status": {"lastSyncTime": now.to_string()}});
+            let _ = beating.patch_status(TARGET, &PatchParams::default(), &Patch::Merge(&beat)).await;
+        }
+    });
+    let _stop = AbortOnDrop(heartbeat);
 
     let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS, "labels": {"status-test-app": "web"}}});
     apply(&w, &ns.to_string())?;
@@ -88,4 +100,13 @@ pub async fn status_shows_targets_placements_and_failed_objects(w: Arc<World>) -
     let (code, _, err) = env::tmc(&["status", "--kubeconfig", &kubeconfig, "--workspace", "root:no-such-tenant"]);
     ensure!(code == 1 && err.contains("fix:"), "an unknown workspace must say what to check: {err}");
     Ok(())
+}
+
+/// Aborts the task when the test ends, however it ends.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
