@@ -35,6 +35,19 @@ impl Events {
         reason: &str,
         note: String,
     ) {
+        self.publish(cluster, api, obj, (EventType::Warning, "Sync"), reason, note).await
+    }
+
+    /// Publishes an event of `kind` (type and action) on `obj`; failing to publish is logged.
+    pub async fn publish(
+        &self,
+        cluster: &LogicalClusterName,
+        api: &ApiResource,
+        obj: &DynamicObject,
+        kind: (EventType, &str),
+        reason: &str,
+        note: String,
+    ) {
         let recorder = {
             let mut map = self.recorders.lock().expect("recorders poisoned");
             map.entry(cluster.clone())
@@ -50,13 +63,8 @@ impl Events {
             ..Default::default()
         };
         let note: String = note.chars().take(1000).collect();
-        let event = Event {
-            type_: EventType::Warning,
-            reason: reason.into(),
-            note: Some(note),
-            action: "Sync".into(),
-            secondary: None,
-        };
+        let event =
+            Event { type_: kind.0, reason: reason.into(), note: Some(note), action: kind.1.into(), secondary: None };
         if let Err(e) = recorder.publish(&event, &reference).await {
             tracing::warn!(reason, error = %crate::kcp::error_message(&e), "cannot record event");
         }

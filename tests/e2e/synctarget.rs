@@ -143,6 +143,25 @@ pub async fn heartbeat_flips_and_recovers(w: Arc<World>) -> TestResult {
     );
     let ready = condition(&flipped, "Ready").map(|c| (c.status.clone(), c.reason.clone()));
     ensure!(ready == Some(("False".into(), "HeartbeatStale".into())), "Ready is {ready:?}");
+    // The transition is also an Event on the SyncTarget (cluster-scoped: in namespace default).
+    eventually("a HeartbeatStale Warning on synctarget/hb", WAIT, || async {
+        let out = w.kcp.kubectl(
+            TENANT_A,
+            &[
+                "-n",
+                "default",
+                "get",
+                "events.events.k8s.io",
+                "--field-selector",
+                "reason=HeartbeatStale",
+                "-o",
+                "jsonpath={range .items[*]}{.regarding.kind}/{.regarding.name} {.type}{\"\\n\"}{end}",
+            ],
+            None,
+        )?;
+        Ok(out.lines().any(|l| l == "SyncTarget/hb Warning").then_some(()))
+    })
+    .await?;
     heartbeat(&w, TENANT_A, "hb").await?;
     wait_condition(&w, TENANT_A, "hb", "HeartbeatHealthy", "True", "HeartbeatFresh").await?;
     Ok(())

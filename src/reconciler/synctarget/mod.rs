@@ -80,6 +80,8 @@ pub struct Controller {
     /// The last check of each referenced kubeconfig: (resourceVersion, result, kubeconfig text).
     read_secrets: Arc<Mutex<HashMap<(ClusterKey, String), ReadSecret>>>,
     metrics: Metrics,
+    /// Events on SyncTargets when their readiness changes.
+    events: crate::syncer::events::Events,
 }
 
 fn resource() -> ApiResource {
@@ -97,6 +99,7 @@ impl Controller {
         let queue = WorkQueue::with_metrics(settings.backoff, metrics.queue(queue::SYNCTARGET));
         Self {
             metrics,
+            events: crate::syncer::events::Events::new(clients.clone(), "tmc.kcp.io/synctarget", "manager"),
             clients,
             cache: Default::default(),
             queue,
@@ -352,7 +355,10 @@ impl Controller {
             });
             let api: Api<DynamicObject> = Api::all_with(client, &resource());
             match api.patch_status(&key.name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await {
-                Ok(_) => tracing::info!(ready = ?ready, "status updated"),
+                Ok(_) => {
+                    tracing::info!(ready = ?ready, "status updated");
+                    self.ready_changed(key, &raw, &desired, current.as_ref()).await;
+                }
                 // Deleted since it was cached: the delete event reconciles it away.
                 Err(kube::Error::Api(s)) if s.code == 404 => return Ok(None),
                 Err(e) => return Err(ReconcileError::WriteStatus(e)),
@@ -362,6 +368,33 @@ impl Controller {
     }
 
     /// Records the target's readiness (as this reconcile decides it) and its last heartbeat.
+    /// An Event on the SyncTarget when `Ready` flips or its reason changes: Normal `Ready`, or a
+    /// Warning named by the reason (e.g. `HeartbeatStale`, `ClusterUnreachable`).
+    async fn ready_changed(
+        &self,
+        key: &ClusterKey,
+        raw: &DynamicObject,
+        desired: &Desired,
+        current: Option<&SyncTargetStatus>,
+    ) {
+        let ready_of = |cs: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition]| {
+            cs.iter()
+                .find(|c| c.type_ == CONDITION_READY)
+                .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+        };
+        let before = current.and_then(|s| ready_of(&s.conditions));
+        let Some((status, reason, message)) = ready_of(&desired.conditions) else { return };
+        if before.as_ref().is_some_and(|(s, r, _)| *s == status && *r == reason) {
+            return;
+        }
+        let kind = if status == "True" {
+            (kube::runtime::events::EventType::Normal, "Reconcile")
+        } else {
+            (kube::runtime::events::EventType::Warning, "Reconcile")
+        };
+        self.events.publish(&key.cluster, &resource(), raw, kind, &reason, message).await;
+    }
+
     fn record(&self, key: &ClusterKey, desired: &Desired, current: Option<&SyncTargetStatus>) {
         let target = target_key(&key.cluster, &key.name);
         let ready = desired.conditions.iter().find(|c| c.type_ == CONDITION_READY).is_some_and(|c| c.status == "True");
