@@ -2,6 +2,8 @@
 //! reconcilers against every virtual-workspace URL (one per kcp shard) it lists.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -72,6 +74,33 @@ pub async fn run(config: ManagerConfig, cancel: CancellationToken) -> Result<(),
     }
 }
 
+type SyncedCheck = Box<dyn Fn() -> bool + Send>;
+type SyncedChecks = Arc<Mutex<HashMap<String, SyncedCheck>>>;
+
+/// Keeps `/readyz` true to the controllers: ready once the endpoint slice has been read and the
+/// controllers of every endpoint have listed their caches (checked every 250 ms).
+async fn report_readiness(
+    readiness: Readiness,
+    listed: Arc<AtomicBool>,
+    synced: SyncedChecks,
+    cancel: CancellationToken,
+) {
+    loop {
+        let pending = synced.lock().expect("readiness checks poisoned").values().filter(|c| !c()).count();
+        if !listed.load(Ordering::Acquire) {
+            readiness.set_waiting_for("the APIExport's endpoint slice to be read");
+        } else if pending > 0 {
+            readiness.set_waiting_for(format!("the caches of {pending} virtual-workspace endpoint(s) to sync"));
+        } else {
+            readiness.set_ready();
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+        }
+    }
+}
+
 /// Everything the leader (or the only replica) does once the export workspace is resolved.
 async fn run_controllers(
     config: ManagerConfig,
@@ -84,14 +113,18 @@ async fn run_controllers(
     tracing::info!(workspace = %config.workspace, cluster = %export_cluster, export = %config.export_name, "watching the APIExport's endpoint slice");
 
     let (tx, mut rx) = watch::channel(BTreeSet::new());
+    let listed: Arc<AtomicBool> = Default::default();
     let slice_watch = tokio::spawn(endpoints::watch_endpoints(
         server,
         export_cluster,
         config.export_name.clone(),
         tx,
+        listed.clone(),
         cancel.child_token(),
     ));
-    config.readiness.set_ready();
+    // Ready once the endpoint slice was read and every endpoint's controllers have listed.
+    let synced: SyncedChecks = Default::default();
+    tokio::spawn(report_readiness(config.readiness.clone(), listed, synced.clone(), cancel.child_token()));
     let mut running: HashMap<String, (CancellationToken, JoinHandle<()>)> = HashMap::new();
     loop {
         let urls = rx.borrow_and_update().clone();
@@ -101,6 +134,7 @@ async fn run_controllers(
                 "no virtual-workspace endpoint yet: one appears once a workspace binds the APIExport"
             );
         }
+        synced.lock().expect("readiness checks poisoned").retain(|url, _| urls.contains(url));
         running.retain(|url, (stop, _)| {
             let keep = urls.contains(url);
             if !keep {
@@ -114,6 +148,7 @@ async fn run_controllers(
             match ClusterClients::new(&config.kube_config, url) {
                 Ok(clients) => {
                     tracing::info!(endpoint = %url, "starting controllers for endpoint");
+                    let url_for_check = url.clone();
                     let stop = cancel.child_token();
                     let upstream = Upstream::new(clients.clone(), stop.clone());
                     let syncers = Supervisor::new(upstream.clone(), config.syncer.clone(), stop.clone());
@@ -131,6 +166,9 @@ async fn run_controllers(
                         paths.clone(),
                         config.metrics.clone(),
                     );
+                    let (st, pl) = (controller.clone(), placements.clone());
+                    let check: SyncedCheck = Box::new(move || st.is_synced() && pl.is_synced());
+                    synced.lock().expect("readiness checks poisoned").insert(url_for_check, check);
                     let task = tokio::spawn({
                         let stop = stop.clone();
                         async move {

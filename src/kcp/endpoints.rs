@@ -38,12 +38,14 @@ pub fn endpoint_urls(slice: &Value) -> BTreeSet<String> {
 }
 
 /// Watches the endpoint slice `name` in `cluster` and publishes its URL set on `tx` whenever it
-/// changes, until `cancel` fires. Watch errors are retried with backoff and logged.
+/// changes, until `cancel` fires; `listed` is set once the slice has been read (so an empty set
+/// means "no endpoints", not "not read yet"). Watch errors are retried with backoff and logged.
 pub async fn watch_endpoints(
     clients: ClusterClients,
     cluster: LogicalClusterName,
     name: String,
     tx: watch::Sender<BTreeSet<String>>,
+    listed: std::sync::Arc<std::sync::atomic::AtomicBool>,
     cancel: CancellationToken,
 ) {
     let api: Api<DynamicObject> = Api::all_with(clients.cluster(&cluster), &endpoint_slice_resource());
@@ -69,6 +71,7 @@ pub async fn watch_endpoints(
             Ok(watcher::Event::InitDone) | Ok(watcher::Event::Delete(_)) => BTreeSet::new(),
             Ok(watcher::Event::Apply(obj)) => endpoint_urls(&serde_json::to_value(&obj).unwrap_or_default()),
         };
+        listed.store(true, std::sync::atomic::Ordering::Release);
         tx.send_if_modified(|current| {
             if *current == urls {
                 return false;

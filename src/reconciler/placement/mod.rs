@@ -90,6 +90,11 @@ pub struct Controller {
 }
 
 impl Controller {
+    /// Whether its three watches have listed once (readiness).
+    pub fn is_synced(&self) -> bool {
+        *self.synced.borrow() >= 3
+    }
+
     pub fn new(
         clients: ClusterClients,
         paths: Paths,

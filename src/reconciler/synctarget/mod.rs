@@ -82,6 +82,8 @@ pub struct Controller {
     metrics: Metrics,
     /// Events on SyncTargets when their readiness changes.
     events: crate::syncer::events::Events,
+    /// Set once the SyncTarget watch has listed (readiness).
+    synced: Arc<std::sync::atomic::AtomicBool>,
 }
 
 fn resource() -> ApiResource {
@@ -100,6 +102,7 @@ impl Controller {
         Self {
             metrics,
             events: crate::syncer::events::Events::new(clients.clone(), "tmc.kcp.io/synctarget", "manager"),
+            synced: Default::default(),
             clients,
             cache: Default::default(),
             queue,
@@ -109,6 +112,11 @@ impl Controller {
             secret_versions: Default::default(),
             read_secrets: Default::default(),
         }
+    }
+
+    /// Whether the SyncTarget watch has listed once (readiness).
+    pub fn is_synced(&self) -> bool {
+        self.synced.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Runs watches and workers until `cancel` fires.
@@ -159,6 +167,7 @@ impl Controller {
                         removed = stale,
                         "SyncTarget cache synced"
                     );
+                    self.synced.store(true, std::sync::atomic::Ordering::Release);
                     relisted.drain().for_each(|k| self.queue.add(k));
                 }
                 Ok(watcher::Event::Apply(obj)) => {
