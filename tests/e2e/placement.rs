@@ -133,6 +133,16 @@ pub async fn placement_selects_a_labelled_subset_and_deletion_cleans_up(w: Arc<W
     })
     .await?;
     wait_downstream(&w, 1, &downstream_ns(&w, ws, "west", ws, "web").await, "configmap", "cfg").await?;
+
+    // `kubectl get placements` shows every chosen target at a glance.
+    w.kcp.kubectl(ws, &["apply", "-f", "-"], Some(&placement("both", "other", json!({}), None)))?;
+    wait_selected(&w, ws, "both", &["east", "west"]).await?;
+    let row = eventually("the Targets column lists both targets", WAIT, || async {
+        let out = w.kcp.kubectl(ws, &["get", "placements", "both", "--no-headers"], None)?;
+        Ok(out.contains("east,west").then_some(out))
+    })
+    .await?;
+    ensure!(row.contains("Bound"), "row {row:?}");
     Ok(())
 }
 

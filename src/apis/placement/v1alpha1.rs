@@ -34,7 +34,7 @@ use std::collections::BTreeMap;
     printcolumn(
         name = "Targets",
         type_ = "string",
-        json_path = ".status.selectedTargets[*].name",
+        json_path = ".status.targetNames",
         description = "Chosen SyncTargets"
     ),
     printcolumn(
@@ -132,4 +132,9 @@ pub struct PlacementStatus {
     /// targets.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub placed_namespaces: Option<i32>,
+
+    /// The names of `selectedTargets`, comma-separated: what `kubectl get placements` shows in
+    /// its Targets column (a printer column's JSONPath shows only the first list element).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_names: Option<String>,
 }

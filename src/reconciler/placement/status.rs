@@ -67,6 +67,7 @@ pub fn desired(f: &Facts<'_>) -> PlacementStatus {
         conditions,
         observed_generation: f.generation,
         placed_namespaces: Some(f.placed_namespaces),
+        target_names: Some(f.selected.iter().map(|t| t.name.as_str()).collect::<Vec<_>>().join(",")),
     }
 }
 
@@ -78,6 +79,7 @@ pub fn differs(desired: &PlacementStatus, current: Option<&PlacementStatus>) -> 
         || c.selected_targets != desired.selected_targets
         || c.observed_generation != desired.observed_generation
         || c.placed_namespaces != desired.placed_namespaces
+        || c.target_names.as_deref().unwrap_or_default() != desired.target_names.as_deref().unwrap_or_default()
         || !same_conditions(&c.conditions, &desired.conditions)
 }
 
@@ -182,7 +184,12 @@ mod tests {
             assert_eq!(cond(&s, "Ready"), ready, "{name}");
             assert_eq!(cond(&s, "Scheduled"), scheduled, "{name}");
             assert_eq!(s.placed_namespaces, Some(2), "{name}");
+            let names: Vec<String> = f.selected.iter().map(|t| t.name.clone()).collect();
+            assert_eq!(s.target_names.as_deref(), Some(names.join(",").as_str()), "{name}");
         }
+        // Every chosen target shows in the Targets column, not only the first.
+        let two = desired(&facts(Ok(Outcome::Scheduled), &["a", "b"], &[]));
+        assert_eq!(two.target_names.as_deref(), Some("a,b"));
     }
 
     #[test]
