@@ -259,8 +259,7 @@ impl Upstream {
 
     fn targets_of(&self, key: &ClusterKey) -> BTreeSet<String> {
         let Some(ns) = &key.namespace else { return BTreeSet::new() };
-        let ns_key = ClusterKey::new(key.cluster.clone(), None, ns.clone());
-        self.namespaces.get(&ns_key).map(|a| a.targets.clone()).unwrap_or_default()
+        self.assigned_targets(&key.cluster, ns)
     }
 
     async fn watch_namespaces(self, cancel: CancellationToken) {

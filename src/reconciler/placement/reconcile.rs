@@ -25,13 +25,7 @@ use crate::syncer::naming::target_key;
 fn view(t: &SyncTarget, allows: bool, needed: &BTreeSet<(String, String)>) -> TargetView {
     let conditions = t.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
     let ready = conditions.iter().find(|c| c.type_ == CONDITION_READY);
-    let syncing: BTreeSet<(String, String)> = t
-        .status
-        .iter()
-        .flat_map(|s| s.synced_resources.iter())
-        .filter(|r| r.state == SyncedResourceState::Syncing)
-        .map(|r| (r.group.clone(), r.kind.clone()))
-        .collect();
+    let syncing = syncing_kinds(t);
     TargetView {
         name: t.metadata.name.clone().unwrap_or_default(),
         labels: t.metadata.labels.clone().unwrap_or_default(),
@@ -43,6 +37,16 @@ fn view(t: &SyncTarget, allows: bool, needed: &BTreeSet<(String, String)>) -> Ta
         apis_available: needed.is_subset(&syncing),
         allows,
     }
+}
+
+/// The (group, kind)s the target's syncer reports as `Syncing` in `status.syncedResources`.
+fn syncing_kinds(t: &SyncTarget) -> BTreeSet<(String, String)> {
+    t.status
+        .iter()
+        .flat_map(|s| s.synced_resources.iter())
+        .filter(|r| r.state == SyncedResourceState::Syncing)
+        .map(|r| (r.group.clone(), r.kind.clone()))
+        .collect()
 }
 
 fn is_ready(t: &SyncTarget) -> bool {
@@ -213,14 +217,8 @@ impl Controller {
         if !is_ready(&t) {
             return false;
         }
-        let syncing: BTreeSet<(String, String)> = t
-            .status
-            .iter()
-            .flat_map(|s| s.synced_resources.iter())
-            .filter(|r| r.state == SyncedResourceState::Syncing)
-            .map(|r| (r.group.clone(), r.kind.clone()))
-            .collect();
-        let finalizer = format!("tmc.kcp.io/syncer-{tkey}");
+        let syncing = syncing_kinds(&t);
+        let finalizer = crate::syncer::engine::syncer_finalizer(tkey);
         self.upstream
             .assigned_keys(tkey)
             .into_iter()
