@@ -102,22 +102,7 @@ async fn setup(workspaces: usize) -> Bench {
     let (code, out, err) =
         env::tmc(&["install", "--kubeconfig", &kubeconfig, "--workspace", "root:tmc", "--create-workspace"]);
     assert_eq!(code, 0, "{out}{err}");
-    // Free ports: the defaults (8080, 8081) may be taken on a developer's machine.
-    let (metrics, health) = (format!("127.0.0.1:{}", env::free_port()), format!("127.0.0.1:{}", env::free_port()));
-    let manager = env::Tmc::spawn(
-        &[
-            "manager",
-            "--kubeconfig",
-            &kubeconfig,
-            "--workspace",
-            "root:tmc",
-            "--metrics-bind-address",
-            &metrics,
-            "--health-bind-address",
-            &health,
-        ],
-        kcp.dir.path().join("manager.log"),
-    );
+    let manager = env::Tmc::manager(&kubeconfig, "root:tmc", &[], kcp.dir.path().join("manager.log")).process;
     let manager_pid = manager.pid();
     let clients = kcp.clients().await;
     let binding =
@@ -309,43 +294,41 @@ impl Bench {
             // Deployment in the unassigned namespace `floor`.
             let floor_api: Api<Deployment> =
                 Api::namespaced(self.clients.path(&self.workspaces[i].parse().unwrap()), "floor");
-            let mut copy = d.clone();
-            copy.metadata.name = Some(format!("floor-{name}"));
-            floor_api.create(&PostParams::default(), &copy).await.unwrap();
-            let status = up.get_status(&name).await.unwrap().status;
-            let t = Instant::now();
-            let patch = json!({ "status": status });
-            floor_api
-                .patch_status(&format!("floor-{name}"), &PatchParams::default(), &Patch::Merge(&patch))
-                .await
-                .unwrap();
-            let floor_name = format!("floor-{name}");
-            let seen = env::eventually("floor status in kcp", Duration::from_secs(60), || async {
-                Ok(floor_seen.lock().unwrap().get(&floor_name).copied())
-            })
-            .await
-            .unwrap();
-            floor.push(seen.saturating_duration_since(t).as_secs_f64() * 1000.0);
+            let status = json!({ "status": up.get_status(&name).await.unwrap().status });
+            floor.push(
+                floor_status_write(&floor_api, &floor_api, &d, &format!("floor-{name}"), &status, &floor_seen).await,
+            );
             // The same write through the export's virtual workspace, as the syncer makes it.
             let vw_api: Api<Deployment> = Api::namespaced(self.virtual_workspace.cluster(&self.logical[i]), "floor");
-            copy.metadata.name = Some(format!("floor-vw-{name}"));
-            floor_api.create(&PostParams::default(), &copy).await.unwrap();
-            let t = Instant::now();
-            vw_api
-                .patch_status(&format!("floor-vw-{name}"), &PatchParams::default(), &Patch::Merge(&patch))
-                .await
-                .unwrap();
             let vw_name = format!("floor-vw-{name}");
-            let seen = env::eventually("floor status via the virtual workspace", Duration::from_secs(60), || async {
-                Ok(floor_seen.lock().unwrap().get(&vw_name).copied())
-            })
-            .await
-            .unwrap();
-            floor_vw.push(seen.saturating_duration_since(t).as_secs_f64() * 1000.0);
+            floor_vw.push(floor_status_write(&floor_api, &vw_api, &d, &vw_name, &status, &floor_seen).await);
         }
         tasks.iter().for_each(|t| t.abort());
         (lat, floor, floor_vw)
     }
+}
+
+/// Creates a copy of `template` named `name` through `create`, then times writing `status` to it
+/// through `write` until the floor watch (`seen`) delivers it; milliseconds.
+async fn floor_status_write(
+    create: &Api<Deployment>,
+    write: &Api<Deployment>,
+    template: &Deployment,
+    name: &str,
+    status: &serde_json::Value,
+    seen: &Arrivals,
+) -> f64 {
+    let mut copy = template.clone();
+    copy.metadata.name = Some(name.to_string());
+    create.create(&PostParams::default(), &copy).await.unwrap();
+    let t = Instant::now();
+    write.patch_status(name, &PatchParams::default(), &Patch::Merge(status)).await.unwrap();
+    let at = env::eventually("the floor's status in kcp", Duration::from_secs(60), || async {
+        Ok(seen.lock().unwrap().get(name).copied())
+    })
+    .await
+    .unwrap();
+    at.saturating_duration_since(t).as_secs_f64() * 1000.0
 }
 
 fn main() {

@@ -12,21 +12,9 @@ pub async fn manager_waits_for_unreachable_kcp(w: Arc<World>) -> TestResult {
     let dead = kubeconfig.replace(&format!("127.0.0.1:{}", w.kcp.port), &format!("127.0.0.1:{}", free_port()));
     let path = w.kcp.dir.path().join("unreachable.kubeconfig");
     std::fs::write(&path, dead)?;
-    let (metrics, health) = (format!("127.0.0.1:{}", free_port()), format!("127.0.0.1:{}", free_port()));
-    let mut manager = Tmc::spawn(
-        &[
-            "manager",
-            "--kubeconfig",
-            &path.display().to_string(),
-            "--workspace",
-            "root:tmc",
-            "--metrics-bind-address",
-            &metrics,
-            "--health-bind-address",
-            &health,
-        ],
-        w.kcp.dir.path().join("unreachable-manager.log"),
-    );
+    let path_text = path.display().to_string();
+    let log = w.kcp.dir.path().join("unreachable-manager.log");
+    let mut manager = Tmc::manager(&path_text, "root:tmc", &[], log).process;
     eventually("a log line saying what the manager waits for", Duration::from_secs(20), || async {
         let out = manager.output();
         Ok((out.contains("waiting for kcp") && out.contains("retry_in")).then_some(()))

@@ -157,7 +157,26 @@ pub struct Tmc {
     pub log: PathBuf,
 }
 
+/// A `tmc manager` started by [`Tmc::manager`], with its operational addresses (`host:port`).
+pub struct ManagerProcess {
+    pub process: Tmc,
+    pub metrics: String,
+    pub health: String,
+}
+
 impl Tmc {
+    /// `tmc manager --kubeconfig <kubeconfig> --workspace <workspace> <extra…>` on free loopback
+    /// ports for its metrics and health endpoints: never the defaults, since other managers and
+    /// syncers run beside it.
+    pub fn manager(kubeconfig: &str, workspace: &str, extra: &[&str], log: PathBuf) -> ManagerProcess {
+        let (metrics, health) = (format!("127.0.0.1:{}", free_port()), format!("127.0.0.1:{}", free_port()));
+        let mut args = vec!["manager", "--kubeconfig", kubeconfig, "--workspace", workspace];
+        args.extend(["--metrics-bind-address", &metrics, "--health-bind-address", &health]);
+        args.extend(extra);
+        let process = Tmc::spawn(&args, log);
+        ManagerProcess { process, metrics, health }
+    }
+
     pub fn spawn(args: &[&str], log: PathBuf) -> Tmc {
         let file = std::fs::File::create(&log).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_tmc"))

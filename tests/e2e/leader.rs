@@ -9,10 +9,9 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::Lease;
 use kcp_tmc::apis::sync::v1alpha1::SyncTarget;
-use kcp_tmc::kcp::{export, workspace};
 use kube::api::Api;
 
-use crate::env::{self, TestResult, Tmc, eventually, free_port};
+use crate::env::{self, TestResult, Tmc, eventually};
 use crate::ops::get;
 use crate::{World, ensure};
 
@@ -30,15 +29,11 @@ struct Replica {
 
 fn start(w: &World, identity: &'static str) -> Replica {
     let kubeconfig = w.kcp.kubeconfig.display().to_string();
-    let (metrics, health) = (format!("127.0.0.1:{}", free_port()), format!("127.0.0.1:{}", free_port()));
     let duration = format!("{}s", LEASE_DURATION.as_secs());
-    let process = Tmc::spawn(
+    let manager = Tmc::manager(
+        &kubeconfig,
+        PROVIDER,
         &[
-            "manager",
-            "--kubeconfig",
-            &kubeconfig,
-            "--workspace",
-            PROVIDER,
             "--leader-elect",
             "--leader-election-lease-name",
             LEASE,
@@ -50,13 +45,10 @@ fn start(w: &World, identity: &'static str) -> Replica {
             "6s",
             "--leader-election-retry-period",
             "1s",
-            "--metrics-bind-address",
-            &metrics,
-            "--health-bind-address",
-            &health,
         ],
         w.kcp.dir.path().join(format!("leader-{identity}.log")),
     );
+    let (process, health) = (manager.process, manager.health);
     Replica { identity, process, health: format!("http://{health}") }
 }
 
@@ -105,13 +97,7 @@ pub async fn one_leader_reconciles_and_hands_over(w: Arc<World>) -> TestResult {
     let (code, out, err) =
         env::tmc(&["install", "--kubeconfig", &kubeconfig, "--workspace", PROVIDER, "--create-workspace"]);
     ensure!(code == 0, "tmc install into {PROVIDER} failed: {out}{err}");
-    workspace::ensure(&w.clients, &TENANT.parse()?, Duration::from_secs(60)).await?;
-    let binding = serde_json::to_string(&export::api_binding(PROVIDER, export::DEFAULT_EXPORT_NAME))?;
-    w.kcp.kubectl(TENANT, &["apply", "-f", "-"], Some(&binding))?;
-    eventually("synctargets served in the tenant", Duration::from_secs(30), || async {
-        Ok(w.kcp.kubectl(TENANT, &["get", "synctargets"], None).ok().map(|_| ()))
-    })
-    .await?;
+    w.bind_tenant(TENANT, PROVIDER, Duration::from_secs(30)).await?;
     let leases: Api<Lease> = Api::namespaced(w.clients.path(&PROVIDER.parse()?), "default");
     let targets: Api<SyncTarget> = Api::all(w.clients.path(&TENANT.parse()?));
 

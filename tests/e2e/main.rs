@@ -30,7 +30,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use env::{Kcp, TestResult, Tmc, eventually, free_port};
+use env::{Kcp, TestResult, Tmc, eventually};
 use kcp_tmc::kcp::ClusterClients;
 
 /// Heartbeat threshold the shared manager runs with: short so tests can watch it expire, long
@@ -53,6 +53,25 @@ pub struct World {
     /// Base URLs of the shared manager's metrics and health addresses, e.g. `http://127.0.0.1:4321`.
     pub manager_metrics: String,
     pub manager_health: String,
+}
+
+impl World {
+    /// Creates the workspace `tenant`, binds the export of the provider workspace `provider` in
+    /// it (accepting every claim) and waits until its APIs are served.
+    pub async fn bind_tenant(&self, tenant: &str, provider: &str, timeout: Duration) -> Result<(), String> {
+        let path = tenant.parse().map_err(|e| format!("{e}"))?;
+        kcp_tmc::kcp::workspace::ensure(&self.clients, &path, Duration::from_secs(60))
+            .await
+            .map_err(|e| e.to_string())?;
+        let export = kcp_tmc::kcp::export::DEFAULT_EXPORT_NAME;
+        let binding =
+            serde_json::to_string(&kcp_tmc::kcp::export::api_binding(provider, export)).map_err(|e| e.to_string())?;
+        self.kcp.kubectl(tenant, &["apply", "-f", "-"], Some(&binding))?;
+        eventually("synctargets served in the tenant", timeout, || async {
+            Ok(self.kcp.kubectl(tenant, &["get", "synctargets"], None).ok().map(|_| ()))
+        })
+        .await
+    }
 }
 
 type TestFn = fn(Arc<World>) -> Pin<Box<dyn Future<Output = TestResult> + Send>>;
@@ -138,15 +157,10 @@ async fn setup() -> Result<World, String> {
     // The manager starts before any workspace binds the export: it must pick up the
     // virtual-workspace endpoint when it appears.
     let threshold = format!("{}s", HEARTBEAT_THRESHOLD.as_secs());
-    // Free ports, not the defaults: other managers and syncers run beside this one.
-    let (metrics_addr, health_addr) = (format!("127.0.0.1:{}", free_port()), format!("127.0.0.1:{}", free_port()));
-    let manager = Tmc::spawn(
+    let env::ManagerProcess { process: manager, metrics: metrics_addr, health: health_addr } = Tmc::manager(
+        &kubeconfig,
+        PROVIDER,
         &[
-            "manager",
-            "--kubeconfig",
-            &kubeconfig,
-            "--workspace",
-            PROVIDER,
             "--heartbeat-threshold",
             &threshold,
             "--syncer-heartbeat-interval",
@@ -155,10 +169,6 @@ async fn setup() -> Result<World, String> {
             "3s",
             "--placement-failover-grace",
             "10s",
-            "--metrics-bind-address",
-            &metrics_addr,
-            "--health-bind-address",
-            &health_addr,
         ],
         kcp.dir.path().join("manager.log"),
     );

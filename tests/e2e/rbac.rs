@@ -7,9 +7,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kcp_tmc::kcp::{export, workspace};
-
-use crate::env::{self, MANAGER_USER_TOKEN, TestResult, Tmc, eventually, free_port};
+use crate::env::{self, MANAGER_USER_TOKEN, TestResult, Tmc, eventually};
 use crate::{World, ensure};
 
 const PROVIDER: &str = "root:rbac-provider";
@@ -44,13 +42,7 @@ pub async fn manager_runs_with_the_shipped_kcp_rbac(w: Arc<World>) -> TestResult
     w.kcp.kubectl(PROVIDER, &["apply", "-f", "-"], Some(&kustomize("config/kcp-rbac")?))?;
     w.kcp.kubectl("root", &["apply", "-f", "-"], Some(&kustomize("config/kcp-rbac/parent")?))?;
 
-    workspace::ensure(&w.clients, &TENANT.parse()?, Duration::from_secs(60)).await?;
-    let binding = serde_json::to_string(&export::api_binding(PROVIDER, export::DEFAULT_EXPORT_NAME))?;
-    w.kcp.kubectl(TENANT, &["apply", "-f", "-"], Some(&binding))?;
-    eventually("synctargets served in the tenant", Duration::from_secs(60), || async {
-        Ok(w.kcp.kubectl(TENANT, &["get", "synctargets"], None).ok().map(|_| ()))
-    })
-    .await?;
+    w.bind_tenant(TENANT, PROVIDER, Duration::from_secs(60)).await?;
     let target = "apiVersion: sync.kcp.io/v1alpha1\nkind: SyncTarget\nmetadata: {name: rbac-east}\nspec: {}\n";
     w.kcp.kubectl(TENANT, &["apply", "-f", "-"], Some(target))?;
 
@@ -65,23 +57,9 @@ pub async fn manager_runs_with_the_shipped_kcp_rbac(w: Arc<World>) -> TestResult
     let said = String::from_utf8_lossy(&denied.stderr);
     ensure!(!denied.status.success() && said.contains("orbidden"), "secrets must be forbidden: {said}");
 
-    let (metrics, health) = (format!("127.0.0.1:{}", free_port()), format!("127.0.0.1:{}", free_port()));
-    let mut manager = Tmc::spawn(
-        &[
-            "manager",
-            "--kubeconfig",
-            &kubeconfig,
-            "--workspace",
-            PROVIDER,
-            "--metrics-bind-address",
-            &metrics,
-            "--health-bind-address",
-            &health,
-            // As config/manager runs it: the shipped RBAC must cover the Lease too.
-            "--leader-elect",
-        ],
-        w.kcp.dir.path().join("rbac-manager.log"),
-    );
+    // As config/manager runs it: the shipped RBAC must cover the Lease too.
+    let log = w.kcp.dir.path().join("rbac-manager.log");
+    let mut manager = Tmc::manager(&kubeconfig, PROVIDER, &["--leader-elect"], log).process;
     let reason = eventually("the RBAC-limited manager writes the SyncTarget's status", Duration::from_secs(60), || {
         let w = w.clone();
         async move {
