@@ -14,6 +14,7 @@ mod cli;
 mod cluster;
 mod conflicts;
 mod env;
+mod hostile;
 mod install;
 mod leader;
 mod lifecycle;
