@@ -198,6 +198,13 @@ async fn setup() -> Result<World, String> {
     })
 }
 
+/// How many tests run at once: `TMC_E2E_JOBS`, else 24. Most tests spend their time polling, so
+/// many can share two cores, but every one also spawns kubectl and adds objects for the servers
+/// and the shared manager to process; an unbounded run starves them and times tests out.
+fn concurrency() -> usize {
+    std::env::var("TMC_E2E_JOBS").ok().and_then(|v| v.parse().ok()).filter(|n| *n > 0).unwrap_or(24)
+}
+
 fn main() -> std::process::ExitCode {
     let filter: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
     let tests: Vec<_> =
@@ -214,11 +221,14 @@ fn main() -> std::process::ExitCode {
                 return std::process::ExitCode::FAILURE;
             }
         };
-        println!("set-up done in {:?}", started.elapsed());
+        println!("set-up done in {:?}; running {} at a time", started.elapsed(), concurrency());
         let mut set = tokio::task::JoinSet::new();
+        let jobs = Arc::new(tokio::sync::Semaphore::new(concurrency()));
         for (name, f) in tests {
-            let w = world.clone();
+            let (w, jobs) = (world.clone(), jobs.clone());
             set.spawn(async move {
+                // Each test's 150 s start when it gets a slot, not while it waits for one.
+                let _slot = jobs.acquire_owned().await.expect("the semaphore is never closed");
                 let t = Instant::now();
                 let result = tokio::time::timeout(Duration::from_secs(150), f(w)).await;
                 let result = result.unwrap_or_else(|_| Err("timed out after 150s".into()));
