@@ -54,6 +54,13 @@ pub struct ManagerArgs {
     #[arg(long, env = "TMC_PLACEMENT_MAX_EVICTIONS_PER_MINUTE", default_value_t = 10)]
     pub placement_max_evictions_per_minute: u32,
 
+    /// Accept tenant kubeconfigs (push mode) with `insecure-skip-tls-verify: true` or a plain
+    /// `http://` server. Off by default: the cluster's certificate must be verified against the
+    /// kubeconfig's certificate-authority-data (or the manager's trust store). When on, each
+    /// such target is warned in the log and in its SyncerReady message.
+    #[arg(long, env = "TMC_ALLOW_INSECURE_CLUSTER_TLS", default_value_t = false)]
+    pub allow_insecure_cluster_tls: bool,
+
     /// SyncTarget reconciles that may run at once.
     #[arg(long, env = "TMC_WORKERS", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub workers: u16,
@@ -148,6 +155,9 @@ pub async fn run(args: ManagerArgs) -> Result<(), CliError> {
             heartbeat_threshold: args.heartbeat_threshold,
             workers: usize::from(args.workers),
             backoff: Backoff::default(),
+            kubeconfig_policy: crate::syncer::credentials::Policy {
+                allow_insecure_tls: args.allow_insecure_cluster_tls,
+            },
         },
         placement: placement::Settings {
             workers: usize::from(args.workers),

@@ -1,5 +1,6 @@
 //! The sync engine: spec down from kcp to a physical cluster, status back up.
 //!
+//! - [`credentials`]: which kubeconfigs push mode accepts from tenants, and their client config;
 //! - [`naming`]: target keys, downstream namespace names and locators (pure);
 //! - [`transform`]: the object applied downstream, built from the upstream one (pure);
 //! - [`resources`]: which APIs are synced and how namespaces are assigned;
@@ -10,6 +11,7 @@
 //! - [`events`]: Warnings on upstream objects that did not sync, and why.
 
 pub mod client;
+pub mod credentials;
 pub mod discovery;
 pub mod downstream;
 pub mod engine;

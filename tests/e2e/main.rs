@@ -127,6 +127,12 @@ fn all_tests() -> Vec<(&'static str, TestFn)> {
         lifecycle::deleting_a_synctarget_releases_its_objects,
         rbac::manager_runs_with_the_shipped_kcp_rbac,
         status::status_shows_targets_placements_and_failed_objects,
+        hostile::kubeconfig::exec_plugin_is_refused_and_never_runs,
+        hostile::kubeconfig::auth_provider_is_refused_and_never_runs,
+        hostile::kubeconfig::token_file_is_refused_and_nothing_is_sent,
+        hostile::kubeconfig::file_paths_are_refused_and_inline_data_recovers,
+        hostile::kubeconfig::proxy_url_is_refused_and_never_dialled,
+        hostile::kubeconfig::insecure_skip_tls_verify_is_refused_without_the_flag,
     ]
 }
 

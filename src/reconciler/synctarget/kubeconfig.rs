@@ -1,11 +1,12 @@
-//! Checking the kubeconfig a push-mode SyncTarget points at.
+//! Checking the kubeconfig a push-mode SyncTarget points at. The kubeconfig itself is judged by
+//! [`crate::syncer::credentials`]: inline data only, nothing executed or opened.
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
-use kube::config::Kubeconfig;
 
 use super::status::Credentials;
 use crate::apis::sync::v1alpha1::KubeconfigSecretRef;
+use crate::syncer::credentials::{self, InlineCredentials, Policy};
 
 /// What reading the referenced Secret returned.
 #[derive(Debug)]
@@ -47,77 +48,51 @@ pub fn validate_ref(secret_ref: &KubeconfigSecretRef) -> Option<Credentials> {
     None
 }
 
-/// The kubeconfig text in a found Secret, if the key holds UTF-8.
-pub fn kubeconfig_text(secret_ref: &KubeconfigSecretRef, lookup: &SecretLookup) -> Option<String> {
-    let SecretLookup::Found(secret) = lookup else { return None };
-    let bytes = secret.data.as_ref()?.get(&secret_ref.key)?;
-    String::from_utf8(bytes.0.clone()).ok()
-}
-
-/// Turns what was read into the credential state the conditions report.
-pub fn classify(secret_ref: &KubeconfigSecretRef, lookup: SecretLookup) -> Credentials {
+/// Turns what was read into the credential state the conditions report and, when the
+/// kubeconfig is accepted, the inline credentials a syncer's client is built from.
+pub fn classify(
+    secret_ref: &KubeconfigSecretRef,
+    lookup: SecretLookup,
+    policy: Policy,
+) -> (Credentials, Option<InlineCredentials>) {
     let at = format!("secret {}/{}", secret_ref.namespace, secret_ref.name);
     let secret = match lookup {
         SecretLookup::Found(s) => s,
         SecretLookup::NotFound => {
-            return Credentials::Problem {
-                reason: "KubeconfigSecretNotFound",
-                message: format!("{at} referenced by spec.kubeconfigSecretRef does not exist in this workspace"),
-            };
+            let message = format!("{at} referenced by spec.kubeconfigSecretRef does not exist in this workspace");
+            return (Credentials::Problem { reason: "KubeconfigSecretNotFound", message }, None);
         }
         SecretLookup::Forbidden(detail) => {
-            return Credentials::Problem {
-                reason: "KubeconfigSecretForbidden",
-                message: format!(
-                    "{at} cannot be read: accept the secrets permission claim in this workspace's APIBinding ({detail})"
-                ),
-            };
+            let message = format!(
+                "{at} cannot be read: accept the secrets permission claim in this workspace's APIBinding ({detail})"
+            );
+            return (Credentials::Problem { reason: "KubeconfigSecretForbidden", message }, None);
         }
     };
     let data = secret.data.unwrap_or_default();
     let Some(bytes) = data.get(&secret_ref.key) else {
         let keys: Vec<&str> = data.keys().map(String::as_str).collect();
-        return Credentials::Problem {
-            reason: "KubeconfigKeyMissing",
-            message: format!("{at} has no key {:?} (it has: {})", secret_ref.key, keys.join(", ")),
-        };
+        let message = format!("{at} has no key {:?} (it has: {})", secret_ref.key, keys.join(", "));
+        return (Credentials::Problem { reason: "KubeconfigKeyMissing", message }, None);
     };
-    let invalid = |why: String| Credentials::Problem {
-        reason: "KubeconfigInvalid",
+    let problem = |reason, why: String| Credentials::Problem {
+        reason,
         message: format!("{at} key {:?} does not hold a usable kubeconfig: {why}", secret_ref.key),
     };
     let text = match std::str::from_utf8(&bytes.0) {
-        Ok(t) => t,
-        Err(e) => return invalid(format!("not UTF-8 text ({e})")),
+        Ok(text) => text,
+        Err(e) => {
+            let why = format!("not UTF-8 text (the first invalid byte is at offset {})", e.valid_up_to());
+            return (problem("KubeconfigInvalid", why), None);
+        }
     };
-    let kubeconfig = match Kubeconfig::from_yaml(text) {
-        Ok(k) => k,
-        Err(e) => return invalid(e.to_string()),
-    };
-    match server_of(&kubeconfig) {
-        Ok(server) => Credentials::Loaded { server },
-        Err(why) => invalid(why),
+    match credentials::load(text, policy) {
+        Ok(inline) => {
+            let loaded = Credentials::Loaded { server: inline.server.clone(), warning: inline.warning() };
+            (loaded, Some(inline))
+        }
+        Err(e) => (problem(e.reason(), e.to_string()), None),
     }
-}
-
-/// The server URL of the kubeconfig's current context.
-fn server_of(k: &Kubeconfig) -> Result<String, String> {
-    let context_name = k.current_context.as_deref().ok_or("no current-context is set")?;
-    let context = k
-        .contexts
-        .iter()
-        .find(|c| c.name == context_name)
-        .and_then(|c| c.context.as_ref())
-        .ok_or_else(|| format!("current-context {context_name:?} is not defined"))?;
-    let cluster = k
-        .clusters
-        .iter()
-        .find(|c| c.name == context.cluster)
-        .and_then(|c| c.cluster.as_ref())
-        .ok_or_else(|| format!("cluster {:?} of the current context is not defined", context.cluster))?;
-    let server = cluster.server.clone().filter(|s| !s.is_empty()).ok_or("the current cluster has no server URL")?;
-    server.parse::<http::Uri>().map_err(|e| format!("server URL {server:?} is invalid: {e}"))?;
-    Ok(server)
 }
 
 fn is_dns_label(s: &str) -> bool {
@@ -163,6 +138,8 @@ mod tests {
         let no_context = GOOD.replace("current-context: c\n", "");
         let wrong_context = GOOD.replace("current-context: c", "current-context: x");
         let no_server = GOOD.replace("{server: 'https://127.0.0.1:6443'}", "{}");
+        let exec = GOOD.replace("{token: t}", "{exec: {command: /bin/sh, args: [-c, 'touch m']}}");
+        let token_where_a_bool_goes = GOOD.replace("{server:", "{insecure-skip-tls-verify: t0ken-v4lue, server:");
         let cases: Vec<(SecretLookup, &str, &str)> = vec![
             (SecretLookup::NotFound, "KubeconfigSecretNotFound", "tmc/east"),
             (SecretLookup::Forbidden("nope".into()), "KubeconfigSecretForbidden", "permission claim"),
@@ -172,19 +149,39 @@ mod tests {
             (secret(&[("kubeconfig", no_context.as_bytes())]), "KubeconfigInvalid", "current-context"),
             (secret(&[("kubeconfig", wrong_context.as_bytes())]), "KubeconfigInvalid", "\"x\""),
             (secret(&[("kubeconfig", no_server.as_bytes())]), "KubeconfigInvalid", "no server"),
+            (
+                secret(&[("kubeconfig", exec.as_bytes())]),
+                "KubeconfigRefused",
+                "users[name=u].user.exec is not accepted",
+            ),
+            (secret(&[("kubeconfig", token_where_a_bool_goes.as_bytes())]), "KubeconfigInvalid", "line 9"),
             (secret(&[("kubeconfig", GOOD.as_bytes())]), "Loaded", ""),
         ];
         for (lookup, want, fragment) in cases {
-            let got = classify(&secret_ref(), lookup);
+            let (got, inline) = classify(&secret_ref(), lookup, Policy::default());
             assert_eq!(reason(&got), want, "{got:?}");
+            assert_eq!(inline.is_some(), want == "Loaded", "{got:?}");
             if let Credentials::Problem { message, .. } = &got {
                 assert!(message.contains(fragment), "{message:?} should mention {fragment:?}");
+                for value in ["t0ken-v4lue", "touch", "/bin/sh"] {
+                    assert!(!message.contains(value), "{message:?} echoes {value:?}");
+                }
             }
         }
-        assert_eq!(
-            classify(&secret_ref(), secret(&[("kubeconfig", GOOD.as_bytes())])),
-            Credentials::Loaded { server: "https://127.0.0.1:6443".into() }
-        );
+        let (got, _) = classify(&secret_ref(), secret(&[("kubeconfig", GOOD.as_bytes())]), Policy::default());
+        assert_eq!(got, Credentials::Loaded { server: "https://127.0.0.1:6443".into(), warning: None });
+    }
+
+    #[test]
+    fn insecure_tls_is_refused_unless_the_operator_allows_it() {
+        let insecure = GOOD.replace("{server:", "{insecure-skip-tls-verify: true, server:");
+        let (refused, _) = classify(&secret_ref(), secret(&[("kubeconfig", insecure.as_bytes())]), Policy::default());
+        assert_eq!(reason(&refused), "KubeconfigRefused");
+        let allow = Policy { allow_insecure_tls: true };
+        let (loaded, inline) = classify(&secret_ref(), secret(&[("kubeconfig", insecure.as_bytes())]), allow);
+        let Credentials::Loaded { warning: Some(warning), .. } = loaded else { panic!("{loaded:?}") };
+        assert!(warning.contains("--allow-insecure-cluster-tls"), "{warning}");
+        assert!(inline.is_some());
     }
 
     #[test]

@@ -35,6 +35,7 @@ use crate::kcp::paths::Paths;
 use crate::kcp::{ClusterClients, ClusterKey, LogicalClusterName};
 use crate::server::Metrics;
 use crate::server::metrics::{controller, queue};
+use crate::syncer::credentials::InlineCredentials;
 use crate::syncer::engine::Probe;
 use crate::syncer::naming::target_key;
 
@@ -49,6 +50,8 @@ pub struct Settings {
     /// Reconciles running at once.
     pub workers: usize,
     pub backoff: Backoff,
+    /// What tenant kubeconfigs may carry beyond inline credentials over verified TLS.
+    pub kubeconfig_policy: crate::syncer::credentials::Policy,
 }
 
 /// Errors of one reconcile; the key is retried with backoff.
@@ -62,8 +65,9 @@ pub enum ReconcileError {
     Release(#[source] kube::Error),
 }
 
-/// A kubeconfig Secret as last read: (resourceVersion, the check's result, the kubeconfig text).
-type ReadSecret = (String, Credentials, Option<String>);
+/// A kubeconfig Secret as last read: (resourceVersion, the check's result, the accepted
+/// credentials).
+type ReadSecret = (String, Credentials, Option<InlineCredentials>);
 
 /// The reconciler for one virtual-workspace endpoint.
 #[derive(Clone)]
@@ -77,7 +81,7 @@ pub struct Controller {
     paths: Paths,
     /// resourceVersion of every Secret in the bound workspaces, from the metadata watch.
     secret_versions: ClusterCache<String>,
-    /// The last check of each referenced kubeconfig: (resourceVersion, result, kubeconfig text).
+    /// The last check of each referenced kubeconfig: (resourceVersion, result, credentials).
     read_secrets: Arc<Mutex<HashMap<(ClusterKey, String), ReadSecret>>>,
     metrics: Metrics,
     /// Events on SyncTargets when their readiness changes.
@@ -228,15 +232,15 @@ impl Controller {
         &self,
         cluster: &LogicalClusterName,
         secret_ref: &KubeconfigSecretRef,
-    ) -> Result<(Credentials, Option<String>), ReconcileError> {
+    ) -> Result<(Credentials, Option<InlineCredentials>), ReconcileError> {
         let secret = ClusterKey::new(cluster.clone(), Some(secret_ref.namespace.clone()), secret_ref.name.clone());
         let cache_key = (secret.clone(), secret_ref.key.clone());
         if let Some(version) = self.secret_versions.get(&secret) {
             let read = self.read_secrets.lock().expect("secret cache poisoned");
-            if let Some((rv, credentials, text)) = read.get(&cache_key)
+            if let Some((rv, credentials, inline)) = read.get(&cache_key)
                 && rv == version.as_str()
             {
-                return Ok((credentials.clone(), text.clone()));
+                return Ok((credentials.clone(), inline.clone()));
             }
         }
         let found =
@@ -245,14 +249,24 @@ impl Controller {
             kubeconfig::SecretLookup::Found(s) => s.metadata.resource_version.clone(),
             _ => None,
         };
-        let text = kubeconfig::kubeconfig_text(secret_ref, &found);
-        let credentials = kubeconfig::classify(secret_ref, found);
+        let (credentials, inline) = kubeconfig::classify(secret_ref, found, self.settings.kubeconfig_policy);
+        // Once per Secret version (later reconciles reuse the result): operators see what was
+        // refused or weakened, by field name, never by value.
+        match &credentials {
+            Credentials::Problem { reason: "KubeconfigRefused", message } => {
+                tracing::info!(workspace = %cluster, secret = %secret, %message, "kubeconfig refused")
+            }
+            Credentials::Loaded { warning: Some(warning), .. } => {
+                tracing::warn!(workspace = %cluster, secret = %secret, %warning, "kubeconfig accepted with insecure transport")
+            }
+            _ => {}
+        }
         let mut read = self.read_secrets.lock().expect("secret cache poisoned");
         match rv {
-            Some(rv) => read.insert(cache_key, (rv, credentials.clone(), text.clone())),
+            Some(rv) => read.insert(cache_key, (rv, credentials.clone(), inline.clone())),
             None => read.remove(&cache_key),
         };
-        Ok((credentials, text))
+        Ok((credentials, inline))
     }
 
     fn store(&self, obj: DynamicObject) -> Option<ClusterKey> {
@@ -296,18 +310,18 @@ impl Controller {
             self.syncers.stop(key);
             return Ok(problem);
         }
-        let (credentials, text) = self.read_kubeconfig(&key.cluster, secret_ref).await?;
-        let (Credentials::Loaded { server }, Some(text)) = (&credentials, text) else {
+        let (credentials, inline) = self.read_kubeconfig(&key.cluster, secret_ref).await?;
+        let (Credentials::Loaded { server, .. }, Some(inline)) = (&credentials, inline) else {
             self.syncers.stop(key);
             return Ok(credentials);
         };
         let apis = crate::syncer::resources::wanted_apis(&target.spec.supported_apis);
         let allowed = self.paths.clusters_of(&target.spec.allowed_workspaces).await;
-        if let Err(why) = self.syncers.ensure(key, &text, apis, allowed).await {
+        if let Err(why) = self.syncers.ensure(key, &inline, apis, allowed) {
             self.syncers.stop(key);
             return Ok(Credentials::Problem {
                 reason: "KubeconfigInvalid",
-                message: format!("the kubeconfig parses but no client can be built from it: {why}"),
+                message: format!("the kubeconfig is accepted but no client can be built from it: {why}"),
             });
         }
         Ok(match self.syncers.probe(key) {

@@ -19,8 +19,9 @@ use crate::apis::sync::v1alpha1::{
 pub enum Credentials {
     /// No `kubeconfigSecretRef`: a syncer runs beside the cluster and reports by heartbeat.
     PullMode,
-    /// The referenced Secret holds a kubeconfig that parses, for the cluster at `server`.
-    Loaded { server: String },
+    /// The referenced Secret holds an accepted kubeconfig, for the cluster at `server`; `warning`
+    /// names what the operator allowed that weakens its transport (`--allow-insecure-cluster-tls`).
+    Loaded { server: String, warning: Option<String> },
     /// Something is wrong; `reason` is a CamelCase condition reason naming it.
     Problem { reason: &'static str, message: String },
 }
@@ -136,11 +137,14 @@ fn syncer_ready(credentials: &Credentials, has_heartbeat: bool) -> Cond {
     let type_ = CONDITION_SYNCER_READY;
     match credentials {
         Credentials::Problem { reason, message } => Cond { type_, ok: false, reason, message: message.clone() },
-        Credentials::Loaded { server } => Cond {
+        Credentials::Loaded { server, warning } => Cond {
             type_,
             ok: true,
             reason: "KubeconfigLoaded",
-            message: format!("credentials for {server} loaded from spec.kubeconfigSecretRef"),
+            message: match warning {
+                None => format!("credentials for {server} loaded from spec.kubeconfigSecretRef"),
+                Some(w) => format!("credentials for {server} loaded from spec.kubeconfigSecretRef; {w}"),
+            },
         },
         Credentials::PullMode if has_heartbeat => Cond {
             type_,

@@ -47,7 +47,7 @@ fn ready_summarises_with_the_failing_reason() {
     let stale = status_with_heartbeat(Some("2026-11-22T09:50:00Z"));
     let missing_secret =
         Credentials::Problem { reason: "KubeconfigSecretNotFound", message: "secret tmc/kc not found".into() };
-    let loaded = Credentials::Loaded { server: "https://127.0.0.1:1".into() };
+    let loaded = Credentials::Loaded { server: "https://127.0.0.1:1".into(), warning: None };
     // (status, credentials, Ready, Ready reason, SyncerReady)
     let cases: Vec<(Option<&SyncTargetStatus>, Credentials, &str, &str, &str)> = vec![
         (None, Credentials::PullMode, "False", "WaitingForSyncer", "False"),
@@ -201,4 +201,14 @@ fn apis_available_from_the_syncers_report() {
         // A missing API never takes the whole target out of service.
         assert_eq!(get(&d, CONDITION_READY).status, "True");
     }
+}
+
+#[test]
+fn an_allowed_insecure_kubeconfig_is_warned_in_syncer_ready() {
+    let warning = "WARNING: insecure-skip-tls-verify is set (allowed by --allow-insecure-cluster-tls)";
+    let loaded = Credentials::Loaded { server: "https://10.0.0.1".into(), warning: Some(warning.into()) };
+    let d = run(&SyncTargetSpec::default(), None, loaded);
+    let syncer = get(&d, CONDITION_SYNCER_READY);
+    assert_eq!((syncer.status.as_str(), syncer.reason.as_str()), ("True", "KubeconfigLoaded"));
+    assert!(syncer.message.ends_with(warning), "{}", syncer.message);
 }

@@ -11,11 +11,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::apis::sync::v1alpha1::SupportedApi;
 use crate::kcp::{ClusterKey, LogicalClusterName};
+use crate::syncer::credentials::InlineCredentials;
 use crate::syncer::engine::{Engine, EngineSettings, Probe};
 use crate::syncer::upstream::Upstream;
 
 struct Running {
-    kubeconfig_hash: String,
+    /// [`InlineCredentials::fingerprint`] of the credentials the syncer runs with.
+    credentials: String,
     /// The target's wanted APIs, followed by the running syncer.
     wanted: watch::Sender<Vec<SupportedApi>>,
     /// Logical clusters of the other workspaces the target allows, followed by the syncer.
@@ -62,30 +64,28 @@ impl Supervisor {
         self.running.lock().expect("supervisor poisoned").get(key).map(|r| r.probe.borrow().clone())
     }
 
-    /// Makes sure a syncer for the SyncTarget `key` runs with this kubeconfig and syncs `apis`
-    /// (a changed API list is handed to the running syncer; only new credentials restart it).
-    /// Returns an error message when the kubeconfig parses but cannot be turned into a client
-    /// (e.g. bad TLS data).
-    pub async fn ensure(
+    /// Makes sure a syncer for the SyncTarget `key` runs with these credentials (checked by
+    /// [`crate::syncer::credentials`]) and syncs `apis` (a changed API list is handed to the
+    /// running syncer; only new credentials restart it). Returns an error message when no client
+    /// can be built from them (e.g. a CA certificate that is not valid DER).
+    pub fn ensure(
         &self,
         key: &ClusterKey,
-        kubeconfig: &str,
+        credentials: &InlineCredentials,
         apis: Vec<SupportedApi>,
         allowed: BTreeSet<LogicalClusterName>,
     ) -> Result<(), String> {
-        let hash = crate::json::sha256_hex(kubeconfig.as_bytes(), 8);
+        let hash = credentials.fingerprint();
         if let Some(running) = self.running.lock().expect("supervisor poisoned").get(key)
-            && running.kubeconfig_hash == hash
+            && running.credentials == hash
         {
             running.wanted.send_if_modified(|w| std::mem::replace(w, apis.clone()) != apis);
             running.allowed.send_if_modified(|a| std::mem::replace(a, allowed.clone()) != allowed);
             return Ok(());
         }
-        let parsed = kube::config::Kubeconfig::from_yaml(kubeconfig).map_err(|e| e.to_string())?;
-        let config =
-            kube::Config::from_custom_kubeconfig(parsed, &Default::default()).await.map_err(|e| e.to_string())?;
-        let client =
-            crate::syncer::client::cluster_client(config, self.settings.cluster_qps).map_err(|e| e.to_string())?;
+        // Built from the inline values alone: nothing in a tenant's kubeconfig is run or opened.
+        let client = crate::syncer::client::cluster_client(credentials.client_config(), self.settings.cluster_qps)
+            .map_err(|e| e.to_string())?;
         let (probe_tx, probe) = watch::channel(Probe::Pending);
         let (wanted, wanted_rx) = watch::channel(apis);
         let (allowed, allowed_rx) = watch::channel(allowed);
@@ -105,7 +105,7 @@ impl Supervisor {
             .running
             .lock()
             .expect("supervisor poisoned")
-            .insert(key.clone(), Running { kubeconfig_hash: hash, wanted, allowed, cancel: cancel.clone(), probe });
+            .insert(key.clone(), Running { credentials: hash, wanted, allowed, cancel: cancel.clone(), probe });
         let (changes, changed_key) = (self.changes.clone(), key.clone());
         tokio::spawn(async move {
             while watch_probe.changed().await.is_ok() {
