@@ -115,7 +115,7 @@ impl Access {
             }
             Err(kube::Error::Api(s)) if s.code == 409 => {}
             Err(kube::Error::Api(s)) if s.code == 403 => {
-                tracing::debug!(namespace, reason = %s.message, "may not bind the namespace role; using the identity's own rights")
+                tracing::info!(namespace, reason = %s.message, "may not bind the namespace role; using the identity's own rights")
             }
             Err(e) => return Err(e),
         }
