@@ -35,6 +35,8 @@ use crate::reconciler::next_or_cancelled;
 
 type Objects = HashMap<(usize, String, String), Cached>;
 type Enqueue = Arc<dyn Fn(SyncKey) + Send + Sync>;
+/// A watch: (resource, namespace), or (resource, `None`) cluster-wide.
+type WatchId = (usize, Option<String>);
 
 /// The watches that run once per owned namespace (see [`watched_per_namespace`]).
 #[derive(Default)]
@@ -102,9 +104,8 @@ pub struct Downstream {
     objects: Arc<RwLock<Objects>>,
     /// (namespace, Deployment) pairs that a HorizontalPodAutoscaler in the cluster scales.
     autoscaled: Arc<RwLock<HashMap<(String, String), String>>>,
-    /// The watches that have completed their first list: (resource, namespace), or
-    /// (resource, `None`) for a cluster-wide watch.
-    listed: Arc<RwLock<HashSet<(usize, Option<String>)>>>,
+    /// The watches that have completed their first list.
+    listed: Arc<RwLock<HashSet<WatchId>>>,
     per_namespace: Arc<Mutex<PerNamespace>>,
 }
 
