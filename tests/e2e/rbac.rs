@@ -115,6 +115,13 @@ pub async fn manager_runs_with_the_shipped_kcp_rbac(w: Arc<World>) -> TestResult
     // Exactly what an operator applies: the provider's role, and path resolution in the parent.
     w.kcp.kubectl(PROVIDER, &["apply", "-f", "-"], Some(&kustomize("config/kcp-rbac")?))?;
     w.kcp.kubectl("root", &["apply", "-f", "-"], Some(&kustomize("config/kcp-rbac/parent")?))?;
+    // Path reads in every workspace, granted in the shard's system:admin with the shard admin.
+    let system_admin = Command::new("kubectl")
+        .args([&format!("--kubeconfig={}", w.kcp.kubeconfig.display()), "--context=system:admin"])
+        .args(["apply", "-k", concat!(env!("CARGO_MANIFEST_DIR"), "/config/kcp-rbac/system-admin")])
+        .output()?;
+    let said = String::from_utf8_lossy(&system_admin.stderr);
+    ensure!(system_admin.status.success(), "applying config/kcp-rbac/system-admin: {said}");
 
     w.bind_tenant(TENANT, PROVIDER, Duration::from_secs(60)).await?;
     let target = "apiVersion: sync.kcp.io/v1alpha1\nkind: SyncTarget\nmetadata: {name: rbac-east}\nspec: {}\n";

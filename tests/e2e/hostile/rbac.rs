@@ -57,8 +57,8 @@ pub async fn stolen_syncer_token_stays_in_its_namespaces(w: Arc<World>) -> TestR
     ])?;
     ensure!(!bound && said.contains("attempting to grant RBAC permissions not currently held"), "{said}");
 
-    // Write outside its namespaces: a workload in kube-system, the bystander's ConfigMap, or
-    // deleting the bystander's namespace.
+    // Write outside its namespaces: a workload in kube-system, deleting the bystander's ConfigMap
+    // or its namespace.
     let (created, said) = stolen.kubectl(&[
         "-n",
         "kube-system",
@@ -69,11 +69,12 @@ pub async fn stolen_syncer_token_stays_in_its_namespaces(w: Arc<World>) -> TestR
         "--dry-run=server",
     ])?;
     ensure!(!created && said.contains("cannot create resource \"deployments\""), "{said}");
-    let patch = r#"{"data":{"mood":"stolen"}}"#;
-    let (patched, said) =
-        stolen.kubectl(&["-n", theirs, "patch", "configmap", "calm-config", "-p", patch, "--dry-run=server"])?;
-    ensure!(!patched && said.contains("cannot patch resource \"configmaps\""), "{said}");
-    let (deleted, said) = stolen.kubectl(&["delete", "namespace", theirs, "--dry-run=server"])?;
+    // Raw requests, so the refusal is of the write itself (kubectl's verbs may read first).
+    let configmap = format!("/api/v1/namespaces/{theirs}/configmaps/calm-config?dryRun=All");
+    let (deleted, said) = stolen.kubectl(&["delete", "--raw", &configmap])?;
+    ensure!(!deleted && said.contains("cannot delete resource \"configmaps\""), "{said}");
+    let namespace = format!("/api/v1/namespaces/{theirs}?dryRun=All");
+    let (deleted, said) = stolen.kubectl(&["delete", "--raw", &namespace])?;
     ensure!(!deleted && said.contains("cannot delete resource \"namespaces\""), "{said}");
 
     bystander.untouched(&w).await?;
