@@ -47,7 +47,7 @@ fn every_kustomization_renders_objects() {
     let mut dirs = vec![];
     kustomizations(&config_dir(), &mut dirs);
     let names: Vec<String> = dirs.iter().map(|d| d.strip_prefix(config_dir()).unwrap().display().to_string()).collect();
-    for want in ["manager", "kcp-rbac", "kcp-rbac/parent", "syncer", "prometheus"] {
+    for want in ["manager", "kcp-rbac", "kcp-rbac/parent", "kcp-rbac/system-admin", "syncer", "prometheus"] {
         assert!(names.iter().any(|n| n == want), "config/{want} has no kustomization.yaml: {names:?}");
     }
     for dir in dirs {
@@ -116,6 +116,30 @@ fn kcp_rbac_grants_what_the_manager_needs_and_no_wildcards() {
     assert!(!role.to_string().contains("\"*\""), "no wildcards: {role}");
     let binding = find(&objects, "ClusterRoleBinding", "kcp-tmc-manager");
     assert_eq!(binding["roleRef"]["name"], "kcp-tmc-manager");
+}
+
+/// What every workspace grants the manager through the shard's `system:admin`: reading paths,
+/// no list and nothing else.
+#[test]
+fn kcp_path_reader_reads_paths_only() {
+    let objects = kustomize(&config_dir().join("kcp-rbac/system-admin"));
+    let role = find(&objects, "ClusterRole", "kcp-tmc-manager-path-reader");
+    let rules: Vec<String> = role["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| format!("{}{} {} {}", r["apiGroups"], r["resources"], r["resourceNames"], r["verbs"]))
+        .collect();
+    assert_eq!(
+        rules,
+        [
+            r#"nullnull null ["access"]"#,
+            r#"["core.kcp.io"]["logicalclusters"] ["cluster"] ["get"]"#,
+            r#"["tenancy.kcp.io"]["workspaces"] null ["get"]"#,
+        ]
+    );
+    let binding = find(&objects, "ClusterRoleBinding", "kcp-tmc-manager-path-reader");
+    assert_eq!(binding["roleRef"]["name"], "kcp-tmc-manager-path-reader");
 }
 
 /// The alerts' groups, from the plain rules file and from the PrometheusRule.

@@ -33,6 +33,12 @@ pub struct SyncerArgs {
     #[arg(long, env = "TMC_DOWNSTREAM_KUBECONFIG")]
     pub downstream_kubeconfig: Option<PathBuf>,
 
+    /// ClusterRole the syncer binds itself to in each namespace it creates (its writes and
+    /// Secret reads there); `tmc syncer-manifest` creates it. Default:
+    /// `kcp-tmc-syncer-<sync target name>:namespace`.
+    #[arg(long, env = "TMC_SYNCER_NAMESPACE_ROLE")]
+    pub namespace_role: Option<String>,
+
     /// How often the syncer probes its cluster and reports in (status.lastSyncTime).
     #[arg(long, env = "TMC_HEARTBEAT_INTERVAL", default_value = "20s", value_parser = parse_duration)]
     pub heartbeat_interval: Duration,
@@ -151,6 +157,10 @@ async fn sync(
         probe_tx,
         wanted_rx,
     );
+    let engine = match &args.namespace_role {
+        Some(role) => engine.with_namespace_role(role.clone()),
+        None => engine,
+    };
     tracing::info!(workspace = %args.workspace, cluster = %cluster, target = %args.sync_target_name,
         target_key = engine.target_key(), "syncer starting (pull mode)");
     tokio::spawn(async move {

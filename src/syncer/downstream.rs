@@ -10,9 +10,13 @@
 //! object it matched, and what status-up reads), so a synced ConfigMap costs a few hundred
 //! bytes here instead of a second copy of its data. Any change in the cluster arrives by watch
 //! as a whole object again and is compared again.
+//!
+//! Secrets are watched namespace by namespace, in the namespaces this syncer owns, because its
+//! RBAC grants no cluster-wide Secret read (see [`super::access`]); every other kind is one
+//! cluster-wide watch.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, RwLock};
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::{Arc, Mutex, RwLock};
 
 use futures::StreamExt;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
@@ -22,6 +26,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use tokio_util::sync::CancellationToken;
 
+use super::access::watched_per_namespace;
 use super::naming::{LOCATOR_ANNOTATION, Locator, TARGET_LABEL};
 use super::resources::SyncedResource;
 use super::upstream::SyncKey;
@@ -29,6 +34,20 @@ use crate::kcp::{ClusterKey, LogicalClusterName};
 use crate::reconciler::next_or_cancelled;
 
 type Objects = HashMap<(usize, String, String), Cached>;
+type Enqueue = Arc<dyn Fn(SyncKey) + Send + Sync>;
+/// A watch: (resource, namespace), or (resource, `None`) cluster-wide.
+type WatchId = (usize, Option<String>);
+
+/// The watches that run once per owned namespace (see [`watched_per_namespace`]).
+#[derive(Default)]
+struct PerNamespace {
+    /// Resources watched per namespace, with the sink and the cancellation of their watches.
+    resources: HashMap<usize, (Arc<SyncedResource>, Enqueue, CancellationToken)>,
+    /// The namespaces to watch them in.
+    namespaces: BTreeSet<String>,
+    /// Running watches by (resource, namespace).
+    running: HashMap<(usize, String), CancellationToken>,
+}
 
 /// A downstream object as cached: whole until compared, then only the verdict.
 #[derive(Clone, Debug)]
@@ -85,8 +104,9 @@ pub struct Downstream {
     objects: Arc<RwLock<Objects>>,
     /// (namespace, Deployment) pairs that a HorizontalPodAutoscaler in the cluster scales.
     autoscaled: Arc<RwLock<HashMap<(String, String), String>>>,
-    /// The resources whose watch has completed its first list.
-    listed: Arc<RwLock<HashSet<usize>>>,
+    /// The watches that have completed their first list.
+    listed: Arc<RwLock<HashSet<WatchId>>>,
+    per_namespace: Arc<Mutex<PerNamespace>>,
 }
 
 impl Downstream {
@@ -98,13 +118,16 @@ impl Downstream {
             objects: Default::default(),
             autoscaled: Default::default(),
             listed: Default::default(),
+            per_namespace: Default::default(),
         }
     }
 
-    /// Whether the cache holds the cluster's objects of `resource`: its watch has listed once.
-    /// Until then an object missing from the cache may still exist in the cluster.
-    pub fn synced(&self, resource: usize) -> bool {
-        self.listed.read().expect("downstream cache poisoned").contains(&resource)
+    /// Whether the cache holds the cluster's objects of `resource` in `namespace`: its watch
+    /// there (or cluster-wide) has listed once. Until then an object missing from the cache may
+    /// still exist in the cluster.
+    pub fn synced(&self, resource: usize, namespace: &str) -> bool {
+        let listed = self.listed.read().expect("downstream cache poisoned");
+        listed.contains(&(resource, None)) || listed.contains(&(resource, Some(namespace.to_string())))
     }
 
     /// How many synced objects of each resource the cluster holds.
@@ -223,6 +246,56 @@ impl Downstream {
     /// back even before the namespace watch reports it.
     pub fn remember_namespace(&self, name: &str, locator: Locator) {
         self.namespaces.write().expect("downstream cache poisoned").insert(name.to_string(), locator);
+        self.watch_namespace(name);
+    }
+
+    /// Starts the per-namespace watches in `namespace` that do not run yet.
+    fn watch_namespace(&self, namespace: &str) {
+        let mut scoped = self.per_namespace.lock().expect("downstream cache poisoned");
+        scoped.namespaces.insert(namespace.to_string());
+        let resources: Vec<(usize, Arc<SyncedResource>, Enqueue, CancellationToken)> =
+            scoped.resources.iter().map(|(i, (r, e, c))| (*i, r.clone(), e.clone(), c.clone())).collect();
+        for (index, resource, enqueue, cancel) in resources {
+            self.start_in(&mut scoped, index, resource, enqueue, &cancel, namespace);
+        }
+    }
+
+    fn start_in(
+        &self,
+        scoped: &mut PerNamespace,
+        index: usize,
+        resource: Arc<SyncedResource>,
+        enqueue: Enqueue,
+        cancel: &CancellationToken,
+        namespace: &str,
+    ) {
+        let id = (index, namespace.to_string());
+        if scoped.running.contains_key(&id) {
+            return;
+        }
+        let token = cancel.child_token();
+        scoped.running.insert(id, token.clone());
+        tokio::spawn(self.clone().watch(index, resource, Some(namespace.to_string()), enqueue, token));
+    }
+
+    /// Stops the per-namespace watches of a namespace that is gone, and forgets what they saw.
+    fn unwatch_namespace(&self, namespace: &str) {
+        let mut scoped = self.per_namespace.lock().expect("downstream cache poisoned");
+        scoped.namespaces.remove(namespace);
+        let stopped: Vec<usize> = scoped.running.keys().filter(|(_, ns)| ns == namespace).map(|(i, _)| *i).collect();
+        for index in &stopped {
+            if let Some(token) = scoped.running.remove(&(*index, namespace.to_string())) {
+                token.cancel();
+            }
+        }
+        drop(scoped);
+        let mut listed = self.listed.write().expect("downstream cache poisoned");
+        stopped.iter().for_each(|i| {
+            listed.remove(&(*i, Some(namespace.to_string())));
+        });
+        drop(listed);
+        let mut objects = self.objects.write().expect("downstream cache poisoned");
+        objects.retain(|(i, ns, _), _| ns != namespace || !stopped.contains(i));
     }
 
     /// The upstream keys of the cached objects in a downstream namespace.
@@ -248,6 +321,7 @@ impl Downstream {
     pub async fn watch_namespaces(self, enqueue: impl Fn(SyncKey) + Send + 'static, cancel: CancellationToken) {
         let api: Api<Namespace> = Api::all(self.client.clone());
         let mut events = watcher(api, self.selector()).default_backoff().boxed();
+        let mut initial = false;
         while let Some(event) = next_or_cancelled(&mut events, &cancel).await {
             let mut map = self.namespaces.write().expect("downstream cache poisoned");
             match event {
@@ -257,13 +331,22 @@ impl Downstream {
                         && map.insert(ns.name_any(), locator).is_none()
                     {
                         drop(map);
+                        // Namespaces found at start-up are watched at once (to find orphans);
+                        // new ones once the engine has made sure they are ours and bound
+                        // (`remember_namespace`), so no watch starts before it may read there.
+                        if initial {
+                            self.watch_namespace(&ns.name_any());
+                        }
                         self.objects_in(&ns.name_any()).into_iter().for_each(&enqueue);
                     }
                 }
                 Ok(watcher::Event::Delete(ns)) => {
                     map.remove(&ns.name_any());
+                    drop(map);
+                    self.unwatch_namespace(&ns.name_any());
                 }
-                Ok(_) => {}
+                Ok(watcher::Event::Init) => initial = true,
+                Ok(watcher::Event::InitDone) => initial = false,
                 Err(e) => {
                     tracing::warn!(target_key = %self.target_key, error = %e, "watching downstream namespaces failed")
                 }
@@ -272,29 +355,53 @@ impl Downstream {
     }
 
     /// Watches the synced objects of one resource, caching them and sending the upstream key of
-    /// every change (drift, deletion, new status) to `enqueue`.
+    /// every change (drift, deletion, new status) to `enqueue`: cluster-wide, or in each owned
+    /// namespace for a resource [`watched_per_namespace`] (then this returns at once).
     pub async fn watch_resource(
         self,
         index: usize,
         resource: Arc<SyncedResource>,
-        enqueue: impl Fn(SyncKey) + Send + 'static,
+        enqueue: impl Fn(SyncKey) + Send + Sync + 'static,
         cancel: CancellationToken,
     ) {
-        let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &resource.api);
+        let enqueue: Enqueue = Arc::new(enqueue);
+        if !watched_per_namespace(&resource.api) {
+            return self.watch(index, resource, None, enqueue, cancel).await;
+        }
+        let mut scoped = self.per_namespace.lock().expect("downstream cache poisoned");
+        scoped.resources.insert(index, (resource.clone(), enqueue.clone(), cancel.clone()));
+        for namespace in scoped.namespaces.clone() {
+            self.start_in(&mut scoped, index, resource.clone(), enqueue.clone(), &cancel, &namespace);
+        }
+    }
+
+    /// One watch of `resource`, in `namespace` or (`None`) cluster-wide.
+    async fn watch(
+        self,
+        index: usize,
+        resource: Arc<SyncedResource>,
+        namespace: Option<String>,
+        enqueue: Enqueue,
+        cancel: CancellationToken,
+    ) {
+        let api: Api<DynamicObject> = match &namespace {
+            Some(ns) => Api::namespaced_with(self.client.clone(), ns, &resource.api),
+            None => Api::all_with(self.client.clone(), &resource.api),
+        };
         let mut events = watcher(api, self.selector()).default_backoff().boxed();
         let mut listed = false;
         while let Some(event) = next_or_cancelled(&mut events, &cancel).await {
             let (obj, deleted) = match event {
                 Ok(watcher::Event::InitDone) if !listed => {
                     listed = true;
-                    self.listed.write().expect("downstream cache poisoned").insert(index);
+                    self.listed.write().expect("downstream cache poisoned").insert((index, namespace.clone()));
                     continue;
                 }
                 Ok(watcher::Event::InitApply(o)) | Ok(watcher::Event::Apply(o)) => (o, false),
                 Ok(watcher::Event::Delete(o)) => (o, true),
                 Ok(_) => continue,
                 Err(e) => {
-                    tracing::warn!(target_key = %self.target_key, resource = %resource.api.plural, error = %e, "downstream watch failed");
+                    tracing::warn!(target_key = %self.target_key, resource = %resource.api.plural, namespace = ?namespace, error = %e, "downstream watch failed");
                     continue;
                 }
             };

@@ -7,9 +7,11 @@
 //! - [`status`]: the upstream status from one or several targets (pure);
 //! - [`upstream`]: the shared, cluster-keyed view of kcp, fanned out to syncers;
 //! - [`downstream`]: one syncer's view of its cluster (label-selected watches);
+//! - [`access`]: the syncer's rights in the namespaces it creates (least privilege);
 //! - [`engine`]: one syncer — spec down, drift, deletion, status up, heartbeat;
 //! - [`events`]: Warnings on upstream objects that did not sync, and why.
 
+pub mod access;
 pub mod client;
 pub mod credentials;
 pub mod discovery;

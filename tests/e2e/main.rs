@@ -126,6 +126,8 @@ fn all_tests() -> Vec<(&'static str, TestFn)> {
         placement::placement_needs_targets_that_sync_the_namespaces_kinds,
         lifecycle::deleting_a_synctarget_releases_its_objects,
         rbac::manager_runs_with_the_shipped_kcp_rbac,
+        rbac::pull_mode_syncer_runs_with_exactly_the_manifest_rbac,
+        hostile::rbac::stolen_syncer_token_stays_in_its_namespaces,
         status::status_shows_targets_placements_and_failed_objects,
         hostile::kubeconfig::exec_plugin_is_refused_and_never_runs,
         hostile::kubeconfig::auth_provider_is_refused_and_never_runs,

@@ -59,7 +59,7 @@ pub async fn downstream_ns(w: &World, target_ws: &str, name: &str, ws: &str, ns:
     Locator::new(target, &cluster, ns).downstream_namespace()
 }
 
-fn deployment(name: &str, replicas: i32) -> String {
+pub fn deployment(name: &str, replicas: i32) -> String {
     json!({
         "apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": { "name": name, "labels": { "app": name } },
@@ -447,7 +447,7 @@ fn set_kubeconfig(w: &World, ws: &str, name: &str, kubeconfig: &str) -> Result<(
         .map(|_| ())
 }
 
-async fn wait_ready_reason(w: &World, ws: &str, name: &str, reason: &str) -> Result<String, String> {
+pub async fn wait_ready_reason(w: &World, ws: &str, name: &str, reason: &str) -> Result<String, String> {
     eventually(&format!("SyncTarget {ws}/{name} Ready reason {reason}"), WAIT, || async {
         let path = "jsonpath={.status.conditions[?(@.type==\"Ready\")].reason}|{.status.conditions[?(@.type==\"Ready\")].message}";
         let out = w.kcp.kubectl(ws, &["get", "synctarget", name, "-o", path], None)?;
@@ -570,7 +570,16 @@ pub async fn syncer_manifest_is_accepted_by_a_real_cluster(w: Arc<World>) -> Tes
     // so the namespace the others go into is created for real first).
     w.clusters[0].kubectl(&["create", "namespace", "kcp-tmc-syncer"])?;
     let out = w.clusters[0].kubectl_stdin(&["apply", "--dry-run=server", "-f", "-"], &manifest)?;
-    for kind in ["namespace", "serviceaccount", "clusterrole", "clusterrolebinding", "secret", "deployment"] {
+    for kind in [
+        "namespace",
+        "serviceaccount",
+        "clusterrole",
+        "clusterrolebinding",
+        "validatingadmissionpolicy",
+        "validatingadmissionpolicybinding",
+        "secret",
+        "deployment",
+    ] {
         ensure!(out.contains(&format!("{kind}.")) || out.contains(&format!("{kind}/")), "{kind} missing from:\n{out}");
     }
     Ok(())

@@ -24,6 +24,7 @@ use crate::kcp::{ClusterKey, LogicalClusterName, error_message};
 use crate::reconciler::queue::{Backoff, WorkQueue};
 use crate::server::Metrics;
 use crate::server::metrics::{SyncOp, queue};
+use crate::syncer::access::{Access, namespace_role};
 use crate::syncer::downstream::{self, Cached, Compared, Downstream};
 use crate::syncer::events::Events;
 use crate::syncer::naming::{Locator, TARGET_LABEL, TargetRef};
@@ -85,6 +86,8 @@ pub struct Engine {
     target_key: String,
     upstream: Upstream,
     downstream: Downstream,
+    /// Binds the syncer to its namespace role in the namespaces it creates.
+    access: Access,
     events: Events,
     queue: Arc<WorkQueue<SyncKey>>,
     settings: EngineSettings,
@@ -119,6 +122,7 @@ impl Engine {
         Self {
             target: TargetRef { cluster: target_cluster.to_string(), name: target_name.to_string() },
             target_cluster,
+            access: Access::new(downstream_client.clone(), namespace_role(target_name)),
             downstream: Downstream::new(downstream_client, &target_key),
             events,
             telemetry: Arc::new(telemetry::Telemetry::new(settings.metrics.clone(), &target_key)),
@@ -152,6 +156,13 @@ impl Engine {
             }
         });
         self.allowed = allowed;
+        self
+    }
+
+    /// Binds the syncer to `role` in its namespaces instead of the default
+    /// [`namespace_role`] of its SyncTarget's name.
+    pub fn with_namespace_role(mut self, role: String) -> Self {
+        self.access = Access::new(self.downstream.client.clone(), role);
         self
     }
 
@@ -256,14 +267,16 @@ impl Engine {
 
         if !wanted {
             // Before the downstream cache has listed, "not cached" does not mean "absent": ask,
-            // and delete only a copy this target wrote.
+            // and delete only a copy this target wrote. Refused (403) means the syncer holds no
+            // rights there, so it cannot have written there either.
             let ours = match &current {
                 Some(_) => true,
-                None if self.downstream.synced(index) => false,
+                None if self.downstream.synced(index, &dns) => false,
                 None => match down_api.get_opt(&key.name).await {
                     Ok(found) => found.is_some_and(|o| {
                         o.metadata.labels.as_ref().and_then(|l| l.get(TARGET_LABEL)) == Some(&self.target_key)
                     }),
+                    Err(kube::Error::Api(s)) if s.code == 403 => false,
                     Err(_) => true, // unreachable: let the delete below report and time out
                 },
             };

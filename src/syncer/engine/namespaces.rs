@@ -9,6 +9,7 @@ use serde_json::json;
 
 use super::{ADOPT_ANNOTATION, Engine, SyncError, api_err};
 use crate::kcp::ClusterKey;
+use crate::syncer::access::IDENTITY_ANNOTATION;
 use crate::syncer::naming::{self, LOCATOR_ANNOTATION, Locator, TARGET_LABEL};
 
 impl Engine {
@@ -44,9 +45,10 @@ impl Engine {
     }
 
     pub(super) async fn ensure_namespace(&self, name: &str, locator: &Locator) -> Result<(), SyncError> {
-        // Known from the namespace watch (label-selected, so ours) or an earlier check: no request.
+        // Known from the namespace watch (label-selected, so ours) or an earlier check: no request
+        // (but the binding, once per process: a crash may have come between create and bind).
         if self.downstream.holds(name, locator) {
-            return Ok(());
+            return self.access.ensure(name).await.map_err(api_err("bind the syncer in its namespace"));
         }
         let api: Api<Namespace> = Api::all(self.downstream.client.clone());
         let existing = api.get_opt(name).await.map_err(api_err("read downstream namespace"))?;
@@ -59,12 +61,14 @@ impl Engine {
                 return Err(SyncError::ForeignNamespace { namespace: name.to_string(), found });
             }
             naming::Ownership::Absent => {
+                let identity = self.access.identity().await.map_err(api_err("ask the cluster who the syncer is"))?;
+                let mut annotations = json!({ LOCATOR_ANNOTATION: locator.to_annotation() });
+                if let Some(identity) = identity {
+                    // What the shipped admission policy checks before the syncer may bind itself here.
+                    annotations[IDENTITY_ANNOTATION] = json!(identity);
+                }
                 let ns: Namespace = serde_json::from_value(json!({
-                    "metadata": {
-                        "name": name,
-                        "labels": { TARGET_LABEL: self.target_key },
-                        "annotations": { LOCATOR_ANNOTATION: locator.to_annotation() },
-                    }
+                    "metadata": { "name": name, "labels": { TARGET_LABEL: self.target_key }, "annotations": annotations }
                 }))
                 .expect("static namespace");
                 match api.create(&PostParams::default(), &ns).await {
@@ -74,6 +78,7 @@ impl Engine {
                 }
             }
         }
+        self.access.ensure(name).await.map_err(api_err("bind the syncer in its namespace"))?;
         self.downstream.remember_namespace(name, locator.clone());
         Ok(())
     }

@@ -8,6 +8,7 @@
 //! label, the SyncTarget stays Ready and its `tmc_synctarget_ready` series still reads 1.
 
 pub mod kubeconfig;
+pub mod rbac;
 
 use std::time::Duration;
 
