@@ -14,8 +14,6 @@ use super::{Controller, FIELD_MANAGER, ReconcileError, selector, status};
 use crate::apis::condition::{ConditionStatus, condition_status};
 use crate::apis::placement::v1alpha1::{Placement, PlacementSpec, PlacementStatus, SelectedTarget};
 use crate::apis::sync::v1alpha1::{CONDITION_READY, SyncTarget, SyncedResourceState};
-#[cfg(test)]
-use crate::kcp::LogicalClusterName;
 use crate::kcp::paths::PathError;
 use crate::kcp::workspace::WorkspaceError;
 use crate::kcp::{ClusterKey, WorkspacePath};
