@@ -127,6 +127,9 @@ fn all_tests() -> Vec<(&'static str, TestFn)> {
         lifecycle::deleting_a_synctarget_releases_its_objects,
         rbac::manager_runs_with_the_shipped_kcp_rbac,
         status::status_shows_targets_placements_and_failed_objects,
+        hostile::placement::invalid_selectors_are_refused_at_admission,
+        hostile::placement::invalid_selector_past_admission_keeps_what_was_placed,
+        hostile::placement::cross_workspace_probes_all_read_not_allowed,
     ]
 }
 
