@@ -177,7 +177,11 @@ impl Controller {
             None => (own_path.clone(), key.cluster.clone()),
             Some(path) => match self.paths.cluster_of(&path).await {
                 Ok(cluster) => (path, cluster),
-                Err(e) if location_absent(&e) => return Ok(Choice::not_allowed(path.to_string())),
+                Err(e) if location_absent(&e) => {
+                    // The operator's log tells the cases apart; the tenant's status does not.
+                    tracing::debug!(workspace = %path, error = %e, "location workspace not usable; WorkspaceNotAllowed");
+                    return Ok(Choice::not_allowed(path.to_string()));
+                }
                 Err(e) => return Err(e.into()),
             },
         };
