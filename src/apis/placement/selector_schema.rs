@@ -46,18 +46,18 @@ fn match_expressions() -> Value {
             "required": ["key", "operator"],
             "properties": {
                 "key": {
-                    "description": "key is the label key that the selector applies to.",
+                    "description": "key is the label key that the selector applies to: an optional prefix (a DNS subdomain of at most 253 characters) and '/', then a name of at most 63 characters of [A-Za-z0-9._-] starting and ending alphanumeric.",
                     "type": "string",
                     "maxLength": MAX_KEY,
                     "pattern": KEY_PATTERN,
                 },
                 "operator": {
-                    "description": "operator represents a key's relationship to a set of values. Valid operators are In, NotIn, Exists and DoesNotExist.",
+                    "description": "operator represents a key's relationship to a set of values.",
                     "type": "string",
                     "enum": ["In", "NotIn", "Exists", "DoesNotExist"],
                 },
                 "values": {
-                    "description": "values is an array of string values. If the operator is In or NotIn, the values array must be non-empty. If the operator is Exists or DoesNotExist, the values array must be empty.",
+                    "description": "values is an array of string values, each empty or at most 63 characters of [A-Za-z0-9._-] starting and ending alphanumeric. If the operator is In or NotIn, the values array must be non-empty. If the operator is Exists or DoesNotExist, the values array must be empty.",
                     "type": "array",
                     "items": value(),
                 },
