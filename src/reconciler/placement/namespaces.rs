@@ -13,7 +13,7 @@ use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
 
-use super::reconcile::{consents, is_ready, syncing_kinds};
+use super::reconcile::{consents, is_ready, location_path, syncing_kinds};
 use super::{Controller, ReconcileError, assign, selector};
 use crate::apis::placement::v1alpha1::SelectedTarget;
 use crate::kcp::{ClusterKey, LogicalClusterName, WorkspacePath};
@@ -45,7 +45,7 @@ impl Controller {
                 continue;
             }
             // An invalid selector is not evaluated: which namespaces it meant is unknown.
-            let valid = selector::validate_spec(&p.spec).is_ok();
+            let valid = selector::validate_spec(&p.spec).is_ok() && location_path(&p.spec).is_ok();
             if valid && !selector::matches_selector(&p.spec.namespace_selector, labels) {
                 continue;
             }

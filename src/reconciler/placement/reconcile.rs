@@ -77,7 +77,7 @@ impl Choice {
     }
 
     /// An invalid selector: the status keeps the earlier choice, so neither the Placement nor
-    /// the namespace reconcile undoes what was placed (see `desired_targets`).
+    /// the namespace reconcile undoes what was placed (see `namespaces.rs`).
     fn stuck(invalid: selector::Invalid, current: &PlacementStatus, spec: &PlacementSpec) -> Self {
         Self {
             workspace: spec.location_selector.workspace.clone().unwrap_or_default(),
@@ -105,7 +105,7 @@ fn location_absent(e: &PathError) -> bool {
 }
 
 /// The Placement's `locationSelector.workspace`, parsed; `None` means its own workspace.
-fn location_path(spec: &PlacementSpec) -> Result<Option<WorkspacePath>, selector::Invalid> {
+pub(super) fn location_path(spec: &PlacementSpec) -> Result<Option<WorkspacePath>, selector::Invalid> {
     let Some(text) = spec.location_selector.workspace.as_deref() else { return Ok(None) };
     text.parse().map(Some).map_err(|_| selector::Invalid {
         field: "spec.locationSelector.workspace".into(),
