@@ -61,6 +61,7 @@ fn run(
             number_of_targets: [None, Some(1), Some(2), Some(3)][i % 4],
             targets,
             current: &current[i],
+            foreign: false,
             now,
             failover_grace: Duration::from_secs(120),
             evictions_allowed: 10,

@@ -49,8 +49,9 @@ pub struct ManagerArgs {
     #[arg(long, env = "TMC_PLACEMENT_FAILOVER_GRACE", default_value = "2m", value_parser = parse_duration)]
     pub placement_failover_grace: Duration,
 
-    /// Moves of namespaces off unhealthy or draining targets allowed per minute (per kcp shard);
-    /// further moves wait.
+    /// Moves of namespaces off unhealthy or draining targets allowed per minute, for the
+    /// Placements of each workspace (one tenant's moves never delay another's); further moves
+    /// wait.
     #[arg(long, env = "TMC_PLACEMENT_MAX_EVICTIONS_PER_MINUTE", default_value_t = 10)]
     pub placement_max_evictions_per_minute: u32,
 

@@ -135,6 +135,9 @@ fn all_tests() -> Vec<(&'static str, TestFn)> {
         hostile::kubeconfig::file_paths_are_refused_and_inline_data_recovers,
         hostile::kubeconfig::proxy_url_is_refused_and_never_dialled,
         hostile::kubeconfig::insecure_skip_tls_verify_is_refused_without_the_flag,
+        hostile::placement::invalid_selectors_are_refused_at_admission,
+        hostile::placement::invalid_selector_past_admission_keeps_what_was_placed,
+        hostile::placement::cross_workspace_probes_all_read_not_allowed,
     ]
 }
 

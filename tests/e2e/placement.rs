@@ -18,7 +18,7 @@ use crate::{World, ensure};
 const ASSIGNED: &str = "placement.tmc.kcp.io/assigned";
 
 /// Creates the workspace `path`, binds kcp-tmc's export there and waits until it serves.
-async fn tenant(w: &World, path: &str) -> Result<(), String> {
+pub async fn tenant(w: &World, path: &str) -> Result<(), String> {
     workspace::ensure(&w.clients, &path.parse().unwrap(), Duration::from_secs(60)).await.map_err(|e| e.to_string())?;
     let binding =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/samples/apibinding.yaml")).unwrap();
@@ -30,14 +30,14 @@ async fn tenant(w: &World, path: &str) -> Result<(), String> {
 }
 
 /// A namespace labelled `app=<app>` holding one ConfigMap `cfg`.
-fn namespace_with_config(w: &World, ws: &str, ns: &str, app: &str) -> Result<(), String> {
+pub fn namespace_with_config(w: &World, ws: &str, ns: &str, app: &str) -> Result<(), String> {
     let yaml = format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {ns}\n  labels: {{app: {app}}}\n");
     w.kcp.kubectl(ws, &["apply", "-f", "-"], Some(&yaml))?;
     let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cfg"}, "data": {"ns": ns}});
     w.kcp.kubectl(ws, &["-n", ns, "apply", "-f", "-"], Some(&cm.to_string())).map(|_| ())
 }
 
-fn placement(name: &str, app: &str, location: Value, number: Option<i32>) -> String {
+pub fn placement(name: &str, app: &str, location: Value, number: Option<i32>) -> String {
     let mut spec = json!({ "namespaceSelector": { "matchLabels": { "app": app } }, "locationSelector": location });
     if let Some(n) = number {
         spec["numberOfTargets"] = json!(n);
@@ -46,17 +46,17 @@ fn placement(name: &str, app: &str, location: Value, number: Option<i32>) -> Str
         .to_string()
 }
 
-fn get(w: &World, ws: &str, kind: &str, name: &str) -> Result<Value, String> {
+pub fn get(w: &World, ws: &str, kind: &str, name: &str) -> Result<Value, String> {
     let out = w.kcp.kubectl(ws, &["get", kind, name, "-o", "json"], None)?;
     serde_json::from_str(&out).map_err(|e| e.to_string())
 }
 
-fn condition<'a>(obj: &'a Value, type_: &str) -> (&'a str, &'a str) {
+pub fn condition<'a>(obj: &'a Value, type_: &str) -> (&'a str, &'a str) {
     let c = obj["status"]["conditions"].as_array().and_then(|cs| cs.iter().find(|c| c["type"] == type_));
     c.map(|c| (c["status"].as_str().unwrap_or_default(), c["reason"].as_str().unwrap_or_default())).unwrap_or_default()
 }
 
-fn selected(p: &Value) -> Vec<String> {
+pub fn selected(p: &Value) -> Vec<String> {
     p["status"]["selectedTargets"]
         .as_array()
         .into_iter()
@@ -66,7 +66,7 @@ fn selected(p: &Value) -> Vec<String> {
 }
 
 /// Waits until the Placement's Scheduled reason is `reason`; returns the Placement.
-async fn wait_scheduled(w: &World, ws: &str, name: &str, reason: &str) -> Result<Value, String> {
+pub async fn wait_scheduled(w: &World, ws: &str, name: &str, reason: &str) -> Result<Value, String> {
     eventually(&format!("Placement {ws}/{name} Scheduled reason {reason}"), WAIT, || async {
         let p = get(w, ws, "placement", name)?;
         Ok((condition(&p, "Scheduled").1 == reason).then_some(p))
@@ -83,13 +83,13 @@ async fn wait_selected(w: &World, ws: &str, name: &str, want: &[&str]) -> Result
 }
 
 /// The target keys assigned to the namespace by label.
-fn assigned(w: &World, ws: &str, ns: &str) -> Result<Vec<String>, String> {
+pub fn assigned(w: &World, ws: &str, ns: &str) -> Result<Vec<String>, String> {
     let n = get(w, ws, "namespace", ns)?;
     let labels = n["metadata"]["labels"].as_object().cloned().unwrap_or_default();
     Ok(labels.keys().filter_map(|k| k.strip_prefix("state.tmc.kcp.io/").map(Into::into)).collect())
 }
 
-async fn wait_assigned(w: &World, ws: &str, ns: &str, want: &[&str]) -> Result<(), String> {
+pub async fn wait_assigned(w: &World, ws: &str, ns: &str, want: &[&str]) -> Result<(), String> {
     let mut want: Vec<String> = want.iter().map(|s| s.to_string()).collect();
     want.sort();
     eventually(&format!("{ws}/{ns} assigned to {want:?}"), WAIT, || async {

@@ -1,3 +1,4 @@
 //! The `placement.kcp.io` API group: which namespaces run on which sync targets.
 
+pub mod selector_schema;
 pub mod v1alpha1;

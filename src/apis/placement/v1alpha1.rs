@@ -48,13 +48,17 @@ use std::collections::BTreeMap;
 #[serde(rename_all = "camelCase")]
 pub struct PlacementSpec {
     /// Namespaces of this workspace whose workloads are placed. An empty selector selects all
-    /// namespaces.
+    /// namespaces. A selector the Kubernetes API would refuse is refused here too; one that got
+    /// in anyway (written before this check existed) stops the Placement with `InvalidSelector`
+    /// and keeps what it placed.
+    #[schemars(schema_with = "super::selector_schema::label_selector")]
     pub namespace_selector: LabelSelector,
 
     /// Only objects whose labels match are synced from the selected namespaces to the chosen
     /// targets. Unset means every object of a supported API. Several Placements choosing one
     /// target for a namespace run the union of their selections.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "super::selector_schema::optional_label_selector")]
     pub workload_selector: Option<LabelSelector>,
 
     /// Which SyncTargets may run the selected namespaces.
@@ -79,10 +83,12 @@ pub struct LocationSelector {
 
     /// SyncTarget labels that must all match.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(schema_with = "super::selector_schema::labels")]
     pub match_labels: BTreeMap<String, String>,
 
     /// Label selector requirements over SyncTarget labels that must all match.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "super::selector_schema::requirements")]
     pub match_expressions: Vec<LabelSelectorRequirement>,
 }
 

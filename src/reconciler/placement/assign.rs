@@ -6,7 +6,8 @@
 //! by hand are never removed or claimed. A label it set that is no longer desired is removed
 //! only once every desired target runs the namespace (make before break), so a move never
 //! leaves the workloads nowhere; with nothing desired (Placement deleted, namespace no longer
-//! selected) that holds at once.
+//! selected) that holds at once. Labels of *frozen* keys — chosen by a Placement whose selector
+//! is invalid, so nobody knows what it wants — are neither added nor removed.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -60,23 +61,28 @@ pub fn managed_keys(annotations: &BTreeMap<String, String>) -> BTreeSet<String> 
 }
 
 /// Plans the labels of a namespace with `labels` and `annotations` that should run on
-/// `desired`; `runs(key)` says whether the target `key` already runs the namespace.
+/// `desired`; `frozen` keys keep the label they have; `runs(key)` says whether the target `key`
+/// already runs the namespace.
 pub fn plan(
     labels: &BTreeMap<String, String>,
     annotations: &BTreeMap<String, String>,
     desired: &BTreeSet<String>,
+    frozen: &BTreeSet<String>,
     runs: impl Fn(&str) -> bool,
 ) -> Plan {
     let present = assigned_targets(&serde_json::json!({ "metadata": { "labels": labels } }));
     let managed = managed_keys(annotations);
     let by_hand: BTreeSet<String> = present.difference(&managed).cloned().collect();
     let add: BTreeSet<String> = desired.difference(&present).cloned().collect();
-    let stale: BTreeSet<String> = managed.difference(desired).filter(|k| present.contains(*k)).cloned().collect();
+    let held: BTreeSet<String> = managed.intersection(frozen).filter(|k| present.contains(*k)).cloned().collect();
+    let stale: BTreeSet<String> =
+        managed.difference(desired).filter(|k| present.contains(*k) && !held.contains(*k)).cloned().collect();
     // `runs` reads the syncers' caches: ask only when a stale label waits on the answer.
     let all_run = stale.is_empty() || (add.is_empty() && desired.iter().all(|k| runs(k)));
     let (remove, kept) = if all_run { (stale, BTreeSet::new()) } else { (BTreeSet::new(), stale) };
     let mut owned: BTreeSet<String> = desired.difference(&by_hand).cloned().collect();
     owned.extend(kept.iter().cloned());
+    owned.extend(held);
     Plan { add, remove, managed: owned, waiting: !kept.is_empty() }
 }
 
@@ -208,7 +214,7 @@ mod tests {
         ];
         for (name, labelled, own, desired, running, add, remove, after, waiting) in rows {
             let running = set(running);
-            let p = plan(&labels(labelled), &managed(own), &set(desired), |k| running.contains(k));
+            let p = plan(&labels(labelled), &managed(own), &set(desired), &set(&[]), |k| running.contains(k));
             assert_eq!(
                 p,
                 Plan { add: set(add), remove: set(remove), managed: set(after), waiting: *waiting },
@@ -217,11 +223,47 @@ mod tests {
         }
     }
 
+    /// A Placement with an invalid selector is stuck: what it placed stays placed.
+    #[test]
+    fn frozen_keys_are_neither_removed_nor_added() {
+        // (name, labelled, managed, desired, frozen, add, remove, managed after)
+        type Row<'a> = (
+            &'a str,
+            &'a [&'a str],
+            &'a [&'a str],
+            &'a [&'a str],
+            &'a [&'a str],
+            &'a [&'a str],
+            &'a [&'a str],
+            &'a [&'a str],
+        );
+        let rows: &[Row] = &[
+            ("the stuck Placement's label stays", &["a"], &["a"], &[], &["a"], &[], &[], &["a"]),
+            ("a label removed by hand is not re-added", &[], &["a"], &[], &["a"], &[], &[], &[]),
+            ("frozen does not claim a hand-set label", &["h"], &[], &[], &["h"], &[], &[], &[]),
+            (
+                "others still converge beside it",
+                &["a", "b"],
+                &["a", "b"],
+                &["c"],
+                &["a"],
+                &["c"],
+                &[],
+                &["a", "b", "c"],
+            ),
+            ("a valid Placement may still add the key", &[], &[], &["a"], &["a"], &["a"], &[], &["a"]),
+        ];
+        for (name, labelled, own, desired, frozen, add, remove, after) in rows {
+            let p = plan(&labels(labelled), &managed(own), &set(desired), &set(frozen), |_| true);
+            assert_eq!((p.add, p.remove, p.managed), (set(add), set(remove), set(after)), "{name}");
+        }
+    }
+
     #[test]
     fn patch_only_when_something_changes() {
-        let p = plan(&labels(&["a"]), &managed(&["a"]), &set(&["a"]), |_| true);
+        let p = plan(&labels(&["a"]), &managed(&["a"]), &set(&["a"]), &set(&[]), |_| true);
         assert_eq!(p.patch(&set(&["a"])), None);
-        let p = plan(&labels(&["a"]), &managed(&["a"]), &set(&[]), |_| true);
+        let p = plan(&labels(&["a"]), &managed(&["a"]), &set(&[]), &set(&[]), |_| true);
         let patch = p.patch(&set(&["a"])).unwrap();
         assert_eq!(patch["labels"][assignment_label("a")], serde_json::Value::Null);
         assert_eq!(patch["annotations"][MANAGED_ANNOTATION], serde_json::Value::Null);

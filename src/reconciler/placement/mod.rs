@@ -9,6 +9,7 @@
 
 pub mod assign;
 mod events;
+mod namespaces;
 mod reconcile;
 pub mod schedule;
 pub mod selector;
@@ -29,7 +30,7 @@ use super::queue::{Backoff, WorkQueue};
 use crate::apis::placement::v1alpha1::Placement;
 use crate::apis::sync::v1alpha1::SyncTarget;
 use crate::kcp::paths::Paths;
-use crate::kcp::{ClusterClients, ClusterKey};
+use crate::kcp::{ClusterClients, ClusterKey, LogicalClusterName};
 use crate::server::Metrics;
 use crate::server::metrics::{controller, queue};
 use crate::syncer::upstream::Upstream;
@@ -44,7 +45,7 @@ pub struct Settings {
     pub workers: usize,
     /// How long a chosen target may stay not Ready before its namespaces move elsewhere.
     pub failover_grace: Duration,
-    /// Moves (failover and drain) allowed per minute, across all Placements of an endpoint.
+    /// Moves (failover and drain) allowed per minute, for the Placements of one workspace.
     pub max_evictions_per_minute: u32,
     pub backoff: Backoff,
 }
@@ -79,8 +80,8 @@ pub struct Controller {
     namespaces: ClusterCache<PartialObjectMeta<Namespace>>,
     /// What of each SyncTarget scheduling depends on, to ignore heartbeat-only changes.
     fingerprints: Arc<Mutex<HashMap<ClusterKey, String>>>,
-    /// When recent moves happened, for the eviction rate limit.
-    evictions: Arc<Mutex<VecDeque<tokio::time::Instant>>>,
+    /// When recent moves happened, per Placement workspace, for the eviction rate limit.
+    evictions: Arc<Mutex<HashMap<LogicalClusterName, VecDeque<tokio::time::Instant>>>>,
     queue: Arc<WorkQueue<Key>>,
     /// How many of the three watches have listed once; work waits for all three.
     synced: tokio::sync::watch::Sender<usize>,
@@ -168,27 +169,37 @@ impl Controller {
         }
     }
 
-    /// Moves still allowed in the current minute.
-    fn eviction_budget(&self) -> usize {
-        let mut recent = self.evictions.lock().expect("evictions poisoned");
-        while recent.front().is_some_and(|t| t.elapsed() >= Duration::from_secs(60)) {
-            recent.pop_front();
+    /// Moves still allowed in the current minute for the Placements of `cluster`. The budget is
+    /// per workspace: one tenant's moves neither delay another's failover nor show in its status.
+    fn eviction_budget(&self, cluster: &LogicalClusterName) -> usize {
+        let mut all = self.evictions.lock().expect("evictions poisoned");
+        let used = all.get_mut(cluster).map_or(0, |recent| {
+            while recent.front().is_some_and(|t| t.elapsed() >= Duration::from_secs(60)) {
+                recent.pop_front();
+            }
+            recent.len()
+        });
+        // Forget workspaces with nothing recent, so the map holds only active ones.
+        all.retain(|_, recent| recent.back().is_some_and(|t| t.elapsed() < Duration::from_secs(60)));
+        (self.settings.max_evictions_per_minute as usize).saturating_sub(used)
+    }
+
+    fn spend_evictions(&self, cluster: &LogicalClusterName, n: usize) {
+        if n == 0 {
+            return;
         }
-        (self.settings.max_evictions_per_minute as usize).saturating_sub(recent.len())
-    }
-
-    fn spend_evictions(&self, n: usize) {
         let now = tokio::time::Instant::now();
-        self.evictions.lock().expect("evictions poisoned").extend(std::iter::repeat_n(now, n));
+        let mut all = self.evictions.lock().expect("evictions poisoned");
+        all.entry(cluster.clone()).or_default().extend(std::iter::repeat_n(now, n));
     }
 
-    fn enqueue_namespaces_of(&self, cluster: &crate::kcp::LogicalClusterName) {
+    fn enqueue_namespaces_of(&self, cluster: &LogicalClusterName) {
         for k in self.namespaces.keys_in(cluster, |_| true) {
             self.queue.add(Key::Namespace(k));
         }
     }
 
-    fn enqueue_placements_of(&self, cluster: &crate::kcp::LogicalClusterName) {
+    fn enqueue_placements_of(&self, cluster: &LogicalClusterName) {
         for k in self.placements.keys_in(cluster, |_| true) {
             self.queue.add(Key::Placement(k));
         }

@@ -1,24 +1,22 @@
-//! The two reconciles: a Placement (choose targets, write status) and a namespace (write the
-//! assignment labels the Placements of its workspace ask for).
+//! The Placement reconcile: validate its selectors, choose targets, write status. (The
+//! namespace reconcile, which writes the assignment labels, is in `namespaces.rs`.)
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Namespace;
 use kube::Resource;
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::core::ApiResource;
 use serde_json::json;
 
 use super::schedule::{self, TargetView};
-use super::{Controller, FIELD_MANAGER, ReconcileError, assign, selector, status};
+use super::{Controller, FIELD_MANAGER, ReconcileError, selector, status};
 use crate::apis::condition::{ConditionStatus, condition_status};
-use crate::apis::placement::v1alpha1::{Placement, SelectedTarget};
+use crate::apis::placement::v1alpha1::{Placement, PlacementSpec, PlacementStatus, SelectedTarget};
 use crate::apis::sync::v1alpha1::{CONDITION_READY, SyncTarget, SyncedResourceState};
 use crate::kcp::paths::PathError;
 use crate::kcp::workspace::WorkspaceError;
-use crate::kcp::{ClusterKey, LogicalClusterName, WorkspacePath};
-use crate::syncer::naming::target_key;
+use crate::kcp::{ClusterKey, WorkspacePath};
 
 /// What the scheduler sees of a SyncTarget; `needed` are the (group, kind)s of the objects in
 /// the namespaces to place, which a fresh target must report as `Syncing`.
@@ -40,7 +38,7 @@ fn view(t: &SyncTarget, allows: bool, needed: &BTreeSet<(String, String)>) -> Ta
 }
 
 /// The (group, kind)s the target's syncer reports as `Syncing` in `status.syncedResources`.
-fn syncing_kinds(t: &SyncTarget) -> BTreeSet<(String, String)> {
+pub(super) fn syncing_kinds(t: &SyncTarget) -> BTreeSet<(String, String)> {
     t.status
         .iter()
         .flat_map(|s| s.synced_resources.iter())
@@ -49,9 +47,70 @@ fn syncing_kinds(t: &SyncTarget) -> BTreeSet<(String, String)> {
         .collect()
 }
 
-fn is_ready(t: &SyncTarget) -> bool {
+/// Whether the target lists the workspace `path` in `spec.allowedWorkspaces`.
+pub(super) fn consents(t: &SyncTarget, path: &WorkspacePath) -> bool {
+    t.spec.allowed_workspaces.iter().any(|w| w == path.as_str())
+}
+
+pub(super) fn is_ready(t: &SyncTarget) -> bool {
     let conditions = t.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
     condition_status(conditions, CONDITION_READY) == Some(ConditionStatus::True)
+}
+
+/// What one Placement reconcile decided, before it becomes status.
+struct Choice {
+    /// The location workspace's path, as the tenant wrote it (or the Placement's own).
+    workspace: String,
+    outcome: Result<schedule::Outcome, selector::Invalid>,
+    selected: Vec<SelectedTarget>,
+    not_ready: Vec<String>,
+    deferred: usize,
+    placed: i32,
+    requeue: Option<Duration>,
+}
+
+impl Choice {
+    /// Nothing chosen, for a reason that is not the tenant's to know more about.
+    fn not_allowed(workspace: String) -> Self {
+        let outcome = Ok(schedule::Outcome::WorkspaceNotAllowed);
+        Self { workspace, outcome, selected: vec![], not_ready: vec![], deferred: 0, placed: 0, requeue: None }
+    }
+
+    /// An invalid selector: the status keeps the earlier choice, so neither the Placement nor
+    /// the namespace reconcile undoes what was placed (see `namespaces.rs`).
+    fn stuck(invalid: selector::Invalid, current: &PlacementStatus, spec: &PlacementSpec) -> Self {
+        Self {
+            workspace: spec.location_selector.workspace.clone().unwrap_or_default(),
+            outcome: Err(invalid),
+            selected: current.selected_targets.clone(),
+            not_ready: vec![],
+            deferred: 0,
+            placed: current.placed_namespaces.unwrap_or_default(),
+            requeue: None,
+        }
+    }
+}
+
+/// Whether a failed lookup of the location workspace means "not there for you" rather than "try
+/// again". kcp answers a path under a missing parent with 403 or 404; a workspace not ready yet
+/// reads as missing too, so that its existence does not show. Anything else (kcp unreachable,
+/// 5xx) is transient: the reconcile fails and is retried, and the status stays as it was.
+fn location_absent(e: &PathError) -> bool {
+    match e {
+        PathError::Workspace(WorkspaceError::NotFound { .. } | WorkspaceError::NotReady(_)) => true,
+        PathError::Workspace(WorkspaceError::Invalid { .. }) => true,
+        PathError::Workspace(WorkspaceError::Api { source: kube::Error::Api(s), .. }) => matches!(s.code, 403 | 404),
+        _ => false,
+    }
+}
+
+/// The Placement's `locationSelector.workspace`, parsed; `None` means its own workspace.
+pub(super) fn location_path(spec: &PlacementSpec) -> Result<Option<WorkspacePath>, selector::Invalid> {
+    let Some(text) = spec.location_selector.workspace.as_deref() else { return Ok(None) };
+    text.parse().map(Some).map_err(|_| selector::Invalid {
+        field: "spec.locationSelector.workspace".into(),
+        problem: selector::Problem::WorkspacePath(selector::Shown::of(text)),
+    })
 }
 
 impl Controller {
@@ -62,101 +121,24 @@ impl Controller {
         if placement.metadata.deletion_timestamp.is_some() {
             return Ok(None);
         }
-        let own_path = self.paths.path_of(&key.cluster).await?;
-        let spec = &placement.spec;
-        let location = match spec.location_selector.workspace.as_deref().map(str::parse::<WorkspacePath>) {
-            None => Ok((own_path.clone(), key.cluster.clone())),
-            Some(Err(e)) => Err(("WorkspaceNotFound", e.to_string())),
-            Some(Ok(path)) => match self.paths.cluster_of(&path).await {
-                Ok(cluster) => Ok((path, cluster)),
-                Err(PathError::Workspace(WorkspaceError::NotFound { .. } | WorkspaceError::NotReady(_))) => {
-                    Err(("WorkspaceNotFound", format!("workspace {path} does not exist or is not ready")))
-                }
-                Err(e) => return Err(e.into()),
-            },
-        };
-        let current_status = placement.status.clone().unwrap_or_default();
-        let (loc_path, outcome, selected, not_ready, deferred, requeue) = match location {
-            Err(why) => {
-                (spec.location_selector.workspace.clone().unwrap_or_default(), Err(why), vec![], vec![], 0, None)
-            }
-            Ok((loc_path, loc_cluster)) => {
-                let same = loc_cluster == key.cluster;
-                let targets: Vec<_> = self
-                    .targets
-                    .keys_in(&loc_cluster, |_| true)
-                    .into_iter()
-                    .filter_map(|k| self.targets.get(&k))
-                    .collect();
-                let ns_selector = &spec.namespace_selector;
-                let selected_namespaces: BTreeSet<String> = self
-                    .namespaces
-                    .keys_in(&key.cluster, |n| {
-                        selector::matches_selector(ns_selector, &n.metadata.labels.clone().unwrap_or_default())
-                    })
-                    .into_iter()
-                    .map(|k| k.name)
-                    .collect();
-                let needed = self.upstream.kinds_in(&key.cluster, &selected_namespaces);
-                let views: Vec<TargetView> = targets
-                    .iter()
-                    .map(|t| view(t, same || t.spec.allowed_workspaces.iter().any(|w| w == own_path.as_str()), &needed))
-                    .collect();
-                let current: BTreeSet<String> = current_status
-                    .selected_targets
-                    .iter()
-                    .filter(|t| t.workspace == loc_path.as_str())
-                    .map(|t| t.name.clone())
-                    .collect();
-                let placement_id = key.to_string();
-                let decision = schedule::schedule(&schedule::Input {
-                    placement: &placement_id,
-                    match_labels: &spec.location_selector.match_labels,
-                    match_expressions: &spec.location_selector.match_expressions,
-                    number_of_targets: spec.number_of_targets,
-                    targets: &views,
-                    current: &current,
-                    now: jiff::Timestamp::now(),
-                    failover_grace: self.settings.failover_grace,
-                    evictions_allowed: self.eviction_budget(),
-                });
-                self.spend_evictions(decision.evicted.len());
-                let not_ready: Vec<String> = targets
-                    .iter()
-                    .filter(|t| t.metadata.name.as_ref().is_some_and(|n| decision.selected.contains(n)) && !is_ready(t))
-                    .filter_map(|t| t.metadata.name.clone())
-                    .collect();
-                let selected: Vec<SelectedTarget> = decision
-                    .selected
-                    .iter()
-                    .map(|n| SelectedTarget { workspace: loc_path.to_string(), name: n.clone() })
-                    .collect();
-                // A deferred move is retried once the rate limit may allow it.
-                let retry = (decision.deferred > 0).then_some(Duration::from_secs(10));
-                let requeue = [decision.requeue_after, retry].into_iter().flatten().min();
-                (loc_path.to_string(), Ok(decision.outcome), selected, not_ready, decision.deferred, requeue)
-            }
-        };
-        let placed = if selected.is_empty() {
-            0
-        } else {
-            let ns_selector = &spec.namespace_selector;
-            let labels = |n: &kube::api::PartialObjectMeta<Namespace>| n.metadata.labels.clone().unwrap_or_default();
-            self.namespaces.keys_in(&key.cluster, |n| selector::matches_selector(ns_selector, &labels(n))).len() as i32
+        let current = placement.status.clone().unwrap_or_default();
+        let choice = match selector::validate_spec(&placement.spec).and_then(|()| location_path(&placement.spec)) {
+            Err(invalid) => Choice::stuck(invalid, &current, &placement.spec),
+            Ok(location) => self.choose(key, &placement.spec, location, &current).await?,
         };
         let desired = status::desired(&status::Facts {
-            outcome,
-            workspace: &loc_path,
-            selected: selected.clone(),
-            not_ready,
-            deferred,
-            placed_namespaces: placed,
+            outcome: choice.outcome,
+            workspace: &choice.workspace,
+            selected: choice.selected.clone(),
+            not_ready: choice.not_ready,
+            deferred: choice.deferred,
+            placed_namespaces: choice.placed,
             generation: placement.metadata.generation,
-            previous: &current_status.conditions,
+            previous: &current.conditions,
             now: jiff::Timestamp::now(),
         });
-        if !status::differs(&desired, Some(&current_status)) {
-            return Ok(requeue);
+        if !status::differs(&desired, Some(&current)) {
+            return Ok(choice.requeue);
         }
         let mut status = serde_json::to_value(&desired).unwrap_or_default();
         // An empty list is sent, not omitted: kcp kept the old selectedTargets when the applied
@@ -171,115 +153,142 @@ impl Controller {
             Err(kube::Error::Api(s)) if s.code == 404 => return Ok(None),
             Err(e) => return Err(ReconcileError::WriteStatus(e)),
         }
-        let before: Vec<&str> = current_status.selected_targets.iter().map(|t| t.name.as_str()).collect();
-        let after: Vec<&str> = selected.iter().map(|t| t.name.as_str()).collect();
+        let before: Vec<&str> = current.selected_targets.iter().map(|t| t.name.as_str()).collect();
+        let after: Vec<&str> = choice.selected.iter().map(|t| t.name.as_str()).collect();
         let reason = desired.conditions.iter().find(|c| c.type_ == "Scheduled").map(|c| c.reason.clone());
         tracing::info!(?before, ?after, reason = ?reason, "placement status updated");
         if before != after {
-            let note = format!("targets in {loc_path}: [{}] -> [{}]", before.join(", "), after.join(", "));
+            let note = format!("targets in {}: [{}] -> [{}]", choice.workspace, before.join(", "), after.join(", "));
             self.events.normal(&key.cluster, &placement, "TargetsChanged", note).await;
         }
-        Ok(requeue)
+        Ok(choice.requeue)
     }
 
-    /// The target keys every Placement of the namespace's workspace that selects it has chosen,
-    /// with the SyncTarget each key names and what it runs of the namespace (the union of the
-    /// choosing Placements' `workloadSelector`s).
-    async fn desired_targets(
+    /// Chooses targets for a Placement whose selectors are valid.
+    async fn choose(
         &self,
-        cluster: &LogicalClusterName,
-        labels: &BTreeMap<String, String>,
-    ) -> Result<HashMap<String, (ClusterKey, assign::Workloads)>, ReconcileError> {
-        let mut out: HashMap<String, (ClusterKey, assign::Workloads)> = HashMap::new();
-        for pk in self.placements.keys_in(cluster, |_| true) {
-            let Some(p) = self.placements.get(&pk) else { continue };
-            if p.metadata.deletion_timestamp.is_some()
-                || !selector::matches_selector(&p.spec.namespace_selector, labels)
-            {
-                continue;
-            }
-            for t in p.status.iter().flat_map(|s| s.selected_targets.iter()) {
-                let Ok(path) = t.workspace.parse::<WorkspacePath>() else { continue };
-                let target_cluster = self.paths.cluster_of(&path).await?;
-                let tkey = target_key(&target_cluster, &t.name);
-                let workloads = assign::widen(out.get(&tkey).map(|(_, w)| w), p.spec.workload_selector.as_ref());
-                out.insert(tkey, (ClusterKey::new(target_cluster, None, t.name.clone()), workloads));
-            }
-        }
-        Ok(out)
-    }
-
-    /// Whether the target `target` runs the kcp namespace `ns`: it is Ready, and its syncer has
-    /// put its finalizer on every object of the namespace it syncs (as far as the manager's
-    /// push-mode view of kcp holds them; a pull-mode target is judged by Ready alone).
-    fn runs(&self, target: &ClusterKey, tkey: &str, ns: &ClusterKey) -> bool {
-        let Some(t) = self.targets.get(target) else { return false };
-        if !is_ready(&t) {
-            return false;
-        }
-        let syncing = syncing_kinds(&t);
-        let finalizer = crate::syncer::engine::syncer_finalizer(tkey);
-        self.upstream
-            .assigned_keys(tkey)
-            .into_iter()
-            .filter(|k| k.key.cluster == ns.cluster && k.key.namespace.as_deref() == Some(ns.name.as_str()))
-            .filter_map(|k| Some((self.upstream.resource(k.resource?)?, self.upstream.object(k.resource?, &k.key)?)))
-            .filter(|(r, _)| syncing.contains(&(r.api.group.clone(), r.api.kind.clone())))
-            .filter(|(_, o)| o.metadata.deletion_timestamp.is_none())
-            .filter(|(_, o)| {
-                let labels = o.metadata.labels.clone().unwrap_or_default();
-                self.upstream.selects(&ns.cluster, &ns.name, tkey, &labels)
-            })
-            .filter(|(r, o)| {
-                let v = serde_json::to_value(o.as_ref()).unwrap_or_default();
-                crate::syncer::transform::skip_reason(&r.api.kind, &v).is_none()
-            })
-            .all(|(_, o)| o.metadata.finalizers.iter().flatten().any(|f| *f == finalizer))
-    }
-
-    pub(super) async fn reconcile_namespace(&self, key: &ClusterKey) -> Result<Option<Duration>, ReconcileError> {
-        let Some(ns) = self.namespaces.get(key) else { return Ok(None) };
-        if ns.metadata.deletion_timestamp.is_some() {
-            return Ok(None);
-        }
-        let labels = ns.metadata.labels.clone().unwrap_or_default();
-        let annotations = ns.metadata.annotations.clone().unwrap_or_default();
-        let desired = self.desired_targets(&key.cluster, &labels).await?;
-        let keys: BTreeSet<String> = desired.keys().cloned().collect();
-        let plan =
-            assign::plan(&labels, &annotations, &keys, |k| desired.get(k).is_some_and(|(t, _)| self.runs(t, k, key)));
-        let requeue = plan.waiting.then_some(Duration::from_secs(2));
-        let workloads: BTreeMap<String, assign::Workloads> =
-            desired.iter().map(|(k, (_, w))| (k.clone(), w.clone())).collect();
-        let selectors = assign::selector_annotations(&annotations, &workloads, &plan.managed, &plan.remove);
-        let managed_before = assign::managed_keys(&annotations);
-        let mut patch = match plan.patch(&managed_before) {
-            Some(patch) => patch,
-            None if selectors.is_empty() => return Ok(requeue),
-            None => json!({ "annotations": {} }),
+        key: &ClusterKey,
+        spec: &PlacementSpec,
+        location: Option<WorkspacePath>,
+        current_status: &PlacementStatus,
+    ) -> Result<Choice, ReconcileError> {
+        let own_path = self.paths.path_of(&key.cluster).await?;
+        let (loc_path, loc_cluster) = match location {
+            None => (own_path.clone(), key.cluster.clone()),
+            Some(path) => match self.paths.cluster_of(&path).await {
+                Ok(cluster) => (path, cluster),
+                Err(e) if location_absent(&e) => {
+                    // The operator's log tells the cases apart; the tenant's status does not.
+                    tracing::debug!(workspace = %path, error = %e, "location workspace not usable; WorkspaceNotAllowed");
+                    return Ok(Choice::not_allowed(path.to_string()));
+                }
+                Err(e) => return Err(e.into()),
+            },
         };
-        for (name, value) in selectors {
-            patch["annotations"][name] = value;
-        }
-        // resourceVersion makes the patch a compare-and-swap against a concurrent label change.
-        patch["resourceVersion"] = json!(ns.metadata.resource_version);
-        let api: Api<Namespace> = Api::all(self.clients.cluster(&key.cluster));
-        match api.patch(&key.name, &PatchParams::default(), &Patch::Merge(&json!({ "metadata": patch }))).await {
-            Ok(_) => {
-                tracing::info!(add = ?plan.add, remove = ?plan.remove, waiting = plan.waiting, "assignment labels updated")
-            }
-            Err(kube::Error::Api(s)) if s.code == 404 => return Ok(None),
-            Err(e) => return Err(ReconcileError::PatchNamespace(e)),
-        }
-        // Placements count their namespaces.
-        self.enqueue_placements_of(&key.cluster);
-        Ok(requeue)
+        let foreign = loc_cluster != key.cluster;
+        let targets: Vec<_> =
+            self.targets.keys_in(&loc_cluster, |_| true).into_iter().filter_map(|k| self.targets.get(&k)).collect();
+        let ns_selector = &spec.namespace_selector;
+        let selected_namespaces: BTreeSet<String> = self
+            .namespaces
+            .keys_in(&key.cluster, |n| {
+                selector::matches_selector(ns_selector, &n.metadata.labels.clone().unwrap_or_default())
+            })
+            .into_iter()
+            .map(|k| k.name)
+            .collect();
+        let needed = self.upstream.kinds_in(&key.cluster, &selected_namespaces);
+        let views: Vec<TargetView> =
+            targets.iter().map(|t| view(t, !foreign || consents(t, &own_path), &needed)).collect();
+        let current: BTreeSet<String> = current_status
+            .selected_targets
+            .iter()
+            .filter(|t| t.workspace == loc_path.as_str())
+            .map(|t| t.name.clone())
+            .collect();
+        let placement_id = key.to_string();
+        let decision = schedule::schedule(&schedule::Input {
+            placement: &placement_id,
+            match_labels: &spec.location_selector.match_labels,
+            match_expressions: &spec.location_selector.match_expressions,
+            number_of_targets: spec.number_of_targets,
+            targets: &views,
+            current: &current,
+            foreign,
+            now: jiff::Timestamp::now(),
+            failover_grace: self.settings.failover_grace,
+            evictions_allowed: self.eviction_budget(&key.cluster),
+        });
+        self.spend_evictions(&key.cluster, decision.evicted.len());
+        let not_ready: Vec<String> = targets
+            .iter()
+            .filter(|t| t.metadata.name.as_ref().is_some_and(|n| decision.selected.contains(n)) && !is_ready(t))
+            .filter_map(|t| t.metadata.name.clone())
+            .collect();
+        let selected: Vec<SelectedTarget> = decision
+            .selected
+            .iter()
+            .map(|n| SelectedTarget { workspace: loc_path.to_string(), name: n.clone() })
+            .collect();
+        // A deferred move is retried once the rate limit may allow it.
+        let retry = (decision.deferred > 0).then_some(Duration::from_secs(10));
+        let requeue = [decision.requeue_after, retry].into_iter().flatten().min();
+        let placed = if selected.is_empty() { 0 } else { selected_namespaces.len() as i32 };
+        Ok(Choice {
+            workspace: loc_path.to_string(),
+            outcome: Ok(decision.outcome),
+            selected,
+            not_ready,
+            deferred: decision.deferred,
+            placed,
+            requeue,
+        })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Which failed lookups of a location workspace read as "not allowed" (and are written to
+    /// status) and which are transient (retried, the status kept as it was).
+    #[test]
+    fn missing_and_unreachable_workspaces() {
+        let path: WorkspacePath = "root:elsewhere".parse().unwrap();
+        let api = |code: u16| {
+            let status = kube::core::Status::failure("x", "y").with_code(code).boxed();
+            PathError::Workspace(WorkspaceError::Api { path: path.clone(), source: kube::Error::Api(status) })
+        };
+        let not_found =
+            WorkspaceError::NotFound { path: path.clone(), parent: "root".parse().unwrap(), name: "x".into() };
+        let cases = [
+            ("no such workspace", PathError::Workspace(not_found), true),
+            ("not ready yet", PathError::Workspace(WorkspaceError::NotReady(path.clone())), true),
+            ("parent missing: forbidden", api(403), true),
+            ("parent missing: not found", api(404), true),
+            ("kcp failing", api(503), false),
+            ("throttled", api(429), false),
+            (
+                "logical cluster unreadable",
+                PathError::Api { cluster: crate::kcp::LogicalClusterName::new("c").unwrap(), message: "x".into() },
+                false,
+            ),
+        ];
+        for (name, e, absent) in cases {
+            assert_eq!(location_absent(&e), absent, "{name}");
+        }
+    }
+
+    #[test]
+    fn a_location_path_that_does_not_parse_is_an_invalid_selector() {
+        let spec = |ws: Option<&str>| -> PlacementSpec {
+            serde_json::from_value(json!({"namespaceSelector": {}, "locationSelector": {"workspace": ws}})).unwrap()
+        };
+        assert_eq!(location_path(&spec(None)), Ok(None));
+        assert_eq!(location_path(&spec(Some("root:a"))).unwrap().unwrap().as_str(), "root:a");
+        let e = location_path(&spec(Some("Root::A"))).unwrap_err();
+        assert_eq!(e.field, "spec.locationSelector.workspace");
+    }
 
     #[test]
     fn a_fresh_target_must_sync_the_kinds_the_namespaces_use() {

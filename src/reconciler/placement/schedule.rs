@@ -2,9 +2,12 @@
 //! choice (`status.selectedTargets`, the stickiness input), the clock and the eviction budget.
 //!
 //! Rules, in order:
+//! - targets of another workspace count only with their consent (`spec.allowedWorkspaces`);
+//!   the others are invisible: without any consenting target the answer is
+//!   `WorkspaceNotAllowed` whether or not the workspace has matching targets, or exists, so a
+//!   Placement cannot probe another tenant's SyncTargets;
 //! - only targets matching the location selector count; a current target that stops matching
 //!   is dropped at once (the user changed their mind);
-//! - targets of another workspace count only with their consent (`spec.allowedWorkspaces`);
 //! - a current target is kept while healthy, cordoned (cordon keeps what runs) or not Ready for
 //!   less than the failover grace; it is moved off when `evictAfter` has passed (drain), or,
 //!   with `numberOfTargets` set, when it has been not Ready longer than the grace and a fresh
@@ -51,6 +54,8 @@ pub struct Input<'a> {
     pub targets: &'a [TargetView],
     /// Names of the currently selected targets in the location workspace.
     pub current: &'a BTreeSet<String>,
+    /// The targets are another workspace's (only those with `allows` may be seen).
+    pub foreign: bool,
     pub now: Timestamp,
     pub failover_grace: Duration,
     /// Moves (drain or failover) allowed now.
@@ -62,6 +67,7 @@ pub struct Input<'a> {
 pub enum Outcome {
     Scheduled,
     NoMatchingTargets,
+    /// Another workspace, and none of its targets consents (or it has none, or does not exist).
     WorkspaceNotAllowed,
     /// Targets match but none is Ready and schedulable.
     NoReadyTargets,
@@ -91,12 +97,13 @@ fn until(now: Timestamp, at: Timestamp) -> Option<Duration> {
 
 /// See the module docs.
 pub fn schedule(input: &Input<'_>) -> Decision {
-    let matching: Vec<&TargetView> = input
-        .targets
+    // Consent first: what a target without it looks like must not shape the answer.
+    let visible: Vec<&TargetView> = input.targets.iter().filter(|t| t.allows).collect();
+    let consenting: Vec<&TargetView> = visible
         .iter()
+        .copied()
         .filter(|t| selector::matches(input.match_labels, input.match_expressions, &t.labels))
         .collect();
-    let consenting: Vec<&TargetView> = matching.iter().copied().filter(|t| t.allows).collect();
     let empty = |outcome| Decision {
         selected: BTreeSet::new(),
         outcome,
@@ -104,11 +111,11 @@ pub fn schedule(input: &Input<'_>) -> Decision {
         deferred: 0,
         requeue_after: None,
     };
-    if matching.is_empty() {
-        return empty(Outcome::NoMatchingTargets);
+    if visible.is_empty() && input.foreign {
+        return empty(Outcome::WorkspaceNotAllowed);
     }
     if consenting.is_empty() {
-        return empty(Outcome::WorkspaceNotAllowed);
+        return empty(Outcome::NoMatchingTargets);
     }
     let now = input.now;
     let draining = |t: &TargetView| t.evict_after.is_some_and(|at| at <= now);

@@ -25,6 +25,7 @@ struct Case {
     current: &'static [&'static str],
     number: Option<i32>,
     budget: usize,
+    foreign: bool,
 }
 
 fn run(c: &Case) -> Decision {
@@ -37,6 +38,7 @@ fn run(c: &Case) -> Decision {
         number_of_targets: c.number,
         targets: &c.targets,
         current: &current,
+        foreign: c.foreign,
         now: now(),
         failover_grace: Duration::from_secs(120),
         evictions_allowed: c.budget,
@@ -44,7 +46,7 @@ fn run(c: &Case) -> Decision {
 }
 
 fn case(targets: Vec<TargetView>, current: &'static [&'static str], number: Option<i32>) -> Case {
-    Case { targets, current, number, budget: 10 }
+    Case { targets, current, number, budget: 10, foreign: false }
 }
 
 fn not_ready_for(mut target: TargetView, secs: i64) -> TargetView {
@@ -68,7 +70,7 @@ fn selection_table() {
             Outcome::Scheduled,
         ),
         ("nothing matches", case(vec![unlabelled], &[], None), &[], Outcome::NoMatchingTargets),
-        ("consent missing", case(vec![denied], &[], None), &[], Outcome::WorkspaceNotAllowed),
+        ("consent missing", Case { foreign: true, ..case(vec![denied], &[], None) }, &[], Outcome::WorkspaceNotAllowed),
         (
             "sticky: current kept when another appears",
             case(vec![t("a"), t("b"), t("c")], &["c"], Some(1)),
@@ -112,6 +114,41 @@ fn selection_table() {
     }
 }
 
+/// Another workspace's targets: without consent nothing about them shows, so a Placement
+/// probing a workspace reads the same whatever that workspace holds.
+#[test]
+fn foreign_targets_without_consent_are_invisible() {
+    let denied = |name: &str| TargetView { allows: false, ..t(name) };
+    let unlabelled = |allows: bool| TargetView { labels: BTreeMap::new(), allows, ..t("u") };
+    let foreign = |targets: Vec<TargetView>, current: &'static [&'static str]| Case {
+        foreign: true,
+        ..case(targets, current, None)
+    };
+    let cases: Vec<(&str, Case, &[&str], Outcome)> = vec![
+        ("no targets at all", foreign(vec![], &[]), &[], Outcome::WorkspaceNotAllowed),
+        ("matching, no consent", foreign(vec![denied("a"), denied("b")], &[]), &[], Outcome::WorkspaceNotAllowed),
+        ("not matching, no consent", foreign(vec![unlabelled(false)], &[]), &[], Outcome::WorkspaceNotAllowed),
+        (
+            "consent withdrawn from the current one",
+            foreign(vec![denied("a")], &["a"]),
+            &[],
+            Outcome::WorkspaceNotAllowed,
+        ),
+        (
+            "a consenting one that does not match",
+            foreign(vec![unlabelled(true), denied("a")], &[]),
+            &[],
+            Outcome::NoMatchingTargets,
+        ),
+        ("only the consenting one is chosen", foreign(vec![denied("a"), t("b")], &[]), &["b"], Outcome::Scheduled),
+        ("own workspace without targets", case(vec![], &[], None), &[], Outcome::NoMatchingTargets),
+    ];
+    for (name, c, want, outcome) in cases {
+        let d = run(&c);
+        assert_eq!((d.selected, d.outcome), (names(want), outcome), "{name}");
+    }
+}
+
 impl Case {
     fn with_budget(mut self, budget: usize) -> Self {
         self.budget = budget;
@@ -143,6 +180,7 @@ fn deterministic_and_spread_over_placements() {
                 number_of_targets: Some(1),
                 targets: &targets,
                 current: &current,
+                foreign: false,
                 now: now(),
                 failover_grace: Duration::from_secs(1),
                 evictions_allowed: 0,
@@ -167,6 +205,7 @@ fn spreads_across_cells() {
             number_of_targets: Some(2),
             targets: &targets,
             current: &current,
+            foreign: false,
             now: now(),
             failover_grace: Duration::from_secs(1),
             evictions_allowed: 0,

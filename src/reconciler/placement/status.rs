@@ -1,19 +1,25 @@
 //! The Placement's desired status, as a pure function of the decision. Messages name targets
 //! but never ages or counters that move on their own, so an unchanged world writes nothing.
+//! Nothing here depends on another workspace beyond the targets that consent to this one: a
+//! location workspace that does not exist and one that does not allow this workspace give the
+//! same reason and message (only the path the tenant wrote appears), and no count of another
+//! workspace's targets is ever shown.
 
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use super::schedule::Outcome;
+use super::selector::Invalid;
 use crate::apis::placement::v1alpha1::{PlacementPhase, PlacementStatus, SelectedTarget};
 use crate::reconciler::synctarget::status::same_conditions;
 
 /// What the status is computed from.
 #[derive(Clone, Debug)]
 pub struct Facts<'a> {
-    /// `Err(reason, message)` when the decision could not be made at all (unknown workspace).
-    pub outcome: Result<Outcome, (&'static str, String)>,
-    /// Workspace path of the location workspace.
+    /// `Err` when a selector is invalid: no decision is made, and `selected` and
+    /// `placed_namespaces` are what the status said before (the Placement is stuck, not undone).
+    pub outcome: Result<Outcome, Invalid>,
+    /// Workspace path of the location workspace, as the tenant wrote it.
     pub workspace: &'a str,
     pub selected: Vec<SelectedTarget>,
     /// Selected targets that are not Ready.
@@ -37,20 +43,25 @@ pub fn desired(f: &Facts<'_>) -> PlacementStatus {
             }
             (true, "Scheduled", m)
         }
-        Ok(Outcome::NoMatchingTargets) => {
-            (false, "NoMatchingTargets", format!("no SyncTarget in {} matches the location selector", f.workspace))
-        }
-        Ok(Outcome::WorkspaceNotAllowed) => (
+        Ok(Outcome::NoMatchingTargets) => (
             false,
-            "WorkspaceNotAllowed",
-            format!("the matching SyncTargets in {} do not list this workspace in spec.allowedWorkspaces", f.workspace),
+            "NoMatchingTargets",
+            format!("no SyncTarget in {} available to this workspace matches the location selector", f.workspace),
         ),
+        Ok(Outcome::WorkspaceNotAllowed) => (false, "WorkspaceNotAllowed", not_allowed(f.workspace)),
         Ok(Outcome::NoReadyTargets) => (
             false,
             "TargetsNotReady",
             format!("SyncTargets in {} match but none is Ready and schedulable", f.workspace),
         ),
-        Err((reason, message)) => (false, *reason, message.clone()),
+        Err(invalid) => (
+            false,
+            "InvalidSelector",
+            format!(
+                "{invalid}; the Placement is stuck until this is fixed: the namespaces it placed keep their \
+                 targets, and nothing is added, moved or removed"
+            ),
+        ),
     };
     let ready = if !scheduled {
         (false, reason, message.clone())
@@ -69,6 +80,15 @@ pub fn desired(f: &Facts<'_>) -> PlacementStatus {
         placed_namespaces: Some(f.placed_namespaces),
         target_names: Some(f.selected.iter().map(|t| t.name.as_str()).collect::<Vec<_>>().join(",")),
     }
+}
+
+/// The one message for a location workspace that is not this one's to use: the same whether
+/// the workspace is missing, has no SyncTargets, or has some (matching or not) without consent.
+pub fn not_allowed(workspace: &str) -> String {
+    format!(
+        "no SyncTarget in workspace {workspace} lists this workspace in spec.allowedWorkspaces, \
+         or {workspace} does not exist"
+    )
 }
 
 /// Whether writing `desired` would change `current` (condition timestamps ignored).
@@ -106,11 +126,7 @@ fn condition(type_: &str, ok: bool, reason: &str, message: String, f: &Facts<'_>
 mod tests {
     use super::*;
 
-    fn facts(
-        outcome: Result<Outcome, (&'static str, String)>,
-        selected: &[&str],
-        not_ready: &[&str],
-    ) -> Facts<'static> {
+    fn facts(outcome: Result<Outcome, Invalid>, selected: &[&str], not_ready: &[&str]) -> Facts<'static> {
         Facts {
             outcome,
             workspace: "root:clusters",
@@ -171,11 +187,18 @@ mod tests {
                 ("False", "TargetsNotReady"),
             ),
             (
-                "unknown workspace",
-                facts(Err(("WorkspaceNotFound", "x".into())), &[], &[]),
+                "invalid selector before anything was placed",
+                facts(Err(invalid()), &[], &[]),
                 PlacementPhase::Pending,
-                ("False", "WorkspaceNotFound"),
-                ("False", "WorkspaceNotFound"),
+                ("False", "InvalidSelector"),
+                ("False", "InvalidSelector"),
+            ),
+            (
+                "invalid selector keeps what was placed",
+                facts(Err(invalid()), &["a"], &[]),
+                PlacementPhase::Bound,
+                ("False", "InvalidSelector"),
+                ("False", "InvalidSelector"),
             ),
         ];
         for (name, f, phase, ready, scheduled) in cases {
@@ -190,6 +213,48 @@ mod tests {
         // Every chosen target shows in the Targets column, not only the first.
         let two = desired(&facts(Ok(Outcome::Scheduled), &["a", "b"], &[]));
         assert_eq!(two.target_names.as_deref(), Some("a,b"));
+    }
+
+    fn invalid() -> Invalid {
+        Invalid {
+            field: "spec.namespaceSelector.matchExpressions[0].values".into(),
+            problem: super::super::selector::Problem::Values("Exists"),
+        }
+    }
+
+    fn message(s: &PlacementStatus, t: &str) -> String {
+        s.conditions.iter().find(|c| c.type_ == t).map(|c| c.message.clone()).unwrap_or_default()
+    }
+
+    /// Whatever the location workspace holds, a tenant without consent reads one message, in
+    /// which only the path it wrote itself appears.
+    #[test]
+    fn not_allowed_reads_the_same_for_every_workspace() {
+        let at = |ws: &'static str| {
+            let mut f = facts(Ok(Outcome::WorkspaceNotAllowed), &[], &[]);
+            f.workspace = ws;
+            let s = desired(&f);
+            (s.clone(), message(&s, "Scheduled").replace(ws, "<ws>"), message(&s, "Ready").replace(ws, "<ws>"))
+        };
+        let (missing, m1, r1) = at("root:does-not-exist");
+        let (private, m2, r2) = at("root:private");
+        assert_eq!((&m1, &r1), (&m2, &r2));
+        assert!(!m1.chars().any(|c| c.is_ascii_digit()), "no counts: {m1}");
+        assert_eq!(missing.selected_targets, private.selected_targets);
+        assert_eq!(missing.phase, Some(PlacementPhase::Pending));
+        assert_eq!(missing.target_names.as_deref(), Some(""));
+    }
+
+    #[test]
+    fn invalid_selector_names_the_field_and_says_it_is_stuck() {
+        let s = desired(&facts(Err(invalid()), &["a"], &[]));
+        let m = message(&s, "Scheduled");
+        assert!(
+            m.starts_with("spec.namespaceSelector.matchExpressions[0].values: operator Exists takes no values"),
+            "{m}"
+        );
+        assert!(m.contains("stuck") && m.contains("keep their targets"), "{m}");
+        assert_eq!(s.selected_targets.len(), 1, "the earlier choice stays in status");
     }
 
     #[test]

@@ -9,6 +9,7 @@
 
 pub mod kubeconfig;
 pub mod rbac;
+pub mod placement;
 
 use std::time::Duration;
 

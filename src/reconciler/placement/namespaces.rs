@@ -1,0 +1,156 @@
+//! The namespace reconcile: writes the assignment labels (and workload-selector annotations)
+//! the Placements of a namespace's workspace ask for.
+//!
+//! It reads each Placement's `status.selectedTargets`, which the tenant can write too, so a key
+//! counts only for a target that exists and, in another workspace, lists this one in
+//! `spec.allowedWorkspaces`. A Placement whose selector is invalid is stuck: its keys are
+//! frozen, so what it placed keeps running until the selector is fixed.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Api, Patch, PatchParams};
+use serde_json::json;
+
+use super::reconcile::{consents, is_ready, location_path, syncing_kinds};
+use super::{Controller, ReconcileError, assign, selector};
+use crate::apis::placement::v1alpha1::SelectedTarget;
+use crate::kcp::{ClusterKey, LogicalClusterName, WorkspacePath};
+use crate::syncer::naming::target_key;
+
+/// What the Placements of a workspace ask of one of its namespaces.
+#[derive(Default)]
+struct Wanted {
+    /// Target key → the SyncTarget and what it runs of the namespace.
+    targets: HashMap<String, (ClusterKey, assign::Workloads)>,
+    /// Keys chosen by Placements with an invalid selector: their labels and workload annotations
+    /// are left as they are.
+    frozen: BTreeSet<String>,
+}
+
+impl Controller {
+    /// The target keys every Placement of the namespace's workspace that selects it has chosen,
+    /// with the SyncTarget each key names and what it runs of the namespace (the union of the
+    /// choosing Placements' `workloadSelector`s); and the frozen keys of stuck Placements.
+    async fn wanted(
+        &self,
+        cluster: &LogicalClusterName,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<Wanted, ReconcileError> {
+        let mut out = Wanted::default();
+        for pk in self.placements.keys_in(cluster, |_| true) {
+            let Some(p) = self.placements.get(&pk) else { continue };
+            if p.metadata.deletion_timestamp.is_some() {
+                continue;
+            }
+            // An invalid selector is not evaluated: which namespaces it meant is unknown.
+            let valid = selector::validate_spec(&p.spec).is_ok() && location_path(&p.spec).is_ok();
+            if valid && !selector::matches_selector(&p.spec.namespace_selector, labels) {
+                continue;
+            }
+            for t in p.status.iter().flat_map(|s| s.selected_targets.iter()) {
+                let Some((tkey, target)) = self.admissible(cluster, t).await? else { continue };
+                if !valid {
+                    out.frozen.insert(tkey);
+                    continue;
+                }
+                let workloads =
+                    assign::widen(out.targets.get(&tkey).map(|(_, w)| w), p.spec.workload_selector.as_ref());
+                out.targets.insert(tkey, (target, workloads));
+            }
+        }
+        Ok(out)
+    }
+
+    /// The key and SyncTarget a `selectedTargets` entry of a Placement in `cluster` names, if
+    /// the Placement may use it: any target of its own workspace, another workspace's only with
+    /// consent. A failed workspace lookup is an error (retried), never "not admissible": a
+    /// moment of kcp trouble must not unassign anything.
+    async fn admissible(
+        &self,
+        cluster: &LogicalClusterName,
+        t: &SelectedTarget,
+    ) -> Result<Option<(String, ClusterKey)>, ReconcileError> {
+        let Ok(path) = t.workspace.parse::<WorkspacePath>() else { return Ok(None) };
+        let target_cluster = self.paths.cluster_of(&path).await?;
+        let target = ClusterKey::new(target_cluster.clone(), None, t.name.clone());
+        if target_cluster != *cluster {
+            let own = self.paths.path_of(cluster).await?;
+            if !self.targets.get(&target).is_some_and(|st| consents(&st, &own)) {
+                return Ok(None);
+            }
+        }
+        Ok(Some((target_key(&target_cluster, &t.name), target)))
+    }
+
+    /// Whether the target `target` runs the kcp namespace `ns`: it is Ready, and its syncer has
+    /// put its finalizer on every object of the namespace it syncs (as far as the manager's
+    /// push-mode view of kcp holds them; a pull-mode target is judged by Ready alone).
+    fn runs(&self, target: &ClusterKey, tkey: &str, ns: &ClusterKey) -> bool {
+        let Some(t) = self.targets.get(target) else { return false };
+        if !is_ready(&t) {
+            return false;
+        }
+        let syncing = syncing_kinds(&t);
+        let finalizer = crate::syncer::engine::syncer_finalizer(tkey);
+        self.upstream
+            .assigned_keys(tkey)
+            .into_iter()
+            .filter(|k| k.key.cluster == ns.cluster && k.key.namespace.as_deref() == Some(ns.name.as_str()))
+            .filter_map(|k| Some((self.upstream.resource(k.resource?)?, self.upstream.object(k.resource?, &k.key)?)))
+            .filter(|(r, _)| syncing.contains(&(r.api.group.clone(), r.api.kind.clone())))
+            .filter(|(_, o)| o.metadata.deletion_timestamp.is_none())
+            .filter(|(_, o)| {
+                let labels = o.metadata.labels.clone().unwrap_or_default();
+                self.upstream.selects(&ns.cluster, &ns.name, tkey, &labels)
+            })
+            .filter(|(r, o)| {
+                let v = serde_json::to_value(o.as_ref()).unwrap_or_default();
+                crate::syncer::transform::skip_reason(&r.api.kind, &v).is_none()
+            })
+            .all(|(_, o)| o.metadata.finalizers.iter().flatten().any(|f| *f == finalizer))
+    }
+
+    pub(super) async fn reconcile_namespace(&self, key: &ClusterKey) -> Result<Option<Duration>, ReconcileError> {
+        let Some(ns) = self.namespaces.get(key) else { return Ok(None) };
+        if ns.metadata.deletion_timestamp.is_some() {
+            return Ok(None);
+        }
+        let labels = ns.metadata.labels.clone().unwrap_or_default();
+        let annotations = ns.metadata.annotations.clone().unwrap_or_default();
+        let Wanted { targets: desired, frozen } = self.wanted(&key.cluster, &labels).await?;
+        let keys: BTreeSet<String> = desired.keys().cloned().collect();
+        let plan = assign::plan(&labels, &annotations, &keys, &frozen, |k| {
+            desired.get(k).is_some_and(|(t, _)| self.runs(t, k, key))
+        });
+        let requeue = plan.waiting.then_some(Duration::from_secs(2));
+        // A frozen key's workload annotation is left alone: narrowing it to the valid
+        // Placements' selections would take objects the stuck one placed off the target.
+        let workloads: BTreeMap<String, assign::Workloads> =
+            desired.iter().filter(|(k, _)| !frozen.contains(*k)).map(|(k, (_, w))| (k.clone(), w.clone())).collect();
+        let selectors = assign::selector_annotations(&annotations, &workloads, &plan.managed, &plan.remove);
+        let managed_before = assign::managed_keys(&annotations);
+        let mut patch = match plan.patch(&managed_before) {
+            Some(patch) => patch,
+            None if selectors.is_empty() => return Ok(requeue),
+            None => json!({ "annotations": {} }),
+        };
+        for (name, value) in selectors {
+            patch["annotations"][name] = value;
+        }
+        // resourceVersion makes the patch a compare-and-swap against a concurrent label change.
+        patch["resourceVersion"] = json!(ns.metadata.resource_version);
+        let api: Api<Namespace> = Api::all(self.clients.cluster(&key.cluster));
+        match api.patch(&key.name, &PatchParams::default(), &Patch::Merge(&json!({ "metadata": patch }))).await {
+            Ok(_) => {
+                tracing::info!(add = ?plan.add, remove = ?plan.remove, waiting = plan.waiting, "assignment labels updated")
+            }
+            Err(kube::Error::Api(s)) if s.code == 404 => return Ok(None),
+            Err(e) => return Err(ReconcileError::PatchNamespace(e)),
+        }
+        // Placements count their namespaces.
+        self.enqueue_placements_of(&key.cluster);
+        Ok(requeue)
+    }
+}
