@@ -102,12 +102,21 @@ impl Bystander {
         if ready != "True" {
             return Err(format!("bystander's SyncTarget is no longer Ready ({ready:?})"));
         }
-        let (_, body) = crate::ops::get(&format!("{}/metrics", w.manager_metrics)).await?;
+        // One scrape can come back empty when the loaded machine delays the manager past its
+        // header-read timeout; a few tries tell that from a series that is really gone.
         let series = format!("tmc_synctarget_ready{{sync_target=\"{}\"}} 1", self.target_key);
-        if !body.lines().any(|l| l == series) {
-            return Err(format!("the manager's /metrics lost {series:?}"));
+        let url = format!("{}/metrics", w.manager_metrics);
+        let mut last = String::new();
+        for _ in 0..5 {
+            match crate::ops::get(&url).await {
+                Ok((200, body)) if body.lines().any(|l| l == series) => return Ok(()),
+                Ok((200, _)) => return Err(format!("the manager's /metrics lost {series:?}")),
+                Ok((code, _)) => last = format!("HTTP {code}"),
+                Err(e) => last = e,
+            }
+            tokio::time::sleep(Duration::from_secs(2)).await;
         }
-        Ok(())
+        Err(format!("the manager's /metrics could not be read: {last}"))
     }
 }
 
