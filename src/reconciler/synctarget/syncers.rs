@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::apis::sync::v1alpha1::SupportedApi;
 use crate::kcp::{ClusterKey, LogicalClusterName};
+use crate::syncer::client::{ClusterAccess, push_cluster_client};
 use crate::syncer::engine::{Engine, EngineSettings, Probe};
 use crate::syncer::upstream::Upstream;
 
@@ -29,6 +30,8 @@ struct Running {
 pub struct Supervisor {
     upstream: Upstream,
     settings: EngineSettings,
+    /// The address policy and response bound every push-mode client is built with.
+    access: ClusterAccess,
     running: Arc<Mutex<HashMap<ClusterKey, Running>>>,
     parent: CancellationToken,
     /// Keys whose syncer's probe result changed, for the SyncTarget reconciler to look again.
@@ -39,17 +42,24 @@ pub struct Supervisor {
 }
 
 impl Supervisor {
-    pub fn new(upstream: Upstream, settings: EngineSettings, parent: CancellationToken) -> Self {
+    pub fn new(upstream: Upstream, settings: EngineSettings, access: ClusterAccess, parent: CancellationToken) -> Self {
         let (changes, rx) = mpsc::unbounded_channel();
         Self {
             upstream,
             settings,
+            access,
             running: Default::default(),
             parent,
             changes,
             changes_rx: Arc::new(Mutex::new(Some(rx))),
             engines: Default::default(),
         }
+    }
+
+    /// How push-mode syncers reach their clusters (the SyncTarget reconciler checks a server
+    /// against the same policy before a syncer starts).
+    pub fn access(&self) -> &ClusterAccess {
+        &self.access
     }
 
     /// The stream of SyncTarget keys whose syncer's view of its cluster changed (taken once).
@@ -84,8 +94,7 @@ impl Supervisor {
         let parsed = kube::config::Kubeconfig::from_yaml(kubeconfig).map_err(|e| e.to_string())?;
         let config =
             kube::Config::from_custom_kubeconfig(parsed, &Default::default()).await.map_err(|e| e.to_string())?;
-        let client =
-            crate::syncer::client::cluster_client(config, self.settings.cluster_qps).map_err(|e| e.to_string())?;
+        let client = push_cluster_client(config, self.settings.cluster_qps, &self.access).map_err(|e| e.to_string())?;
         let (probe_tx, probe) = watch::channel(Probe::Pending);
         let (wanted, wanted_rx) = watch::channel(apis);
         let (allowed, allowed_rx) = watch::channel(allowed);

@@ -17,13 +17,25 @@ pub enum Probe {
     Reachable,
     Unreachable(String),
     Unauthorized(String),
+    /// The dialer refused the address the server resolved to (e.g. after DNS rebinding).
+    Refused(String),
+    /// The cluster answered with more than the manager reads.
+    Oversized(String),
 }
 
 impl Probe {
     pub(super) fn of(result: &Result<(), kube::Error>) -> Self {
+        use crate::syncer::dial::{DialError, find_cause};
+        use crate::syncer::response::{MESSAGE_MAX, ResponseError, bounded_line};
         match result {
             Ok(()) => Probe::Reachable,
-            Err(kube::Error::Api(s)) if s.code == 401 || s.code == 403 => Probe::Unauthorized(s.message.clone()),
+            Err(kube::Error::Api(s)) if s.code == 401 || s.code == 403 => {
+                Probe::Unauthorized(bounded_line(&s.message, MESSAGE_MAX))
+            }
+            Err(e) if find_cause::<DialError>(e).is_some_and(DialError::is_refusal) => Probe::Refused(error_message(e)),
+            Err(e) if matches!(find_cause::<ResponseError>(e), Some(ResponseError::TooLarge { .. })) => {
+                Probe::Oversized(error_message(e))
+            }
             Err(e) => Probe::Unreachable(error_message(e)),
         }
     }
