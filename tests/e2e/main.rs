@@ -127,6 +127,12 @@ fn all_tests() -> Vec<(&'static str, TestFn)> {
         lifecycle::deleting_a_synctarget_releases_its_objects,
         rbac::manager_runs_with_the_shipped_kcp_rbac,
         status::status_shows_targets_placements_and_failed_objects,
+        hostile::address::loopback_server_is_refused,
+        hostile::address::metadata_service_is_refused,
+        hostile::address::unspecified_address_is_refused,
+        hostile::address::kcp_itself_is_refused_though_its_range_is_allowed,
+        hostile::address::huge_answer_is_cut_off,
+        hostile::address::non_kubernetes_answer_is_described_not_quoted,
     ]
 }
 
@@ -170,6 +176,9 @@ async fn setup() -> Result<World, String> {
             "3s",
             "--placement-failover-grace",
             "10s",
+            // The suite's clusters run on this machine; nothing else on loopback is allowed.
+            "--cluster-address-allow",
+            "127.0.0.1/32",
         ],
         kcp.dir.path().join("manager.log"),
     );

@@ -59,7 +59,9 @@ pub async fn manager_runs_with_the_shipped_kcp_rbac(w: Arc<World>) -> TestResult
 
     // As config/manager runs it: the shipped RBAC must cover the Lease too.
     let log = w.kcp.dir.path().join("rbac-manager.log");
-    let mut manager = Tmc::manager(&kubeconfig, PROVIDER, &["--leader-elect"], log).process;
+    let mut manager =
+        Tmc::manager(&kubeconfig, PROVIDER, &["--leader-elect", "--cluster-address-allow", "127.0.0.1/32"], log)
+            .process;
     let reason = eventually("the RBAC-limited manager writes the SyncTarget's status", Duration::from_secs(60), || {
         let w = w.clone();
         async move {

@@ -447,7 +447,7 @@ fn set_kubeconfig(w: &World, ws: &str, name: &str, kubeconfig: &str) -> Result<(
         .map(|_| ())
 }
 
-async fn wait_ready_reason(w: &World, ws: &str, name: &str, reason: &str) -> Result<String, String> {
+pub async fn wait_ready_reason(w: &World, ws: &str, name: &str, reason: &str) -> Result<String, String> {
     eventually(&format!("SyncTarget {ws}/{name} Ready reason {reason}"), WAIT, || async {
         let path = "jsonpath={.status.conditions[?(@.type==\"Ready\")].reason}|{.status.conditions[?(@.type==\"Ready\")].message}";
         let out = w.kcp.kubectl(ws, &["get", "synctarget", name, "-o", path], None)?;
