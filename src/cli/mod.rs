@@ -41,7 +41,7 @@ pub enum LogFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the SyncTarget reconciler against every workspace bound to the APIExport.
-    Manager(manager::ManagerArgs),
+    Manager(Box<manager::ManagerArgs>),
     /// Run a syncer beside a physical cluster for one SyncTarget (pull mode).
     Syncer(syncer::SyncerArgs),
     /// Print what a cluster admin applies to run a pull-mode syncer beside a physical cluster.
@@ -172,7 +172,7 @@ pub fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Crds => generate::print_crds().map_err(|e| CliError::Failed(e.to_string())),
         Command::Generate(args) => generate::run(&args),
-        Command::Manager(args) => block_on(manager::run(args)),
+        Command::Manager(args) => block_on(manager::run(*args)),
         Command::Install(args) => block_on(install::run(args)),
         Command::Syncer(args) => block_on(syncer::run(args)),
         Command::SyncerManifest(args) => manifest::run(&args),
