@@ -98,3 +98,44 @@ impl Engine {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::syncer::dial::DialError;
+    use crate::syncer::response::ResponseError;
+
+    #[test]
+    fn probe_table() {
+        let api = |code| {
+            kube::Error::Api(kube::core::Status::failure("no <b>way</b>\nat all", "Forbidden").with_code(code).boxed())
+        };
+        let service = |e: Box<dyn std::error::Error + Send + Sync>| kube::Error::Service(e);
+        let cases = [
+            (Ok(()), "Reachable", ""),
+            (Err(api(401)), "Unauthorized", "no <b>way</b> at all"),
+            (Err(api(403)), "Unauthorized", "no <b>way</b> at all"),
+            (Err(api(502)), "Unreachable", "(502 Forbidden)"),
+            (Err(service(Box::new(DialError::PlainHttp { server: "x:80".into() }))), "Refused", "plain http://"),
+            (Err(service(Box::new(ResponseError::TooLarge { limit: 32 << 20 }))), "Oversized", "larger than 32 MiB"),
+            (Err(service(Box::new(ResponseError::NotKubernetes { code: 200 }))), "Unreachable", "non-Kubernetes body"),
+            (
+                Err(service(Box::new(DialError::Unresolved { host: "x".into(), why: "nope".into() }))),
+                "Unreachable",
+                "does not resolve",
+            ),
+        ];
+        for (result, want, fragment) in cases {
+            let (got, text) = match Probe::of(&result) {
+                Probe::Pending => ("Pending", String::new()),
+                Probe::Reachable => ("Reachable", String::new()),
+                Probe::Unreachable(m) => ("Unreachable", m),
+                Probe::Unauthorized(m) => ("Unauthorized", m),
+                Probe::Refused(m) => ("Refused", m),
+                Probe::Oversized(m) => ("Oversized", m),
+            };
+            assert_eq!(got, want, "{result:?}");
+            assert!(text.contains(fragment), "{text:?} should contain {fragment:?}");
+        }
+    }
+}
