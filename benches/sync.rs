@@ -102,7 +102,14 @@ async fn setup(workspaces: usize) -> Bench {
     let (code, out, err) =
         env::tmc(&["install", "--kubeconfig", &kubeconfig, "--workspace", "root:tmc", "--create-workspace"]);
     assert_eq!(code, 0, "{out}{err}");
-    let manager = env::Tmc::manager(&kubeconfig, "root:tmc", &[], kcp.dir.path().join("manager.log")).process;
+    let manager = env::Tmc::manager(
+        &kubeconfig,
+        "root:tmc",
+        // The bench's clusters run on this machine.
+        &["--cluster-address-allow", "127.0.0.1/32"],
+        kcp.dir.path().join("manager.log"),
+    )
+    .process;
     let manager_pid = manager.pid();
     let clients = kcp.clients().await;
     let binding =

@@ -19,6 +19,7 @@ use crate::reconciler::synctarget::syncers::Supervisor;
 use crate::reconciler::{placement, synctarget};
 use crate::server::metrics::controller;
 use crate::server::{Metrics, Readiness};
+use crate::syncer::client::ClusterAccess;
 use crate::syncer::engine::EngineSettings;
 use crate::syncer::upstream::Upstream;
 
@@ -34,6 +35,9 @@ pub struct ManagerConfig {
     pub placement: placement::Settings,
     /// Settings of the push-mode syncers the manager runs.
     pub syncer: EngineSettings,
+    /// Which cluster servers push-mode syncers may dial, and how much of an answer they read.
+    /// kcp's own endpoints are added to its dialer as the manager learns them.
+    pub cluster_access: ClusterAccess,
     /// Where the controllers record what they do (served at /metrics).
     pub metrics: Metrics,
     /// Set once the workspace is resolved and the endpoint slice is watched (served at /readyz).
@@ -56,6 +60,8 @@ pub async fn run(config: ManagerConfig, cancel: CancellationToken) -> Result<(),
     config.metrics.init_controller(controller::SYNCTARGET);
     config.metrics.init_controller(controller::PLACEMENT);
     let server = ClusterClients::for_server(&config.kube_config)?;
+    // A cluster may never be kcp itself: a syncer pointed at kcp would write into workspaces.
+    config.cluster_access.dialer.kcp_endpoints().add_url(&config.kube_config.cluster_url);
     let Some(export_cluster) = wait_for_workspace(&server, &config.workspace, &cancel).await else {
         return Ok(());
     };
@@ -145,13 +151,21 @@ async fn run_controllers(
         });
         let new: Vec<&String> = urls.iter().filter(|u| !running.contains_key(*u)).collect();
         for url in new {
+            if let Ok(parsed) = url.parse::<http::Uri>() {
+                config.cluster_access.dialer.kcp_endpoints().add_url(&parsed);
+            }
             match ClusterClients::new(&config.kube_config, url) {
                 Ok(clients) => {
                     tracing::info!(endpoint = %url, "starting controllers for endpoint");
                     let url_for_check = url.clone();
                     let stop = cancel.child_token();
                     let upstream = Upstream::new(clients.clone(), stop.clone());
-                    let syncers = Supervisor::new(upstream.clone(), config.syncer.clone(), stop.clone());
+                    let syncers = Supervisor::new(
+                        upstream.clone(),
+                        config.syncer.clone(),
+                        config.cluster_access.clone(),
+                        stop.clone(),
+                    );
                     let placements = placement::Controller::new(
                         clients.clone(),
                         paths.clone(),

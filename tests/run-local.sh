@@ -88,7 +88,8 @@ kubectl --kubeconfig "$kc" apply -f "$repo/config/samples/apibinding.yaml"
 for _ in $(seq 1 120); do kubectl --kubeconfig "$kc" get synctargets >/dev/null 2>&1 && break; sleep 0.5; done
 
 log "starting tmc manager (log: $state/manager.log)"
-"$tmc" manager --kubeconfig "$admin" --workspace root:tmc \
+# The clusters run on this machine: opt loopback in (a production manager never does).
+"$tmc" manager --kubeconfig "$admin" --workspace root:tmc --cluster-address-allow 127.0.0.1/32 \
   --metrics-bind-address 127.0.0.1:8080 --health-bind-address 127.0.0.1:8081 >"$state/manager.log" 2>&1 &
 pids+=($!)
 kubectl --kubeconfig "$kc" apply -f "$repo/config/samples/synctarget.yaml"

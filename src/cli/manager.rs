@@ -12,7 +12,11 @@ use crate::manager::{self, ManagerConfig};
 use crate::reconciler::queue::Backoff;
 use crate::reconciler::{placement, synctarget};
 use crate::server::{Metrics, Readiness};
+use crate::syncer::address::{AddressPolicy, Cidr};
+use crate::syncer::client::ClusterAccess;
+use crate::syncer::dial::{Dialer, KcpEndpoints};
 use crate::syncer::engine::EngineSettings;
+use crate::syncer::response::DEFAULT_MAX_RESPONSE_MIB;
 
 #[derive(Debug, Args)]
 pub struct ManagerArgs {
@@ -39,6 +43,26 @@ pub struct ManagerArgs {
     #[arg(long, env = "TMC_SYNCER_CLUSTER_QPS", default_value_t = crate::syncer::client::DEFAULT_CLUSTER_QPS,
         value_parser = clap::value_parser!(u32).range(1..))]
     pub syncer_cluster_qps: u32,
+
+    /// An address range push-mode syncers may dial although it is refused by default (loopback,
+    /// link-local, unspecified, multicast, broadcast), e.g. 127.0.0.1/32 for clusters on this
+    /// machine. Repeatable (or comma-separated). --cluster-address-deny wins over it, and kcp's
+    /// own endpoints stay refused whatever it says.
+    #[arg(long = "cluster-address-allow", env = "TMC_CLUSTER_ADDRESS_ALLOW", value_name = "CIDR",
+        value_delimiter = ',', value_parser = clap::value_parser!(Cidr))]
+    pub cluster_address_allow: Vec<Cidr>,
+
+    /// An address range push-mode syncers may never dial, on top of the defaults, e.g. the pod,
+    /// service and node networks of the manager's own cluster. Repeatable (or comma-separated).
+    #[arg(long = "cluster-address-deny", env = "TMC_CLUSTER_ADDRESS_DENY", value_name = "CIDR",
+        value_delimiter = ',', value_parser = clap::value_parser!(Cidr))]
+    pub cluster_address_deny: Vec<Cidr>,
+
+    /// The largest response a push-mode syncer reads from its cluster, in MiB: a longer list
+    /// or get is cut off with an error, and so is a watch event (one line) longer than this.
+    #[arg(long, env = "TMC_CLUSTER_MAX_RESPONSE_MIB", default_value_t = DEFAULT_MAX_RESPONSE_MIB,
+        value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub cluster_max_response_mib: u32,
 
     /// Objects each push-mode syncer may sync at once.
     #[arg(long, env = "TMC_SYNCER_WORKERS", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
@@ -148,6 +172,19 @@ pub async fn run(args: ManagerArgs) -> Result<(), CliError> {
     .await?;
     let metrics = Metrics::new();
     let readiness = Readiness::waiting_for(format!("kcp and the APIExport workspace {}", args.kcp.workspace));
+    let policy = AddressPolicy {
+        allow: args.cluster_address_allow.clone(),
+        deny: args.cluster_address_deny.clone(),
+        // One opt-in for both ways of giving up TLS: the kubeconfig check and the dialer agree.
+        allow_plain_http: args.allow_insecure_cluster_tls,
+    };
+    let shown = |cidrs: &[Cidr]| cidrs.iter().map(ToString::to_string).collect::<Vec<_>>().join(",");
+    tracing::info!(allow = %shown(&policy.allow), deny = %shown(&policy.deny), "push-mode cluster address policy");
+    if policy.allow_plain_http {
+        tracing::warn!(
+            "--allow-insecure-cluster-tls: push-mode credentials may be sent in clear text or to an unverified server"
+        );
+    }
     let config = ManagerConfig {
         kube_config,
         workspace: args.kcp.workspace.clone(),
@@ -173,6 +210,10 @@ pub async fn run(args: ManagerArgs) -> Result<(), CliError> {
             backoff: Backoff::default(),
             cluster_qps: args.syncer_cluster_qps,
             metrics: metrics.clone(),
+        },
+        cluster_access: ClusterAccess {
+            dialer: Dialer::new(policy, KcpEndpoints::default()),
+            max_response_bytes: u64::from(args.cluster_max_response_mib) * 1024 * 1024,
         },
         metrics: metrics.clone(),
         readiness: readiness.clone(),

@@ -41,7 +41,7 @@ pub enum LogFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the SyncTarget reconciler against every workspace bound to the APIExport.
-    Manager(manager::ManagerArgs),
+    Manager(Box<manager::ManagerArgs>),
     /// Run a syncer beside a physical cluster for one SyncTarget (pull mode).
     Syncer(syncer::SyncerArgs),
     /// Print what a cluster admin applies to run a pull-mode syncer beside a physical cluster.
@@ -152,8 +152,13 @@ async fn kube_config_from(
 }
 
 fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube=warn,tower=warn,hyper=warn"));
+    // kube-client logs response bodies verbatim (at warn when one does not decode), and a
+    // push-mode cluster's body is a tenant's text: kept out unless RUST_LOG names kube_client.
+    if !std::env::var("RUST_LOG").is_ok_and(|v| v.contains("kube_client")) {
+        filter = filter.add_directive("kube_client::client=error".parse().expect("a valid directive"));
+    }
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Json => builder.json().try_init(),
@@ -167,7 +172,7 @@ pub fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Crds => generate::print_crds().map_err(|e| CliError::Failed(e.to_string())),
         Command::Generate(args) => generate::run(&args),
-        Command::Manager(args) => block_on(manager::run(args)),
+        Command::Manager(args) => block_on(manager::run(*args)),
         Command::Install(args) => block_on(install::run(args)),
         Command::Syncer(args) => block_on(syncer::run(args)),
         Command::SyncerManifest(args) => manifest::run(&args),

@@ -1,14 +1,72 @@
 //! Clients for physical clusters, rate-limited so that a restart or a burst of kcp writes cannot
 //! storm a cluster's API server (a known failure of other agents).
+//!
+//! Push mode builds its own client stack rather than kube's default one, because the server is
+//! named by a tenant: connections go through the [`Dialer`] (address policy at connect time)
+//! and answers through [`BoundedResponsesLayer`] (bounded size, no remote text handed on).
+//! Pull mode (`tmc syncer`) keeps kube's default stack: its kubeconfig is the cluster admin's.
 
 use std::time::Duration;
+
+use kube::client::{Body, ConfigExt};
+use tower::{BoxError, ServiceBuilder};
+
+use super::dial::Dialer;
+use super::response::BoundedResponsesLayer;
 
 /// Default for the requests a syncer may start per second against its cluster.
 pub const DEFAULT_CLUSTER_QPS: u32 = 200;
 
-/// A client for `config` that starts at most `qps` requests per second (at least one); the rest
-/// wait their turn. Watches count once, when they start.
+/// How push-mode syncers reach their clusters: the operator's address policy and the largest
+/// response read.
+#[derive(Clone, Debug)]
+pub struct ClusterAccess {
+    pub dialer: Dialer,
+    pub max_response_bytes: u64,
+}
+
+/// Why no push-mode client could be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("{0}")]
+    Kube(#[from] kube::Error),
+    /// kube would tunnel through the proxy; the dialer would not, so refuse rather than ignore.
+    #[error("a proxy URL is not supported for push-mode clusters")]
+    Proxy,
+}
+
+fn rate_limit(qps: u32) -> tower::limit::RateLimitLayer {
+    tower::limit::RateLimitLayer::new(u64::from(qps.max(1)), Duration::from_secs(1))
+}
+
+/// A client for `config` (pull mode) that starts at most `qps` requests per second (at least
+/// one); the rest wait their turn. Watches count once, when they start.
 pub fn cluster_client(config: kube::Config, qps: u32) -> Result<kube::Client, kube::Error> {
-    let limit = tower::limit::RateLimitLayer::new(u64::from(qps.max(1)), Duration::from_secs(1));
-    Ok(kube::client::ClientBuilder::try_from(config)?.with_layer(&limit).build())
+    Ok(kube::client::ClientBuilder::try_from(config)?.with_layer(&rate_limit(qps)).build())
+}
+
+/// A push-mode client for `config`: kube's TLS, authentication and header layers over a
+/// connection pool that dials only what `access` allows, with bounded answers and the same
+/// rate limit as [`cluster_client`].
+pub fn push_cluster_client(
+    config: kube::Config,
+    qps: u32,
+    access: &ClusterAccess,
+) -> Result<kube::Client, ClientError> {
+    if config.proxy_url.is_some() {
+        return Err(ClientError::Proxy);
+    }
+    let connector = access.dialer.connector(&config.cluster_url, config.connect_timeout);
+    let https = config.rustls_https_connector_with_connector(connector)?;
+    let pool: hyper_util::client::legacy::Client<_, Body> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build(https);
+    let service = ServiceBuilder::new()
+        .layer(rate_limit(qps))
+        .layer(config.base_uri_layer())
+        .option_layer(config.auth_layer()?)
+        .layer(config.extra_headers_layer()?)
+        .layer(BoundedResponsesLayer { max_bytes: access.max_response_bytes })
+        .map_err(BoxError::from)
+        .service(pool);
+    Ok(kube::client::ClientBuilder::new(service, config.default_namespace).build())
 }

@@ -205,7 +205,7 @@ impl Downstream {
                 Ok(watcher::Event::Delete(h)) => (h, true),
                 Ok(_) => continue,
                 Err(e) => {
-                    tracing::debug!(target_key = %self.target_key, error = %e, "watching autoscalers failed");
+                    tracing::debug!(target_key = %self.target_key, error = %crate::kcp::watch_error_message(&e), "watching autoscalers failed");
                     continue;
                 }
             };
@@ -348,7 +348,7 @@ impl Downstream {
                 Ok(watcher::Event::Init) => initial = true,
                 Ok(watcher::Event::InitDone) => initial = false,
                 Err(e) => {
-                    tracing::warn!(target_key = %self.target_key, error = %e, "watching downstream namespaces failed")
+                    tracing::warn!(target_key = %self.target_key, error = %crate::kcp::watch_error_message(&e), "watching downstream namespaces failed")
                 }
             }
         }
@@ -401,7 +401,7 @@ impl Downstream {
                 Ok(watcher::Event::Delete(o)) => (o, true),
                 Ok(_) => continue,
                 Err(e) => {
-                    tracing::warn!(target_key = %self.target_key, resource = %resource.api.plural, namespace = ?namespace, error = %e, "downstream watch failed");
+                    tracing::warn!(target_key = %self.target_key, resource = %resource.api.plural, namespace = ?namespace, error = %crate::kcp::watch_error_message(&e), "downstream watch failed");
                     continue;
                 }
             };

@@ -9,17 +9,22 @@
 //! - [`downstream`]: one syncer's view of its cluster (label-selected watches);
 //! - [`access`]: the syncer's rights in the namespaces it creates (least privilege);
 //! - [`engine`]: one syncer — spec down, drift, deletion, status up, heartbeat;
-//! - [`events`]: Warnings on upstream objects that did not sync, and why.
+//! - [`events`]: Warnings on upstream objects that did not sync, and why;
+//! - [`address`], [`dial`], [`response`], [`client`]: which cluster servers push mode may dial,
+//!   enforced at connect time, and what is kept of their answers.
 
 pub mod access;
+pub mod address;
 pub mod client;
 pub mod credentials;
+pub mod dial;
 pub mod discovery;
 pub mod downstream;
 pub mod engine;
 pub mod events;
 pub mod naming;
 pub mod resources;
+pub mod response;
 pub mod status;
 pub mod transform;
 pub mod upstream;

@@ -14,7 +14,7 @@ pub async fn manager_waits_for_unreachable_kcp(w: Arc<World>) -> TestResult {
     std::fs::write(&path, dead)?;
     let path_text = path.display().to_string();
     let log = w.kcp.dir.path().join("unreachable-manager.log");
-    let mut manager = Tmc::manager(&path_text, "root:tmc", &[], log).process;
+    let mut manager = Tmc::manager(&path_text, "root:tmc", &["--cluster-address-allow", "127.0.0.1/32"], log).process;
     eventually("a log line saying what the manager waits for", Duration::from_secs(20), || async {
         let out = manager.output();
         Ok((out.contains("waiting for kcp") && out.contains("retry_in")).then_some(()))

@@ -45,6 +45,8 @@ fn start(w: &World, identity: &'static str) -> Replica {
             "6s",
             "--leader-election-retry-period",
             "1s",
+            "--cluster-address-allow",
+            "127.0.0.1/32",
         ],
         w.kcp.dir.path().join(format!("leader-{identity}.log")),
     );

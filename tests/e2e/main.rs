@@ -138,6 +138,12 @@ fn all_tests() -> Vec<(&'static str, TestFn)> {
         hostile::placement::invalid_selectors_are_refused_at_admission,
         hostile::placement::invalid_selector_past_admission_keeps_what_was_placed,
         hostile::placement::cross_workspace_probes_all_read_not_allowed,
+        hostile::address::loopback_server_is_refused,
+        hostile::address::metadata_service_is_refused,
+        hostile::address::unspecified_address_is_refused,
+        hostile::address::kcp_itself_is_refused_though_its_range_is_allowed,
+        hostile::address::huge_answer_is_cut_off,
+        hostile::address::non_kubernetes_answer_is_described_not_quoted,
     ]
 }
 
@@ -181,6 +187,9 @@ async fn setup() -> Result<World, String> {
             "3s",
             "--placement-failover-grace",
             "10s",
+            // The suite's clusters run on this machine; nothing else on loopback is allowed.
+            "--cluster-address-allow",
+            "127.0.0.1/32",
         ],
         kcp.dir.path().join("manager.log"),
     );

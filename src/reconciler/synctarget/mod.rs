@@ -39,6 +39,9 @@ use crate::syncer::credentials::InlineCredentials;
 use crate::syncer::engine::Probe;
 use crate::syncer::naming::target_key;
 
+/// The Ready reason of a SyncTarget whose server the address policy refuses.
+pub const REASON_ADDRESS_REFUSED: &str = "ClusterAddressRefused";
+
 /// The field manager the manager writes SyncTarget status with.
 pub const FIELD_MANAGER: &str = "tmc-manager";
 
@@ -315,6 +318,19 @@ impl Controller {
             self.syncers.stop(key);
             return Ok(credentials);
         };
+        // The dialer enforces the address policy at connect time; checking here too names a
+        // refusal before any syncer starts. A name that does not resolve is not a refusal: the
+        // syncer runs (so deletions still time out and release) and reports the cluster unreachable.
+        let address = match server.parse::<http::Uri>() {
+            Ok(uri) => self.syncers.access().dialer.check_server(&uri).await,
+            Err(_) => Ok(()),
+        };
+        if let Err(refused) = &address
+            && refused.is_refusal()
+        {
+            self.syncers.stop(key);
+            return Ok(Credentials::Problem { reason: REASON_ADDRESS_REFUSED, message: refused.to_string() });
+        }
         let apis = crate::syncer::resources::wanted_apis(&target.spec.supported_apis);
         let allowed = self.paths.clusters_of(&target.spec.allowed_workspaces).await;
         if let Err(why) = self.syncers.ensure(key, &inline, apis, allowed) {
@@ -324,15 +340,23 @@ impl Controller {
                 message: format!("the kubeconfig is accepted but no client can be built from it: {why}"),
             });
         }
-        Ok(match self.syncers.probe(key) {
-            Some(Probe::Unreachable(why)) => Credentials::Problem {
-                reason: "ClusterUnreachable",
-                message: format!("the syncer cannot reach the cluster at {server}: {why}"),
+        let unreachable = |why: &str| Credentials::Problem {
+            reason: "ClusterUnreachable",
+            message: format!("the syncer cannot reach the cluster at {server}: {why}"),
+        };
+        Ok(match (self.syncers.probe(key), address) {
+            (Some(Probe::Refused(why)), _) => Credentials::Problem { reason: REASON_ADDRESS_REFUSED, message: why },
+            (Some(Probe::Oversized(why)), _) => Credentials::Problem {
+                reason: "ClusterResponseTooLarge",
+                message: format!("the cluster at {server} answered with more than the manager reads: {why}"),
             },
-            Some(Probe::Unauthorized(why)) => Credentials::Problem {
+            (Some(Probe::Unauthorized(why)), _) => Credentials::Problem {
                 reason: "ClusterUnauthorized",
                 message: format!("the cluster at {server} refuses the kubeconfig's credentials: {why}"),
             },
+            (Some(Probe::Reachable), _) => credentials,
+            (_, Err(unresolved)) => unreachable(&unresolved.to_string()),
+            (Some(Probe::Unreachable(why)), _) => unreachable(&why),
             _ => credentials,
         })
     }

@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::apis::sync::v1alpha1::SupportedApi;
 use crate::kcp::{ClusterKey, LogicalClusterName};
+use crate::syncer::client::{ClusterAccess, push_cluster_client};
 use crate::syncer::credentials::InlineCredentials;
 use crate::syncer::engine::{Engine, EngineSettings, Probe};
 use crate::syncer::upstream::Upstream;
@@ -31,6 +32,8 @@ struct Running {
 pub struct Supervisor {
     upstream: Upstream,
     settings: EngineSettings,
+    /// The address policy and response bound every push-mode client is built with.
+    access: ClusterAccess,
     running: Arc<Mutex<HashMap<ClusterKey, Running>>>,
     parent: CancellationToken,
     /// Keys whose syncer's probe result changed, for the SyncTarget reconciler to look again.
@@ -41,17 +44,24 @@ pub struct Supervisor {
 }
 
 impl Supervisor {
-    pub fn new(upstream: Upstream, settings: EngineSettings, parent: CancellationToken) -> Self {
+    pub fn new(upstream: Upstream, settings: EngineSettings, access: ClusterAccess, parent: CancellationToken) -> Self {
         let (changes, rx) = mpsc::unbounded_channel();
         Self {
             upstream,
             settings,
+            access,
             running: Default::default(),
             parent,
             changes,
             changes_rx: Arc::new(Mutex::new(Some(rx))),
             engines: Default::default(),
         }
+    }
+
+    /// How push-mode syncers reach their clusters (the SyncTarget reconciler checks a server
+    /// against the same policy before a syncer starts).
+    pub fn access(&self) -> &ClusterAccess {
+        &self.access
     }
 
     /// The stream of SyncTarget keys whose syncer's view of its cluster changed (taken once).
@@ -83,8 +93,9 @@ impl Supervisor {
             running.allowed.send_if_modified(|a| std::mem::replace(a, allowed.clone()) != allowed);
             return Ok(());
         }
-        // Built from the inline values alone: nothing in a tenant's kubeconfig is run or opened.
-        let client = crate::syncer::client::cluster_client(credentials.client_config(), self.settings.cluster_qps)
+        // Built from the inline values alone: nothing in a tenant's kubeconfig is run or opened,
+        // and the dialer reaches only addresses the operator's policy allows.
+        let client = push_cluster_client(credentials.client_config(), self.settings.cluster_qps, &self.access)
             .map_err(|e| e.to_string())?;
         let (probe_tx, probe) = watch::channel(Probe::Pending);
         let (wanted, wanted_rx) = watch::channel(apis);

@@ -17,13 +17,25 @@ pub enum Probe {
     Reachable,
     Unreachable(String),
     Unauthorized(String),
+    /// The dialer refused the address the server resolved to (e.g. after DNS rebinding).
+    Refused(String),
+    /// The cluster answered with more than the manager reads.
+    Oversized(String),
 }
 
 impl Probe {
     pub(super) fn of(result: &Result<(), kube::Error>) -> Self {
+        use crate::syncer::dial::{DialError, find_cause};
+        use crate::syncer::response::{MESSAGE_MAX, ResponseError, bounded_line};
         match result {
             Ok(()) => Probe::Reachable,
-            Err(kube::Error::Api(s)) if s.code == 401 || s.code == 403 => Probe::Unauthorized(s.message.clone()),
+            Err(kube::Error::Api(s)) if s.code == 401 || s.code == 403 => {
+                Probe::Unauthorized(bounded_line(&s.message, MESSAGE_MAX))
+            }
+            Err(e) if find_cause::<DialError>(e).is_some_and(DialError::is_refusal) => Probe::Refused(error_message(e)),
+            Err(e) if matches!(find_cause::<ResponseError>(e), Some(ResponseError::TooLarge { .. })) => {
+                Probe::Oversized(error_message(e))
+            }
             Err(e) => Probe::Unreachable(error_message(e)),
         }
     }
@@ -83,6 +95,47 @@ impl Engine {
                 let count = counts.get(&index).copied().unwrap_or(0);
                 self.telemetry.metrics().set_synced_objects(self.telemetry.target_key(), &resource.api.plural, count);
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::syncer::dial::DialError;
+    use crate::syncer::response::ResponseError;
+
+    #[test]
+    fn probe_table() {
+        let api = |code| {
+            kube::Error::Api(kube::core::Status::failure("no <b>way</b>\nat all", "Forbidden").with_code(code).boxed())
+        };
+        let service = |e: Box<dyn std::error::Error + Send + Sync>| kube::Error::Service(e);
+        let cases = [
+            (Ok(()), "Reachable", ""),
+            (Err(api(401)), "Unauthorized", "no <b>way</b> at all"),
+            (Err(api(403)), "Unauthorized", "no <b>way</b> at all"),
+            (Err(api(502)), "Unreachable", "(502 Forbidden)"),
+            (Err(service(Box::new(DialError::PlainHttp { server: "x:80".into() }))), "Refused", "plain http://"),
+            (Err(service(Box::new(ResponseError::TooLarge { limit: 32 << 20 }))), "Oversized", "larger than 32 MiB"),
+            (Err(service(Box::new(ResponseError::NotKubernetes { code: 200 }))), "Unreachable", "non-Kubernetes body"),
+            (
+                Err(service(Box::new(DialError::Unresolved { host: "x".into(), why: "nope".into() }))),
+                "Unreachable",
+                "does not resolve",
+            ),
+        ];
+        for (result, want, fragment) in cases {
+            let (got, text) = match Probe::of(&result) {
+                Probe::Pending => ("Pending", String::new()),
+                Probe::Reachable => ("Reachable", String::new()),
+                Probe::Unreachable(m) => ("Unreachable", m),
+                Probe::Unauthorized(m) => ("Unauthorized", m),
+                Probe::Refused(m) => ("Refused", m),
+                Probe::Oversized(m) => ("Oversized", m),
+            };
+            assert_eq!(got, want, "{result:?}");
+            assert!(text.contains(fragment), "{text:?} should contain {fragment:?}");
         }
     }
 }

@@ -376,7 +376,9 @@ impl Engine {
                     if let kube::Error::Api(s) = &e {
                         let (reason, verb) =
                             if s.code < 500 { ("SyncRejected", "rejected") } else { ("SyncFailed", "failed to store") };
-                        let note = format!("{} {verb} it ({}): {}; retrying", self.target.name, s.code, s.message);
+                        let message =
+                            crate::syncer::response::bounded_line(&s.message, crate::syncer::response::MESSAGE_MAX);
+                        let note = format!("{} {verb} it ({}): {message}; retrying", self.target.name, s.code);
                         self.events.warn(&key.cluster, &resource.api, &obj, reason, note).await;
                     }
                     return Err(api_err("apply downstream")(e));

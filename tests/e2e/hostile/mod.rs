@@ -10,6 +10,7 @@
 pub mod kubeconfig;
 pub mod rbac;
 pub mod placement;
+pub mod address;
 
 use std::time::Duration;
 
