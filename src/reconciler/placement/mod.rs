@@ -132,7 +132,9 @@ impl Controller {
             this.clone().watch_synctargets(c.clone())
         }));
         let (this, c) = (self.clone(), cancel.clone());
-        tasks.spawn(supervise("Placement namespace watch", cancel.clone(), move || this.clone().watch_namespaces(c.clone())));
+        tasks.spawn(supervise("Placement namespace watch", cancel.clone(), move || {
+            this.clone().watch_namespaces(c.clone())
+        }));
         let mut workers = tokio::task::JoinSet::new();
         for _ in 0..self.settings.workers.max(1) {
             workers.spawn(self.clone().work(cancel.clone()));

@@ -168,7 +168,7 @@ fn heartbeat(last_sync: Option<Timestamp>, now: Timestamp, threshold: Duration) 
     let age = Duration::try_from(now.duration_since(last)).unwrap_or(Duration::ZERO);
     if age <= threshold {
         let message = format!("the syncer's heartbeat is younger than {threshold_s}s");
-        let due = threshold - age + Duration::from_millis(100);
+        let due = (threshold - age).saturating_add(Duration::from_millis(100));
         (Cond { type_, ok: true, reason: "HeartbeatFresh", message }, Some(due))
     } else {
         let message = format!("the last heartbeat, at {last}, is older than {threshold_s}s");

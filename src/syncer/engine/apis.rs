@@ -10,8 +10,8 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::Engine;
-use crate::reconciler::guard::supervise;
 use crate::apis::sync::v1alpha1::{SupportedApi, SyncTarget, SyncedResourceState, SyncedResourceStatus};
+use crate::reconciler::guard::supervise;
 use crate::syncer::discovery;
 use crate::syncer::resources::{SyncedResource, Unavailable, known_resource, wanted_apis};
 
