@@ -127,6 +127,8 @@ fn all_tests() -> Vec<(&'static str, TestFn)> {
         lifecycle::deleting_a_synctarget_releases_its_objects,
         rbac::manager_runs_with_the_shipped_kcp_rbac,
         status::status_shows_targets_placements_and_failed_objects,
+        hostile::secrets::secret_material_never_reaches_logs_events_conditions_or_metrics,
+        hostile::time::times_from_year_9999_neither_crash_nor_count_as_fresh,
     ]
 }
 

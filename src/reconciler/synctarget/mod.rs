@@ -340,7 +340,7 @@ impl Controller {
         let client = self.clients.cluster(&key.cluster);
         let generation = raw.metadata.generation;
         // The status is parsed on its own so that a malformed spec still shows its conditions.
-        let current: Option<SyncTargetStatus> = serde_json::from_value(raw.data["status"].clone()).ok();
+        let current = status::stored(&raw.data["status"]);
         let now = jiff::Timestamp::now();
         let desired: Desired = match serde_json::to_value(raw.as_ref()).and_then(serde_json::from_value::<SyncTarget>) {
             Err(e) => {

@@ -91,6 +91,23 @@ fn is_ahead(t: Timestamp, now: Timestamp) -> bool {
     Duration::try_from(t.duration_since(now)).is_ok_and(|ahead| ahead > MAX_CLOCK_SKEW)
 }
 
+/// The stored status, as far as it can be read. A tenant can write anything into it (a
+/// `lastSyncTime` past year 9999 that no timestamp type holds): then the parts the manager
+/// writes itself are read alone, so that an unreadable status is not taken for an empty one
+/// and rewritten on every reconcile, each write causing the next.
+pub fn stored(status: &serde_json::Value) -> Option<SyncTargetStatus> {
+    if status.is_null() {
+        return None;
+    }
+    serde_json::from_value(status.clone()).ok().or_else(|| {
+        Some(SyncTargetStatus {
+            conditions: serde_json::from_value(status["conditions"].clone()).unwrap_or_default(),
+            observed_generation: status["observedGeneration"].as_i64(),
+            ..Default::default()
+        })
+    })
+}
+
 /// Condition lists equal in everything but `lastTransitionTime`, regardless of order.
 pub fn same_conditions(a: &[Condition], b: &[Condition]) -> bool {
     let key =

@@ -253,3 +253,22 @@ fn times_from_the_future_are_refused_or_replaced() {
     assert_eq!(transition_time(Some(&soon), now()), soon);
     assert_eq!(transition_time(Some(&Time(ts(end))), now()), Time(now()));
 }
+
+/// A status no timestamp type can hold is still read for the conditions the manager wrote, so
+/// the next reconcile finds nothing to change (no write that triggers the next reconcile).
+#[test]
+fn an_unreadable_status_keeps_the_managers_conditions() {
+    let written = malformed(&[], Some(3), "lastSyncTime out of range", now());
+    let raw = serde_json::json!({
+        "lastSyncTime": "9999-12-31T23:59:59Z",
+        "conditions": written.conditions,
+        "observedGeneration": 3,
+    });
+    let stored = stored(&raw).expect("something stored");
+    assert!(stored.last_sync_time.is_none());
+    let again = malformed(&stored.conditions, Some(3), "lastSyncTime out of range", ts("2026-11-22T10:05:00Z"));
+    assert!(!again.differs_from(Some(&stored)), "an unchanged unreadable status is not rewritten");
+    assert_eq!(stored.observed_generation, Some(3));
+    assert!(super::stored(&serde_json::Value::Null).is_none());
+    assert!(super::stored(&serde_json::json!("garbage")).is_some_and(|s| s.conditions.is_empty()));
+}
