@@ -197,6 +197,8 @@ pub async fn secret_material_never_reaches_logs_events_conditions_or_metrics(w: 
     tokio::time::sleep(Duration::from_secs(5)).await;
 
     ensure!(manager.running(), "the trace manager exited:\n{}", manager.output());
+    let environ = std::fs::read(format!("/proc/{}/environ", manager.pid()))?;
+    ensure!(environ.split(|b| *b == 0).any(|v| v == b"RUST_LOG=trace"), "the manager does not run with RUST_LOG=trace");
     let log = manager.output();
     ensure!(log.contains("downstream differs"), "the drift was not logged at debug; is the log level trace?");
     let outputs = [
