@@ -25,6 +25,7 @@ pub fn is_subset(want: &Value, have: &Value) -> bool {
 }
 
 /// The path of the first field where [`is_subset`] fails, for logs (`None`: `want ⊆ have`).
+/// Only the path and the kinds of the two values: the values themselves may be a Secret's data.
 pub fn first_difference(want: &Value, have: &Value) -> Option<String> {
     match (want, have) {
         (Value::Object(w), Value::Object(h)) => w
@@ -36,7 +37,19 @@ pub fn first_difference(want: &Value, have: &Value) -> Option<String> {
             .enumerate()
             .find_map(|(i, (a, b))| first_difference(a, b).map(|rest| format!("[{i}]{rest}"))),
         _ if is_subset(want, have) => None,
-        _ => Some(format!(" (want {want}, have {have})")),
+        _ => Some(format!(" (values differ: want {}, have {})", kind(want), kind(have))),
+    }
+}
+
+/// A JSON value's kind, for messages that must not print the value.
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "nothing",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
     }
 }
 
@@ -68,8 +81,10 @@ mod tests {
         }
         assert_eq!(
             first_difference(&json!({"a": [{"x": 1}]}), &json!({"a": [{"x": 2}]})).as_deref(),
-            Some(".a[0].x (want 1, have 2)")
+            Some(".a[0].x (values differ: want a number, have a number)")
         );
+        let secret = first_difference(&json!({"data": {"k": "czNjcmV0"}}), &json!({"data": {"k": "ZHJpZnQ="}}));
+        assert_eq!(secret.as_deref(), Some(".data.k (values differ: want a string, have a string)"));
     }
 
     #[test]

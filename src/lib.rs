@@ -11,6 +11,8 @@ pub mod json;
 pub mod kcp;
 pub mod leader;
 pub mod manager;
+#[cfg(test)]
+mod proptests;
 pub mod reconciler;
 pub mod server;
 pub mod syncer;

@@ -3,6 +3,7 @@
 mod apidoc;
 mod generate;
 mod install;
+mod logging;
 mod manager;
 mod manifest;
 mod ops;
@@ -151,24 +152,9 @@ async fn kube_config_from(
     }
 }
 
-fn init_logging(format: LogFormat) {
-    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube=warn,tower=warn,hyper=warn"));
-    // kube-client logs response bodies verbatim (at warn when one does not decode), and a
-    // push-mode cluster's body is a tenant's text: kept out unless RUST_LOG names kube_client.
-    if !std::env::var("RUST_LOG").is_ok_and(|v| v.contains("kube_client")) {
-        filter = filter.add_directive("kube_client::client=error".parse().expect("a valid directive"));
-    }
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Json => builder.json().try_init(),
-        LogFormat::Text => builder.try_init(),
-    };
-}
-
 /// Runs the parsed command line; the exit code is 0 on success, 1 on failure.
 pub fn run(cli: Cli) -> ExitCode {
-    init_logging(cli.log_format);
+    logging::init(cli.log_format);
     let result = match cli.command {
         Command::Crds => generate::print_crds().map_err(|e| CliError::Failed(e.to_string())),
         Command::Generate(args) => generate::run(&args),

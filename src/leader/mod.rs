@@ -234,7 +234,7 @@ impl Lock {
                 spec: Some(self.spec(Some(stamp.clone()), stamp, 0)),
             },
             Decision::Acquire => {
-                let transitions = spec.lease_transitions.unwrap_or_default() + 1;
+                let transitions = spec.lease_transitions.unwrap_or_default().saturating_add(1);
                 Lease { spec: Some(self.spec(Some(stamp.clone()), stamp, transitions)), ..current.clone().unwrap() }
             }
             Decision::Renew => {

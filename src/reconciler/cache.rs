@@ -5,13 +5,14 @@
 //! This cache cannot: the logical cluster is the first level of its key.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, PoisonError, RwLock};
 
 use crate::kcp::{ClusterKey, LogicalClusterName};
 
 type Bucket<T> = HashMap<(Option<String>, String), Arc<T>>;
 
-/// See the module docs. Cheap to clone; clones share the same objects.
+/// See the module docs. Cheap to clone; clones share the same objects. A panic while it was
+/// locked (in a caller's predicate) leaves it usable: it is a snapshot the watches correct.
 pub struct ClusterCache<T> {
     inner: Arc<RwLock<HashMap<LogicalClusterName, Bucket<T>>>>,
 }
@@ -30,17 +31,17 @@ impl<T> Default for ClusterCache<T> {
 
 impl<T> ClusterCache<T> {
     pub fn insert(&self, key: &ClusterKey, obj: T) {
-        let mut map = self.inner.write().expect("cache poisoned");
+        let mut map = self.inner.write().unwrap_or_else(PoisonError::into_inner);
         map.entry(key.cluster.clone()).or_default().insert((key.namespace.clone(), key.name.clone()), Arc::new(obj));
     }
 
     pub fn get(&self, key: &ClusterKey) -> Option<Arc<T>> {
-        let map = self.inner.read().expect("cache poisoned");
+        let map = self.inner.read().unwrap_or_else(PoisonError::into_inner);
         map.get(&key.cluster)?.get(&(key.namespace.clone(), key.name.clone())).cloned()
     }
 
     pub fn remove(&self, key: &ClusterKey) {
-        let mut map = self.inner.write().expect("cache poisoned");
+        let mut map = self.inner.write().unwrap_or_else(PoisonError::into_inner);
         if let Some(bucket) = map.get_mut(&key.cluster) {
             bucket.remove(&(key.namespace.clone(), key.name.clone()));
             if bucket.is_empty() {
@@ -51,7 +52,7 @@ impl<T> ClusterCache<T> {
 
     /// Drops every object whose key is not in `keep` (after a relist); returns how many.
     pub fn retain(&self, keep: &HashSet<ClusterKey>) -> usize {
-        let mut map = self.inner.write().expect("cache poisoned");
+        let mut map = self.inner.write().unwrap_or_else(PoisonError::into_inner);
         let mut dropped = 0;
         for (cluster, bucket) in map.iter_mut() {
             bucket.retain(|(ns, name), _| {
@@ -66,7 +67,7 @@ impl<T> ClusterCache<T> {
 
     /// The keys of the objects in one logical cluster for which `pred` holds.
     pub fn keys_in(&self, cluster: &LogicalClusterName, pred: impl Fn(&T) -> bool) -> Vec<ClusterKey> {
-        let map = self.inner.read().expect("cache poisoned");
+        let map = self.inner.read().unwrap_or_else(PoisonError::into_inner);
         let Some(bucket) = map.get(cluster) else {
             return vec![];
         };
@@ -79,7 +80,7 @@ impl<T> ClusterCache<T> {
 
     /// The keys of the objects in every logical cluster for which `pred` holds.
     pub fn all_keys(&self, pred: impl Fn(&T) -> bool) -> Vec<ClusterKey> {
-        let map = self.inner.read().expect("cache poisoned");
+        let map = self.inner.read().unwrap_or_else(PoisonError::into_inner);
         map.iter()
             .flat_map(|(cluster, bucket)| {
                 bucket
@@ -91,7 +92,7 @@ impl<T> ClusterCache<T> {
     }
 
     pub fn len(&self) -> usize {
-        self.inner.read().expect("cache poisoned").values().map(HashMap::len).sum()
+        self.inner.read().unwrap_or_else(PoisonError::into_inner).values().map(HashMap::len).sum()
     }
 
     pub fn is_empty(&self) -> bool {

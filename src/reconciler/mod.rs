@@ -2,6 +2,7 @@
 //! `pkg/reconciler/<group>/<resource>`), and the work queue they share.
 
 pub mod cache;
+pub mod guard;
 pub mod placement;
 pub mod queue;
 pub mod synctarget;

@@ -18,6 +18,11 @@ use tokio::time::Instant;
 
 use crate::server::metrics::QueueMetrics;
 
+/// The longest a delayed add waits. Requeue times derive from tenant-written times (an
+/// `evictAfter` in year 9999 is thousands of years away, and `Instant + Duration` panics on
+/// overflow); a level-triggered reconcile an hour early costs nothing.
+pub const MAX_DELAY: Duration = Duration::from_secs(3600);
+
 /// Per-key retry delays: `base * 2^failures`, capped, with up to 10% jitter.
 #[derive(Clone, Copy, Debug)]
 pub struct Backoff {
@@ -92,8 +97,10 @@ impl<K: Clone + Eq + Hash + Send + 'static> WorkQueue<K> {
         }
     }
 
+    /// The state survives a panic while it was locked: every operation leaves it consistent
+    /// before anything can panic, and the workers must go on (see [`super::guard`]).
     fn lock(&self) -> std::sync::MutexGuard<'_, State<K>> {
-        self.state.lock().expect("work queue poisoned")
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Queues `key` now.
@@ -114,12 +121,12 @@ impl<K: Clone + Eq + Hash + Send + 'static> WorkQueue<K> {
         }
     }
 
-    /// Queues `key` after `delay`, unless it is already due earlier.
+    /// Queues `key` after `delay` (at most [`MAX_DELAY`]), unless it is already due earlier.
     pub fn add_after(self: &Arc<Self>, key: K, delay: Duration) {
         if delay.is_zero() {
             return self.add(key);
         }
-        let at = Instant::now() + delay;
+        let at = Instant::now() + delay.min(MAX_DELAY);
         {
             let mut s = self.lock();
             if s.shut_down || s.scheduled.get(&key).is_some_and(|t| *t <= at) {

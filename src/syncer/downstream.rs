@@ -50,7 +50,7 @@ struct PerNamespace {
 }
 
 /// A downstream object as cached: whole until compared, then only the verdict.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub enum Cached {
     /// As the cluster last reported it, not yet compared with the desired object.
     Whole(Arc<DynamicObject>),
@@ -66,6 +66,21 @@ pub struct Compared {
     /// `metadata.generation`, the spec-hash annotation and `status`, as status-up reads them;
     /// `None` for resources whose status does not come up (ConfigMaps, Secrets, …).
     pub status_view: Option<serde_json::Value>,
+}
+
+/// Names the object, never its contents: a cached Secret's data must not reach a log line.
+impl std::fmt::Debug for Cached {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Cached::Whole(o) => f
+                .debug_struct("Whole")
+                .field("name", &o.metadata.name)
+                .field("namespace", &o.metadata.namespace)
+                .field("resource_version", &o.metadata.resource_version)
+                .finish_non_exhaustive(),
+            Cached::Matched(c) => f.debug_tuple("Matched").field(c).finish(),
+        }
+    }
 }
 
 impl Cached {

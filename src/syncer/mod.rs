@@ -23,6 +23,7 @@ pub mod downstream;
 pub mod engine;
 pub mod events;
 pub mod naming;
+pub mod redact;
 pub mod resources;
 pub mod response;
 pub mod status;

@@ -52,7 +52,8 @@ pub fn aggregate(kind: &str, per_target: &BTreeMap<String, Value>) -> Value {
         "unavailableReplicas",
         "terminatingReplicas",
     ] {
-        let sum: i64 = per_target.values().filter_map(|s| s[field].as_i64()).sum();
+        // Saturating: the per-target statuses are annotations a tenant can write.
+        let sum = per_target.values().filter_map(|s| s[field].as_i64()).fold(0i64, i64::saturating_add);
         if per_target.values().any(|s| !s[field].is_null()) {
             out.insert(field.into(), json!(sum));
         }

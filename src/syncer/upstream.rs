@@ -22,6 +22,7 @@ use super::resources::{Assignment, SyncedResource, Unavailable};
 use crate::apis::sync::v1alpha1::SyncedResourceState;
 use crate::kcp::{ClusterClients, ClusterKey, LogicalClusterName, WorkspacePath, error_message};
 use crate::reconciler::cache::ClusterCache;
+use crate::reconciler::guard::supervise;
 use crate::reconciler::next_or_cancelled;
 
 /// What a syncer is asked to reconcile: one object of one synced resource (by slot index), or
@@ -82,7 +83,8 @@ impl Upstream {
     /// Watches namespaces until cancelled; resource watches start in [`Upstream::ensure`].
     pub async fn run(self) {
         let cancel = self.cancel.clone();
-        self.watch_namespaces(cancel).await
+        let c = cancel.clone();
+        supervise("kcp namespace watch", cancel, move || self.clone().watch_namespaces(c.clone())).await
     }
 
     /// The slot index of `resource`, starting its watch first if nobody watches it yet. Fails
@@ -118,7 +120,8 @@ impl Upstream {
             slots.len() - 1
         };
         tracing::info!(endpoint = self.clients.base_url(), resource = %resource.api.plural, "watching a new resource in kcp");
-        tokio::spawn(self.clone().watch_resource(index, self.cancel.clone()));
+        let (this, c) = (self.clone(), self.cancel.clone());
+        tokio::spawn(supervise("kcp resource watch", c.clone(), move || this.clone().watch_resource(index, c.clone())));
         Ok(index)
     }
 

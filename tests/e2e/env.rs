@@ -169,20 +169,37 @@ impl Tmc {
     /// ports for its metrics and health endpoints: never the defaults, since other managers and
     /// syncers run beside it.
     pub fn manager(kubeconfig: &str, workspace: &str, extra: &[&str], log: PathBuf) -> ManagerProcess {
+        Self::manager_with_env(kubeconfig, workspace, extra, log, &[])
+    }
+
+    /// [`Tmc::manager`] with extra environment, which wins over [`Tmc::spawn`]'s (e.g. `RUST_LOG`).
+    pub fn manager_with_env(
+        kubeconfig: &str,
+        workspace: &str,
+        extra: &[&str],
+        log: PathBuf,
+        env: &[(&str, &str)],
+    ) -> ManagerProcess {
         let (metrics, health) = (format!("127.0.0.1:{}", free_port()), format!("127.0.0.1:{}", free_port()));
         let mut args = vec!["manager", "--kubeconfig", kubeconfig, "--workspace", workspace];
         args.extend(["--metrics-bind-address", &metrics, "--health-bind-address", &health]);
         args.extend(extra);
-        let process = Tmc::spawn(&args, log);
+        let process = Tmc::spawn_with_env(&args, log, env);
         ManagerProcess { process, metrics, health }
     }
 
     pub fn spawn(args: &[&str], log: PathBuf) -> Tmc {
+        Self::spawn_with_env(args, log, &[])
+    }
+
+    /// [`Tmc::spawn`] with extra environment; `RUST_LOG` there replaces the default.
+    pub fn spawn_with_env(args: &[&str], log: PathBuf, env: &[(&str, &str)]) -> Tmc {
         let file = std::fs::File::create(&log).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_tmc"))
             .args(args)
             .env("RUST_LOG", "info,kcp_tmc=debug")
             .env("NO_COLOR", "1")
+            .envs(env.iter().copied())
             .stdout(file.try_clone().unwrap())
             .stderr(file)
             .spawn()

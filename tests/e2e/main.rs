@@ -144,6 +144,8 @@ fn all_tests() -> Vec<(&'static str, TestFn)> {
         hostile::address::kcp_itself_is_refused_though_its_range_is_allowed,
         hostile::address::huge_answer_is_cut_off,
         hostile::address::non_kubernetes_answer_is_described_not_quoted,
+        hostile::secrets::secret_material_never_reaches_logs_events_conditions_or_metrics,
+        hostile::time::times_from_year_9999_neither_crash_nor_count_as_fresh,
     ]
 }
 

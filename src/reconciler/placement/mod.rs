@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::cache::ClusterCache;
+use super::guard::supervise;
 use super::queue::{Backoff, WorkQueue};
 use crate::apis::placement::v1alpha1::Placement;
 use crate::apis::sync::v1alpha1::SyncTarget;
@@ -59,6 +60,8 @@ pub enum ReconcileError {
     WriteStatus(#[source] kube::Error),
     #[error("patching the namespace's assignment labels failed: {0}")]
     PatchNamespace(#[source] kube::Error),
+    #[error(transparent)]
+    Panicked(#[from] super::guard::Panicked),
 }
 
 /// What the queue holds: a Placement to schedule or a namespace to label.
@@ -123,9 +126,16 @@ impl Controller {
     /// Runs watches and workers until `cancel` fires.
     pub async fn run(self, cancel: CancellationToken) {
         let mut tasks = tokio::task::JoinSet::new();
-        tasks.spawn(self.clone().watch_placements(cancel.clone()));
-        tasks.spawn(self.clone().watch_synctargets(cancel.clone()));
-        tasks.spawn(self.clone().watch_namespaces(cancel.clone()));
+        let (this, c) = (self.clone(), cancel.clone());
+        tasks.spawn(supervise("Placement watch", cancel.clone(), move || this.clone().watch_placements(c.clone())));
+        let (this, c) = (self.clone(), cancel.clone());
+        tasks.spawn(supervise("Placement SyncTarget watch", cancel.clone(), move || {
+            this.clone().watch_synctargets(c.clone())
+        }));
+        let (this, c) = (self.clone(), cancel.clone());
+        tasks.spawn(supervise("Placement namespace watch", cancel.clone(), move || {
+            this.clone().watch_namespaces(c.clone())
+        }));
         let mut workers = tokio::task::JoinSet::new();
         for _ in 0..self.settings.workers.max(1) {
             workers.spawn(self.clone().work(cancel.clone()));
@@ -156,10 +166,14 @@ impl Controller {
             };
             let span = tracing::info_span!("reconcile", controller = "placement", kind, workspace = %k.cluster, name = %k.name);
             let started = std::time::Instant::now();
-            let outcome = match &key {
-                Key::Placement(k) => self.reconcile_placement(k).instrument(span.clone()).await,
-                Key::Namespace(k) => self.reconcile_namespace(k).instrument(span.clone()).await,
-            };
+            let outcome = super::guard::reconcile(async {
+                match &key {
+                    Key::Placement(k) => self.reconcile_placement(k).await,
+                    Key::Namespace(k) => self.reconcile_namespace(k).await,
+                }
+            })
+            .instrument(span.clone())
+            .await;
             // Both kinds of key count: a namespace reconcile is where the Placement's decision
             // is written.
             self.metrics.reconciled(controller::PLACEMENT, outcome.is_ok(), started.elapsed());

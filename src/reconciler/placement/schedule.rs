@@ -95,6 +95,14 @@ fn until(now: Timestamp, at: Timestamp) -> Option<Duration> {
     Duration::try_from(at.duration_since(now)).ok().filter(|d| !d.is_zero())
 }
 
+/// When the failover grace of a target not Ready since `since` ends. `since` comes from a
+/// `lastTransitionTime` its tenant can write: one from the future counts as now (an outage
+/// cannot have started later than now), and an end past jiff's range (year 9999) is `None`
+/// instead of the panic `+` would raise.
+fn grace_ends(since: Timestamp, now: Timestamp, grace: Duration) -> Option<Timestamp> {
+    since.min(now).checked_add(grace).ok()
+}
+
 /// See the module docs.
 pub fn schedule(input: &Input<'_>) -> Decision {
     // Consent first: what a target without it looks like must not shape the answer.
@@ -132,15 +140,16 @@ pub fn schedule(input: &Input<'_>) -> Decision {
     let (mut budget, mut deferred, mut replacements) = (input.evictions_allowed, 0, fresh.len());
     let mut wake: Vec<Duration> = vec![];
     for t in consenting.iter().copied().filter(|t| input.current.contains(&t.name)) {
-        let outage = (!t.ready).then(|| t.ready_since.map(|s| s + input.failover_grace));
-        let failed_over = match outage {
-            Some(Some(due)) if due > now => {
-                wake.extend(until(now, due));
-                false
-            }
-            Some(_) => want.is_some() && replacements > 0,
-            None => false,
-        };
+        let failed_over = !t.ready
+            && match t.ready_since.map(|since| grace_ends(since, now, input.failover_grace)) {
+                Some(Some(due)) if due > now => {
+                    wake.extend(until(now, due));
+                    false
+                }
+                // The grace would end past the last representable time: not yet, ever.
+                Some(None) => false,
+                _ => want.is_some() && replacements > 0,
+            };
         if let Some(at) = t.evict_after.filter(|at| *at > now) {
             wake.extend(until(now, at));
         }

@@ -224,3 +224,20 @@ fn evictions_are_rate_limited_and_timed() {
     let d = run(&case(vec![not_ready_for(t("a"), 100), t("b")], &["a"], Some(1)));
     assert_eq!(d.requeue_after, Some(Duration::from_secs(20)), "woken when the grace ends");
 }
+
+/// `lastTransitionTime` and `evictAfter` are tenant-written: year 9999 plus the grace is past
+/// jiff's range (`+` would panic), and an outage cannot have started in the future.
+#[test]
+fn times_at_the_end_of_the_range_neither_panic_nor_hold_forever() {
+    let end: Timestamp = "9999-12-30T21:59:59Z".parse().unwrap(); // about jiff's last second
+    let future_outage = TargetView { ready: false, ready_since: Some(end), ..t("a") };
+    let far_eviction = TargetView { evict_after: Some(end), ..t("b") };
+    let d = run(&case(vec![future_outage, far_eviction, t("c")], &["a", "b"], Some(2)));
+    // "a" has been out for the grace starting now, not from year 9999: kept, woken then.
+    assert_eq!(d.selected, names(&["a", "b"]));
+    assert_eq!(d.requeue_after, Some(Duration::from_secs(120)));
+    assert!(d.evicted.is_empty());
+    // A grace that ends past the representable range is not over.
+    assert_eq!(grace_ends(end, end, Duration::from_secs(3600)), None);
+    assert_eq!(grace_ends(end, now(), Duration::from_secs(1)), Some(now() + Duration::from_secs(1)));
+}

@@ -6,12 +6,12 @@
 //! workspace's targets is ever shown.
 
 use jiff::Timestamp;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 
 use super::schedule::Outcome;
 use super::selector::Invalid;
 use crate::apis::placement::v1alpha1::{PlacementPhase, PlacementStatus, SelectedTarget};
-use crate::reconciler::synctarget::status::same_conditions;
+use crate::reconciler::synctarget::status::{corrected_times, same_conditions, transition_time};
 
 /// What the status is computed from.
 #[derive(Clone, Debug)]
@@ -101,17 +101,14 @@ pub fn differs(desired: &PlacementStatus, current: Option<&PlacementStatus>) -> 
         || c.placed_namespaces != desired.placed_namespaces
         || c.target_names.as_deref().unwrap_or_default() != desired.target_names.as_deref().unwrap_or_default()
         || !same_conditions(&c.conditions, &desired.conditions)
+        || corrected_times(&c.conditions, &desired.conditions)
 }
 
 fn condition(type_: &str, ok: bool, reason: &str, message: String, f: &Facts<'_>) -> Condition {
     let status = if ok { "True" } else { "False" };
-    // The transition time moves only when the status flips.
-    let last_transition_time = f
-        .previous
-        .iter()
-        .find(|p| p.type_ == type_ && p.status == status)
-        .map(|p| p.last_transition_time.clone())
-        .unwrap_or(Time(f.now));
+    // The transition time moves only when the status flips (and never lies in the future).
+    let kept = f.previous.iter().find(|p| p.type_ == type_ && p.status == status).map(|p| &p.last_transition_time);
+    let last_transition_time = transition_time(kept, f.now);
     Condition {
         type_: type_.into(),
         status: status.into(),

@@ -9,11 +9,24 @@ use crate::apis::sync::v1alpha1::KubeconfigSecretRef;
 use crate::syncer::credentials::{self, InlineCredentials, Policy};
 
 /// What reading the referenced Secret returned.
-#[derive(Debug)]
 pub enum SecretLookup {
     Found(Box<Secret>),
     NotFound,
     Forbidden(String),
+}
+
+/// Names the Secret and its keys, never its data (a kubeconfig's token and client key).
+impl std::fmt::Debug for SecretLookup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SecretLookup::Found(s) => {
+                let keys: Vec<&String> = s.data.iter().flat_map(|d| d.keys()).collect();
+                f.debug_struct("Found").field("name", &s.metadata.name).field("keys", &keys).finish_non_exhaustive()
+            }
+            SecretLookup::NotFound => f.write_str("NotFound"),
+            SecretLookup::Forbidden(m) => f.debug_tuple("Forbidden").field(m).finish(),
+        }
+    }
 }
 
 /// Reads the Secret `secret_ref` names through `client` (scoped to the SyncTarget's logical

@@ -27,6 +27,7 @@ use tracing::Instrument;
 use self::status::{Credentials, Desired, Observed};
 use self::syncers::Supervisor;
 use super::cache::ClusterCache;
+use super::guard::supervise;
 use super::next_or_cancelled;
 use super::queue::{Backoff, WorkQueue};
 use crate::apis::sync::v1alpha1::KubeconfigSecretRef;
@@ -66,6 +67,8 @@ pub enum ReconcileError {
     WriteStatus(#[source] kube::Error),
     #[error("releasing a deleted SyncTarget's finalizers failed: {0}")]
     Release(#[source] kube::Error),
+    #[error(transparent)]
+    Panicked(#[from] super::guard::Panicked),
 }
 
 /// A kubeconfig Secret as last read: (resourceVersion, the check's result, the accepted
@@ -129,8 +132,10 @@ impl Controller {
     /// Runs watches and workers until `cancel` fires.
     pub async fn run(self, cancel: CancellationToken) {
         let mut tasks = tokio::task::JoinSet::new();
-        tasks.spawn(self.clone().watch_synctargets(cancel.clone()));
-        tasks.spawn(self.clone().watch_secrets(cancel.clone()));
+        let (this, c) = (self.clone(), cancel.clone());
+        tasks.spawn(supervise("SyncTarget watch", cancel.clone(), move || this.clone().watch_synctargets(c.clone())));
+        let (this, c) = (self.clone(), cancel.clone());
+        tasks.spawn(supervise("Secret metadata watch", cancel.clone(), move || this.clone().watch_secrets(c.clone())));
         if let Some(mut changes) = self.syncers.take_changes() {
             let (queue, cancel) = (self.queue.clone(), cancel.clone());
             tasks.spawn(async move {
@@ -294,7 +299,7 @@ impl Controller {
             let span =
                 tracing::info_span!("reconcile", controller = "synctarget", workspace = %key.cluster, name = %key.name);
             let started = std::time::Instant::now();
-            let outcome = self.reconcile(&key).instrument(span.clone()).await;
+            let outcome = super::guard::reconcile(self.reconcile(&key)).instrument(span.clone()).await;
             self.metrics.reconciled(controller::SYNCTARGET, outcome.is_ok(), started.elapsed());
             if let (Err(e), Some(delay)) = (&outcome, self.queue.complete(&key, &outcome)) {
                 span.in_scope(|| tracing::warn!(error = %e, retry_in = ?delay, "reconcile failed"));
@@ -373,7 +378,7 @@ impl Controller {
         let client = self.clients.cluster(&key.cluster);
         let generation = raw.metadata.generation;
         // The status is parsed on its own so that a malformed spec still shows its conditions.
-        let current: Option<SyncTargetStatus> = serde_json::from_value(raw.data["status"].clone()).ok();
+        let current = status::stored(&raw.data["status"]);
         let now = jiff::Timestamp::now();
         let desired: Desired = match serde_json::to_value(raw.as_ref()).and_then(serde_json::from_value::<SyncTarget>) {
             Err(e) => {

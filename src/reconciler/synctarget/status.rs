@@ -14,6 +14,13 @@ use crate::apis::sync::v1alpha1::{
     CONDITION_SYNCER_READY, SyncTargetSpec, SyncTargetStatus, SyncedResourceState,
 };
 
+/// How far ahead of the manager's clock a tenant-written time may be and still count as now:
+/// clocks of a pull-mode syncer's machine and of the manager differ a little, and the syncer
+/// rounds its heartbeat to the second. Anything further ahead is not a time that has happened:
+/// a heartbeat from the future is `HeartbeatInFuture`, not fresh forever, and a condition's
+/// `lastTransitionTime` from the future is replaced by the manager's now.
+pub const MAX_CLOCK_SKEW: Duration = Duration::from_secs(30);
+
 /// What the reconciler found out about the credentials a syncer would use.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Credentials {
@@ -53,7 +60,53 @@ impl Desired {
         let current = current.unwrap_or(&empty);
         current.observed_generation != self.observed_generation
             || !same_conditions(&current.conditions, &self.conditions)
+            || corrected_times(&current.conditions, &self.conditions)
     }
+}
+
+/// Whether `current` holds a `lastTransitionTime` from the future that `desired` replaced
+/// (see [`transition_time`]): later than the desired time of the same condition and status by
+/// more than the allowed skew. Such a status is rewritten, though nothing else changed.
+pub fn corrected_times(current: &[Condition], desired: &[Condition]) -> bool {
+    desired.iter().any(|d| {
+        current
+            .iter()
+            .find(|c| c.type_ == d.type_ && c.status == d.status)
+            .is_some_and(|c| is_ahead(c.last_transition_time.0, d.last_transition_time.0))
+    })
+}
+
+/// The `lastTransitionTime` of a condition whose status is unchanged since `previous`: the
+/// previous time, unless it lies further in the future than [`MAX_CLOCK_SKEW`] (a tenant can
+/// write any time into its status, and a transition that has not happened yet would hold off
+/// failover and eviction arithmetic forever); then `now`.
+pub fn transition_time(previous: Option<&Time>, now: Timestamp) -> Time {
+    match previous {
+        Some(t) if !is_ahead(t.0, now) => t.clone(),
+        _ => Time(now),
+    }
+}
+
+/// Whether `t` is later than `now` by more than the allowed clock skew.
+fn is_ahead(t: Timestamp, now: Timestamp) -> bool {
+    Duration::try_from(t.duration_since(now)).is_ok_and(|ahead| ahead > MAX_CLOCK_SKEW)
+}
+
+/// The stored status, as far as it can be read. A tenant can write anything into it (a
+/// `lastSyncTime` past year 9999 that no timestamp type holds): then the parts the manager
+/// writes itself are read alone, so that an unreadable status is not taken for an empty one
+/// and rewritten on every reconcile, each write causing the next.
+pub fn stored(status: &serde_json::Value) -> Option<SyncTargetStatus> {
+    if status.is_null() {
+        return None;
+    }
+    serde_json::from_value(status.clone()).ok().or_else(|| {
+        Some(SyncTargetStatus {
+            conditions: serde_json::from_value(status["conditions"].clone()).unwrap_or_default(),
+            observed_generation: status["observedGeneration"].as_i64(),
+            ..Default::default()
+        })
+    })
 }
 
 /// Condition lists equal in everything but `lastTransitionTime`, regardless of order.
@@ -120,12 +173,20 @@ fn heartbeat(last_sync: Option<Timestamp>, now: Timestamp, threshold: Duration) 
         let message = "no heartbeat received yet (status.lastSyncTime is not set)".into();
         return (Cond { type_, ok: false, reason: "HeartbeatMissing", message }, None);
     };
-    let age = now.duration_since(last);
-    // A heartbeat from the future (clock skew) counts as fresh until the threshold has passed.
-    let age = Duration::try_from(age).unwrap_or(Duration::ZERO);
+    if is_ahead(last, now) {
+        let skew = MAX_CLOCK_SKEW.as_secs();
+        let message = format!(
+            "status.lastSyncTime ({last}) is more than {skew}s ahead of the manager's clock: a heartbeat from the future proves nothing about the syncer now; check the syncer machine's clock"
+        );
+        // It becomes believable once the clock has caught up to within the skew.
+        let due = last.checked_sub(MAX_CLOCK_SKEW).ok().and_then(|at| Duration::try_from(at.duration_since(now)).ok());
+        return (Cond { type_, ok: false, reason: "HeartbeatInFuture", message }, due);
+    }
+    // Up to the allowed skew ahead counts as just now.
+    let age = Duration::try_from(now.duration_since(last)).unwrap_or(Duration::ZERO);
     if age <= threshold {
         let message = format!("the syncer's heartbeat is younger than {threshold_s}s");
-        let due = threshold - age + Duration::from_millis(100);
+        let due = (threshold - age).saturating_add(Duration::from_millis(100));
         (Cond { type_, ok: true, reason: "HeartbeatFresh", message }, Some(due))
     } else {
         let message = format!("the last heartbeat, at {last}, is older than {threshold_s}s");
@@ -221,11 +282,8 @@ fn apis_available(status: Option<&SyncTargetStatus>) -> Cond {
 fn to_condition(c: Cond, previous: &[Condition], generation: Option<i64>, now: Timestamp) -> Condition {
     let status = if c.ok { "True" } else { "False" };
     // The transition time moves only when the status flips.
-    let last_transition_time = previous
-        .iter()
-        .find(|p| p.type_ == c.type_ && p.status == status)
-        .map(|p| p.last_transition_time.clone())
-        .unwrap_or(Time(now));
+    let kept = previous.iter().find(|p| p.type_ == c.type_ && p.status == status).map(|p| &p.last_transition_time);
+    let last_transition_time = transition_time(kept, now);
     Condition {
         type_: c.type_.to_string(),
         status: status.to_string(),

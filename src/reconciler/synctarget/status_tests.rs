@@ -31,6 +31,9 @@ fn heartbeat_table() {
         (Some("2026-11-22T09:59:20Z"), "True", "HeartbeatFresh", Some(100)),
         (Some("2026-11-22T09:59:19Z"), "False", "HeartbeatStale", None),
         (Some("2026-11-22T10:00:30Z"), "True", "HeartbeatFresh", Some(40_100)),
+        // Beyond the clock-skew allowance: not fresh, looked at again once it is believable.
+        (Some("2026-11-22T10:00:31Z"), "False", "HeartbeatInFuture", Some(1_000)),
+        (Some("2026-11-22T10:05:30Z"), "False", "HeartbeatInFuture", Some(300_000)),
     ];
     for (last, want_status, want_reason, want_requeue) in cases {
         let status = status_with_heartbeat(*last);
@@ -211,4 +214,71 @@ fn an_allowed_insecure_kubeconfig_is_warned_in_syncer_ready() {
     let syncer = get(&d, CONDITION_SYNCER_READY);
     assert_eq!((syncer.status.as_str(), syncer.reason.as_str()), ("True", "KubeconfigLoaded"));
     assert!(syncer.message.ends_with(warning), "{}", syncer.message);
+}
+
+/// A tenant can write any time into its SyncTarget's status and spec. Year 9999 (the end of
+/// jiff's range) must neither panic nor count as fresh, and transition times from the future
+/// are replaced by now and rewritten.
+#[test]
+fn times_from_the_future_are_refused_or_replaced() {
+    // jiff's last representable second (Go and kcp accept up to 9999-12-31).
+    let end = "9999-12-30T21:59:59Z";
+    let ahead = |type_: &str, status: &str| Condition {
+        type_: type_.into(),
+        status: status.into(),
+        reason: "Forged".into(),
+        message: String::new(),
+        observed_generation: Some(3),
+        last_transition_time: Time(ts(end)),
+    };
+    let forged = SyncTargetStatus {
+        last_sync_time: Some(Time(ts(end))),
+        conditions: vec![
+            ahead(CONDITION_READY, "False"),
+            ahead(CONDITION_HEARTBEAT_HEALTHY, "False"),
+            ahead(CONDITION_SYNCER_READY, "True"),
+            ahead(CONDITION_SCHEDULABLE, "True"),
+        ],
+        ..Default::default()
+    };
+    let spec = SyncTargetSpec { evict_after: Some(Time(ts(end))), ..Default::default() };
+    let d = run(&spec, Some(&forged), Credentials::PullMode);
+    let hb = get(&d, CONDITION_HEARTBEAT_HEALTHY);
+    assert_eq!((hb.status.as_str(), hb.reason.as_str()), ("False", "HeartbeatInFuture"));
+    assert!(hb.message.contains(end) && !hb.message.contains("Forged"), "{}", hb.message);
+    let ready = get(&d, CONDITION_READY);
+    assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "HeartbeatInFuture"));
+    assert_eq!(get(&d, CONDITION_SCHEDULABLE).reason, "EvictionScheduled");
+    for c in &d.conditions {
+        assert_eq!(c.last_transition_time, Time(now()), "{} kept a time from the future", c.type_);
+    }
+    // The same statuses with corrected times: that is a difference to write.
+    let rewritten = SyncTargetStatus { conditions: d.conditions.clone(), observed_generation: Some(3), ..forged };
+    assert!(!d.differs_from(Some(&rewritten)), "once corrected, nothing to write");
+    let mut with_future = rewritten.clone();
+    with_future.conditions[0].last_transition_time = Time(ts(end));
+    assert!(d.differs_from(Some(&with_future)), "a stored time from the future is corrected");
+    // Within the skew allowance a time is kept as written.
+    let soon = Time(now().checked_add(MAX_CLOCK_SKEW).unwrap());
+    assert_eq!(transition_time(Some(&soon), now()), soon);
+    assert_eq!(transition_time(Some(&Time(ts(end))), now()), Time(now()));
+}
+
+/// A status no timestamp type can hold is still read for the conditions the manager wrote, so
+/// the next reconcile finds nothing to change (no write that triggers the next reconcile).
+#[test]
+fn an_unreadable_status_keeps_the_managers_conditions() {
+    let written = malformed(&[], Some(3), "lastSyncTime out of range", now());
+    let raw = serde_json::json!({
+        "lastSyncTime": "9999-12-31T23:59:59Z",
+        "conditions": written.conditions,
+        "observedGeneration": 3,
+    });
+    let stored = stored(&raw).expect("something stored");
+    assert!(stored.last_sync_time.is_none());
+    let again = malformed(&stored.conditions, Some(3), "lastSyncTime out of range", ts("2026-11-22T10:05:00Z"));
+    assert!(!again.differs_from(Some(&stored)), "an unchanged unreadable status is not rewritten");
+    assert_eq!(stored.observed_generation, Some(3));
+    assert!(super::stored(&serde_json::Value::Null).is_none());
+    assert!(super::stored(&serde_json::json!("garbage")).is_some_and(|s| s.conditions.is_empty()));
 }

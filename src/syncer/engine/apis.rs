@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Engine;
 use crate::apis::sync::v1alpha1::{SupportedApi, SyncTarget, SyncedResourceState, SyncedResourceStatus};
+use crate::reconciler::guard::supervise;
 use crate::syncer::discovery;
 use crate::syncer::resources::{SyncedResource, Unavailable, known_resource, wanted_apis};
 
@@ -111,12 +112,16 @@ impl Engine {
                     telemetry.downstream_changed(&k);
                     queue.add(k)
                 };
-                let watch = self.downstream.clone().watch_resource(index, resource.clone(), enqueue, cancel.clone());
-                tokio::spawn(watch);
+                let (downstream, watched, c) = (self.downstream.clone(), resource.clone(), cancel.clone());
+                tokio::spawn(supervise("downstream watch", cancel.clone(), move || {
+                    downstream.clone().watch_resource(index, watched.clone(), enqueue.clone(), c.clone())
+                }));
                 if resource.api.kind == "Deployment" && resource.api.group == "apps" {
-                    let queue = self.queue.clone();
-                    let enqueue = move |k| queue.add(k);
-                    tokio::spawn(self.downstream.clone().watch_autoscalers(index, enqueue, cancel.clone()));
+                    let (queue, downstream, c) = (self.queue.clone(), self.downstream.clone(), cancel.clone());
+                    tokio::spawn(supervise("autoscaler watch", cancel.clone(), move || {
+                        let queue = queue.clone();
+                        downstream.clone().watch_autoscalers(index, move |k| queue.add(k), c.clone())
+                    }));
                 }
             }
             tracing::info!(target = %self.target.name, resource = %resource.api.plural, "syncing resource");

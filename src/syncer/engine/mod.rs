@@ -21,6 +21,7 @@ pub use self::heartbeat::Probe;
 
 use crate::apis::sync::v1alpha1::SupportedApi;
 use crate::kcp::{ClusterKey, LogicalClusterName, error_message};
+use crate::reconciler::guard;
 use crate::reconciler::queue::{Backoff, WorkQueue};
 use crate::server::Metrics;
 use crate::server::metrics::{SyncOp, queue};
@@ -28,6 +29,7 @@ use crate::syncer::access::{Access, namespace_role};
 use crate::syncer::downstream::{self, Cached, Compared, Downstream};
 use crate::syncer::events::Events;
 use crate::syncer::naming::{Locator, TARGET_LABEL, TargetRef};
+use crate::syncer::redact;
 use crate::syncer::transform::{self, Destination};
 use crate::syncer::upstream::{SyncKey, Upstream};
 
@@ -56,6 +58,8 @@ pub enum SyncError {
     ForeignNamespace { namespace: String, found: Option<String> },
     #[error("{action}: {message}")]
     Api { action: String, message: String },
+    #[error(transparent)]
+    Panicked(#[from] crate::reconciler::guard::Panicked),
 }
 
 fn api_err(action: impl Into<String>) -> impl FnOnce(kube::Error) -> SyncError {
@@ -181,14 +185,19 @@ impl Engine {
                 queue.add(key);
             }
         });
-        let queue = self.queue.clone();
-        tasks.spawn(self.downstream.clone().watch_namespaces(move |k| queue.add(k), cancel.clone()));
-        tasks.spawn(self.clone().manage_apis(cancel.clone()));
+        let (queue, downstream, c) = (self.queue.clone(), self.downstream.clone(), cancel.clone());
+        tasks.spawn(guard::supervise("downstream namespace watch", cancel.clone(), move || {
+            let queue = queue.clone();
+            downstream.clone().watch_namespaces(move |k| queue.add(k), c.clone())
+        }));
+        let (this, c) = (self.clone(), cancel.clone());
+        tasks.spawn(guard::supervise("supported APIs", cancel.clone(), move || this.clone().manage_apis(c.clone())));
         let mut workers = tokio::task::JoinSet::new();
         for _ in 0..self.settings.workers.max(1) {
             workers.spawn(self.clone().work());
         }
-        tasks.spawn(self.clone().heartbeat(cancel.clone()));
+        let (this, c) = (self.clone(), cancel.clone());
+        tasks.spawn(guard::supervise("heartbeat", cancel.clone(), move || this.clone().heartbeat(c.clone())));
         cancel.cancelled().await;
         self.upstream.unsubscribe(&self.target_key);
         self.queue.shut_down();
@@ -203,7 +212,7 @@ impl Engine {
             let span = tracing::info_span!("sync", target = %self.target.name, workspace = %key.key.cluster,
                 namespace = ?key.key.namespace, name = %key.key.name);
             let started = std::time::Instant::now();
-            let outcome = self.sync(&key).instrument(span.clone()).await;
+            let outcome = guard::reconcile(self.sync(&key)).instrument(span.clone()).await;
             if outcome.is_ok() {
                 self.telemetry.settled(&key, started);
             }
@@ -373,15 +382,18 @@ impl Engine {
                     // The cluster refused the object (invalid or immutable field, …) or failed to
                     // store it (too large for its etcd, …): tell the tenant on their object, and
                     // retry with backoff. An unreachable cluster is the SyncTarget's condition.
+                    // What the cluster said about a Secret may quote its data: scrubbed first.
                     if let kube::Error::Api(s) = &e {
                         let (reason, verb) =
                             if s.code < 500 { ("SyncRejected", "rejected") } else { ("SyncFailed", "failed to store") };
-                        let message =
-                            crate::syncer::response::bounded_line(&s.message, crate::syncer::response::MESSAGE_MAX);
+                        // Values of a refused Secret cut out first, then the rest bounded to one line.
+                        let said = redact::scrub(&desired, &s.message);
+                        let message = crate::syncer::response::bounded_line(&said, crate::syncer::response::MESSAGE_MAX);
                         let note = format!("{} {verb} it ({}): {message}; retrying", self.target.name, s.code);
                         self.events.warn(&key.cluster, &resource.api, &obj, reason, note).await;
                     }
-                    return Err(api_err("apply downstream")(e));
+                    let message = redact::scrub(&desired, &error_message(&e));
+                    return Err(SyncError::Api { action: "apply downstream".into(), message });
                 }
             }
             tracing::info!(namespace = %dns, "applied downstream");

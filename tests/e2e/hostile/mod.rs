@@ -11,6 +11,8 @@ pub mod kubeconfig;
 pub mod rbac;
 pub mod placement;
 pub mod address;
+pub mod secrets;
+pub mod time;
 
 use std::time::Duration;
 
