@@ -63,7 +63,8 @@ impl Assignment {
     pub fn changed_targets(&self, other: &Assignment) -> BTreeSet<String> {
         let mut out: BTreeSet<String> = self.targets.symmetric_difference(&other.targets).cloned().collect();
         for key in self.selectors.keys().chain(other.selectors.keys()) {
-            if self.selectors.get(key) != other.selectors.get(key) {
+            // An invalid selector replaced by another invalid one is news too (it is reported).
+            if self.selectors.get(key) != other.selectors.get(key) || self.invalid.get(key) != other.invalid.get(key) {
                 out.insert(key.clone());
             }
         }

@@ -127,6 +127,10 @@ fn all_tests() -> Vec<(&'static str, TestFn)> {
         lifecycle::deleting_a_synctarget_releases_its_objects,
         rbac::manager_runs_with_the_shipped_kcp_rbac,
         status::status_shows_targets_placements_and_failed_objects,
+        hostile::forgery::precreated_downstream_namespace_receives_nothing,
+        hostile::forgery::forged_status_annotations_do_not_drive_status,
+        hostile::forgery::forged_workload_selectors_fail_closed,
+        hostile::forgery::forged_assignment_to_another_workspace_gets_nothing,
     ]
 }
 
