@@ -75,13 +75,11 @@ impl Assignment {
 /// A workload-selector annotation's value: a JSON list of label selectors whose operators are
 /// Kubernetes'. The error says why not, without echoing the value (it may be long).
 pub fn parse_workload_selectors(value: &str) -> Result<Vec<LabelSelector>, String> {
-    let list: Vec<LabelSelector> = serde_json::from_str(value).map_err(|e| {
-        let what = match e.classify() {
-            serde_json::error::Category::Data => "JSON of another shape",
-            _ => "not valid JSON",
-        };
-        format!("it is {what}, not a list of label selectors")
-    })?;
+    // Parsed in two steps: serde reports `{…` as the wrong shape before it finds the JSON broken.
+    let json: Value =
+        serde_json::from_str(value).map_err(|_| "it is not valid JSON, not a list of label selectors".to_string())?;
+    let list: Vec<LabelSelector> = serde_json::from_value(json)
+        .map_err(|_| "it is JSON of another shape, not a list of label selectors".to_string())?;
     const OPERATORS: [&str; 4] = ["In", "NotIn", "Exists", "DoesNotExist"];
     let unknown = list
         .iter()
@@ -249,6 +247,7 @@ mod tests {
             (r#"[]"#, Ok(0)),
             (r#"[{"matchExpressions": [{"key": "a", "operator": "Exists"}]}]"#, Ok(1)),
             ("not json", Err("not valid JSON")),
+            ("{not json", Err("not valid JSON")),
             (r#"{"matchLabels": {}}"#, Err("another shape")),
             (r#"[{"matchLabels": {"tier": 7}}]"#, Err("another shape")),
             (r#"[{"matchExpressions": [{"key": "a", "operator": "Gt", "values": ["1"]}]}]"#, Err("operator")),

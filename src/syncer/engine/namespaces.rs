@@ -162,6 +162,7 @@ impl Engine {
     /// Deletes the downstream namespace of a kcp namespace once nothing of it is synced there,
     /// if it is provably ours; then, once it is gone, removes the record of it from kcp.
     pub(super) async fn sync_namespace(&self, key: &ClusterKey) -> Result<Option<Duration>, SyncError> {
+        tracing::debug!(namespace = %key.name, "sync namespace");
         if self.upstream.is_assigned(&key.cluster, &key.name, &self.target_key) {
             self.report_invalid_selector(key).await;
             return Ok(None);
@@ -234,8 +235,16 @@ impl Engine {
             return;
         }
         let Some(why) = self.upstream.invalid_selector(&key.cluster, &key.name, &self.target_key) else { return };
+        tracing::debug!(namespace = %key.name, why, "invalid workload selector");
         let kcp: Api<Namespace> = Api::all(self.upstream.clients.cluster(&key.cluster));
-        let Ok(Some(ns)) = kcp.get_opt(&key.name).await else { return };
+        let ns = match kcp.get_opt(&key.name).await {
+            Ok(Some(ns)) => ns,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(namespace = %key.name, error = %crate::kcp::error_message(&e), "cannot read kcp namespace");
+                return;
+            }
+        };
         let mut obj = DynamicObject::new(&key.name, &ApiResource::erase::<Namespace>(&()));
         obj.metadata.uid = ns.metadata.uid;
         let note = format!(
