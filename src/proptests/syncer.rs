@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use super::{config, json, object, text};
 use crate::json::{first_difference, is_subset};
 use crate::kcp::LogicalClusterName;
-use crate::syncer::naming::{Locator, TARGET_LABEL, TargetRef, ownership, target_key};
+use crate::syncer::naming::{Locator, Observed, Record, TARGET_LABEL, TargetRef, ownership, target_key};
 use crate::syncer::redact::{MIN_SCRUBBED, scrub};
 use crate::syncer::status::{aggregate, translate};
 use crate::syncer::transform::{Destination, desired, leave_replicas_to_autoscaler, skip_reason};
@@ -76,7 +76,9 @@ proptest! {
         prop_assert!(ns.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'));
         prop_assert_eq!(Locator::from_annotation(&locator.to_annotation()), Some(locator.clone()));
         let _ = Locator::from_annotation(&annotation);
-        let _ = ownership(&locator, Some(Some(annotation.as_str())));
+        let record = Record::parse(Some(annotation.as_str()));
+        let observed = Observed { uid: &annotation, locator: Some(&annotation), claim: Some(&annotation) };
+        let _ = ownership(&locator, &record, Some(observed));
     }
 
     /// A Secret value of scrubbable length never survives in what is repeated of a refusal.

@@ -115,7 +115,12 @@ fn newer(a: Option<&str>, b: Option<&str>) -> bool {
 pub struct Downstream {
     pub client: Client,
     target_key: String,
+    /// Name → locator of every namespace carrying our label: what events map back through.
+    /// Anyone can write that label and annotation, so this map is no proof of ownership.
     namespaces: Arc<RwLock<HashMap<String, Locator>>>,
+    /// Name → (locator, UID) of the namespaces proven ours (created by this syncer, or matched
+    /// against the record in kcp); forgotten when the namespace is deleted or changes UID.
+    owned: Arc<RwLock<HashMap<String, (Locator, String)>>>,
     objects: Arc<RwLock<Objects>>,
     /// (namespace, Deployment) pairs that a HorizontalPodAutoscaler in the cluster scales.
     autoscaled: Arc<RwLock<HashMap<(String, String), String>>>,
@@ -130,6 +135,7 @@ impl Downstream {
             client,
             target_key: target_key.to_string(),
             namespaces: Default::default(),
+            owned: Default::default(),
             objects: Default::default(),
             autoscaled: Default::default(),
             listed: Default::default(),
@@ -252,16 +258,23 @@ impl Downstream {
         self.objects.read().expect("downstream cache poisoned").keys().any(|(_, ns, _)| ns == namespace)
     }
 
-    /// Whether the namespace is known (watched or verified) to hold `locator`.
-    pub fn holds(&self, name: &str, locator: &Locator) -> bool {
-        self.namespaces.read().expect("downstream cache poisoned").get(name) == Some(locator)
+    /// The UID of the namespace `name` if it is proven ours for `locator`.
+    pub fn owned(&self, name: &str, locator: &Locator) -> Option<String> {
+        let owned = self.owned.read().expect("downstream cache poisoned");
+        owned.get(name).filter(|(l, _)| l == locator).map(|(_, uid)| uid.clone())
     }
 
-    /// Records a namespace this syncer created or verified, so events from objects in it map
-    /// back even before the namespace watch reports it.
-    pub fn remember_namespace(&self, name: &str, locator: Locator) {
-        self.namespaces.write().expect("downstream cache poisoned").insert(name.to_string(), locator);
+    /// Records a namespace proven ours, so events from objects in it map back even before the
+    /// namespace watch reports it, and later syncs need not prove it again.
+    pub fn remember_namespace(&self, name: &str, locator: Locator, uid: &str) {
+        self.namespaces.write().expect("downstream cache poisoned").insert(name.to_string(), locator.clone());
+        self.owned.write().expect("downstream cache poisoned").insert(name.to_string(), (locator, uid.to_string()));
         self.watch_namespace(name);
+    }
+
+    /// Forgets that `name` is ours (deleted by the syncer itself).
+    pub fn forget_namespace(&self, name: &str) {
+        self.owned.write().expect("downstream cache poisoned").remove(name);
     }
 
     /// Starts the per-namespace watches in `namespace` that do not run yet.
@@ -341,6 +354,12 @@ impl Downstream {
             let mut map = self.namespaces.write().expect("downstream cache poisoned");
             match event {
                 Ok(watcher::Event::InitApply(ns)) | Ok(watcher::Event::Apply(ns)) => {
+                    // Same name, another UID: deleted and created again, perhaps by someone else.
+                    let mut owned = self.owned.write().expect("downstream cache poisoned");
+                    if owned.get(&ns.name_any()).is_some_and(|(_, uid)| ns.metadata.uid.as_ref() != Some(uid)) {
+                        owned.remove(&ns.name_any());
+                    }
+                    drop(owned);
                     let locator = ns.annotations().get(LOCATOR_ANNOTATION).and_then(|a| Locator::from_annotation(a));
                     if let Some(locator) = locator
                         && map.insert(ns.name_any(), locator).is_none()
@@ -357,6 +376,11 @@ impl Downstream {
                 }
                 Ok(watcher::Event::Delete(ns)) => {
                     map.remove(&ns.name_any());
+                    let mut owned = self.owned.write().expect("downstream cache poisoned");
+                    if owned.get(&ns.name_any()).is_some_and(|(_, uid)| ns.metadata.uid.as_ref() == Some(uid)) {
+                        owned.remove(&ns.name_any());
+                    }
+                    drop(owned);
                     drop(map);
                     self.unwatch_namespace(&ns.name_any());
                 }

@@ -4,8 +4,9 @@
 //!   and name (never the workspace path, which can change, nor the name alone, which repeats).
 //! - A **downstream namespace** is named from a hash of its *locator*: the (workspace, namespace,
 //!   target) it holds. The locator is also stored as an annotation, so a namespace maps back to
-//!   its origin and a namespace with the same name but another (or no) locator is recognised as
-//!   someone else's and never written to.
+//!   its origin. A locator proves nothing (anyone who may create namespaces can copy it): the
+//!   syncer writes only into a namespace whose UID it recorded in kcp when it created it
+//!   ([`ownership`]); any other namespace of that name is someone else's and never written to.
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -74,24 +75,100 @@ impl Locator {
     }
 }
 
-/// Who a downstream namespace belongs to, judged by its locator annotation.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Ownership {
-    /// Free: no namespace of that name exists yet.
-    Absent,
-    /// Ours, for exactly this locator.
-    Ours,
-    /// A namespace of that name exists and holds something else: a hash collision or a namespace
-    /// someone created by hand. Never written to.
-    Foreign { found: Option<String> },
+/// Annotation on a kcp namespace, one per target key: the proof of which downstream namespace
+/// the syncer of that target created for it ([`Record`]). It lives in kcp, where a cluster user
+/// cannot write; the tenant can, but every downstream namespace it names is derived from the
+/// tenant's own locator, so a forged record can only misdirect that tenant's own data.
+pub const OWNER_ANNOTATION_PREFIX: &str = "downstream.tmc.kcp.io/";
+/// Annotation on a downstream namespace: the claim nonce the syncer recorded in kcp before
+/// creating it, so a create interrupted before its UID was recorded is recognised afterwards.
+pub const CLAIM_ANNOTATION: &str = "tmc.kcp.io/namespace-claim";
+
+/// The [`OWNER_ANNOTATION_PREFIX`] annotation key of `target_key`.
+pub fn owner_annotation(target_key: &str) -> String {
+    format!("{OWNER_ANNOTATION_PREFIX}{target_key}")
 }
 
-/// Decides [`Ownership`] from the locator annotation of an existing namespace (`None`: absent).
-pub fn ownership(expected: &Locator, existing: Option<Option<&str>>) -> Ownership {
-    match existing {
-        None => Ownership::Absent,
-        Some(Some(annotation)) if Locator::from_annotation(annotation).as_ref() == Some(expected) => Ownership::Ours,
-        Some(found) => Ownership::Foreign { found: found.map(str::to_string) },
+/// What kcp records about the downstream namespace of one (kcp namespace, target).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Record {
+    /// Nothing (or something unreadable): no downstream namespace is proven ours.
+    None,
+    /// About to create it with this nonce in [`CLAIM_ANNOTATION`]; its UID is not known yet.
+    Claimed(String),
+    /// Created it; this is its UID.
+    Created(String),
+}
+
+impl Record {
+    pub fn parse(annotation: Option<&str>) -> Self {
+        let Some(value) = annotation else { return Record::None };
+        match value.split_once(':') {
+            Some(("claim", nonce)) if !nonce.is_empty() => Record::Claimed(nonce.to_string()),
+            Some(("uid", uid)) if !uid.is_empty() => Record::Created(uid.to_string()),
+            _ => Record::None,
+        }
+    }
+
+    /// The annotation value, `None` for [`Record::None`].
+    pub fn to_annotation(&self) -> Option<String> {
+        match self {
+            Record::None => None,
+            Record::Claimed(nonce) => Some(format!("claim:{nonce}")),
+            Record::Created(uid) => Some(format!("uid:{uid}")),
+        }
+    }
+}
+
+/// What the syncer reads of an existing downstream namespace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Observed<'a> {
+    pub uid: &'a str,
+    /// Its [`LOCATOR_ANNOTATION`].
+    pub locator: Option<&'a str>,
+    /// Its [`CLAIM_ANNOTATION`].
+    pub claim: Option<&'a str>,
+}
+
+/// Who a downstream namespace belongs to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Ownership {
+    /// No namespace of that name exists: create it (under the recorded claim, or a new one).
+    Absent,
+    /// Ours, for exactly this locator: the namespace with this UID.
+    Ours { uid: String },
+    /// Someone else's, or not provably ours: never written to, never deleted.
+    Foreign(Conflict),
+}
+
+/// Why a downstream namespace is not ours. The texts name no value read from the cluster (the
+/// tenant reads them in Events; the cluster user wrote those values).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Conflict {
+    #[error("holds something else (its locator annotation is not this namespace's)")]
+    OtherLocator,
+    #[error(
+        "was not created by kcp-tmc for this namespace (no record in kcp: created by someone else, or by a kcp-tmc that kept no record)"
+    )]
+    NotRecorded,
+    #[error("is not the one kcp-tmc created (it was deleted and created again by someone else)")]
+    Recreated,
+}
+
+/// Decides [`Ownership`] from kcp's [`Record`] and the namespace found in the cluster (`None`:
+/// absent). A matching locator annotation is necessary, never sufficient: anyone who may create
+/// namespaces can copy it. Proof is the UID recorded in kcp, or the claim nonce (known only to
+/// kcp until the namespace exists) for a create whose UID was not recorded yet.
+pub fn ownership(expected: &Locator, record: &Record, existing: Option<Observed<'_>>) -> Ownership {
+    let Some(found) = existing else { return Ownership::Absent };
+    if found.locator.and_then(Locator::from_annotation).as_ref() != Some(expected) {
+        return Ownership::Foreign(Conflict::OtherLocator);
+    }
+    match record {
+        Record::Created(uid) if uid == found.uid => Ownership::Ours { uid: uid.clone() },
+        Record::Created(_) => Ownership::Foreign(Conflict::Recreated),
+        Record::Claimed(nonce) if found.claim == Some(nonce.as_str()) => Ownership::Ours { uid: found.uid.to_string() },
+        Record::Claimed(_) | Record::None => Ownership::Foreign(Conflict::NotRecorded),
     }
 }
 
@@ -153,19 +230,80 @@ mod tests {
     }
 
     #[test]
+    fn records_round_trip() {
+        let cases = [
+            (None, Record::None),
+            (Some("uid:1234-abcd"), Record::Created("1234-abcd".into())),
+            (Some("claim:n0nce"), Record::Claimed("n0nce".into())),
+            (Some("uid:"), Record::None),
+            (Some("claim:"), Record::None),
+            (Some("1234-abcd"), Record::None),
+            (Some("garbage:x"), Record::None),
+        ];
+        for (annotation, want) in cases {
+            let got = Record::parse(annotation);
+            assert_eq!(got, want, "{annotation:?}");
+            if got != Record::None {
+                assert_eq!(got.to_annotation().as_deref(), annotation, "round trip");
+            }
+        }
+        assert_eq!(Record::None.to_annotation(), None);
+        assert_eq!(owner_annotation("k"), "downstream.tmc.kcp.io/k");
+    }
+
+    #[test]
     fn ownership_table() {
         let l = Locator::new(target("aaa", "east"), &lc("ws1"), "default");
         let other = Locator::new(target("aaa", "east"), &lc("ws2"), "default").to_annotation();
         let mine = l.to_annotation();
-        let cases: Vec<(Option<Option<&str>>, Ownership)> = vec![
-            (None, Ownership::Absent),
-            (Some(Some(mine.as_str())), Ownership::Ours),
-            (Some(None), Ownership::Foreign { found: None }),
-            (Some(Some(other.as_str())), Ownership::Foreign { found: Some(other.clone()) }),
-            (Some(Some("garbage")), Ownership::Foreign { found: Some("garbage".into()) }),
+        let ns = |uid, locator, claim| Some(Observed { uid, locator, claim });
+        let created = |uid: &str| Record::Created(uid.into());
+        let claimed = |n: &str| Record::Claimed(n.into());
+        let ours = |uid: &str| Ownership::Ours { uid: uid.into() };
+        let foreign = Ownership::Foreign;
+        let cases: Vec<(&str, Record, Option<Observed>, Ownership)> = vec![
+            ("nothing anywhere: create", Record::None, None, Ownership::Absent),
+            ("claimed, not created yet", claimed("n1"), None, Ownership::Absent),
+            ("ours deleted in the cluster: create again", created("u1"), None, Ownership::Absent),
+            ("the namespace we created", created("u1"), ns("u1", Some(&mine), None), ours("u1")),
+            ("ours, claim kept", created("u1"), ns("u1", Some(&mine), Some("n1")), ours("u1")),
+            (
+                "create interrupted before the UID was recorded",
+                claimed("n1"),
+                ns("u1", Some(&mine), Some("n1")),
+                ours("u1"),
+            ),
+            // A cluster user's namespace with a copied locator: no record, or another claim.
+            (
+                "pre-created with a copied locator",
+                Record::None,
+                ns("u9", Some(&mine), None),
+                foreign(Conflict::NotRecorded),
+            ),
+            (
+                "created in the claim window by someone else",
+                claimed("n1"),
+                ns("u9", Some(&mine), None),
+                foreign(Conflict::NotRecorded),
+            ),
+            ("a guessed claim", claimed("n1"), ns("u9", Some(&mine), Some("n2")), foreign(Conflict::NotRecorded)),
+            (
+                "ours deleted and recreated by someone else",
+                created("u1"),
+                ns("u9", Some(&mine), Some("n1")),
+                foreign(Conflict::Recreated),
+            ),
+            (
+                "another namespace's locator",
+                created("u1"),
+                ns("u1", Some(&other), None),
+                foreign(Conflict::OtherLocator),
+            ),
+            ("no locator", Record::None, ns("u1", None, None), foreign(Conflict::OtherLocator)),
+            ("garbage locator", created("u1"), ns("u1", Some("garbage"), None), foreign(Conflict::OtherLocator)),
         ];
-        for (existing, want) in cases {
-            assert_eq!(ownership(&l, existing), want, "{existing:?}");
+        for (name, record, existing, want) in cases {
+            assert_eq!(ownership(&l, &record, existing), want, "{name}");
         }
     }
 }

@@ -27,6 +27,8 @@ pub const WORKLOAD_SELECTOR_PREFIX: &str = "workload.tmc.kcp.io/";
 pub struct Assignment {
     pub targets: BTreeSet<String>,
     pub selectors: std::collections::BTreeMap<String, Vec<LabelSelector>>,
+    /// Assigned targets whose selector annotation is invalid (it selects nothing), and why.
+    pub invalid: std::collections::BTreeMap<String, String>,
 }
 
 impl Assignment {
@@ -34,15 +36,19 @@ impl Assignment {
     /// annotation that does not parse selects nothing (fail closed: never sync more than asked).
     pub fn of(namespace: &Value) -> Self {
         let targets = assigned_targets(namespace);
-        let selectors = namespace["metadata"]["annotations"]
-            .as_object()
-            .into_iter()
-            .flatten()
-            .filter_map(|(k, v)| Some((k.strip_prefix(WORKLOAD_SELECTOR_PREFIX)?, v.as_str()?)))
-            .filter(|(key, _)| targets.contains(*key))
-            .map(|(key, v)| (key.to_string(), serde_json::from_str(v).unwrap_or_default()))
-            .collect();
-        Self { targets, selectors }
+        let (mut selectors, mut invalid) = (std::collections::BTreeMap::new(), std::collections::BTreeMap::new());
+        let annotations = namespace["metadata"]["annotations"].as_object().into_iter().flatten();
+        for (key, v) in annotations.filter_map(|(k, v)| Some((k.strip_prefix(WORKLOAD_SELECTOR_PREFIX)?, v))) {
+            if !targets.contains(key) {
+                continue;
+            }
+            let parsed = parse_workload_selectors(v.as_str().unwrap_or_default());
+            if let Err(why) = &parsed {
+                invalid.insert(key.to_string(), why.clone());
+            }
+            selectors.insert(key.to_string(), parsed.unwrap_or_default());
+        }
+        Self { targets, selectors, invalid }
     }
 
     /// Whether an object with `labels` runs on `target_key` (assignment aside).
@@ -57,11 +63,31 @@ impl Assignment {
     pub fn changed_targets(&self, other: &Assignment) -> BTreeSet<String> {
         let mut out: BTreeSet<String> = self.targets.symmetric_difference(&other.targets).cloned().collect();
         for key in self.selectors.keys().chain(other.selectors.keys()) {
-            if self.selectors.get(key) != other.selectors.get(key) {
+            // An invalid selector replaced by another invalid one is news too (it is reported).
+            if self.selectors.get(key) != other.selectors.get(key) || self.invalid.get(key) != other.invalid.get(key) {
                 out.insert(key.clone());
             }
         }
         out
+    }
+}
+
+/// A workload-selector annotation's value: a JSON list of label selectors whose operators are
+/// Kubernetes'. The error says why not, without echoing the value (it may be long).
+pub fn parse_workload_selectors(value: &str) -> Result<Vec<LabelSelector>, String> {
+    // Parsed in two steps: serde reports `{…` as the wrong shape before it finds the JSON broken.
+    let json: Value =
+        serde_json::from_str(value).map_err(|_| "it is not valid JSON, not a list of label selectors".to_string())?;
+    let list: Vec<LabelSelector> = serde_json::from_value(json)
+        .map_err(|_| "it is JSON of another shape, not a list of label selectors".to_string())?;
+    const OPERATORS: [&str; 4] = ["In", "NotIn", "Exists", "DoesNotExist"];
+    let unknown = list
+        .iter()
+        .flat_map(|s| s.match_expressions.iter().flatten())
+        .find(|r| !OPERATORS.contains(&r.operator.as_str()));
+    match unknown {
+        Some(_) => Err("a matchExpressions operator is not one of In, NotIn, Exists, DoesNotExist".into()),
+        None => Ok(list),
     }
 }
 
@@ -199,6 +225,7 @@ mod tests {
         }});
         let a = Assignment::of(&ns);
         assert_eq!(a.selectors.len(), 2, "a selector of an unassigned target is ignored");
+        assert_eq!(a.invalid.keys().collect::<Vec<_>>(), ["b"], "only b's selector is invalid");
         let labels = |tier: &str| [("tier".to_string(), tier.to_string())].into();
         // (target, object tier, selected)
         let cases =
@@ -211,6 +238,30 @@ mod tests {
         other.targets.insert("c".into());
         assert_eq!(a.changed_targets(&other), ["a".to_string(), "c".to_string()].into());
         assert!(a.changed_targets(&a).is_empty());
+    }
+
+    #[test]
+    fn workload_selector_values_are_validated() {
+        let cases = [
+            (r#"[{"matchLabels": {"tier": "web"}}]"#, Ok(1)),
+            (r#"[]"#, Ok(0)),
+            (r#"[{"matchExpressions": [{"key": "a", "operator": "Exists"}]}]"#, Ok(1)),
+            ("not json", Err("not valid JSON")),
+            ("{not json", Err("not valid JSON")),
+            (r#"{"matchLabels": {}}"#, Err("another shape")),
+            (r#"[{"matchLabels": {"tier": 7}}]"#, Err("another shape")),
+            (r#"[{"matchExpressions": [{"key": "a", "operator": "Gt", "values": ["1"]}]}]"#, Err("operator")),
+        ];
+        for (value, want) in cases {
+            match (parse_workload_selectors(value), want) {
+                (Ok(list), Ok(n)) => assert_eq!(list.len(), n, "{value}"),
+                (Err(why), Err(part)) => {
+                    assert!(why.contains(part), "{value}: {why}");
+                    assert!(!why.contains(value), "the value is not echoed: {why}");
+                }
+                (got, want) => panic!("{value}: {got:?}, want {want:?}"),
+            }
+        }
     }
 
     #[test]

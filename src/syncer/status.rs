@@ -2,12 +2,17 @@
 //!
 //! With one target the upstream status is the downstream one. With several, each syncer records
 //! its target's status in the annotation `status.tmc.kcp.io/<target key>` on the upstream object,
-//! and the upstream `.status` is the aggregate of the annotations of the targets the namespace is
-//! assigned to: for Deployments the replica counts are summed and `Available` / `Progressing`
-//! are True only when they are True everywhere; for other kinds the status of the first target
-//! (by target key) is shown.
+//! and the upstream `.status` is the aggregate of the annotations of the targets that should run
+//! the object (assigned, and selected by their workload selector): for Deployments the replica
+//! counts are summed (saturating) and `Available` / `Progressing` are True only when they are
+//! True everywhere; for other kinds the status of the first target (by target key) is shown.
+//!
+//! The tenant can write these annotations too. An entry counts only when the object also carries
+//! that target's syncer finalizer, the mark a syncer sets before it copies an object: a forged
+//! entry of a target that does not run the object is read as "not reported", and a forged entry
+//! of one that does is overwritten by that target's syncer at its next sync.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Map, Value, json};
 
@@ -17,6 +22,24 @@ pub const STATUS_ANNOTATION_PREFIX: &str = "status.tmc.kcp.io/";
 /// The per-target status annotation key of `target_key`.
 pub fn status_annotation(target_key: &str) -> String {
     format!("{STATUS_ANNOTATION_PREFIX}{target_key}")
+}
+
+/// The per-target statuses to aggregate for an object with `annotations` and `finalizers`: for
+/// each of `targets` (those that should run it), its recorded status if the object carries its
+/// syncer finalizer and the entry parses, otherwise `Null` ("not reported").
+pub fn recorded(
+    annotations: &BTreeMap<String, String>,
+    finalizers: &[String],
+    targets: &BTreeSet<String>,
+) -> BTreeMap<String, Value> {
+    targets
+        .iter()
+        .map(|t| {
+            let runs = finalizers.contains(&crate::syncer::engine::syncer_finalizer(t));
+            let entry = annotations.get(&status_annotation(t)).filter(|_| runs);
+            (t.clone(), entry.and_then(|r| serde_json::from_str(r).ok()).unwrap_or(Value::Null))
+        })
+        .collect()
 }
 
 /// The downstream status as it should read upstream. `observedGeneration` counts the cluster's
@@ -52,7 +75,8 @@ pub fn aggregate(kind: &str, per_target: &BTreeMap<String, Value>) -> Value {
         "unavailableReplicas",
         "terminatingReplicas",
     ] {
-        // Saturating: the per-target statuses are annotations a tenant can write.
+        // Saturating: the per-target statuses are annotations a tenant can write, and a forged
+        // entry of i64::MAX must not overflow (a panic in debug builds).
         let sum = per_target.values().filter_map(|s| s[field].as_i64()).fold(0i64, i64::saturating_add);
         if per_target.values().any(|s| !s[field].is_null()) {
             out.insert(field.into(), json!(sum));
@@ -151,6 +175,51 @@ mod tests {
         let got = aggregate("Deployment", &all_up);
         assert_eq!(got["conditions"][0]["status"], "True");
         assert!(got.get("observedGeneration").is_none(), "not observed everywhere yet");
+    }
+
+    #[test]
+    fn only_entries_of_targets_that_run_the_object_count() {
+        let fin = |k: &str| crate::syncer::engine::syncer_finalizer(k);
+        let entry = |n: i64| deploy_status(n, n, "True", Some(1)).to_string();
+        let annotations: BTreeMap<String, String> = [
+            (status_annotation("a"), entry(1)),
+            (status_annotation("b"), entry(100)),
+            (status_annotation("c"), "{not json".to_string()),
+            (status_annotation("other"), entry(1000)),
+        ]
+        .into();
+        let targets: BTreeSet<String> = ["a", "b", "c"].map(String::from).into();
+        // (finalizers on the object, targets whose entry counts)
+        let cases: Vec<(Vec<String>, Vec<&str>)> = vec![
+            (vec![fin("a")], vec!["a"]),
+            (vec![fin("a"), fin("b")], vec!["a", "b"]),
+            (vec![fin("a"), fin("c")], vec!["a"]),
+            (vec![fin("a"), fin("other"), "example.com/x".into()], vec!["a"]),
+            (vec![], vec![]),
+        ];
+        for (finalizers, want) in cases {
+            let got = recorded(&annotations, &finalizers, &targets);
+            assert_eq!(got.keys().collect::<Vec<_>>(), ["a", "b", "c"], "one entry per target that should run it");
+            let counted: Vec<&str> = got.iter().filter(|(_, v)| !v.is_null()).map(|(k, _)| k.as_str()).collect();
+            assert_eq!(counted, want, "{finalizers:?}");
+        }
+        // A forged entry of a target that does not run the object does not move the sum.
+        let per = recorded(&annotations, &[fin("a")], &targets);
+        let got = aggregate("Deployment", &per);
+        assert_eq!(got["availableReplicas"], 1);
+        assert_eq!(got["conditions"][0]["status"], "False", "b and c have not reported");
+    }
+
+    #[test]
+    fn forged_huge_counts_saturate() {
+        let per: BTreeMap<String, Value> = [
+            ("a".to_string(), json!({"replicas": i64::MAX, "availableReplicas": i64::MAX})),
+            ("b".to_string(), json!({"replicas": i64::MAX, "availableReplicas": -5})),
+        ]
+        .into();
+        let got = aggregate("Deployment", &per);
+        assert_eq!(got["replicas"], i64::MAX);
+        assert_eq!(got["availableReplicas"], i64::MAX - 5);
     }
 
     #[test]

@@ -191,6 +191,12 @@ impl Upstream {
         self.namespaces.get(&ns_key).is_some_and(|a| a.selects(target_key, labels))
     }
 
+    /// Why the namespace's workload selector for `target_key` is invalid (it selects nothing).
+    pub fn invalid_selector(&self, cluster: &LogicalClusterName, namespace: &str, target_key: &str) -> Option<String> {
+        let ns_key = ClusterKey::new(cluster.clone(), None, namespace);
+        self.namespaces.get(&ns_key).and_then(|a| a.invalid.get(target_key).cloned())
+    }
+
     /// The target keys the kcp namespace is assigned to.
     pub fn assigned_targets(&self, cluster: &LogicalClusterName, namespace: &str) -> BTreeSet<String> {
         let ns_key = ClusterKey::new(cluster.clone(), None, namespace);

@@ -146,6 +146,10 @@ fn all_tests() -> Vec<(&'static str, TestFn)> {
         hostile::address::non_kubernetes_answer_is_described_not_quoted,
         hostile::secrets::secret_material_never_reaches_logs_events_conditions_or_metrics,
         hostile::time::times_from_year_9999_neither_crash_nor_count_as_fresh,
+        hostile::forgery::precreated_downstream_namespace_receives_nothing,
+        hostile::forgery::forged_status_annotations_do_not_drive_status,
+        hostile::forgery::forged_workload_selectors_fail_closed,
+        hostile::forgery::forged_assignment_to_another_workspace_gets_nothing,
     ]
 }
 

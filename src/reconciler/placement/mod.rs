@@ -8,6 +8,7 @@
 //! `status`); this module only reads caches and writes what differs.
 
 pub mod assign;
+pub mod consent;
 mod events;
 mod namespaces;
 mod reconcile;
@@ -89,6 +90,8 @@ pub struct Controller {
     /// How many of the three watches have listed once; work waits for all three.
     synced: tokio::sync::watch::Sender<usize>,
     events: events::Events,
+    /// Warnings on tenant namespaces (see [`consent`]).
+    warnings: crate::syncer::events::Events,
     settings: Settings,
     metrics: Metrics,
 }
@@ -110,6 +113,7 @@ impl Controller {
             queue: WorkQueue::with_metrics(settings.backoff, metrics.queue(queue::PLACEMENT)),
             metrics,
             events: events::Events::new(clients.clone()),
+            warnings: crate::syncer::events::Events::new(clients.clone(), "tmc.kcp.io/placement", "namespaces"),
             clients,
             paths,
             upstream,

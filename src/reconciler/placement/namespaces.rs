@@ -119,6 +119,7 @@ impl Controller {
         }
         let labels = ns.metadata.labels.clone().unwrap_or_default();
         let annotations = ns.metadata.annotations.clone().unwrap_or_default();
+        self.report_unconsented(key, &ns, &labels, &annotations).await;
         let Wanted { targets: desired, frozen } = self.wanted(&key.cluster, &labels).await?;
         let keys: BTreeSet<String> = desired.keys().cloned().collect();
         let plan = assign::plan(&labels, &annotations, &keys, &frozen, |k| {

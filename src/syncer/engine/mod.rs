@@ -52,10 +52,8 @@ pub fn syncer_finalizer(target_key: &str) -> String {
 pub enum SyncError {
     #[error("{kind} {namespace}/{name} already exists in the cluster and was not created by kcp-tmc")]
     NotOurs { kind: String, namespace: String, name: String },
-    #[error(
-        "downstream namespace {namespace} exists and belongs to something else (locator {found:?}); not touching it"
-    )]
-    ForeignNamespace { namespace: String, found: Option<String> },
+    #[error("downstream namespace {namespace} {why}; not writing into it")]
+    ForeignNamespace { namespace: String, why: crate::syncer::naming::Conflict },
     #[error("{action}: {message}")]
     Api { action: String, message: String },
     #[error(transparent)]
@@ -255,7 +253,7 @@ impl Engine {
         // label gets nothing, and nothing of it is touched — unless it carries this target's
         // finalizer, i.e. was synced while allowed: then consent was withdrawn, and it is
         // cleaned up like an unassigned object.
-        let consented = key.cluster == self.target_cluster || self.allowed.borrow().contains(&key.cluster);
+        let consented = self.consents(&key.cluster);
         let finalizer = self.finalizer();
         let synced_before =
             upstream.as_ref().is_some_and(|o| o.metadata.finalizers.iter().flatten().any(|f| *f == finalizer));
@@ -326,7 +324,7 @@ impl Engine {
         }
         let (obj, value) = (upstream.expect("wanted implies present"), upstream_value.expect("present"));
         self.set_finalizer(&resource.api, key, &obj, true).await?;
-        if let Err(e) = self.ensure_namespace(&dns, &locator).await {
+        if let Err(e) = self.ensure_namespace(&key.cluster, &dns, &locator).await {
             let note = format!("not synced to {}: {e}", self.target.name);
             let reason = match e {
                 SyncError::ForeignNamespace { .. } => "DownstreamNamespaceConflict",

@@ -1,5 +1,7 @@
 //! Status up: the downstream status, or the aggregate over several targets, onto the kcp object.
 
+use std::collections::BTreeSet;
+
 use kube::api::{DynamicObject, Patch, PatchParams};
 use kube::core::ApiResource;
 use serde_json::{Value, json};
@@ -30,7 +32,11 @@ impl Engine {
         }
         let namespace = key.namespace.as_deref().unwrap_or_default();
         let api = self.upstream_api(resource, key);
-        let targets = self.upstream.assigned_targets(&key.cluster, namespace);
+        // The targets that should run it: assigned, and selected by their workload selector.
+        let labels = obj.metadata.labels.clone().unwrap_or_default();
+        let targets: BTreeSet<String> = (self.upstream.assigned_targets(&key.cluster, namespace).into_iter())
+            .filter(|t| self.upstream.selects(&key.cluster, namespace, t, &labels))
+            .collect();
         let desired = if targets.len() <= 1 {
             mine
         } else {
@@ -44,14 +50,11 @@ impl Engine {
                 // The resulting event brings every syncer of this object back here.
                 return Ok(false);
             }
-            let per_target = targets
-                .iter()
-                .map(|t| {
-                    let recorded = upstream["metadata"]["annotations"][status::status_annotation(t)].as_str();
-                    (t.clone(), recorded.and_then(|r| serde_json::from_str(r).ok()).unwrap_or(Value::Null))
-                })
-                .collect();
-            status::aggregate(&resource.kind, &per_target)
+            let annotations = obj.metadata.annotations.clone().unwrap_or_default();
+            // This syncer runs it, whether or not the cached object shows its new finalizer yet.
+            let mut finalizers = obj.metadata.finalizers.clone().unwrap_or_default();
+            finalizers.push(self.finalizer());
+            status::aggregate(&resource.kind, &status::recorded(&annotations, &finalizers, &targets))
         };
         if desired.is_null() || desired == upstream["status"] {
             return Ok(false);

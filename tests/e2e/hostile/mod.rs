@@ -13,6 +13,7 @@ pub mod placement;
 pub mod address;
 pub mod secrets;
 pub mod time;
+pub mod forgery;
 
 use std::time::Duration;
 
