@@ -5,6 +5,7 @@
 //! - [`resources`]: which APIs are synced and how namespaces are assigned;
 //! - [`status`]: the upstream status from one or several targets (pure);
 //! - [`upstream`]: the shared, cluster-keyed view of kcp, fanned out to syncers;
+//! - [`kept`]: what that view keeps of each object (whole, or metadata only) (pure);
 //! - [`downstream`]: one syncer's view of its cluster (label-selected watches);
 //! - [`engine`]: one syncer — spec down, drift, deletion, status up, heartbeat;
 //! - [`events`]: Warnings on upstream objects that did not sync, and why.
@@ -14,6 +15,7 @@ pub mod discovery;
 pub mod downstream;
 pub mod engine;
 pub mod events;
+pub mod kept;
 pub mod naming;
 pub mod resources;
 pub mod status;

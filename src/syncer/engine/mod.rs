@@ -302,7 +302,11 @@ impl Engine {
             );
             return Ok(None);
         }
-        let (obj, value) = (upstream.expect("wanted implies present"), upstream_value.expect("present"));
+        // The shared view may hold only the object's metadata (see `syncer::kept`): the contents
+        // come whole, in the version decided on, or not at all (a newer version queues it again).
+        let read = self.upstream.whole(index, key).await.map_err(api_err("read the object from kcp"))?;
+        let Some(obj) = read else { return Ok(None) };
+        let value = serde_json::to_value(obj.as_ref()).unwrap_or_default();
         self.set_finalizer(&resource.api, key, &obj, true).await?;
         if let Err(e) = self.ensure_namespace(&dns, &locator).await {
             let note = format!("not synced to {}: {e}", self.target.name);

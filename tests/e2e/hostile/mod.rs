@@ -7,6 +7,8 @@
 //! resourceVersions (nothing rewrote or recreated them), the kcp namespace keeps its assignment
 //! label, the SyncTarget stays Ready and its `tmc_synctarget_ready` series still reads 1.
 
+pub mod memory;
+
 use std::time::Duration;
 
 use serde_json::json;
