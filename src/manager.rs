@@ -38,6 +38,8 @@ pub struct ManagerConfig {
     /// Which cluster servers push-mode syncers may dial, and how much of an answer they read.
     /// kcp's own endpoints are added to its dialer as the manager learns them.
     pub cluster_access: ClusterAccess,
+    /// The largest object the shared view of kcp keeps whole (`--max-cached-object-bytes`).
+    pub whole_object_limit: usize,
     /// Where the controllers record what they do (served at /metrics).
     pub metrics: Metrics,
     /// Set once the workspace is resolved and the endpoint slice is watched (served at /readyz).
@@ -159,7 +161,8 @@ async fn run_controllers(
                     tracing::info!(endpoint = %url, "starting controllers for endpoint");
                     let url_for_check = url.clone();
                     let stop = cancel.child_token();
-                    let upstream = Upstream::new(clients.clone(), stop.clone());
+                    let upstream =
+                        Upstream::new(clients.clone(), stop.clone()).with_whole_object_limit(config.whole_object_limit);
                     let syncers = Supervisor::new(
                         upstream.clone(),
                         config.syncer.clone(),

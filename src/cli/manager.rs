@@ -64,6 +64,12 @@ pub struct ManagerArgs {
         value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub cluster_max_response_mib: u32,
 
+    /// Largest kcp object, in bytes of JSON, that the manager keeps whole in memory. Larger
+    /// objects, and every object of a namespace assigned to no SyncTarget, are kept as metadata
+    /// and read from kcp when a syncer copies them.
+    #[arg(long, env = "TMC_MAX_CACHED_OBJECT_BYTES", default_value_t = crate::syncer::kept::DEFAULT_WHOLE_OBJECT_LIMIT)]
+    pub max_cached_object_bytes: usize,
+
     /// Objects each push-mode syncer may sync at once.
     #[arg(long, env = "TMC_SYNCER_WORKERS", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub syncer_workers: u16,
@@ -215,6 +221,8 @@ pub async fn run(args: ManagerArgs) -> Result<(), CliError> {
             dialer: Dialer::new(policy, KcpEndpoints::default()),
             max_response_bytes: u64::from(args.cluster_max_response_mib) * 1024 * 1024,
         },
+
+        whole_object_limit: args.max_cached_object_bytes,
         metrics: metrics.clone(),
         readiness: readiness.clone(),
         leader_election,

@@ -53,6 +53,12 @@ pub struct SyncerArgs {
         value_parser = clap::value_parser!(u32).range(1..))]
     pub cluster_qps: u32,
 
+    /// Largest kcp object, in bytes of JSON, that the syncer keeps whole in memory. Larger
+    /// objects, and every object of a namespace not assigned to a SyncTarget, are kept as
+    /// metadata and read from kcp when copied.
+    #[arg(long, env = "TMC_MAX_CACHED_OBJECT_BYTES", default_value_t = crate::syncer::kept::DEFAULT_WHOLE_OBJECT_LIMIT)]
+    pub max_cached_object_bytes: usize,
+
     /// Objects synced at once.
     #[arg(long, env = "TMC_WORKERS", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub workers: u16,
@@ -128,7 +134,8 @@ async fn sync(
             }
         }
     };
-    let upstream = Upstream::for_workspace(kcp.clone(), &args.workspace, cancel.clone());
+    let upstream = Upstream::for_workspace(kcp.clone(), &args.workspace, cancel.clone())
+        .with_whole_object_limit(args.max_cached_object_bytes);
     let (wanted, wanted_rx) = tokio::sync::watch::channel(wanted_apis(&[]));
     let target_client = kcp.cluster(&cluster);
     let (first, spec_read) = tokio::sync::oneshot::channel();

@@ -6,6 +6,7 @@
 //! - [`resources`]: which APIs are synced and how namespaces are assigned;
 //! - [`status`]: the upstream status from one or several targets (pure);
 //! - [`upstream`]: the shared, cluster-keyed view of kcp, fanned out to syncers;
+//! - [`kept`]: what that view keeps of each object (whole, or metadata only) (pure);
 //! - [`downstream`]: one syncer's view of its cluster (label-selected watches);
 //! - [`access`]: the syncer's rights in the namespaces it creates (least privilege);
 //! - [`engine`]: one syncer — spec down, drift, deletion, status up, heartbeat;
@@ -22,6 +23,7 @@ pub mod discovery;
 pub mod downstream;
 pub mod engine;
 pub mod events;
+pub mod kept;
 pub mod naming;
 pub mod redact;
 pub mod resources;

@@ -96,7 +96,7 @@ fn drop_cluster_owned(obj: &mut Value) {
 
 /// Keys kcp-tmc itself sets (`tmc.kcp.io/…`, `status.tmc.kcp.io/…`): bookkeeping, not part of
 /// the user's object, so never copied down.
-fn is_ours(key: &str) -> bool {
+pub(crate) fn is_ours(key: &str) -> bool {
     key.split_once('/').is_some_and(|(prefix, _)| prefix == PREFIX || prefix.ends_with(&format!(".{PREFIX}")))
 }
 

@@ -7,6 +7,13 @@
 //!
 //! Resources are added on demand ([`Upstream::ensure`]) as syncers discover what their targets
 //! support; a resource's slot index never changes, and its watch runs as long as the view does.
+//!
+//! Bounded cost: objects are kept whole only in namespaces assigned to some target and only up to
+//! a size limit; of all others the view keeps metadata (see [`super::kept`]), and
+//! [`Upstream::whole`] reads such an object from kcp when a sync needs it. Resource watches list
+//! by streaming (`sendInitialEvents`): the initial state arrives one object at a time and is
+//! slimmed as it arrives, instead of in pages of 500 whole objects that would all be in memory
+//! at once.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
@@ -18,6 +25,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::kept::{self, Held};
 use super::resources::{Assignment, SyncedResource, Unavailable};
 use crate::apis::sync::v1alpha1::SyncedResourceState;
 use crate::kcp::{ClusterClients, ClusterKey, LogicalClusterName, WorkspacePath, error_message};
@@ -36,7 +44,20 @@ pub struct SyncKey {
 /// One watched resource and its cache.
 struct Slot {
     resource: Arc<SyncedResource>,
-    cache: ClusterCache<DynamicObject>,
+    cache: ClusterCache<Held>,
+    /// Held across every write of `cache` together with the placement check that decides what
+    /// is kept, so that a namespace's assignment changing in between cannot leave an object
+    /// whole in a namespace placed nowhere.
+    writing: Mutex<()>,
+}
+
+impl Slot {
+    /// Stores `obj`, whole if its namespace is placed and it `fits`.
+    fn store(&self, view: &Upstream, key: &ClusterKey, obj: DynamicObject, fits: bool) {
+        let _writing = self.writing.lock().expect("slot writer poisoned");
+        let placed = view.placed(key);
+        self.cache.insert(key, Held::new(obj, placed, fits));
+    }
 }
 
 /// See the module docs.
@@ -50,6 +71,11 @@ pub struct Upstream {
     /// Serialises [`Upstream::ensure`], so two syncers asking at once share one watch.
     adding: Arc<tokio::sync::Mutex<()>>,
     namespaces: ClusterCache<Assignment>,
+    /// True once the namespace watch has listed: resource watches wait for it, so objects of
+    /// placed namespaces are kept whole from the first list rather than each read again.
+    namespaces_listed: Arc<tokio::sync::watch::Sender<bool>>,
+    /// The largest encoded object kept whole (see [`super::kept`]).
+    whole_object_limit: usize,
     subscribers: Arc<Mutex<HashMap<String, mpsc::UnboundedSender<SyncKey>>>>,
     cancel: CancellationToken,
 }
@@ -75,9 +101,18 @@ impl Upstream {
             slots: Default::default(),
             adding: Default::default(),
             namespaces: ClusterCache::default(),
+            namespaces_listed: Arc::new(tokio::sync::watch::channel(false).0),
+            whole_object_limit: kept::DEFAULT_WHOLE_OBJECT_LIMIT,
             subscribers: Default::default(),
             cancel,
         }
+    }
+
+    /// Keeps objects whole only up to `bytes` of JSON (default
+    /// [`kept::DEFAULT_WHOLE_OBJECT_LIMIT`]); larger ones are read from kcp when synced.
+    pub fn with_whole_object_limit(mut self, bytes: usize) -> Self {
+        self.whole_object_limit = bytes;
+        self
     }
 
     /// Watches namespaces until cancelled; resource watches start in [`Upstream::ensure`].
@@ -113,7 +148,11 @@ impl Upstream {
                 ));
             }
         }
-        let slot = Arc::new(Slot { resource: Arc::new(resource.clone()), cache: ClusterCache::default() });
+        let slot = Arc::new(Slot {
+            resource: Arc::new(resource.clone()),
+            cache: ClusterCache::default(),
+            writing: Mutex::new(()),
+        });
         let index = {
             let mut slots = self.slots.write().expect("slots poisoned");
             slots.push(slot);
@@ -154,23 +193,60 @@ impl Upstream {
         self.subscribers.lock().expect("subscribers poisoned").remove(target_key);
     }
 
-    /// Every cached object, of every resource and workspace, for which `pred` holds.
+    /// Every cached object, of every resource and workspace, for which `pred` holds. The objects
+    /// may be metadata only (see [`Upstream::object`]).
     pub fn find(&self, pred: impl Fn(&DynamicObject) -> bool) -> Vec<(usize, ClusterKey, Arc<DynamicObject>)> {
         let slots = self.slots.read().expect("slots poisoned").clone();
         let mut out = vec![];
         for (index, slot) in slots.iter().enumerate() {
-            for key in slot.cache.all_keys(&pred) {
-                if let Some(obj) = slot.cache.get(&key) {
-                    out.push((index, key, obj));
+            for key in slot.cache.all_keys(|h| pred(&h.object)) {
+                if let Some(held) = slot.cache.get(&key) {
+                    out.push((index, key, held.object.clone()));
                 }
             }
         }
         out
     }
 
-    /// The cached upstream object, if it exists.
+    /// The cached upstream object, if it exists. Its metadata is always current, its contents
+    /// may be missing (namespace placed nowhere, or larger than the limit): what is to be copied
+    /// comes from [`Upstream::whole`].
     pub fn object(&self, resource: usize, key: &ClusterKey) -> Option<Arc<DynamicObject>> {
-        self.slot(resource)?.cache.get(key)
+        Some(self.slot(resource)?.cache.get(key)?.object.clone())
+    }
+
+    /// The upstream object whole, in the version the cache holds: from the cache when it is
+    /// kept whole, else read from kcp (and kept, if its namespace is placed and it fits). `None`
+    /// when it is not cached, gone from kcp, or kcp already has a newer version — that version's
+    /// watch event is on its way and queues the key again, so a sync never acts on contents
+    /// that do not match the metadata it decided on.
+    pub async fn whole(&self, resource: usize, key: &ClusterKey) -> Result<Option<Arc<DynamicObject>>, kube::Error> {
+        let Some(slot) = self.slot(resource) else { return Ok(None) };
+        let Some(held) = slot.cache.get(key) else { return Ok(None) };
+        if held.whole {
+            return Ok(Some(held.object.clone()));
+        }
+        let client = self.clients.cluster(&key.cluster);
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(client, key.namespace.as_deref().unwrap_or_default(), &slot.resource.api);
+        let Some(read) = api.get_opt(&key.name).await? else { return Ok(None) };
+        let read = kept::strip(read);
+        let version = held.object.metadata.resource_version.clone();
+        if read.metadata.resource_version != version {
+            return Ok(None);
+        }
+        let fits = kept::fits(&read, self.whole_object_limit);
+        let read = Arc::new(read);
+        let _writing = slot.writing.lock().expect("slot writer poisoned");
+        let current = slot.cache.get(key);
+        // Kept for the next sync unless a watch event replaced the entry meanwhile.
+        if fits
+            && self.placed(key)
+            && current.is_some_and(|c| !c.whole && c.object.metadata.resource_version == version)
+        {
+            slot.cache.insert(key, Held { object: read.clone(), whole: true });
+        }
+        Ok(Some(read))
     }
 
     /// Whether the kcp namespace `key.cluster`/`namespace` is assigned to `target_key`.
@@ -222,13 +298,14 @@ impl Upstream {
                 let kind = &slot.resource.api.kind;
                 let in_scope =
                     |o: &DynamicObject| o.metadata.namespace.as_ref().is_some_and(|n| namespaces.contains(n));
+                // A metadata-only object keeps what `skip_reason` reads.
                 // Objects no syncer copies (a namespace's kube-root-ca.crt, token Secrets) need
                 // nothing; only ConfigMaps and Secrets have such, so only they pay for the check.
                 let synced = |o: &DynamicObject| {
                     !matches!(kind.as_str(), "ConfigMap" | "Secret")
                         || super::transform::skip_reason(kind, &serde_json::to_value(o).unwrap_or_default()).is_none()
                 };
-                !slot.cache.keys_in(cluster, |o| in_scope(o) && synced(o)).is_empty()
+                !slot.cache.keys_in(cluster, |h| in_scope(&h.object) && synced(&h.object)).is_empty()
             })
             .map(|slot| (slot.resource.api.group.clone(), slot.resource.api.kind.clone()))
             .collect()
@@ -239,7 +316,8 @@ impl Upstream {
         let Some(slot) = self.slot(index) else { return vec![] };
         let mut out = vec![];
         for ns in self.namespaces.all_keys(|a| a.targets.contains(target_key)) {
-            let keys = slot.cache.keys_in(&ns.cluster, |o| o.metadata.namespace.as_deref() == Some(ns.name.as_str()));
+            let keys =
+                slot.cache.keys_in(&ns.cluster, |h| h.object.metadata.namespace.as_deref() == Some(ns.name.as_str()));
             out.extend(keys.into_iter().map(|key| SyncKey { resource: Some(index), key }));
         }
         out
@@ -249,7 +327,7 @@ impl Upstream {
         let mut out = vec![SyncKey { resource: None, key: ClusterKey::new(cluster.clone(), None, namespace) }];
         let slots = self.slots.read().expect("slots poisoned").clone();
         for (index, slot) in slots.iter().enumerate() {
-            let keys = slot.cache.keys_in(cluster, |o| o.metadata.namespace.as_deref() == Some(namespace));
+            let keys = slot.cache.keys_in(cluster, |h| h.object.metadata.namespace.as_deref() == Some(namespace));
             out.extend(keys.into_iter().map(|key| SyncKey { resource: Some(index), key }));
         }
         out
@@ -264,6 +342,13 @@ impl Upstream {
                 });
             }
         }
+    }
+
+    /// Whether the namespace of `key` is assigned to any target: only then may its objects be
+    /// kept whole.
+    fn placed(&self, key: &ClusterKey) -> bool {
+        let Some(ns) = &key.namespace else { return false };
+        self.namespaces.get(&ClusterKey::new(key.cluster.clone(), None, ns.clone())).is_some()
     }
 
     fn targets_of(&self, key: &ClusterKey) -> BTreeSet<String> {
@@ -288,7 +373,9 @@ impl Upstream {
                         relisted.insert(key);
                     }
                 }
-                Ok(watcher::Event::InitDone) => {}
+                Ok(watcher::Event::InitDone) => {
+                    self.namespaces_listed.send_replace(true);
+                }
                 Ok(watcher::Event::Delete(ns)) => {
                     if let Some(key) = ClusterKey::of(&ns) {
                         self.namespace_changed(&key, Assignment::default());
@@ -307,17 +394,42 @@ impl Upstream {
         let changed = before.changed_targets(&now);
         if now.targets.is_empty() {
             self.namespaces.remove(key);
+            self.slim_namespace(key);
         } else {
             self.namespaces.insert(key, now);
         }
         self.notify(&changed, &self.keys_in_namespace(&key.cluster, &key.name));
     }
 
+    /// Keeps only the metadata of the objects of a namespace that is placed nowhere any more.
+    fn slim_namespace(&self, ns: &ClusterKey) {
+        let slots = self.slots.read().expect("slots poisoned").clone();
+        for slot in slots {
+            let _writing = slot.writing.lock().expect("slot writer poisoned");
+            let whole = slot
+                .cache
+                .keys_in(&ns.cluster, |h| h.whole && h.object.metadata.namespace.as_deref() == Some(&ns.name));
+            for key in whole {
+                if let Some(held) = slot.cache.get(&key) {
+                    slot.cache.insert(&key, held.slimmed());
+                }
+            }
+        }
+    }
+
     async fn watch_resource(self, index: usize, cancel: CancellationToken) {
         let Some(slot) = self.slot(index) else { return };
         let resource = &slot.resource.api;
+        let mut listed = self.namespaces_listed.subscribe();
+        tokio::select! {
+            _ = listed.wait_for(|done| *done) => {}
+            _ = cancel.cancelled() => return,
+        }
         let api: Api<DynamicObject> = Api::all_with(self.watch_client.clone(), resource);
-        let mut events = watcher(api, watcher::Config::default()).default_backoff().boxed();
+        // Streaming list: see the module docs. kcp serves it (WatchList) through the virtual
+        // workspace and on its own server.
+        let config = watcher::Config::default().streaming_lists();
+        let mut events = watcher(api, config).default_backoff().boxed();
         let cache = &slot.cache;
         while let Some(event) = next_or_cancelled(&mut events, &cancel).await {
             let (obj, deleted) = match event {
@@ -327,23 +439,25 @@ impl Upstream {
                 }
                 Ok(watcher::Event::InitApply(o)) | Ok(watcher::Event::Apply(o)) => (o, false),
                 Ok(watcher::Event::Delete(o)) => (o, true),
-                Ok(_) => continue,
+                Ok(watcher::Event::InitDone) => {
+                    let (objects, whole) = (cache.len(), cache.all_keys(|h| h.whole).len());
+                    tracing::info!(endpoint = self.clients.base_url(), resource = %resource.plural, objects, whole, "listed a resource in kcp");
+                    continue;
+                }
+                Ok(watcher::Event::Init) => continue,
             };
             let Some(key) = ClusterKey::of(&obj) else { continue };
             if deleted {
+                let _writing = slot.writing.lock().expect("slot writer poisoned");
                 cache.remove(&key);
             } else {
-                cache.insert(&key, strip(obj));
+                let obj = kept::strip(obj);
+                let fits = kept::fits(&obj, self.whole_object_limit);
+                slot.store(&self, &key, obj, fits);
             }
             self.notify(&self.targets_of(&key), &[SyncKey { resource: Some(index), key }]);
         }
     }
-}
-
-/// Drops what the syncer never reads before caching (managedFields are often the largest part).
-fn strip(mut obj: DynamicObject) -> DynamicObject {
-    obj.metadata.managed_fields = None;
-    obj
 }
 
 fn namespace_resource() -> ApiResource {

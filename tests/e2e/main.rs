@@ -83,6 +83,16 @@ macro_rules! tests {
     };
 }
 
+/// Tests that run alone, after the concurrent ones, with a longer limit: they load kcp so much
+/// (600 MiB of Secrets) that concurrent tests would time out, and their own figures (peak RSS)
+/// would be disturbed by everyone else's work.
+fn serial_tests() -> Vec<(&'static str, TestFn)> {
+    tests![hostile::memory::unplaced_secrets_do_not_grow_the_manager]
+}
+
+/// The limit of one serial test.
+const SERIAL_TIMEOUT: Duration = Duration::from_secs(600);
+
 fn all_tests() -> Vec<(&'static str, TestFn)> {
     tests![
         install::install_is_idempotent,
@@ -233,17 +243,22 @@ fn concurrency() -> usize {
 
 fn main() -> std::process::ExitCode {
     let filter: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
-    let tests: Vec<_> =
-        all_tests().into_iter().filter(|(n, _)| filter.as_ref().is_none_or(|f| n.contains(f.as_str()))).collect();
+    let selected = |(n, _): &(&str, TestFn)| filter.as_ref().is_none_or(|f| n.contains(f.as_str()));
+    let tests: Vec<_> = all_tests().into_iter().filter(selected).collect();
+    let serial: Vec<_> = serial_tests().into_iter().filter(selected).collect();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     runtime.block_on(async move {
         let started = Instant::now();
-        println!("running {} e2e tests against a real kcp", tests.len());
+        println!(
+            "running {} e2e tests against a real kcp ({} of them alone at the end)",
+            tests.len() + serial.len(),
+            serial.len()
+        );
         let world = match setup().await {
             Ok(w) => Arc::new(w),
             Err(e) => {
                 println!("e2e set-up failed: {e}");
-                println!("0 passed, {} failed", tests.len());
+                println!("0 passed, {} failed", tests.len() + serial.len());
                 return std::process::ExitCode::FAILURE;
             }
         };
@@ -262,7 +277,26 @@ fn main() -> std::process::ExitCode {
             });
         }
         let (mut passed, mut failed) = (0, 0);
-        while let Some(joined) = set.join_next().await {
+        let mut serial = serial.into_iter();
+        loop {
+            let joined = match set.join_next().await {
+                Some(joined) => joined,
+                // The concurrent tests are done: the serial ones run one at a time.
+                None => match serial.next() {
+                    Some((name, f)) => {
+                        let w = world.clone();
+                        set.spawn(async move {
+                            let t = Instant::now();
+                            let result = tokio::time::timeout(SERIAL_TIMEOUT, f(w)).await;
+                            let result =
+                                result.unwrap_or_else(|_| Err(format!("timed out after {SERIAL_TIMEOUT:?}").into()));
+                            (name, t.elapsed(), result)
+                        });
+                        continue;
+                    }
+                    None => break,
+                },
+            };
             match joined {
                 Ok((name, took, Ok(()))) => {
                     passed += 1;

@@ -140,8 +140,9 @@ pub async fn manager_runs_with_the_shipped_kcp_rbac(w: Arc<World>) -> TestResult
 
     // As config/manager runs it: the shipped RBAC must cover the Lease too.
     let log = w.kcp.dir.path().join("rbac-manager.log");
-    let mut manager = Tmc::manager(&kubeconfig, PROVIDER, &["--leader-elect", "--cluster-address-allow", "127.0.0.1/32"], log)
-        .process;
+    let mut manager =
+        Tmc::manager(&kubeconfig, PROVIDER, &["--leader-elect", "--cluster-address-allow", "127.0.0.1/32"], log)
+            .process;
     let with_log = |e: String, m: &Tmc| format!("{e}\nmanager log:\n{}", m.output());
     let message = wait_ready_reason(&w, TENANT, "rbac-east", "WaitingForSyncer").await;
     message.map_err(|e| with_log(e, &manager))?;

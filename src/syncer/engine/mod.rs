@@ -322,7 +322,11 @@ impl Engine {
             );
             return Ok(None);
         }
-        let (obj, value) = (upstream.expect("wanted implies present"), upstream_value.expect("present"));
+        // The shared view may hold only the object's metadata (see `syncer::kept`): the contents
+        // come whole, in the version decided on, or not at all (a newer version queues it again).
+        let read = self.upstream.whole(index, key).await.map_err(api_err("read the object from kcp"))?;
+        let Some(obj) = read else { return Ok(None) };
+        let value = serde_json::to_value(obj.as_ref()).unwrap_or_default();
         self.set_finalizer(&resource.api, key, &obj, true).await?;
         if let Err(e) = self.ensure_namespace(&key.cluster, &dns, &locator).await {
             let note = format!("not synced to {}: {e}", self.target.name);
@@ -386,7 +390,8 @@ impl Engine {
                             if s.code < 500 { ("SyncRejected", "rejected") } else { ("SyncFailed", "failed to store") };
                         // Values of a refused Secret cut out first, then the rest bounded to one line.
                         let said = redact::scrub(&desired, &s.message);
-                        let message = crate::syncer::response::bounded_line(&said, crate::syncer::response::MESSAGE_MAX);
+                        let message =
+                            crate::syncer::response::bounded_line(&said, crate::syncer::response::MESSAGE_MAX);
                         let note = format!("{} {verb} it ({}): {message}; retrying", self.target.name, s.code);
                         self.events.warn(&key.cluster, &resource.api, &obj, reason, note).await;
                     }

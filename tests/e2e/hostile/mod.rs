@@ -7,13 +7,14 @@
 //! resourceVersions (nothing rewrote or recreated them), the kcp namespace keeps its assignment
 //! label, the SyncTarget stays Ready and its `tmc_synctarget_ready` series still reads 1.
 
-pub mod kubeconfig;
-pub mod rbac;
-pub mod placement;
 pub mod address;
+pub mod forgery;
+pub mod kubeconfig;
+pub mod memory;
+pub mod placement;
+pub mod rbac;
 pub mod secrets;
 pub mod time;
-pub mod forgery;
 
 use std::time::Duration;
 
