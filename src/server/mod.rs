@@ -65,8 +65,9 @@ impl Listener {
         tracing::info!(address = %self.addr, "serving /metrics, /healthz and /readyz");
         let graceful = GracefulShutdown::new();
         let mut http = http1::Builder::new();
-        // A client that never finishes its headers must not hold a connection forever.
-        http.timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(10));
+        // A client that never finishes its headers must not hold a connection forever. 30 s
+        // (hyper's default): at 10 s a manager starved of CPU was seen closing scrapes unanswered.
+        http.timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(30));
         loop {
             let stream = tokio::select! {
                 _ = cancel.cancelled() => break,

@@ -48,7 +48,26 @@ pub fn scrub(obj: &Value, text: &str) -> String {
     needles.retain(|n| n.len() >= MIN_SCRUBBED);
     needles.sort_by_key(|n| std::cmp::Reverse(n.len()));
     needles.dedup();
-    needles.iter().fold(text.to_string(), |t, n| t.replace(n.as_str(), REDACTED))
+    let scrubbed = needles.iter().fold(text.to_string(), |t, n| t.replace(n.as_str(), REDACTED));
+    cut_trailing_fragment(&scrubbed, &needles)
+}
+
+/// A message bounded on its way in (the cluster answer's layer keeps the first 200 characters)
+/// can end in the first part of a value: that part is cut too.
+fn cut_trailing_fragment(text: &str, needles: &[String]) -> String {
+    let (body, ellipsis) = match text.strip_suffix('…') {
+        Some(body) => (body, "…"),
+        None => (text, ""),
+    };
+    for needle in needles {
+        let longest = needle.len().saturating_sub(1).min(body.len());
+        for k in (MIN_SCRUBBED..=longest).rev() {
+            if needle.is_char_boundary(k) && body.ends_with(&needle[..k]) {
+                return format!("{}{REDACTED}{ellipsis}", &body[..body.len() - k]);
+            }
+        }
+    }
+    text.to_string()
 }
 
 /// How a value may appear in a message: as text, quoted (JSON and Go `%q` escape alike for
@@ -145,6 +164,18 @@ mod tests {
                 assert!(!shown.contains(leaked), "{shown} shows {leaked}");
             }
         }
+    }
+
+    #[test]
+    fn a_value_cut_short_by_the_bound_is_cut_out_too() {
+        let value = "refused-secret-value-of-some-length";
+        let encoded = "cmVmdXNlZC1zZWNyZXQtdmFsdWUtb2Ytc29tZS1sZW5ndGg=";
+        let s = secret(&[value]);
+        for said in [format!("refusing {}…", &encoded[..20]), format!("refusing {}", &value[..12])] {
+            let got = scrub(&s, &said);
+            assert!(got.starts_with("refusing <redacted>"), "{said} → {got}");
+        }
+        assert_eq!(scrub(&s, "refusing ab…"), "refusing ab…", "shorter than a scrubbed value: left");
     }
 
     #[test]

@@ -83,11 +83,16 @@ macro_rules! tests {
     };
 }
 
-/// Tests that run alone, after the concurrent ones, with a longer limit: they load kcp so much
-/// (600 MiB of Secrets) that concurrent tests would time out, and their own figures (peak RSS)
-/// would be disturbed by everyone else's work.
+/// Tests that run alone, after the concurrent ones, with a longer limit: each runs a manager of
+/// its own and loads kcp or the machine so much (600 MiB of Secrets, a 4 GiB answer, trace
+/// logging) that concurrent tests would time out, and their figures (peak RSS) would be
+/// disturbed by everyone else's work.
 fn serial_tests() -> Vec<(&'static str, TestFn)> {
-    tests![hostile::memory::unplaced_secrets_do_not_grow_the_manager]
+    tests![
+        hostile::memory::unplaced_secrets_do_not_grow_the_manager,
+        hostile::address::huge_answer_is_cut_off,
+        hostile::secrets::secret_material_never_reaches_logs_events_conditions_or_metrics,
+    ]
 }
 
 /// The limit of one serial test.
@@ -152,9 +157,7 @@ fn all_tests() -> Vec<(&'static str, TestFn)> {
         hostile::address::metadata_service_is_refused,
         hostile::address::unspecified_address_is_refused,
         hostile::address::kcp_itself_is_refused_though_its_range_is_allowed,
-        hostile::address::huge_answer_is_cut_off,
         hostile::address::non_kubernetes_answer_is_described_not_quoted,
-        hostile::secrets::secret_material_never_reaches_logs_events_conditions_or_metrics,
         hostile::time::times_from_year_9999_neither_crash_nor_count_as_fresh,
         hostile::forgery::precreated_downstream_namespace_receives_nothing,
         hostile::forgery::forged_status_annotations_do_not_drive_status,
@@ -234,11 +237,11 @@ async fn setup() -> Result<World, String> {
     })
 }
 
-/// How many tests run at once: `TMC_E2E_JOBS`, else 24. Most tests spend their time polling, so
+/// How many tests run at once: `TMC_E2E_JOBS`, else 16. Most tests spend their time polling, so
 /// many can share two cores, but every one also spawns kubectl and adds objects for the servers
 /// and the shared manager to process; an unbounded run starves them and times tests out.
 fn concurrency() -> usize {
-    std::env::var("TMC_E2E_JOBS").ok().and_then(|v| v.parse().ok()).filter(|n| *n > 0).unwrap_or(24)
+    std::env::var("TMC_E2E_JOBS").ok().and_then(|v| v.parse().ok()).filter(|n| *n > 0).unwrap_or(16)
 }
 
 fn main() -> std::process::ExitCode {

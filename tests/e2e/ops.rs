@@ -13,6 +13,18 @@ use crate::{TENANT_B, World, ensure};
 /// A plain HTTP/1.0 GET of `url` (`http://host:port/path`): (status code, body). HTTP/1.0 makes
 /// the server close the connection after the response, so reading to the end is the body.
 pub async fn get(url: &str) -> Result<(u16, String), String> {
+    // A connection closed unanswered (seen on an overloaded machine) is tried again, twice;
+    // any answer, or any other error, is returned as it is.
+    for _ in 0..2 {
+        match get_once(url).await {
+            Err(e) if e.starts_with("no HTTP response") => tokio::time::sleep(Duration::from_secs(1)).await,
+            other => return other,
+        }
+    }
+    get_once(url).await
+}
+
+async fn get_once(url: &str) -> Result<(u16, String), String> {
     let rest = url.strip_prefix("http://").ok_or_else(|| format!("not an http URL: {url}"))?;
     let (host, path) = rest.split_once('/').map(|(h, p)| (h, format!("/{p}"))).unwrap_or((rest, "/".into()));
     let mut stream = tokio::net::TcpStream::connect(host).await.map_err(|e| format!("connect {host}: {e}"))?;
