@@ -77,7 +77,7 @@ impl Engine {
                 Ownership::Ours { uid } => {
                     let rv = upstream.metadata.resource_version.as_deref();
                     let proven = Record::Created(uid.clone());
-                    if record != proven && !self.write_record(&kcp, &locator.namespace, rv, &proven).await? {
+                    if record != proven && self.write_record(&kcp, &locator.namespace, rv, &proven).await?.is_none() {
                         continue;
                     }
                     self.access.ensure(name).await.map_err(api_err("bind the syncer in its namespace"))?;
@@ -92,7 +92,7 @@ impl Engine {
                         let nonce = format!("{:032x}", rand::random::<u128>());
                         let rv = upstream.metadata.resource_version.as_deref();
                         let claim = Record::Claimed(nonce.clone());
-                        let Some(rv) = self.write_record_rv(&kcp, &locator.namespace, rv, &claim).await? else {
+                        let Some(rv) = self.write_record(&kcp, &locator.namespace, rv, &claim).await? else {
                             continue;
                         };
                         (nonce, Some(rv))
@@ -117,7 +117,11 @@ impl Engine {
             tracing::info!(namespace = name, "created downstream namespace");
             let uid = created.metadata.uid.unwrap_or_default();
             // If this write loses a race, the next pass proves the namespace by its claim.
-            if self.write_record(&kcp, &locator.namespace, rv.as_deref(), &Record::Created(uid.clone())).await? {
+            if self
+                .write_record(&kcp, &locator.namespace, rv.as_deref(), &Record::Created(uid.clone()))
+                .await?
+                .is_some()
+            {
                 self.access.ensure(name).await.map_err(api_err("bind the syncer in its namespace"))?;
                 self.downstream.remember_namespace(name, locator.clone(), &uid);
                 return Ok(());
@@ -133,19 +137,9 @@ impl Engine {
         naming::owner_annotation(&self.target_key)
     }
 
-    /// Writes `record` on the kcp namespace if it still is at `rv`; `false`: it changed since.
+    /// Writes `record` on the kcp namespace if it still is at `rv`: its new resourceVersion, or
+    /// `None` when it changed since.
     async fn write_record(
-        &self,
-        kcp: &Api<Namespace>,
-        namespace: &str,
-        rv: Option<&str>,
-        record: &Record,
-    ) -> Result<bool, SyncError> {
-        Ok(self.write_record_rv(kcp, namespace, rv, record).await?.is_some())
-    }
-
-    /// [`Self::write_record`], returning the kcp namespace's new resourceVersion.
-    async fn write_record_rv(
         &self,
         kcp: &Api<Namespace>,
         namespace: &str,
@@ -194,7 +188,7 @@ impl Engine {
         let Some(ns) = existing else {
             if let Some(upstream) = upstream.filter(|_| record != Record::None) {
                 let rv = upstream.metadata.resource_version.as_deref();
-                if !self.write_record(&kcp, &key.name, rv, &Record::None).await? {
+                if self.write_record(&kcp, &key.name, rv, &Record::None).await?.is_none() {
                     return Ok(Some(Duration::from_secs(1)));
                 }
             }
