@@ -11,8 +11,10 @@ pub mod json;
 pub mod kcp;
 pub mod leader;
 pub mod manager;
+pub mod net;
 #[cfg(test)]
 mod proptests;
 pub mod reconciler;
+pub mod runtime;
 pub mod server;
 pub mod syncer;

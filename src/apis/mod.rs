@@ -8,6 +8,7 @@
 #![allow(clippy::duplicated_attributes)]
 
 pub mod condition;
+pub mod names;
 pub mod placement;
 pub mod sync;
 

@@ -9,14 +9,14 @@ use tokio_util::sync::CancellationToken;
 use super::{CliError, KcpArgs, cancel_on_signal, load_kube_config, ops, parse_duration};
 use crate::leader;
 use crate::manager::{self, ManagerConfig};
-use crate::reconciler::queue::Backoff;
+use crate::net::address::{AddressPolicy, Cidr};
+use crate::net::dial::{Dialer, KcpEndpoints};
+use crate::net::response::DEFAULT_MAX_RESPONSE_MIB;
 use crate::reconciler::{placement, synctarget};
+use crate::runtime::queue::Backoff;
 use crate::server::{Metrics, Readiness};
-use crate::syncer::address::{AddressPolicy, Cidr};
 use crate::syncer::client::ClusterAccess;
-use crate::syncer::dial::{Dialer, KcpEndpoints};
 use crate::syncer::engine::EngineSettings;
-use crate::syncer::response::DEFAULT_MAX_RESPONSE_MIB;
 
 #[derive(Debug, Args)]
 pub struct ManagerArgs {

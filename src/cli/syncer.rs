@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{CliError, cancel_on_signal, ops, parse_duration, parse_workspace};
 use crate::kcp::{ClusterClients, WorkspacePath, workspace};
-use crate::reconciler::queue::Backoff;
+use crate::runtime::queue::Backoff;
 use crate::server::{Metrics, Readiness};
 use crate::syncer::engine::{Engine, EngineSettings, Probe, follow_supported_apis};
 use crate::syncer::resources::wanted_apis;

@@ -16,7 +16,6 @@ use tokio_util::sync::CancellationToken;
 
 use super::client::ClusterClients;
 use super::cluster::LogicalClusterName;
-use crate::reconciler::next_or_cancelled;
 
 pub fn endpoint_slice_resource() -> ApiResource {
     ApiResource::from_gvk_with_plural(
@@ -53,7 +52,11 @@ pub async fn watch_endpoints(
     let mut events = watcher(api, config).default_backoff().boxed();
     let mut seen_in_relist = false;
     loop {
-        let Some(event) = next_or_cancelled(&mut events, &cancel).await else { return };
+        // Not `runtime::next_or_cancelled`: `kcp` sits below `runtime` and imports nothing of it.
+        let event = tokio::select! {
+            _ = cancel.cancelled() => return,
+            e = events.next() => match e { Some(e) => e, None => return },
+        };
         let urls = match event {
             Err(e) => {
                 tracing::warn!(slice = %name, workspace = %cluster, error = %e, "watching APIExportEndpointSlice failed; retrying");

@@ -16,13 +16,13 @@ pub use client::ClusterClients;
 pub use cluster::{ClusterKey, LogicalClusterName, WorkspacePath};
 
 /// A kube error as one bounded, printable line, safe to put in a condition, Event or log even
-/// when the server was a tenant's (see [`crate::syncer::response`]): for API errors the Status
+/// when the server was a tenant's (see [`crate::net::response`]): for API errors the Status
 /// message (bounded), code and reason word; for errors of the push-mode dialer or response
 /// layer their own text; for a body that does not decode, where (never what) — serde quotes
 /// the offending value, and that value came from the server.
 pub fn error_message(e: &kube::Error) -> String {
-    use crate::syncer::dial::{DialError, find_cause};
-    use crate::syncer::response::{MESSAGE_MAX, ResponseError, bounded_line};
+    use crate::net::dial::{DialError, find_cause};
+    use crate::net::response::{MESSAGE_MAX, ResponseError, bounded_line};
     let text = match e {
         kube::Error::Api(s) => status_message(s),
         kube::Error::SerdeError(e) => format!(
@@ -58,7 +58,7 @@ pub fn error_message(e: &kube::Error) -> String {
 /// A Status as `message (code reason)`, the message bounded and the reason kept only if it is
 /// a reason word.
 pub fn status_message(s: &kube::core::Status) -> String {
-    use crate::syncer::response::{MESSAGE_MAX, bounded_line, reason_word};
+    use crate::net::response::{MESSAGE_MAX, bounded_line, reason_word};
     let message = bounded_line(&s.message, MESSAGE_MAX);
     match reason_word(&s.reason) {
         "" => format!("{message} ({})", s.code),
@@ -74,7 +74,7 @@ pub fn watch_error_message(e: &kube::runtime::watcher::Error) -> String {
         Error::WatchStartFailed(e) => format!("starting the watch failed: {}", error_message(e)),
         Error::WatchError(s) => format!("the watch ended with an error: {}", status_message(s)),
         Error::WatchFailed(e) => format!("the watch failed: {}", error_message(e)),
-        other => crate::syncer::response::bounded_line(&other.to_string(), crate::syncer::response::MESSAGE_MAX),
+        other => crate::net::response::bounded_line(&other.to_string(), crate::net::response::MESSAGE_MAX),
     }
 }
 
@@ -104,5 +104,5 @@ mod tests {
         assert!(long.chars().count() <= MESSAGE_MAX_FOR_TEST, "{}", long.len());
     }
 
-    const MESSAGE_MAX_FOR_TEST: usize = crate::syncer::response::MESSAGE_MAX + 20;
+    const MESSAGE_MAX_FOR_TEST: usize = crate::net::response::MESSAGE_MAX + 20;
 }

@@ -7,10 +7,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, L
 use proptest::prelude::*;
 
 use super::{config, duration, labels, text, timestamp};
+use crate::apis::placement::selector::{matches, matches_selector};
 use crate::apis::placement::v1alpha1::SelectedTarget;
 use crate::apis::sync::v1alpha1::{SyncTargetSpec, SyncTargetStatus, SyncedResourceState, SyncedResourceStatus};
 use crate::reconciler::placement::schedule::{Input, Outcome, TargetView, schedule};
-use crate::reconciler::placement::selector::{matches, matches_selector};
 use crate::reconciler::placement::status as placement_status;
 use crate::reconciler::synctarget::status::{Credentials, MAX_CLOCK_SKEW, Observed, desired, malformed};
 

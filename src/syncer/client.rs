@@ -11,8 +11,8 @@ use std::time::Duration;
 use kube::client::{Body, ConfigExt};
 use tower::{BoxError, ServiceBuilder};
 
-use super::dial::Dialer;
-use super::response::BoundedResponsesLayer;
+use crate::net::dial::Dialer;
+use crate::net::response::BoundedResponsesLayer;
 
 /// Default for the requests a syncer may start per second against its cluster.
 pub const DEFAULT_CLUSTER_QPS: u32 = 200;
@@ -69,4 +69,27 @@ pub fn push_cluster_client(
         .map_err(BoxError::from)
         .service(pool);
     Ok(kube::client::ClientBuilder::new(service, config.default_namespace).build())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::net::address::AddressPolicy;
+    use crate::net::dial::{DialError, Dialer, KcpEndpoints, find_cause};
+
+    /// Through a whole kube client: the dialer's refusal survives the layers and is found by
+    /// the probe.
+    #[tokio::test]
+    async fn kube_client_errors_carry_the_refusal() {
+        let access = ClusterAccess {
+            dialer: Dialer::new(AddressPolicy::default(), KcpEndpoints::default()),
+            max_response_bytes: 1024,
+        };
+        let config = kube::Config::new("https://127.0.0.2:6443".parse().unwrap());
+        let client = push_cluster_client(config, 10, &access).unwrap();
+        let api: kube::Api<k8s_openapi::api::core::v1::Namespace> = kube::Api::all(client);
+        let err = api.list_metadata(&Default::default()).await.expect_err("refused");
+        let cause = find_cause::<DialError>(&err).unwrap_or_else(|| panic!("{err:?}"));
+        assert!(cause.to_string().contains("127.0.0.2 is a loopback address"), "{cause}");
+    }
 }

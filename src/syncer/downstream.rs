@@ -31,7 +31,7 @@ use super::naming::{LOCATOR_ANNOTATION, Locator, TARGET_LABEL};
 use super::resources::SyncedResource;
 use super::upstream::SyncKey;
 use crate::kcp::{ClusterKey, LogicalClusterName};
-use crate::reconciler::next_or_cancelled;
+use crate::runtime::next_or_cancelled;
 
 type Objects = HashMap<(usize, String, String), Cached>;
 type Enqueue = Arc<dyn Fn(SyncKey) + Send + Sync>;

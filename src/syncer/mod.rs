@@ -11,14 +11,11 @@
 //! - [`access`]: the syncer's rights in the namespaces it creates (least privilege);
 //! - [`engine`]: one syncer — spec down, drift, deletion, status up, heartbeat;
 //! - [`events`]: Warnings on upstream objects that did not sync, and why;
-//! - [`address`], [`dial`], [`response`], [`client`]: which cluster servers push mode may dial,
-//!   enforced at connect time, and what is kept of their answers.
+//! - [`client`]: the push-mode cluster client, built on [`crate::net`]'s dialer and answer bounds.
 
 pub mod access;
-pub mod address;
 pub mod client;
 pub mod credentials;
-pub mod dial;
 pub mod discovery;
 pub mod downstream;
 pub mod engine;
@@ -27,7 +24,6 @@ pub mod kept;
 pub mod naming;
 pub mod redact;
 pub mod resources;
-pub mod response;
 pub mod status;
 pub mod transform;
 pub mod upstream;

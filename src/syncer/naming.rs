@@ -13,19 +13,10 @@ use sha2::{Digest, Sha256};
 
 use crate::kcp::LogicalClusterName;
 
-/// Label and annotation prefix of everything kcp-tmc writes.
-pub const PREFIX: &str = "tmc.kcp.io";
+pub use crate::apis::names::{ORIGIN_CLUSTER_LABEL, PREFIX, TARGET_LABEL, target_key};
+
 /// Annotation on a downstream namespace: the JSON [`Locator`] of the kcp namespace it holds.
 pub const LOCATOR_ANNOTATION: &str = "tmc.kcp.io/namespace-locator";
-/// Label on every downstream object: the [`target_key`] of the SyncTarget that wrote it.
-pub const TARGET_LABEL: &str = "tmc.kcp.io/target";
-/// Label on every downstream object: the logical cluster of its upstream object.
-pub const ORIGIN_CLUSTER_LABEL: &str = "tmc.kcp.io/origin-cluster";
-
-/// A stable, label-safe key for the SyncTarget `name` in `cluster`: 20 lower-case hex digits.
-pub fn target_key(cluster: &LogicalClusterName, name: &str) -> String {
-    crate::json::sha256_hex(format!("{cluster}:{name}").as_bytes(), 10)
-}
 
 /// Identifies a SyncTarget across workspaces.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

@@ -9,17 +9,9 @@ use serde_json::Value;
 
 use crate::apis::sync::v1alpha1::{SupportedApi, SyncedResourceState};
 
-/// Label on a kcp namespace assigning it to one SyncTarget: `state.tmc.kcp.io/<target key>:
-/// Sync`. The Placement reconciler writes it (see `reconciler::placement::assign`); it may also
-/// be set by hand or by tests.
-pub const ASSIGNMENT_LABEL_PREFIX: &str = "state.tmc.kcp.io/";
-/// The value of an assignment label that means "run here".
-pub const ASSIGNMENT_SYNC: &str = "Sync";
-/// Annotation on a kcp namespace restricting what one target runs of it:
-/// `workload.tmc.kcp.io/<target key>: <JSON list of label selectors>`; an object is synced to
-/// that target when any selector matches its labels. Absent means every object. Written by the
-/// Placement reconciler from `workloadSelector`.
-pub const WORKLOAD_SELECTOR_PREFIX: &str = "workload.tmc.kcp.io/";
+pub use crate::apis::names::{
+    ASSIGNMENT_LABEL_PREFIX, ASSIGNMENT_SYNC, WORKLOAD_SELECTOR_PREFIX, assigned_targets, assignment_label,
+};
 
 /// What a kcp namespace says about where it runs: the target keys of its assignment labels, and
 /// for some of them the workload selectors that restrict which objects go there.
@@ -55,7 +47,7 @@ impl Assignment {
     pub fn selects(&self, target_key: &str, labels: &std::collections::BTreeMap<String, String>) -> bool {
         match self.selectors.get(target_key) {
             None => true,
-            Some(list) => list.iter().any(|s| crate::reconciler::placement::selector::matches_selector(s, labels)),
+            Some(list) => list.iter().any(|s| crate::apis::placement::selector::matches_selector(s, labels)),
         }
     }
 
@@ -89,24 +81,6 @@ pub fn parse_workload_selectors(value: &str) -> Result<Vec<LabelSelector>, Strin
         Some(_) => Err("a matchExpressions operator is not one of In, NotIn, Exists, DoesNotExist".into()),
         None => Ok(list),
     }
-}
-
-/// The assignment label key for a target key.
-pub fn assignment_label(target_key: &str) -> String {
-    format!("{ASSIGNMENT_LABEL_PREFIX}{target_key}")
-}
-
-/// The target keys a kcp namespace is assigned to, from its labels.
-pub fn assigned_targets(namespace: &Value) -> BTreeSet<String> {
-    namespace["metadata"]["labels"]
-        .as_object()
-        .into_iter()
-        .flatten()
-        .filter(|(_, v)| v.as_str() == Some(ASSIGNMENT_SYNC))
-        .filter_map(|(k, _)| k.strip_prefix(ASSIGNMENT_LABEL_PREFIX))
-        .filter(|key| !key.is_empty())
-        .map(str::to_string)
-        .collect()
 }
 
 /// One namespaced API the syncer copies down, and whether its status comes back up.

@@ -29,9 +29,9 @@ use super::kept::{self, Held};
 use super::resources::{Assignment, SyncedResource, Unavailable};
 use crate::apis::sync::v1alpha1::SyncedResourceState;
 use crate::kcp::{ClusterClients, ClusterKey, LogicalClusterName, WorkspacePath, error_message};
-use crate::reconciler::cache::ClusterCache;
-use crate::reconciler::guard::supervise;
-use crate::reconciler::next_or_cancelled;
+use crate::runtime::cache::ClusterCache;
+use crate::runtime::guard::supervise;
+use crate::runtime::next_or_cancelled;
 
 /// What a syncer is asked to reconcile: one object of one synced resource (by slot index), or
 /// with `resource: None` a whole namespace (its downstream clean-up).
@@ -49,6 +49,9 @@ struct Slot {
     /// is kept, so that a namespace's assignment changing in between cannot leave an object
     /// whole in a namespace placed nowhere.
     writing: Mutex<()>,
+    /// Set once the resource's watch has listed kcp: before that, an object missing from the
+    /// cache is unknown, not absent (see [`Upstream::synced`]).
+    listed: std::sync::atomic::AtomicBool,
 }
 
 impl Slot {
@@ -152,6 +155,7 @@ impl Upstream {
             resource: Arc::new(resource.clone()),
             cache: ClusterCache::default(),
             writing: Mutex::new(()),
+            listed: Default::default(),
         });
         let index = {
             let mut slots = self.slots.write().expect("slots poisoned");
@@ -176,6 +180,14 @@ impl Upstream {
     /// The resource in slot `index`.
     pub fn resource(&self, index: usize) -> Option<Arc<SyncedResource>> {
         self.slot(index).map(|s| s.resource.clone())
+    }
+
+    /// Whether the view of slot `index` is authoritative: the namespace watch and the resource's
+    /// watch have both listed kcp. Until then, an object or assignment missing from the view
+    /// means "not known yet", never "absent": nothing may be deleted or released on it.
+    pub fn synced(&self, index: usize) -> bool {
+        use std::sync::atomic::Ordering;
+        *self.namespaces_listed.borrow() && self.slot(index).is_some_and(|s| s.listed.load(Ordering::Acquire))
     }
 
     /// Registers the syncer of `target_key`; it is sent every object currently assigned to it,
@@ -442,6 +454,7 @@ impl Upstream {
                 Ok(watcher::Event::InitDone) => {
                     let (objects, whole) = (cache.len(), cache.all_keys(|h| h.whole).len());
                     tracing::info!(endpoint = self.clients.base_url(), resource = %resource.plural, objects, whole, "listed a resource in kcp");
+                    slot.listed.store(true, std::sync::atomic::Ordering::Release);
                     continue;
                 }
                 Ok(watcher::Event::Init) => continue,

@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
-use crate::syncer::resources::{ASSIGNMENT_SYNC, WORKLOAD_SELECTOR_PREFIX, assigned_targets, assignment_label};
+use crate::apis::names::{ASSIGNMENT_SYNC, WORKLOAD_SELECTOR_PREFIX, assigned_targets, assignment_label};
 
 /// Annotation on a kcp namespace: the target keys whose assignment labels the Placement
 /// controller set, comma-separated and sorted.

@@ -15,9 +15,9 @@ use kube::api::{DynamicObject, PartialObjectMeta};
 use kube::core::ApiResource;
 
 use super::{Controller, assign};
+use crate::apis::names::target_key;
+use crate::apis::names::{ASSIGNMENT_LABEL_PREFIX, assigned_targets};
 use crate::kcp::{ClusterKey, LogicalClusterName};
-use crate::syncer::naming::target_key;
-use crate::syncer::resources::{ASSIGNMENT_LABEL_PREFIX, assigned_targets};
 
 /// The Event reason.
 pub const REASON: &str = "WorkspaceNotAllowed";

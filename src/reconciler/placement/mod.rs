@@ -13,7 +13,7 @@ mod events;
 mod namespaces;
 mod reconcile;
 pub mod schedule;
-pub mod selector;
+pub use crate::apis::placement::selector;
 pub mod status;
 mod watch;
 
@@ -26,13 +26,13 @@ use kube::api::PartialObjectMeta;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::cache::ClusterCache;
-use super::guard::supervise;
-use super::queue::{Backoff, WorkQueue};
 use crate::apis::placement::v1alpha1::Placement;
 use crate::apis::sync::v1alpha1::SyncTarget;
 use crate::kcp::paths::Paths;
 use crate::kcp::{ClusterClients, ClusterKey, LogicalClusterName};
+use crate::runtime::cache::ClusterCache;
+use crate::runtime::guard::supervise;
+use crate::runtime::queue::{Backoff, WorkQueue};
 use crate::server::Metrics;
 use crate::server::metrics::{controller, queue};
 use crate::syncer::upstream::Upstream;
@@ -62,7 +62,7 @@ pub enum ReconcileError {
     #[error("patching the namespace's assignment labels failed: {0}")]
     PatchNamespace(#[source] kube::Error),
     #[error(transparent)]
-    Panicked(#[from] super::guard::Panicked),
+    Panicked(#[from] crate::runtime::guard::Panicked),
 }
 
 /// What the queue holds: a Placement to schedule or a namespace to label.
@@ -149,7 +149,7 @@ impl Controller {
         tasks.abort_all();
         while tasks.join_next().await.is_some() {}
         // Workers finish the reconcile in hand rather than being cut off between two writes.
-        crate::reconciler::drain(workers, "placement").await;
+        crate::runtime::drain(workers, "placement").await;
     }
 
     async fn work(self, cancel: CancellationToken) {
@@ -170,7 +170,7 @@ impl Controller {
             };
             let span = tracing::info_span!("reconcile", controller = "placement", kind, workspace = %k.cluster, name = %k.name);
             let started = std::time::Instant::now();
-            let outcome = super::guard::reconcile(async {
+            let outcome = crate::runtime::guard::reconcile(async {
                 match &key {
                     Key::Placement(k) => self.reconcile_placement(k).await,
                     Key::Namespace(k) => self.reconcile_namespace(k).await,

@@ -15,9 +15,9 @@ use serde_json::json;
 
 use super::reconcile::{consents, is_ready, location_path, syncing_kinds};
 use super::{Controller, ReconcileError, assign, selector};
+use crate::apis::names::target_key;
 use crate::apis::placement::v1alpha1::SelectedTarget;
 use crate::kcp::{ClusterKey, LogicalClusterName, WorkspacePath};
-use crate::syncer::naming::target_key;
 
 /// What the Placements of a workspace ask of one of its namespaces.
 #[derive(Default)]

@@ -22,7 +22,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
 
-use super::selector;
+use crate::apis::placement::selector;
 
 /// What the scheduler needs to know about one SyncTarget of the location workspace.
 #[derive(Clone, Debug, Default, PartialEq)]

@@ -9,7 +9,7 @@ use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 
 use super::schedule::Outcome;
-use super::selector::Invalid;
+use crate::apis::placement::selector::Invalid;
 use crate::apis::placement::v1alpha1::{PlacementPhase, PlacementStatus, SelectedTarget};
 use crate::reconciler::synctarget::status::{corrected_times, same_conditions, transition_time};
 
@@ -215,7 +215,7 @@ mod tests {
     fn invalid() -> Invalid {
         Invalid {
             field: "spec.namespaceSelector.matchExpressions[0].values".into(),
-            problem: super::super::selector::Problem::Values("Exists"),
+            problem: crate::apis::placement::selector::Problem::Values("Exists"),
         }
     }
 

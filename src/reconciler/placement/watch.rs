@@ -14,7 +14,7 @@ use super::{Controller, Key};
 use crate::apis::placement::v1alpha1::Placement;
 use crate::apis::sync::v1alpha1::SyncTarget;
 use crate::kcp::ClusterKey;
-use crate::reconciler::next_or_cancelled;
+use crate::runtime::next_or_cancelled;
 
 /// One change seen by a watch: the object (parsed), or its removal.
 enum Change<T> {

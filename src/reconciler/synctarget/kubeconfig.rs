@@ -212,4 +212,18 @@ mod tests {
             assert_eq!(validate_ref(&r).is_none(), ok, "{ns} {name} {key}");
         }
     }
+
+    /// Debug output of a read kubeconfig Secret names it and its keys, never the data.
+    #[test]
+    fn debug_of_a_kubeconfig_secret_names_it_only() {
+        let mut lookup = secret(&[("k0", b"token: kubeconfig-token-value")]);
+        if let SecretLookup::Found(s) = &mut lookup {
+            s.metadata.name = Some("s".into());
+        }
+        let shown = format!("{lookup:?}");
+        assert!(shown.contains("\"s\"") && shown.contains("k0"), "{shown}");
+        for leaked in ["kubeconfig-token-value", "a3ViZWNvbmZpZy10b2tlbi12YWx1ZQ", "107, 117"] {
+            assert!(!shown.contains(leaked), "{shown} shows {leaked}");
+        }
+    }
 }

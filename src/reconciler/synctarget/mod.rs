@@ -26,19 +26,19 @@ use tracing::Instrument;
 
 use self::status::{Credentials, Desired, Observed};
 use self::syncers::Supervisor;
-use super::cache::ClusterCache;
-use super::guard::supervise;
-use super::next_or_cancelled;
-use super::queue::{Backoff, WorkQueue};
+use crate::apis::names::target_key;
 use crate::apis::sync::v1alpha1::KubeconfigSecretRef;
 use crate::apis::sync::v1alpha1::{CONDITION_READY, SyncTarget, SyncTargetStatus};
 use crate::kcp::paths::Paths;
 use crate::kcp::{ClusterClients, ClusterKey, LogicalClusterName};
+use crate::runtime::cache::ClusterCache;
+use crate::runtime::guard::supervise;
+use crate::runtime::next_or_cancelled;
+use crate::runtime::queue::{Backoff, WorkQueue};
 use crate::server::Metrics;
 use crate::server::metrics::{controller, queue};
 use crate::syncer::credentials::InlineCredentials;
 use crate::syncer::engine::Probe;
-use crate::syncer::naming::target_key;
 
 /// The Ready reason of a SyncTarget whose server the address policy refuses.
 pub const REASON_ADDRESS_REFUSED: &str = "ClusterAddressRefused";
@@ -68,7 +68,7 @@ pub enum ReconcileError {
     #[error("releasing a deleted SyncTarget's finalizers failed: {0}")]
     Release(#[source] kube::Error),
     #[error(transparent)]
-    Panicked(#[from] super::guard::Panicked),
+    Panicked(#[from] crate::runtime::guard::Panicked),
 }
 
 /// A kubeconfig Secret as last read: (resourceVersion, the check's result, the accepted
@@ -299,7 +299,7 @@ impl Controller {
             let span =
                 tracing::info_span!("reconcile", controller = "synctarget", workspace = %key.cluster, name = %key.name);
             let started = std::time::Instant::now();
-            let outcome = super::guard::reconcile(self.reconcile(&key)).instrument(span.clone()).await;
+            let outcome = crate::runtime::guard::reconcile(self.reconcile(&key)).instrument(span.clone()).await;
             self.metrics.reconciled(controller::SYNCTARGET, outcome.is_ok(), started.elapsed());
             if let (Err(e), Some(delay)) = (&outcome, self.queue.complete(&key, &outcome)) {
                 span.in_scope(|| tracing::warn!(error = %e, retry_in = ?delay, "reconcile failed"));

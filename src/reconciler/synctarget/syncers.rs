@@ -179,7 +179,7 @@ impl Supervisor {
     }
 
     /// Waits for every engine to end; call once `parent` is cancelled. Each engine lets its
-    /// workers finish the sync in hand (see [`crate::reconciler::drain`]).
+    /// workers finish the sync in hand (see [`crate::runtime::drain`]).
     pub async fn stopped(&self) {
         let mut engines = std::mem::take(&mut *self.engines.lock().expect("supervisor poisoned"));
         while engines.join_next().await.is_some() {}

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Engine;
 use crate::apis::sync::v1alpha1::{SupportedApi, SyncTarget, SyncedResourceState, SyncedResourceStatus};
-use crate::reconciler::guard::supervise;
+use crate::runtime::guard::supervise;
 use crate::syncer::discovery;
 use crate::syncer::resources::{SyncedResource, Unavailable, known_resource, wanted_apis};
 
@@ -169,7 +169,7 @@ pub async fn follow_supported_apis(
         kube::Api::all_with(client, &kube::core::ApiResource::erase::<SyncTarget>(&()));
     let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
     let mut events = watcher(api, config).default_backoff().applied_objects().boxed();
-    while let Some(event) = crate::reconciler::next_or_cancelled(&mut events, &cancel).await {
+    while let Some(event) = crate::runtime::next_or_cancelled(&mut events, &cancel).await {
         let obj = match event {
             Ok(obj) => obj,
             Err(e) => {

@@ -25,8 +25,8 @@ pub enum Probe {
 
 impl Probe {
     pub(super) fn of(result: &Result<(), kube::Error>) -> Self {
-        use crate::syncer::dial::{DialError, find_cause};
-        use crate::syncer::response::{MESSAGE_MAX, ResponseError, bounded_line};
+        use crate::net::dial::{DialError, find_cause};
+        use crate::net::response::{MESSAGE_MAX, ResponseError, bounded_line};
         match result {
             Ok(()) => Probe::Reachable,
             Err(kube::Error::Api(s)) if s.code == 401 || s.code == 403 => {
@@ -102,8 +102,8 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::syncer::dial::DialError;
-    use crate::syncer::response::ResponseError;
+    use crate::net::dial::DialError;
+    use crate::net::response::ResponseError;
 
     #[test]
     fn probe_table() {

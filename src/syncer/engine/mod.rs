@@ -21,8 +21,8 @@ pub use self::heartbeat::Probe;
 
 use crate::apis::sync::v1alpha1::SupportedApi;
 use crate::kcp::{ClusterKey, LogicalClusterName, error_message};
-use crate::reconciler::guard;
-use crate::reconciler::queue::{Backoff, WorkQueue};
+use crate::runtime::guard;
+use crate::runtime::queue::{Backoff, WorkQueue};
 use crate::server::Metrics;
 use crate::server::metrics::{SyncOp, queue};
 use crate::syncer::access::{Access, namespace_role};
@@ -42,10 +42,7 @@ pub const SPEC_HASH_ANNOTATION: &str = "tmc.kcp.io/spec-hash";
 /// the same name that it did not create.
 pub const ADOPT_ANNOTATION: &str = "tmc.kcp.io/adopt";
 
-/// The finalizer the syncer of `target_key` puts on every kcp object it copies.
-pub fn syncer_finalizer(target_key: &str) -> String {
-    format!("tmc.kcp.io/syncer-{target_key}")
-}
+pub use crate::apis::names::syncer_finalizer;
 
 /// Errors of one sync; the key is retried with per-key backoff.
 #[derive(Debug, thiserror::Error)]
@@ -57,7 +54,7 @@ pub enum SyncError {
     #[error("{action}: {message}")]
     Api { action: String, message: String },
     #[error(transparent)]
-    Panicked(#[from] crate::reconciler::guard::Panicked),
+    Panicked(#[from] crate::runtime::guard::Panicked),
 }
 
 fn api_err(action: impl Into<String>) -> impl FnOnce(kube::Error) -> SyncError {
@@ -202,7 +199,7 @@ impl Engine {
         tasks.abort_all();
         while tasks.join_next().await.is_some() {}
         // Workers finish the sync in hand rather than being cut off between two writes.
-        crate::reconciler::drain(workers, "syncer").await;
+        crate::runtime::drain(workers, "syncer").await;
     }
 
     async fn work(self) {
@@ -390,8 +387,7 @@ impl Engine {
                             if s.code < 500 { ("SyncRejected", "rejected") } else { ("SyncFailed", "failed to store") };
                         // Values of a refused Secret cut out first, then the rest bounded to one line.
                         let said = redact::scrub(&desired, &s.message);
-                        let message =
-                            crate::syncer::response::bounded_line(&said, crate::syncer::response::MESSAGE_MAX);
+                        let message = crate::net::response::bounded_line(&said, crate::net::response::MESSAGE_MAX);
                         let note = format!("{} {verb} it ({}): {message}; retrying", self.target.name, s.code);
                         self.events.warn(&key.cluster, &resource.api, &obj, reason, note).await;
                     }

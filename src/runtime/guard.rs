@@ -81,7 +81,7 @@ mod tests {
     use std::sync::{Arc, Mutex};
 
     use super::*;
-    use crate::reconciler::queue::{Backoff, WorkQueue};
+    use crate::runtime::queue::{Backoff, WorkQueue};
 
     #[derive(Debug, thiserror::Error)]
     #[error(transparent)]
