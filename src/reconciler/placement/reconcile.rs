@@ -1,7 +1,7 @@
 //! The Placement reconcile: validate its selectors, choose targets, write status. (The
 //! namespace reconcile, which writes the assignment labels, is in `namespaces.rs`.)
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use kube::Resource;
@@ -67,13 +67,39 @@ struct Choice {
     deferred: usize,
     placed: i32,
     requeue: Option<Duration>,
+    held: Option<status::Held>,
 }
 
 impl Choice {
     /// Nothing chosen, for a reason that is not the tenant's to know more about.
     fn not_allowed(workspace: String) -> Self {
         let outcome = Ok(schedule::Outcome::WorkspaceNotAllowed);
-        Self { workspace, outcome, selected: vec![], not_ready: vec![], deferred: 0, placed: 0, requeue: None }
+        Self {
+            workspace,
+            outcome,
+            selected: vec![],
+            not_ready: vec![],
+            deferred: 0,
+            placed: 0,
+            requeue: None,
+            held: None,
+        }
+    }
+
+    /// The location workspace cannot be used right now, but the Placement has assignments
+    /// there: the status keeps them (so the namespace reconcile keeps the labels) and says why.
+    /// Retried while it lasts.
+    fn location_not_ready(workspace: String, current: &PlacementStatus) -> Self {
+        Self {
+            workspace,
+            outcome: Ok(schedule::Outcome::Scheduled),
+            selected: current.selected_targets.clone(),
+            not_ready: vec![],
+            deferred: 0,
+            placed: current.placed_namespaces.unwrap_or_default(),
+            requeue: Some(Duration::from_secs(5)),
+            held: Some(status::Held::LocationNotReady),
+        }
     }
 
     /// An invalid selector: the status keeps the earlier choice, so neither the Placement nor
@@ -87,6 +113,7 @@ impl Choice {
             deferred: 0,
             placed: current.placed_namespaces.unwrap_or_default(),
             requeue: None,
+            held: None,
         }
     }
 }
@@ -94,13 +121,38 @@ impl Choice {
 /// Whether a failed lookup of the location workspace means "not there for you" rather than "try
 /// again". kcp answers a path under a missing parent with 403 or 404; a workspace not ready yet
 /// reads as missing too, so that its existence does not show. Anything else (kcp unreachable,
-/// 5xx) is transient: the reconcile fails and is retried, and the status stays as it was.
+/// 5xx) is transient.
 fn location_absent(e: &PathError) -> bool {
     match e {
         PathError::Workspace(WorkspaceError::NotFound { .. } | WorkspaceError::NotReady(_)) => true,
         PathError::Workspace(WorkspaceError::Invalid { .. }) => true,
         PathError::Workspace(WorkspaceError::Api { source: kube::Error::Api(s), .. }) => matches!(s.code, 403 | 404),
         _ => false,
+    }
+}
+
+/// What a failed lookup of the location workspace does to a Placement.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum LocationFailure {
+    /// `WorkspaceNotAllowed`, nothing placed there: the tenant learns nothing of a workspace
+    /// it has no assignments in.
+    NotAllowed,
+    /// Keep what is placed there and say `LocationWorkspaceNotReady`: the Placement has
+    /// assignments there, so the tenant knew the workspace, and a workspace that is not ready or
+    /// a moment of kcp trouble must not unassign anything.
+    KeepAssignments,
+    /// Fail the reconcile and retry; the status stays as it was.
+    Retry,
+}
+
+fn location_failure(e: &PathError, has_assignments_there: bool) -> LocationFailure {
+    let not_ready = matches!(e, PathError::Workspace(WorkspaceError::NotReady(_)));
+    match (location_absent(e), has_assignments_there) {
+        // Gone for good (deleted, or never there): its targets are gone with it.
+        (true, _) if !not_ready => LocationFailure::NotAllowed,
+        (_, true) => LocationFailure::KeepAssignments,
+        (true, false) => LocationFailure::NotAllowed,
+        (false, false) => LocationFailure::Retry,
     }
 }
 
@@ -136,6 +188,7 @@ impl Controller {
             generation: placement.metadata.generation,
             previous: &current.conditions,
             now: jiff::Timestamp::now(),
+            held: choice.held,
         });
         if !status::differs(&desired, Some(&current)) {
             return Ok(choice.requeue);
@@ -177,12 +230,18 @@ impl Controller {
             None => (own_path.clone(), key.cluster.clone()),
             Some(path) => match self.paths.cluster_of(&path).await {
                 Ok(cluster) => (path, cluster),
-                Err(e) if location_absent(&e) => {
+                Err(e) => {
+                    let placed_there = current_status.selected_targets.iter().any(|t| t.workspace == path.as_str());
                     // The operator's log tells the cases apart; the tenant's status does not.
-                    tracing::debug!(workspace = %path, error = %e, "location workspace not usable; WorkspaceNotAllowed");
-                    return Ok(Choice::not_allowed(path.to_string()));
+                    tracing::debug!(workspace = %path, error = %e, placed_there, "location workspace not usable");
+                    return match location_failure(&e, placed_there) {
+                        LocationFailure::NotAllowed => Ok(Choice::not_allowed(path.to_string())),
+                        LocationFailure::KeepAssignments => {
+                            Ok(Choice::location_not_ready(path.to_string(), current_status))
+                        }
+                        LocationFailure::Retry => Err(e.into()),
+                    };
                 }
-                Err(e) => return Err(e.into()),
             },
         };
         let foreign = loc_cluster != key.cluster;
@@ -234,6 +293,13 @@ impl Controller {
         let retry = (decision.deferred > 0).then_some(Duration::from_secs(10));
         let requeue = [decision.requeue_after, retry].into_iter().flatten().min();
         let placed = if selected.is_empty() { 0 } else { selected_namespaces.len() as i32 };
+        let keys: BTreeMap<String, &String> =
+            decision.selected.iter().map(|n| (crate::apis::names::target_key(&loc_cluster, n), n)).collect();
+        let held = self.stalled_move(&key.cluster, &selected_namespaces, &keys.keys().cloned().collect()).and_then(
+            |(k, lacking)| {
+                Some(status::Held::MoveStalled { target: keys.get(&k)?.to_string(), lacking: lacking.to_string() })
+            },
+        );
         Ok(Choice {
             workspace: loc_path.to_string(),
             outcome: Ok(decision.outcome),
@@ -242,6 +308,7 @@ impl Controller {
             deferred: decision.deferred,
             placed,
             requeue,
+            held,
         })
     }
 }
@@ -276,6 +343,35 @@ mod tests {
         ];
         for (name, e, absent) in cases {
             assert_eq!(location_absent(&e), absent, "{name}");
+        }
+    }
+
+    /// A workspace that is not ready, or a moment of kcp trouble, keeps what a Placement placed
+    /// there; without assignments there nothing is said that the tenant did not know.
+    #[test]
+    fn failed_location_lookups_keep_existing_assignments() {
+        use LocationFailure::{KeepAssignments, NotAllowed, Retry};
+        let path: WorkspacePath = "root:elsewhere".parse().unwrap();
+        let api = |code: u16| {
+            let status = kube::core::Status::failure("x", "y").with_code(code).boxed();
+            PathError::Workspace(WorkspaceError::Api { path: path.clone(), source: kube::Error::Api(status) })
+        };
+        let not_found =
+            || WorkspaceError::NotFound { path: path.clone(), parent: "root".parse().unwrap(), name: "x".into() };
+        let not_ready = || PathError::Workspace(WorkspaceError::NotReady(path.clone()));
+        // (name, error, assignments there, what happens)
+        let cases = [
+            ("not ready, placed there", not_ready(), true, KeepAssignments),
+            ("not ready, nothing placed: as if absent", not_ready(), false, NotAllowed),
+            ("kcp failing, placed there", api(503), true, KeepAssignments),
+            ("kcp failing, nothing placed: retried", api(503), false, Retry),
+            ("throttled, placed there", api(429), true, KeepAssignments),
+            ("deleted while placed there", PathError::Workspace(not_found()), true, NotAllowed),
+            ("no such workspace", PathError::Workspace(not_found()), false, NotAllowed),
+            ("forbidden", api(403), false, NotAllowed),
+        ];
+        for (name, e, placed_there, want) in cases {
+            assert_eq!(location_failure(&e, placed_there), want, "{name}");
         }
     }
 
