@@ -88,6 +88,8 @@ pub struct Move {
     pub since: Instant,
     pub target_key: String,
     pub lacking: Lacking,
+    /// What the Placements were last told of it: the target and what it lacks, once stalled.
+    pub reported: Option<(String, Lacking)>,
 }
 
 impl Move {
@@ -97,12 +99,24 @@ impl Move {
     }
 }
 
-/// The wait of a namespace after this reconcile: `waiting` is the target and what it lacks when
-/// stale labels are kept, `None` when the namespace no longer waits. The clock starts with the
-/// first wait and runs on while the namespace waits, whichever target it waits for.
-pub fn track(previous: Option<&Move>, waiting: Option<(String, Lacking)>, now: Instant) -> Option<Move> {
-    let (target_key, lacking) = waiting?;
-    Some(Move { since: previous.map_or(now, |p| p.since), target_key, lacking })
+/// The wait of a namespace after this reconcile, and whether what its Placements show of it
+/// changes (a move became stalled, stopped waiting, or now lacks something else). `waiting` is
+/// the target and what it lacks when stale labels are kept, `None` when the namespace no longer
+/// waits. The clock starts with the first wait and runs on while the namespace waits, whichever
+/// target it waits for.
+pub fn track(
+    previous: Option<&Move>,
+    waiting: Option<(String, Lacking)>,
+    now: Instant,
+    timeout: Duration,
+) -> (Option<Move>, bool) {
+    let before = previous.and_then(|p| p.reported.clone());
+    let Some((target_key, lacking)) = waiting else { return (None, before.is_some()) };
+    let since = previous.map_or(now, |p| p.since);
+    let mut m = Move { since, target_key, lacking, reported: None };
+    m.reported = m.stalled(now, timeout).then(|| (m.target_key.clone(), m.lacking.clone()));
+    let changed = m.reported != before;
+    (Some(m), changed)
 }
 
 impl Controller {
@@ -119,7 +133,7 @@ impl Controller {
             .all(|(i, _)| self.upstream.synced(*i));
         let finalizer = syncer_finalizer(tkey);
         let annotation = applied_annotation(tkey);
-        let objects = self
+        let mut objects: Vec<Object> = self
             .upstream
             .assigned_keys(tkey)
             .into_iter()
@@ -144,7 +158,10 @@ impl Controller {
                     generation: o.metadata.generation,
                     evidence: recorded.filter(|_| runs).and_then(|v| Applied::decode(v)),
                 }
-            });
+            })
+            .collect();
+        // By name, so the object a stalled move names is the same at every reconcile.
+        objects.sort_by(|a, b| a.name.cmp(&b.name));
         verdict(is_ready(&t), view_synced, objects)
     }
 
@@ -152,15 +169,8 @@ impl Controller {
     /// Placements show of it changed (a move started or stopped being stalled, or now lacks
     /// something else).
     pub(super) fn note_move(&self, ns: &ClusterKey, waiting: Option<(String, Lacking)>) -> bool {
-        let now = Instant::now();
-        let timeout = self.settings.move_timeout;
         let mut moves = self.moves.lock().expect("moves poisoned");
-        let before = moves.get(ns).cloned();
-        let after = track(before.as_ref(), waiting, now);
-        let shown = |m: &Option<Move>| {
-            m.as_ref().filter(|m| m.stalled(now, timeout)).map(|m| (m.target_key.clone(), m.lacking.clone()))
-        };
-        let changed = shown(&before) != shown(&after);
+        let (after, changed) = track(moves.get(ns), waiting, Instant::now(), self.settings.move_timeout);
         match after {
             Some(m) => moves.insert(ns.clone(), m),
             None => moves.remove(ns),
@@ -176,17 +186,15 @@ impl Controller {
         namespaces: &BTreeSet<String>,
         keys: &BTreeSet<String>,
     ) -> Option<(String, Lacking)> {
-        let now = Instant::now();
         let moves = self.moves.lock().expect("moves poisoned");
         let mut stalled: Vec<_> = moves
             .iter()
             .filter(|(ns, m)| ns.cluster == *cluster && namespaces.contains(&ns.name) && keys.contains(&m.target_key))
-            .filter(|(_, m)| m.stalled(now, self.settings.move_timeout))
-            .map(|(ns, m)| (ns.name.clone(), m.target_key.clone(), m.lacking.clone()))
+            .filter_map(|(ns, m)| Some((ns.name.clone(), m.reported.clone()?)))
             .collect();
         // The same one each time, so the condition does not flap between namespaces.
         stalled.sort_by(|a, b| a.0.cmp(&b.0));
-        stalled.into_iter().next().map(|(_, k, l)| (k, l))
+        stalled.into_iter().next().map(|(_, reported)| reported)
     }
 }
 
@@ -260,14 +268,24 @@ mod tests {
     fn the_wait_is_timed_from_its_start() {
         let t0 = Instant::now();
         let timeout = Duration::from_secs(60);
-        let waiting = |k: &str| Some((k.to_string(), Lacking::NotApplied("Deployment web".into())));
-        let first = track(None, waiting("b"), t0).unwrap();
-        assert_eq!(first.since, t0);
-        assert!(!first.stalled(t0 + Duration::from_secs(59), timeout));
-        let later = track(Some(&first), waiting("c"), t0 + Duration::from_secs(30)).unwrap();
-        assert_eq!((later.since, later.target_key.as_str()), (t0, "c"), "the clock keeps running");
-        assert!(later.stalled(t0 + Duration::from_secs(60), timeout));
-        assert_eq!(track(Some(&later), None, t0 + Duration::from_secs(90)), None, "done: forgotten");
-        assert!(!first.stalled(t0, Duration::ZERO.saturating_add(Duration::from_secs(1))));
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        let lacking = Lacking::NotApplied("Deployment web".into());
+        let waiting = |k: &str| Some((k.to_string(), lacking.clone()));
+        let (first, changed) = track(None, waiting("b"), t0, timeout);
+        let first = first.unwrap();
+        assert_eq!((first.since, first.reported.clone(), changed), (t0, None, false), "a wait starts silently");
+        let (later, changed) = track(Some(&first), waiting("c"), at(30), timeout);
+        let later = later.unwrap();
+        assert_eq!((later.since, later.target_key.as_str(), changed), (t0, "c", false), "the clock keeps running");
+        let (stalled, changed) = track(Some(&later), waiting("c"), at(60), timeout);
+        let stalled = stalled.unwrap();
+        assert_eq!((stalled.reported.clone(), changed), (Some(("c".into(), lacking.clone())), true), "stalled: shown");
+        let (again, changed) = track(Some(&stalled), waiting("c"), at(62), timeout);
+        assert_eq!((again.unwrap().reported, changed), (Some(("c".into(), lacking.clone())), false), "shown once");
+        let other = Lacking::NotAvailable("Deployment web".into());
+        let (next, changed) = track(Some(&stalled), Some(("c".into(), other.clone())), at(64), timeout);
+        assert_eq!((next.unwrap().reported, changed), (Some(("c".into(), other)), true), "now lacks something else");
+        assert_eq!(track(Some(&stalled), None, at(90), timeout), (None, true), "done: forgotten, and shown so");
+        assert_eq!(track(Some(&first), None, at(10), timeout), (None, false), "never shown: nothing to take back");
     }
 }
