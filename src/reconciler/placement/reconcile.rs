@@ -16,7 +16,7 @@ use crate::apis::placement::v1alpha1::{Placement, PlacementSpec, PlacementStatus
 use crate::apis::sync::v1alpha1::{CONDITION_READY, SyncTarget, SyncedResourceState};
 use crate::kcp::paths::PathError;
 use crate::kcp::workspace::WorkspaceError;
-use crate::kcp::{ClusterKey, WorkspacePath};
+use crate::kcp::{ClusterKey, LogicalClusterName, WorkspacePath};
 
 /// What the scheduler sees of a SyncTarget; `needed` are the (group, kind)s of the objects in
 /// the namespaces to place, which a fresh target must report as `Syncing`.
@@ -156,6 +156,25 @@ fn location_failure(e: &PathError, has_assignments_there: bool) -> LocationFailu
     }
 }
 
+/// Whether `selected` (a Placement's tenant-writable `selectedTargets`) names a target of the
+/// workspace `path` that the Placement of `own` (at `own_path`) may use: one of `last_known`
+/// (the logical cluster `path` last resolved to) that is its own workspace's or consents to it
+/// (`consenting(target)`). Only then may a failed lookup of `path` say more than
+/// `WorkspaceNotAllowed`: a forged entry naming a workspace that never consented tells nothing.
+fn placed_there(
+    selected: &[SelectedTarget],
+    path: &WorkspacePath,
+    own: &LogicalClusterName,
+    last_known: Option<&LogicalClusterName>,
+    consenting: impl Fn(&ClusterKey) -> bool,
+) -> bool {
+    let Some(cluster) = last_known else { return false };
+    selected
+        .iter()
+        .filter(|t| t.workspace == path.as_str())
+        .any(|t| cluster == own || consenting(&ClusterKey::new(cluster.clone(), None, t.name.clone())))
+}
+
 /// The Placement's `locationSelector.workspace`, parsed; `None` means its own workspace.
 pub(super) fn location_path(spec: &PlacementSpec) -> Result<Option<WorkspacePath>, selector::Invalid> {
     let Some(text) = spec.location_selector.workspace.as_deref() else { return Ok(None) };
@@ -217,6 +236,20 @@ impl Controller {
         Ok(choice.requeue)
     }
 
+    /// See [`placed_there`].
+    fn placed_with_consent(
+        &self,
+        own: &LogicalClusterName,
+        own_path: &WorkspacePath,
+        path: &WorkspacePath,
+        current: &PlacementStatus,
+    ) -> bool {
+        let last_known = self.paths.last_known_cluster(path);
+        placed_there(&current.selected_targets, path, own, last_known.as_ref(), |k| {
+            self.targets.get(k).is_some_and(|t| consents(&t, own_path))
+        })
+    }
+
     /// Chooses targets for a Placement whose selectors are valid.
     async fn choose(
         &self,
@@ -231,7 +264,7 @@ impl Controller {
             Some(path) => match self.paths.cluster_of(&path).await {
                 Ok(cluster) => (path, cluster),
                 Err(e) => {
-                    let placed_there = current_status.selected_targets.iter().any(|t| t.workspace == path.as_str());
+                    let placed_there = self.placed_with_consent(&key.cluster, &own_path, &path, current_status);
                     // The operator's log tells the cases apart; the tenant's status does not.
                     tracing::debug!(workspace = %path, error = %e, placed_there, "location workspace not usable");
                     return match location_failure(&e, placed_there) {
@@ -372,6 +405,30 @@ mod tests {
         ];
         for (name, e, placed_there, want) in cases {
             assert_eq!(location_failure(&e, placed_there), want, "{name}");
+        }
+    }
+
+    /// A tenant can write `selectedTargets`; an entry counts as "placed there" only for a
+    /// workspace the manager has resolved and a target that takes this workspace's namespaces.
+    #[test]
+    fn placed_there_needs_a_known_workspace_and_consent() {
+        let lc = |s: &str| LogicalClusterName::new(s).unwrap();
+        let (own, shared, private) = (lc("own"), lc("shared"), lc("private"));
+        let path: WorkspacePath = "root:elsewhere".parse().unwrap();
+        let entry = |ws: &str, name: &str| SelectedTarget { workspace: ws.into(), name: name.into() };
+        let consenting = |k: &ClusterKey| k.cluster.as_str() == "shared" && k.name == "t";
+        // (name, selected, last known cluster of the path, placed there)
+        let cases = [
+            ("consenting target", vec![entry("root:elsewhere", "t")], Some(&shared), true),
+            ("own workspace", vec![entry("root:elsewhere", "x")], Some(&own), true),
+            ("never resolved", vec![entry("root:elsewhere", "t")], None, false),
+            ("forged: no consent", vec![entry("root:elsewhere", "t")], Some(&private), false),
+            ("forged: other target name", vec![entry("root:elsewhere", "u")], Some(&shared), false),
+            ("entry of another workspace", vec![entry("root:other", "t")], Some(&shared), false),
+            ("nothing selected", vec![], Some(&shared), false),
+        ];
+        for (name, selected, last_known, want) in cases {
+            assert_eq!(placed_there(&selected, &path, &own, last_known, consenting), want, "{name}");
         }
     }
 
