@@ -11,6 +11,7 @@ pub mod assign;
 pub mod consent;
 mod events;
 mod handover;
+mod location;
 mod namespaces;
 mod reconcile;
 pub mod schedule;

@@ -14,7 +14,8 @@ use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
 
-use super::reconcile::{consents, location_path};
+use super::location::location_path;
+use super::reconcile::consents;
 use super::{Controller, ReconcileError, assign, selector};
 use crate::apis::names::target_key;
 use crate::apis::placement::v1alpha1::SelectedTarget;
