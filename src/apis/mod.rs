@@ -7,6 +7,7 @@
 // duplicated attributes.
 #![allow(clippy::duplicated_attributes)]
 
+pub mod applied;
 pub mod condition;
 pub mod names;
 pub mod placement;

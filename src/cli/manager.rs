@@ -79,6 +79,13 @@ pub struct ManagerArgs {
     #[arg(long, env = "TMC_PLACEMENT_FAILOVER_GRACE", default_value = "2m", value_parser = parse_duration)]
     pub placement_failover_grace: Duration,
 
+    /// How long a namespace moving to a new SyncTarget may wait for that target's evidence
+    /// (every object applied, every Deployment available) before its Placement reports
+    /// `MoveStalled`. The namespace keeps its old target until the evidence arrives, however
+    /// long that takes; this only bounds how long the wait stays silent.
+    #[arg(long, env = "TMC_PLACEMENT_MOVE_TIMEOUT", default_value = "5m", value_parser = parse_duration)]
+    pub placement_move_timeout: Duration,
+
     /// Moves of namespaces off unhealthy or draining targets allowed per minute, for the
     /// Placements of each workspace (one tenant's moves never delay another's); further moves
     /// wait.
@@ -207,6 +214,7 @@ pub async fn run(args: ManagerArgs) -> Result<(), CliError> {
             workers: usize::from(args.workers),
             failover_grace: args.placement_failover_grace,
             max_evictions_per_minute: args.placement_max_evictions_per_minute,
+            move_timeout: args.placement_move_timeout,
             backoff: Backoff::default(),
         },
         syncer: EngineSettings {

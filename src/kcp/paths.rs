@@ -104,6 +104,13 @@ impl Paths {
         out
     }
 
+    /// The logical cluster `path` last resolved to, however long ago; `None` if it never did.
+    /// For callers that keep a decision made on it while a fresh lookup fails (the Placement
+    /// reconciler, for a location workspace that is not ready).
+    pub fn last_known_cluster(&self, path: &WorkspacePath) -> Option<LogicalClusterName> {
+        self.names.lock().expect("path cache poisoned").get(path.as_str()).map(|(name, _)| name.clone())
+    }
+
     fn remember(&self, name: &LogicalClusterName, path: &WorkspacePath) {
         let now = Instant::now();
         self.names.lock().expect("path cache poisoned").insert(path.to_string(), (name.clone(), now));

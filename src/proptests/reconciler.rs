@@ -202,6 +202,7 @@ proptest! {
             generation,
             previous: &previous,
             now,
+            held: None,
         };
         let s = placement_status::desired(&facts);
         let _ = placement_status::differs(&s, None);

@@ -18,6 +18,7 @@ mod hostile;
 mod install;
 mod leader;
 mod lifecycle;
+mod moves;
 mod ops;
 mod placement;
 mod prometheus;
@@ -139,6 +140,7 @@ fn all_tests() -> Vec<(&'static str, TestFn)> {
         placement::placement_fails_over_from_an_unreachable_cluster,
         placement::workload_selector_limits_what_is_synced,
         placement::placement_needs_targets_that_sync_the_namespaces_kinds,
+        moves::placement_move_waits_for_evidence_and_a_refusing_target_keeps_the_workload,
         lifecycle::deleting_a_synctarget_releases_its_objects,
         rbac::manager_runs_with_the_shipped_kcp_rbac,
         rbac::pull_mode_syncer_runs_with_exactly_the_manifest_rbac,
@@ -206,6 +208,9 @@ async fn setup() -> Result<World, String> {
             "3s",
             "--placement-failover-grace",
             "10s",
+            // Short, so the stalled-move test sees MoveStalled soon (see tests/e2e/moves.rs).
+            "--placement-move-timeout",
+            "15s",
             // The suite's clusters run on this machine; nothing else on loopback is allowed.
             "--cluster-address-allow",
             "127.0.0.1/32",

@@ -10,6 +10,8 @@
 pub mod assign;
 pub mod consent;
 mod events;
+mod handover;
+mod location;
 mod namespaces;
 mod reconcile;
 pub mod schedule;
@@ -49,6 +51,9 @@ pub struct Settings {
     pub failover_grace: Duration,
     /// Moves (failover and drain) allowed per minute, for the Placements of one workspace.
     pub max_evictions_per_minute: u32,
+    /// How long a moving namespace may wait for evidence from its new target before the
+    /// Placement says `MoveStalled` (it keeps its old target either way; see `handover`).
+    pub move_timeout: Duration,
     pub backoff: Backoff,
 }
 
@@ -86,6 +91,8 @@ pub struct Controller {
     fingerprints: Arc<Mutex<HashMap<ClusterKey, String>>>,
     /// When recent moves happened, per Placement workspace, for the eviction rate limit.
     evictions: Arc<Mutex<HashMap<LogicalClusterName, VecDeque<tokio::time::Instant>>>>,
+    /// Namespaces waiting for a new target's evidence before their old one goes.
+    moves: Arc<Mutex<HashMap<ClusterKey, handover::Move>>>,
     queue: Arc<WorkQueue<Key>>,
     /// How many of the three watches have listed once; work waits for all three.
     synced: tokio::sync::watch::Sender<usize>,
@@ -122,6 +129,7 @@ impl Controller {
             namespaces: Default::default(),
             fingerprints: Default::default(),
             evictions: Default::default(),
+            moves: Default::default(),
             synced: tokio::sync::watch::channel(0).0,
             settings,
         }

@@ -6,6 +6,7 @@
 //! `spec.allowedWorkspaces`. A Placement whose selector is invalid is stuck: its keys are
 //! frozen, so what it placed keeps running until the selector is fixed.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
@@ -13,7 +14,8 @@ use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
 
-use super::reconcile::{consents, is_ready, location_path, syncing_kinds};
+use super::location::location_path;
+use super::reconcile::consents;
 use super::{Controller, ReconcileError, assign, selector};
 use crate::apis::names::target_key;
 use crate::apis::placement::v1alpha1::SelectedTarget;
@@ -84,47 +86,29 @@ impl Controller {
         Ok(Some((target_key(&target_cluster, &t.name), target)))
     }
 
-    /// Whether the target `target` runs the kcp namespace `ns`: it is Ready, and its syncer has
-    /// put its finalizer on every object of the namespace it syncs (as far as the manager's
-    /// push-mode view of kcp holds them; a pull-mode target is judged by Ready alone).
-    fn runs(&self, target: &ClusterKey, tkey: &str, ns: &ClusterKey) -> bool {
-        let Some(t) = self.targets.get(target) else { return false };
-        if !is_ready(&t) {
-            return false;
-        }
-        let syncing = syncing_kinds(&t);
-        let finalizer = crate::syncer::engine::syncer_finalizer(tkey);
-        self.upstream
-            .assigned_keys(tkey)
-            .into_iter()
-            .filter(|k| k.key.cluster == ns.cluster && k.key.namespace.as_deref() == Some(ns.name.as_str()))
-            .filter_map(|k| Some((self.upstream.resource(k.resource?)?, self.upstream.object(k.resource?, &k.key)?)))
-            .filter(|(r, _)| syncing.contains(&(r.api.group.clone(), r.api.kind.clone())))
-            .filter(|(_, o)| o.metadata.deletion_timestamp.is_none())
-            .filter(|(_, o)| {
-                let labels = o.metadata.labels.clone().unwrap_or_default();
-                self.upstream.selects(&ns.cluster, &ns.name, tkey, &labels)
-            })
-            .filter(|(r, o)| {
-                let v = serde_json::to_value(o.as_ref()).unwrap_or_default();
-                crate::syncer::transform::skip_reason(&r.api.kind, &v).is_none()
-            })
-            .all(|(_, o)| o.metadata.finalizers.iter().flatten().any(|f| *f == finalizer))
-    }
-
     pub(super) async fn reconcile_namespace(&self, key: &ClusterKey) -> Result<Option<Duration>, ReconcileError> {
-        let Some(ns) = self.namespaces.get(key) else { return Ok(None) };
-        if ns.metadata.deletion_timestamp.is_some() {
+        let Some(ns) = self.namespaces.get(key).filter(|ns| ns.metadata.deletion_timestamp.is_none()) else {
+            self.note_move(key, None);
             return Ok(None);
-        }
+        };
         let labels = ns.metadata.labels.clone().unwrap_or_default();
         let annotations = ns.metadata.annotations.clone().unwrap_or_default();
         self.report_unconsented(key, &ns, &labels, &annotations).await;
         let Wanted { targets: desired, frozen } = self.wanted(&key.cluster, &labels).await?;
         let keys: BTreeSet<String> = desired.keys().cloned().collect();
+        // The first desired target that does not run the namespace yet, and what it lacks.
+        let lacking = RefCell::new(None);
         let plan = assign::plan(&labels, &annotations, &keys, &frozen, |k| {
-            desired.get(k).is_some_and(|(t, _)| self.runs(t, k, key))
+            let Some((t, _)) = desired.get(k) else { return false };
+            let verdict = self.runs(t, k, key);
+            if let Err(l) = &verdict {
+                lacking.borrow_mut().get_or_insert_with(|| (k.to_string(), l.clone()));
+            }
+            verdict.is_ok()
         });
+        if self.note_move(key, lacking.into_inner().filter(|_| plan.waiting)) {
+            self.enqueue_placements_of(&key.cluster);
+        }
         let requeue = plan.waiting.then_some(Duration::from_secs(2));
         // A frozen key's workload annotation is left alone: narrowing it to the valid
         // Placements' selections would take objects the stuck one placed off the target.

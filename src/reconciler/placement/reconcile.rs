@@ -1,7 +1,7 @@
 //! The Placement reconcile: validate its selectors, choose targets, write status. (The
 //! namespace reconcile, which writes the assignment labels, is in `namespaces.rs`.)
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use kube::Resource;
@@ -9,14 +9,13 @@ use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::core::ApiResource;
 use serde_json::json;
 
+use super::location::{LocationFailure, location_failure, location_path, placed_there};
 use super::schedule::{self, TargetView};
 use super::{Controller, FIELD_MANAGER, ReconcileError, selector, status};
 use crate::apis::condition::{ConditionStatus, condition_status};
 use crate::apis::placement::v1alpha1::{Placement, PlacementSpec, PlacementStatus, SelectedTarget};
 use crate::apis::sync::v1alpha1::{CONDITION_READY, SyncTarget, SyncedResourceState};
-use crate::kcp::paths::PathError;
-use crate::kcp::workspace::WorkspaceError;
-use crate::kcp::{ClusterKey, WorkspacePath};
+use crate::kcp::{ClusterKey, LogicalClusterName, WorkspacePath};
 
 /// What the scheduler sees of a SyncTarget; `needed` are the (group, kind)s of the objects in
 /// the namespaces to place, which a fresh target must report as `Syncing`.
@@ -67,13 +66,39 @@ struct Choice {
     deferred: usize,
     placed: i32,
     requeue: Option<Duration>,
+    held: Option<status::Held>,
 }
 
 impl Choice {
     /// Nothing chosen, for a reason that is not the tenant's to know more about.
     fn not_allowed(workspace: String) -> Self {
         let outcome = Ok(schedule::Outcome::WorkspaceNotAllowed);
-        Self { workspace, outcome, selected: vec![], not_ready: vec![], deferred: 0, placed: 0, requeue: None }
+        Self {
+            workspace,
+            outcome,
+            selected: vec![],
+            not_ready: vec![],
+            deferred: 0,
+            placed: 0,
+            requeue: None,
+            held: None,
+        }
+    }
+
+    /// The location workspace cannot be used right now, but the Placement has assignments
+    /// there: the status keeps them (so the namespace reconcile keeps the labels) and says why.
+    /// Retried while it lasts.
+    fn location_not_ready(workspace: String, current: &PlacementStatus) -> Self {
+        Self {
+            workspace,
+            outcome: Ok(schedule::Outcome::Scheduled),
+            selected: current.selected_targets.clone(),
+            not_ready: vec![],
+            deferred: 0,
+            placed: current.placed_namespaces.unwrap_or_default(),
+            requeue: Some(Duration::from_secs(5)),
+            held: Some(status::Held::LocationNotReady),
+        }
     }
 
     /// An invalid selector: the status keeps the earlier choice, so neither the Placement nor
@@ -87,30 +112,9 @@ impl Choice {
             deferred: 0,
             placed: current.placed_namespaces.unwrap_or_default(),
             requeue: None,
+            held: None,
         }
     }
-}
-
-/// Whether a failed lookup of the location workspace means "not there for you" rather than "try
-/// again". kcp answers a path under a missing parent with 403 or 404; a workspace not ready yet
-/// reads as missing too, so that its existence does not show. Anything else (kcp unreachable,
-/// 5xx) is transient: the reconcile fails and is retried, and the status stays as it was.
-fn location_absent(e: &PathError) -> bool {
-    match e {
-        PathError::Workspace(WorkspaceError::NotFound { .. } | WorkspaceError::NotReady(_)) => true,
-        PathError::Workspace(WorkspaceError::Invalid { .. }) => true,
-        PathError::Workspace(WorkspaceError::Api { source: kube::Error::Api(s), .. }) => matches!(s.code, 403 | 404),
-        _ => false,
-    }
-}
-
-/// The Placement's `locationSelector.workspace`, parsed; `None` means its own workspace.
-pub(super) fn location_path(spec: &PlacementSpec) -> Result<Option<WorkspacePath>, selector::Invalid> {
-    let Some(text) = spec.location_selector.workspace.as_deref() else { return Ok(None) };
-    text.parse().map(Some).map_err(|_| selector::Invalid {
-        field: "spec.locationSelector.workspace".into(),
-        problem: selector::Problem::WorkspacePath(selector::Shown::of(text)),
-    })
 }
 
 impl Controller {
@@ -136,6 +140,7 @@ impl Controller {
             generation: placement.metadata.generation,
             previous: &current.conditions,
             now: jiff::Timestamp::now(),
+            held: choice.held,
         });
         if !status::differs(&desired, Some(&current)) {
             return Ok(choice.requeue);
@@ -164,6 +169,20 @@ impl Controller {
         Ok(choice.requeue)
     }
 
+    /// See [`placed_there`].
+    fn placed_with_consent(
+        &self,
+        own: &LogicalClusterName,
+        own_path: &WorkspacePath,
+        path: &WorkspacePath,
+        current: &PlacementStatus,
+    ) -> bool {
+        let last_known = self.paths.last_known_cluster(path);
+        placed_there(&current.selected_targets, path, own, last_known.as_ref(), |k| {
+            self.targets.get(k).is_some_and(|t| consents(&t, own_path))
+        })
+    }
+
     /// Chooses targets for a Placement whose selectors are valid.
     async fn choose(
         &self,
@@ -177,12 +196,18 @@ impl Controller {
             None => (own_path.clone(), key.cluster.clone()),
             Some(path) => match self.paths.cluster_of(&path).await {
                 Ok(cluster) => (path, cluster),
-                Err(e) if location_absent(&e) => {
+                Err(e) => {
+                    let placed_there = self.placed_with_consent(&key.cluster, &own_path, &path, current_status);
                     // The operator's log tells the cases apart; the tenant's status does not.
-                    tracing::debug!(workspace = %path, error = %e, "location workspace not usable; WorkspaceNotAllowed");
-                    return Ok(Choice::not_allowed(path.to_string()));
+                    tracing::debug!(workspace = %path, error = %e, placed_there, "location workspace not usable");
+                    return match location_failure(&e, placed_there) {
+                        LocationFailure::NotAllowed => Ok(Choice::not_allowed(path.to_string())),
+                        LocationFailure::KeepAssignments => {
+                            Ok(Choice::location_not_ready(path.to_string(), current_status))
+                        }
+                        LocationFailure::Retry => Err(e.into()),
+                    };
                 }
-                Err(e) => return Err(e.into()),
             },
         };
         let foreign = loc_cluster != key.cluster;
@@ -234,6 +259,13 @@ impl Controller {
         let retry = (decision.deferred > 0).then_some(Duration::from_secs(10));
         let requeue = [decision.requeue_after, retry].into_iter().flatten().min();
         let placed = if selected.is_empty() { 0 } else { selected_namespaces.len() as i32 };
+        let keys: BTreeMap<String, &String> =
+            decision.selected.iter().map(|n| (crate::apis::names::target_key(&loc_cluster, n), n)).collect();
+        let held = self.stalled_move(&key.cluster, &selected_namespaces, &keys.keys().cloned().collect()).and_then(
+            |(k, lacking)| {
+                Some(status::Held::MoveStalled { target: keys.get(&k)?.to_string(), lacking: lacking.to_string() })
+            },
+        );
         Ok(Choice {
             workspace: loc_path.to_string(),
             outcome: Ok(decision.outcome),
@@ -242,6 +274,7 @@ impl Controller {
             deferred: decision.deferred,
             placed,
             requeue,
+            held,
         })
     }
 }
@@ -249,46 +282,6 @@ impl Controller {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Which failed lookups of a location workspace read as "not allowed" (and are written to
-    /// status) and which are transient (retried, the status kept as it was).
-    #[test]
-    fn missing_and_unreachable_workspaces() {
-        let path: WorkspacePath = "root:elsewhere".parse().unwrap();
-        let api = |code: u16| {
-            let status = kube::core::Status::failure("x", "y").with_code(code).boxed();
-            PathError::Workspace(WorkspaceError::Api { path: path.clone(), source: kube::Error::Api(status) })
-        };
-        let not_found =
-            WorkspaceError::NotFound { path: path.clone(), parent: "root".parse().unwrap(), name: "x".into() };
-        let cases = [
-            ("no such workspace", PathError::Workspace(not_found), true),
-            ("not ready yet", PathError::Workspace(WorkspaceError::NotReady(path.clone())), true),
-            ("parent missing: forbidden", api(403), true),
-            ("parent missing: not found", api(404), true),
-            ("kcp failing", api(503), false),
-            ("throttled", api(429), false),
-            (
-                "logical cluster unreadable",
-                PathError::Api { cluster: crate::kcp::LogicalClusterName::new("c").unwrap(), message: "x".into() },
-                false,
-            ),
-        ];
-        for (name, e, absent) in cases {
-            assert_eq!(location_absent(&e), absent, "{name}");
-        }
-    }
-
-    #[test]
-    fn a_location_path_that_does_not_parse_is_an_invalid_selector() {
-        let spec = |ws: Option<&str>| -> PlacementSpec {
-            serde_json::from_value(json!({"namespaceSelector": {}, "locationSelector": {"workspace": ws}})).unwrap()
-        };
-        assert_eq!(location_path(&spec(None)), Ok(None));
-        assert_eq!(location_path(&spec(Some("root:a"))).unwrap().unwrap().as_str(), "root:a");
-        let e = location_path(&spec(Some("Root::A"))).unwrap_err();
-        assert_eq!(e.field, "spec.locationSelector.workspace");
-    }
 
     #[test]
     fn a_fresh_target_must_sync_the_kinds_the_namespaces_use() {

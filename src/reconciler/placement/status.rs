@@ -30,6 +30,19 @@ pub struct Facts<'a> {
     pub generation: Option<i64>,
     pub previous: &'a [Condition],
     pub now: Timestamp,
+    /// Why the namespaces keep their current targets for now, if they do.
+    pub held: Option<Held>,
+}
+
+/// Why a Placement whose selectors are valid keeps what it placed instead of acting on its
+/// choice. Either one is shown only about a workspace the Placement already had assignments
+/// in, so it tells the tenant nothing new about other workspaces.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Held {
+    /// The location workspace is not ready, or resolving its path failed for a moment.
+    LocationNotReady,
+    /// A namespace has waited longer than the move timeout for `target` to run it.
+    MoveStalled { target: String, lacking: String },
 }
 
 /// Computes the status.
@@ -62,6 +75,26 @@ pub fn desired(f: &Facts<'_>) -> PlacementStatus {
                  targets, and nothing is added, moved or removed"
             ),
         ),
+    };
+    let (scheduled, reason, message) = match (&f.outcome, &f.held) {
+        (Ok(_), Some(Held::LocationNotReady)) => (
+            false,
+            "LocationWorkspaceNotReady",
+            format!(
+                "location workspace {} is not ready or could not be resolved; the namespaces placed there keep \
+                 their targets until it can be",
+                f.workspace
+            ),
+        ),
+        (Ok(_), Some(Held::MoveStalled { target, lacking })) => (
+            false,
+            "MoveStalled",
+            format!(
+                "moving to {target} waits: {lacking}; the namespaces keep running on their current targets, and \
+                 the move completes once {target} runs everything"
+            ),
+        ),
+        _ => (scheduled, reason, message),
     };
     let ready = if !scheduled {
         (false, reason, message.clone())
@@ -137,6 +170,7 @@ mod tests {
             generation: Some(3),
             previous: &[],
             now: "2026-01-01T00:00:00Z".parse().unwrap(),
+            held: None,
         }
     }
 
@@ -198,6 +232,31 @@ mod tests {
                 ("False", "InvalidSelector"),
             ),
         ];
+        let held = |f: Facts<'static>, held: Held| Facts { held: Some(held), ..f };
+        let stalled = Held::MoveStalled { target: "b".into(), lacking: "Deployment web is not available there".into() };
+        let cases = cases.into_iter().chain([
+            (
+                "location workspace not ready: what was placed stays",
+                held(facts(Ok(Outcome::Scheduled), &["a"], &[]), Held::LocationNotReady),
+                PlacementPhase::Bound,
+                ("False", "LocationWorkspaceNotReady"),
+                ("False", "LocationWorkspaceNotReady"),
+            ),
+            (
+                "move stalled",
+                held(facts(Ok(Outcome::Scheduled), &["b"], &[]), stalled.clone()),
+                PlacementPhase::Bound,
+                ("False", "MoveStalled"),
+                ("False", "MoveStalled"),
+            ),
+            (
+                "an invalid selector wins over a stalled move",
+                held(facts(Err(invalid()), &["b"], &[]), stalled),
+                PlacementPhase::Bound,
+                ("False", "InvalidSelector"),
+                ("False", "InvalidSelector"),
+            ),
+        ]);
         for (name, f, phase, ready, scheduled) in cases {
             let s = desired(&f);
             assert_eq!(s.phase, Some(phase), "{name}");

@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 mod apis;
+mod evidence;
 mod heartbeat;
 mod namespaces;
 mod status_up;
@@ -311,6 +312,7 @@ impl Engine {
             }
             if let Some(obj) = &upstream {
                 self.forget_status(&resource.api, key, obj).await?;
+                self.forget_evidence(&resource.api, key, obj).await?;
                 self.set_finalizer(&resource.api, key, obj, false).await?;
             }
             self.queue.add_after(
@@ -397,6 +399,7 @@ impl Engine {
             }
             tracing::info!(namespace = %dns, "applied downstream");
         }
+        self.record_evidence(&resource.api, key, &obj, &hash, current_view.as_ref()).await?;
         if resource.status_up
             && let Some(current) = current_view
             && self.status_up(&resource.api, key, &obj, &value, &current, &hash).await?

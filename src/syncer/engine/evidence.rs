@@ -1,0 +1,68 @@
+//! Evidence of a successful apply on the kcp object (see [`crate::apis::applied`]): written
+//! after the cluster accepted the object, read by the Placement reconciler before a moving
+//! namespace leaves its old target. One merge patch per object and target when the record
+//! changes (a new generation applied, a Deployment becoming available or not); none in a steady
+//! state.
+
+use kube::api::{DynamicObject, Patch, PatchParams};
+use kube::core::ApiResource;
+use serde_json::{Value, json};
+
+use super::{Engine, SPEC_HASH_ANNOTATION, SyncError, api_err};
+use crate::apis::applied::{Applied, applied_annotation};
+use crate::kcp::ClusterKey;
+use crate::server::metrics::SyncOp;
+
+impl Engine {
+    /// Records that the cluster holds `obj` as applied with `hash`; `downstream` is the status
+    /// view of the cluster's copy, if known. Call only after a successful apply (or a copy found
+    /// to match).
+    pub(super) async fn record_evidence(
+        &self,
+        resource: &ApiResource,
+        key: &ClusterKey,
+        obj: &DynamicObject,
+        hash: &str,
+        downstream: Option<&Value>,
+    ) -> Result<(), SyncError> {
+        let record = Applied::new(&resource.kind, obj.metadata.generation, hash, downstream, SPEC_HASH_ANNOTATION);
+        let annotation = applied_annotation(&self.target_key);
+        let current = obj.metadata.annotations.as_ref().and_then(|a| a.get(&annotation));
+        if current.and_then(|c| Applied::decode(c)).as_ref() == Some(&record) {
+            return Ok(());
+        }
+        self.patch_evidence(resource, key, json!({ annotation: record.encode() })).await
+    }
+
+    /// Removes this target's evidence once it no longer runs the object, so that a later
+    /// assignment to it starts without any.
+    pub(super) async fn forget_evidence(
+        &self,
+        resource: &ApiResource,
+        key: &ClusterKey,
+        obj: &DynamicObject,
+    ) -> Result<(), SyncError> {
+        let annotation = applied_annotation(&self.target_key);
+        if !obj.metadata.annotations.as_ref().is_some_and(|a| a.contains_key(&annotation)) {
+            return Ok(());
+        }
+        self.patch_evidence(resource, key, json!({ annotation: null })).await
+    }
+
+    async fn patch_evidence(
+        &self,
+        resource: &ApiResource,
+        key: &ClusterKey,
+        annotations: Value,
+    ) -> Result<(), SyncError> {
+        let api = self.upstream_api(resource, key);
+        let patch = json!({ "metadata": { "annotations": annotations } });
+        let written = api.patch(&key.name, &PatchParams::default(), &Patch::Merge(&patch)).await;
+        self.telemetry.op(&resource.plural, SyncOp::Status, super::telemetry::done_or_gone(&written));
+        match written {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+            Err(e) => Err(api_err("record apply evidence")(e)),
+        }
+    }
+}
