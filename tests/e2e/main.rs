@@ -23,6 +23,7 @@ mod placement;
 mod prometheus;
 mod rbac;
 mod status;
+mod stranded;
 mod syncer;
 mod synctarget;
 
@@ -104,6 +105,8 @@ fn all_tests() -> Vec<(&'static str, TestFn)> {
         install::endpoint_follows_bindings_and_schema_upgrades,
         install::crds_command_prints_both_crds,
         synctarget::pull_mode_target_waits_for_syncer,
+        stranded::finalizers_of_targets_gone_while_down_are_released_at_start,
+        stranded::deletion_times_out_when_the_targets_syncer_cannot_run,
         synctarget::same_name_in_two_workspaces_reconciled_independently,
         synctarget::heartbeat_flips_and_recovers,
         synctarget::bad_kubeconfig_secrets_are_named,

@@ -90,6 +90,11 @@ impl Controller {
                 let heartbeat = status["lastSyncTime"].as_str().and_then(|t| t.parse::<jiff::Timestamp>().ok());
                 sweep::pull_syncer(heartbeat, now, self.settings.heartbeat_threshold)
             };
+            // Named for the Event a timed-out release publishes on the object.
+            let state = match state {
+                Syncer::Absent(why) => Syncer::Absent(format!("SyncTarget {} in {}: {why}", key.name, key.cluster)),
+                acting => acting,
+            };
             out.insert(target_key(&key.cluster, &key.name), state);
         }
         out
@@ -188,7 +193,7 @@ impl Controller {
         let Some(resource) = self.syncers.upstream().resource(index) else { return };
         for (tkey, why) in timed_out {
             let note = format!(
-                "target {tkey} could not delete its copy within {timeout:?} ({why}); the finalizer is released and the copy may remain in its cluster"
+                "{why}; no syncer deleted its copy within {timeout:?}, so the finalizer of target {tkey} is released and the copy may remain in its cluster"
             );
             self.events.warn(&key.cluster, &resource.api, obj, "DownstreamOrphaned", note).await;
         }
