@@ -6,8 +6,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::kcp::LogicalClusterName;
 use crate::kcp::paths::Resolution;
+use crate::kcp::{ClusterKey, LogicalClusterName};
 
 /// The consent of one target as last decided.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -45,6 +45,40 @@ pub fn decide(previous: Option<&Resolved>, outcomes: Vec<(String, Resolution)>) 
         }
     }
     next
+}
+
+impl super::Controller {
+    /// The logical clusters of the target's allowed workspaces, keeping the last answer for a
+    /// path kcp cannot resolve just now (see the module docs). A Warning Event
+    /// `AllowedWorkspaceUnresolved` on the SyncTarget names such paths when they first fail.
+    pub(super) async fn allowed_clusters(&self, key: &ClusterKey, paths: &[String]) -> BTreeSet<LogicalClusterName> {
+        let outcomes = self.paths.resolve_each(paths).await;
+        let (next, newly) = {
+            let mut all = self.consent.lock().expect("consent poisoned");
+            let previous = all.get(key);
+            let next = decide(previous, outcomes);
+            let newly: Vec<String> = next
+                .unresolved
+                .iter()
+                .filter(|(p, _)| previous.is_none_or(|prev| !prev.unresolved.contains_key(*p)))
+                .map(|(p, why)| {
+                    let kept = next.clusters.get(p).map_or("not granted yet".to_string(), |c| format!("kept as {c}"));
+                    format!("{p} ({kept}): {why}")
+                })
+                .collect();
+            all.insert(key.clone(), next.clone());
+            (next, newly)
+        };
+        if !newly.is_empty()
+            && let Some(raw) = self.cache.get(key)
+        {
+            let note = format!("allowed workspaces not resolved, last answer kept: {}", newly.join("; "));
+            tracing::warn!(target = %key, %note, "allowed workspace unresolved");
+            let kind = (kube::runtime::events::EventType::Warning, "Reconcile");
+            self.events.publish(&key.cluster, &super::resource(), &raw, kind, "AllowedWorkspaceUnresolved", note).await;
+        }
+        next.allowed()
+    }
 }
 
 #[cfg(test)]

@@ -388,42 +388,6 @@ impl Controller {
         })
     }
 
-    /// The logical clusters of the target's allowed workspaces, keeping the last answer for a
-    /// path kcp cannot resolve just now (see [`consent`]). A Warning Event
-    /// `AllowedWorkspaceUnresolved` on the SyncTarget names such paths when they first fail.
-    async fn allowed_clusters(
-        &self,
-        key: &ClusterKey,
-        paths: &[String],
-    ) -> std::collections::BTreeSet<LogicalClusterName> {
-        let outcomes = self.paths.resolve_each(paths).await;
-        let (next, newly) = {
-            let mut all = self.consent.lock().expect("consent poisoned");
-            let previous = all.get(key);
-            let next = consent::decide(previous, outcomes);
-            let newly: Vec<String> = next
-                .unresolved
-                .iter()
-                .filter(|(p, _)| previous.is_none_or(|prev| !prev.unresolved.contains_key(*p)))
-                .map(|(p, why)| {
-                    let kept = next.clusters.get(p).map_or("not granted yet".to_string(), |c| format!("kept as {c}"));
-                    format!("{p} ({kept}): {why}")
-                })
-                .collect();
-            all.insert(key.clone(), next.clone());
-            (next, newly)
-        };
-        if !newly.is_empty()
-            && let Some(raw) = self.cache.get(key)
-        {
-            let note = format!("allowed workspaces not resolved, last answer kept: {}", newly.join("; "));
-            tracing::warn!(target = %key, %note, "allowed workspace unresolved");
-            let kind = (kube::runtime::events::EventType::Warning, "Reconcile");
-            self.events.publish(&key.cluster, &resource(), &raw, kind, "AllowedWorkspaceUnresolved", note).await;
-        }
-        next.allowed()
-    }
-
     async fn reconcile(&self, key: &ClusterKey) -> Result<Option<Duration>, ReconcileError> {
         let Some(raw) = self.cache.get(key) else {
             // Deleted: its syncer stops, kcp objects are released from it, and its series go,
