@@ -25,7 +25,6 @@ use tokio_util::sync::CancellationToken;
 use super::Controller;
 use super::sweep::{self, Syncer, Verdict};
 use crate::apis::names::target_key;
-use crate::apis::sync::v1alpha1::CONDITION_READY;
 use crate::kcp::ClusterKey;
 
 /// The SyncTarget controllers of every endpoint this manager serves, so that each endpoint's
@@ -81,11 +80,7 @@ impl Controller {
             let Some(raw) = self.cache.get(&key) else { continue };
             let status = &raw.data["status"];
             let state = if raw.data["spec"]["kubeconfigSecretRef"].is_object() {
-                let ready =
-                    status["conditions"].as_array().into_iter().flatten().find(|c| c["type"] == CONDITION_READY);
-                let why = ready.and_then(|c| c["message"].as_str()).unwrap_or("no usable kubeconfig");
-                let running = self.syncers.running(&key);
-                sweep::push_syncer(running == Some(true), (running == Some(false)).then_some(why))
+                sweep::push_syncer(self.syncers.running(&key))
             } else {
                 let heartbeat = status["lastSyncTime"].as_str().and_then(|t| t.parse::<jiff::Timestamp>().ok());
                 sweep::pull_syncer(heartbeat, now, self.settings.heartbeat_threshold)
@@ -105,26 +100,20 @@ impl Controller {
     pub(super) async fn sweep_finalizers(self, endpoints: Endpoints, cancel: CancellationToken) {
         let interval = self.settings.finalizer_sweep_interval;
         // Targets deleted while the manager was down left no syncer to ask for their
-        // resources: the defaults are watched so their markers are seen.
+        // resources: the defaults are watched (a failed start is retried each pass), and a
+        // pass waits until their views have listed, so a restart sweeps as soon as it can.
         let upstream = self.syncers.upstream();
-        let mut watched = vec![];
-        for resource in crate::syncer::resources::default_resources() {
-            match upstream.ensure(&resource).await {
-                Ok(index) => watched.push(index),
-                Err(e) => {
-                    tracing::debug!(resource = %resource.api.plural, error = %e.message, "finalizer sweeper: resource not watched")
+        loop {
+            let mut listed = true;
+            for resource in crate::syncer::resources::default_resources() {
+                match upstream.ensure(&resource).await {
+                    Ok(index) => listed &= upstream.synced(index),
+                    Err(e) => {
+                        tracing::debug!(resource = %resource.api.plural, error = %e.message, "finalizer sweeper: resource not watched")
+                    }
                 }
             }
-        }
-        // The first sweep waits for those views to list, so a restart sweeps at once.
-        while !watched.iter().all(|i| upstream.synced(*i)) {
-            tokio::select! {
-                _ = cancel.cancelled() => return,
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-            }
-        }
-        loop {
-            let next = match endpoints.known() {
+            let next = match endpoints.known().filter(|_| listed) {
                 None => Duration::from_secs(1),
                 Some(known) => self.sweep_once(&known).await.map_or(interval, |wait| wait.min(interval)),
             };
