@@ -1,7 +1,10 @@
 //! Nothing stranded: syncer finalizers whose owner is gone, or whose owner's syncer cannot run,
 //! are released by the manager's finalizer sweeper. Each test runs a manager of its own (beside
 //! the shared one) and asserts on kcp's own evidence: the finalizers list, the object gone, the
-//! Event, and the manager's log naming the release.
+//! Event, and the manager's log naming the release. They run alone (serial): a manager's sweeper
+//! looks at every bound workspace, so two of these managers side by side would release each
+//! other's objects. Each manager gets the shared one's heartbeat settings, so that the two
+//! compute the same SyncTarget status and do not overwrite each other's.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,13 +17,21 @@ use crate::env::{TestResult, Tmc, eventually};
 use crate::syncer::{
     assigned_namespace, downstream_get, downstream_ns, events, register, upstream_get, wait_downstream,
 };
-use crate::{PROVIDER, TENANT_A, World, ensure};
+use crate::{HEARTBEAT_THRESHOLD, PROVIDER, TENANT_A, World, ensure};
 
 const WAIT: Duration = Duration::from_secs(90);
 
 fn own_manager(w: &World, name: &str, extra: &[&str]) -> (Tmc, std::path::PathBuf) {
     let log = w.kcp.dir.path().join(format!("{name}.log"));
-    let mut args = vec!["--cluster-address-allow", "127.0.0.1/32"];
+    let threshold = format!("{}s", HEARTBEAT_THRESHOLD.as_secs());
+    let mut args = vec![
+        "--cluster-address-allow",
+        "127.0.0.1/32",
+        "--heartbeat-threshold",
+        &threshold,
+        "--syncer-heartbeat-interval",
+        "1s",
+    ];
     args.extend(extra);
     (Tmc::manager(&w.kcp.kubeconfig.display().to_string(), PROVIDER, &args, log.clone()).process, log)
 }
