@@ -132,6 +132,9 @@ async fn run_controllers(
     ));
     // Ready once the endpoint slice was read and every endpoint's controllers have listed.
     let synced: SyncedChecks = Default::default();
+    // Every endpoint's SyncTarget controller, so each finalizer sweeper judges target keys
+    // against all shards (a cross-workspace object may hold another shard's target's finalizer).
+    let sweep_endpoints = synctarget::sweeper::Endpoints::new(listed.clone());
     tokio::spawn(report_readiness(config.readiness.clone(), listed, synced.clone(), cancel.child_token()));
     let mut running: HashMap<String, (CancellationToken, JoinHandle<()>)> = HashMap::new();
     loop {
@@ -143,6 +146,7 @@ async fn run_controllers(
             );
         }
         synced.lock().expect("readiness checks poisoned").retain(|url, _| urls.contains(url));
+        sweep_endpoints.set_urls(&urls);
         running.retain(|url, (stop, _)| {
             let keep = urls.contains(url);
             if !keep {
@@ -182,7 +186,9 @@ async fn run_controllers(
                         syncers,
                         paths.clone(),
                         config.metrics.clone(),
-                    );
+                    )
+                    .with_sweeper(sweep_endpoints.clone());
+                    sweep_endpoints.insert(url, controller.clone());
                     let (st, pl) = (controller.clone(), placements.clone());
                     let check: SyncedCheck = Box::new(move || st.is_synced() && pl.is_synced());
                     synced.lock().expect("readiness checks poisoned").insert(url_for_check, check);

@@ -34,9 +34,17 @@ pub struct ManagerArgs {
 
     /// How long a deleted kcp object waits for its copy to be deleted from an unreachable cluster
     /// before its finalizer is released anyway (an Event records the orphan, which is deleted
-    /// when the cluster is reachable again).
+    /// when the cluster is reachable again). Also applies when the target's syncer cannot run
+    /// (push mode without a usable kubeconfig, pull mode with a stale heartbeat): the finalizer
+    /// sweeper releases such objects, and the copy may then remain in the cluster.
     #[arg(long, env = "TMC_SYNCER_DELETION_TIMEOUT", default_value = "5m", value_parser = parse_duration)]
     pub syncer_deletion_timeout: Duration,
+
+    /// How often the manager looks for syncer finalizers of SyncTargets that no longer exist
+    /// (and for deleted objects whose target's syncer cannot run) and releases them. It also
+    /// looks once at start, as soon as its caches have synced.
+    #[arg(long, env = "TMC_FINALIZER_SWEEP_INTERVAL", default_value = "5m", value_parser = parse_duration)]
+    pub finalizer_sweep_interval: Duration,
 
     /// Requests each push-mode syncer may start per second against its cluster, so that a
     /// restart or a burst cannot storm a cluster's API server.
@@ -173,6 +181,9 @@ pub async fn run(args: ManagerArgs) -> Result<(), CliError> {
     if args.heartbeat_threshold.is_zero() {
         return Err(CliError::Failed("--heartbeat-threshold must be greater than zero".into()));
     }
+    if args.finalizer_sweep_interval.is_zero() {
+        return Err(CliError::Failed("--finalizer-sweep-interval must be greater than zero".into()));
+    }
     if args.syncer_heartbeat_interval.is_zero() {
         return Err(CliError::Failed("--syncer-heartbeat-interval must be greater than zero".into()));
     }
@@ -209,6 +220,7 @@ pub async fn run(args: ManagerArgs) -> Result<(), CliError> {
             kubeconfig_policy: crate::syncer::credentials::Policy {
                 allow_insecure_tls: args.allow_insecure_cluster_tls,
             },
+            finalizer_sweep_interval: args.finalizer_sweep_interval,
         },
         placement: placement::Settings {
             workers: usize::from(args.workers),

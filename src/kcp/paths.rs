@@ -6,7 +6,7 @@
 //! `kcp.io/path` annotation of the workspace's `LogicalCluster` named `cluster`. Answers are
 //! cached for a short while (paths change only when a workspace is moved).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -28,6 +28,29 @@ pub enum PathError {
     Api { cluster: LogicalClusterName, message: String },
     #[error("the LogicalCluster of {0} has no valid kcp.io/path annotation")]
     NoPath(LogicalClusterName),
+}
+
+impl PathError {
+    /// Whether kcp said the path does not (or cannot) name a workspace: it does not exist, or is
+    /// invalid. Anything else (kcp unreachable, timeouts, 5xx, 403, a workspace not ready yet)
+    /// says nothing about the path, and must not count as its absence.
+    pub fn is_authoritative(&self) -> bool {
+        match self {
+            PathError::Workspace(WorkspaceError::NotFound { .. } | WorkspaceError::Invalid { .. }) => true,
+            PathError::Workspace(WorkspaceError::Api { source: kube::Error::Api(s), .. }) => s.code == 404,
+            _ => false,
+        }
+    }
+}
+
+/// How one workspace path resolved.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Resolution {
+    Resolved(LogicalClusterName),
+    /// It names no workspace (does not exist, or is not a valid path), and why.
+    Gone(String),
+    /// kcp could not say (unreachable, failing, not ready yet), and why.
+    Unknown(String),
 }
 
 type Cached<V> = Arc<Mutex<HashMap<String, (V, Instant)>>>;
@@ -84,22 +107,21 @@ impl Paths {
         Ok(path)
     }
 
-    /// The logical clusters of the workspaces `paths` (a SyncTarget's `allowedWorkspaces`:
-    /// the consent its syncer enforces). A path that does not resolve (yet) is left out and
-    /// logged; the caller asks again on its next reconcile.
-    pub async fn clusters_of(&self, paths: &[String]) -> BTreeSet<LogicalClusterName> {
-        let mut out = BTreeSet::new();
+    /// How each of `paths` (a SyncTarget's `allowedWorkspaces`: the consent its syncer
+    /// enforces) resolves now, telling a path that is authoritatively gone from one kcp could
+    /// not answer for (see [`PathError::is_authoritative`]).
+    pub async fn resolve_each(&self, paths: &[String]) -> Vec<(String, Resolution)> {
+        let mut out = Vec::with_capacity(paths.len());
         for path in paths {
-            let resolved = match path.parse::<WorkspacePath>() {
-                Ok(p) => self.cluster_of(&p).await.map_err(|e| e.to_string()),
-                Err(e) => Err(e.to_string()),
+            let resolution = match path.parse::<WorkspacePath>() {
+                Err(e) => Resolution::Gone(e.to_string()),
+                Ok(p) => match self.cluster_of(&p).await {
+                    Ok(cluster) => Resolution::Resolved(cluster),
+                    Err(e) if e.is_authoritative() => Resolution::Gone(e.to_string()),
+                    Err(e) => Resolution::Unknown(e.to_string()),
+                },
             };
-            match resolved {
-                Ok(cluster) => {
-                    out.insert(cluster);
-                }
-                Err(e) => tracing::debug!(workspace = %path, error = %e, "allowed workspace not resolved"),
-            }
+            out.push((path.clone(), resolution));
         }
         out
     }
@@ -115,5 +137,41 @@ impl Paths {
         let now = Instant::now();
         self.names.lock().expect("path cache poisoned").insert(path.to_string(), (name.clone(), now));
         self.paths.lock().expect("path cache poisoned").insert(name.to_string(), (path.clone(), now));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn authoritative_errors() {
+        let path: WorkspacePath = "root:a".parse().unwrap();
+        let api = |code: u16| {
+            PathError::Workspace(WorkspaceError::Api {
+                path: path.clone(),
+                source: kube::Error::Api(kube::core::Status::failure("x", "y").with_code(code).boxed()),
+            })
+        };
+        let rows: Vec<(PathError, bool)> = vec![
+            (
+                PathError::Workspace(WorkspaceError::NotFound {
+                    path: path.clone(),
+                    parent: "root".parse().unwrap(),
+                    name: "a".into(),
+                }),
+                true,
+            ),
+            (PathError::Workspace(WorkspaceError::Invalid { path: path.clone(), message: "bad".into() }), true),
+            (PathError::Workspace(WorkspaceError::NotReady(path.clone())), false),
+            (api(404), true),
+            (api(403), false),
+            (api(500), false),
+            (api(503), false),
+            (api(429), false),
+        ];
+        for (error, want) in rows {
+            assert_eq!(error.is_authoritative(), want, "{error}");
+        }
     }
 }

@@ -24,6 +24,7 @@ mod placement;
 mod prometheus;
 mod rbac;
 mod status;
+mod stranded;
 mod syncer;
 mod synctarget;
 
@@ -93,6 +94,9 @@ fn serial_tests() -> Vec<(&'static str, TestFn)> {
         hostile::memory::unplaced_secrets_do_not_grow_the_manager,
         hostile::address::huge_answer_is_cut_off,
         hostile::secrets::secret_material_never_reaches_logs_events_conditions_or_metrics,
+        // Their managers sweep every bound workspace: alone, the release is the new manager's.
+        stranded::finalizers_of_targets_gone_while_down_are_released_at_start,
+        stranded::deletion_times_out_when_the_targets_syncer_cannot_run,
     ]
 }
 

@@ -6,8 +6,11 @@
 //! and parsed per reconcile, so one malformed object gets an `InvalidSpec` condition instead of
 //! breaking the watch for everyone.
 
+pub mod consent;
 pub mod kubeconfig;
 pub mod status;
+pub mod sweep;
+pub mod sweeper;
 pub mod syncers;
 
 use std::collections::{HashMap, HashSet};
@@ -56,6 +59,9 @@ pub struct Settings {
     pub backoff: Backoff,
     /// What tenant kubeconfigs may carry beyond inline credentials over verified TLS.
     pub kubeconfig_policy: crate::syncer::credentials::Policy,
+    /// How often the finalizer sweeper looks for markers of targets that are gone
+    /// (`--finalizer-sweep-interval`).
+    pub finalizer_sweep_interval: Duration,
 }
 
 /// Errors of one reconcile; the key is retried with backoff.
@@ -94,6 +100,10 @@ pub struct Controller {
     events: crate::syncer::events::Events,
     /// Set once the SyncTarget watch has listed (readiness).
     synced: Arc<std::sync::atomic::AtomicBool>,
+    /// Every endpoint's controller, for the finalizer sweeper (none: no sweeper runs).
+    endpoints: Option<sweeper::Endpoints>,
+    /// The last resolution of each target's allowed workspace paths (see [`consent`]).
+    consent: Arc<Mutex<HashMap<ClusterKey, consent::Resolved>>>,
 }
 
 fn resource() -> ApiResource {
@@ -121,7 +131,16 @@ impl Controller {
             paths,
             secret_versions: Default::default(),
             read_secrets: Default::default(),
+            endpoints: None,
+            consent: Default::default(),
         }
+    }
+
+    /// Runs the finalizer sweeper beside the reconciler, judging target keys against every
+    /// controller registered in `endpoints` (this one included).
+    pub fn with_sweeper(mut self, endpoints: sweeper::Endpoints) -> Self {
+        self.endpoints = Some(endpoints);
+        self
     }
 
     /// Whether the SyncTarget watch has listed once (readiness).
@@ -143,6 +162,9 @@ impl Controller {
                     queue.add(key);
                 }
             });
+        }
+        if let Some(endpoints) = self.endpoints.clone() {
+            tasks.spawn(self.clone().sweep_finalizers(endpoints, cancel.clone()));
         }
         for _ in 0..self.settings.workers.max(1) {
             tasks.spawn(self.clone().work());
@@ -337,7 +359,7 @@ impl Controller {
             return Ok(Credentials::Problem { reason: REASON_ADDRESS_REFUSED, message: refused.to_string() });
         }
         let apis = crate::syncer::resources::wanted_apis(&target.spec.supported_apis);
-        let allowed = self.paths.clusters_of(&target.spec.allowed_workspaces).await;
+        let allowed = self.allowed_clusters(key, &target.spec.allowed_workspaces).await;
         if let Err(why) = self.syncers.ensure(key, &inline, apis, allowed) {
             self.syncers.stop(key);
             return Ok(Credentials::Problem {
@@ -372,6 +394,7 @@ impl Controller {
             // so it does not linger as a never-ready target. A release that found objects looks
             // again shortly, in case a write of the stopping syncer was still in flight.
             let released = self.syncers.release(key).await.map_err(ReconcileError::Release)?;
+            self.consent.lock().expect("consent poisoned").remove(key);
             self.metrics.remove_target(&target_key(&key.cluster, &key.name));
             return Ok((released > 0).then_some(Duration::from_secs(5)));
         };

@@ -2,7 +2,7 @@
 //! `kubeconfigSecretRef` holds a usable kubeconfig. Started when the credentials load,
 //! restarted when the kubeconfig changes, stopped when they break or the target is deleted.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::{mpsc, watch};
@@ -35,6 +35,9 @@ pub struct Supervisor {
     /// The address policy and response bound every push-mode client is built with.
     access: ClusterAccess,
     running: Arc<Mutex<HashMap<ClusterKey, Running>>>,
+    /// Push-mode targets a reconcile decided to run no syncer for (credentials missing or
+    /// refused): the finalizer sweeper applies the deletion timeout to their objects.
+    stopped: Arc<Mutex<HashSet<ClusterKey>>>,
     parent: CancellationToken,
     /// Keys whose syncer's probe result changed, for the SyncTarget reconciler to look again.
     changes: mpsc::UnboundedSender<ClusterKey>,
@@ -51,6 +54,7 @@ impl Supervisor {
             settings,
             access,
             running: Default::default(),
+            stopped: Default::default(),
             parent,
             changes,
             changes_rx: Arc::new(Mutex::new(Some(rx))),
@@ -62,6 +66,25 @@ impl Supervisor {
     /// against the same policy before a syncer starts).
     pub fn access(&self) -> &ClusterAccess {
         &self.access
+    }
+
+    /// The shared view of kcp the syncers (and the finalizer sweeper) read.
+    pub fn upstream(&self) -> &Upstream {
+        &self.upstream
+    }
+
+    /// How long a deleted kcp object waits for a syncer that cannot delete its copy.
+    pub fn deletion_timeout(&self) -> std::time::Duration {
+        self.settings.deletion_timeout
+    }
+
+    /// Whether a syncer for `key` runs here (`Some(true)`), was stopped by a reconcile
+    /// (`Some(false)`), or neither has happened since the manager started (`None`).
+    pub fn running(&self, key: &ClusterKey) -> Option<bool> {
+        if self.running.lock().expect("supervisor poisoned").contains_key(key) {
+            return Some(true);
+        }
+        self.stopped.lock().expect("supervisor poisoned").contains(key).then_some(false)
     }
 
     /// The stream of SyncTarget keys whose syncer's view of its cluster changed (taken once).
@@ -86,6 +109,7 @@ impl Supervisor {
         allowed: BTreeSet<LogicalClusterName>,
     ) -> Result<(), String> {
         let hash = credentials.fingerprint();
+        self.stopped.lock().expect("supervisor poisoned").remove(key);
         if let Some(running) = self.running.lock().expect("supervisor poisoned").get(key)
             && running.credentials == hash
         {
@@ -143,34 +167,13 @@ impl Supervisor {
     /// many objects were released; a failed write is an error, and the caller retries.
     pub async fn release(&self, key: &ClusterKey) -> Result<usize, kube::Error> {
         self.stop(key);
-        let target_key = crate::syncer::naming::target_key(&key.cluster, &key.name);
-        let finalizer = crate::syncer::engine::syncer_finalizer(&target_key);
-        let annotation = crate::syncer::status::status_annotation(&target_key);
-        let held = self.upstream.find(|o| {
-            o.metadata.finalizers.iter().flatten().any(|f| *f == finalizer)
-                || o.metadata.annotations.as_ref().is_some_and(|a| a.contains_key(&annotation))
-        });
+        // Gone, not stopped: the sweeper treats a key no SyncTarget has as orphaned.
+        self.stopped.lock().expect("supervisor poisoned").remove(key);
+        let target_key = crate::apis::names::target_key(&key.cluster, &key.name);
+        let keys = BTreeSet::from([target_key.clone()]);
+        let held = self.upstream.find(|o| super::sweep::marker_keys(&o.metadata).contains(&target_key));
         for (index, object_key, obj) in &held {
-            let Some(resource) = self.upstream.resource(*index) else { continue };
-            let client = self.upstream.clients.cluster(&object_key.cluster);
-            let api: kube::Api<kube::api::DynamicObject> =
-                kube::Api::namespaced_with(client, object_key.namespace.as_deref().unwrap_or_default(), &resource.api);
-            let finalizers: Vec<&String> =
-                obj.metadata.finalizers.iter().flatten().filter(|f| **f != finalizer).collect();
-            // resourceVersion makes it a compare-and-swap; a conflict is retried from a fresher cache.
-            let patch = serde_json::json!({ "metadata": {
-                "finalizers": finalizers,
-                "annotations": { annotation.as_str(): null },
-                "resourceVersion": obj.metadata.resource_version,
-            } });
-            match api
-                .patch(&object_key.name, &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch))
-                .await
-            {
-                Ok(_) => {}
-                Err(kube::Error::Api(s)) if s.code == 404 => {}
-                Err(e) => return Err(e),
-            }
+            release_markers(&self.upstream, *index, object_key, obj, &keys).await?;
         }
         if !held.is_empty() {
             tracing::info!(target = %key, objects = held.len(), "SyncTarget deleted: released its finalizers");
@@ -187,9 +190,44 @@ impl Supervisor {
 
     /// Stops the syncer of `key`, if one runs.
     pub fn stop(&self, key: &ClusterKey) {
+        self.stopped.lock().expect("supervisor poisoned").insert(key.clone());
         if let Some(r) = self.running.lock().expect("supervisor poisoned").remove(key) {
             tracing::info!(target = %key, "stopping syncer");
             r.cancel.cancel();
         }
+    }
+}
+
+/// Takes the syncer finalizers and per-target status annotations of `target_keys` off the kcp
+/// object `obj` (slot `index` of `upstream`). The patch carries the cached resourceVersion, so
+/// it is a compare-and-swap: a conflict is an error and the caller retries from a fresher
+/// cache. An object already gone counts as released.
+pub async fn release_markers(
+    upstream: &Upstream,
+    index: usize,
+    key: &ClusterKey,
+    obj: &kube::api::DynamicObject,
+    target_keys: &BTreeSet<String>,
+) -> Result<(), kube::Error> {
+    let Some(resource) = upstream.resource(index) else { return Ok(()) };
+    let client = upstream.clients.cluster(&key.cluster);
+    let api: kube::Api<kube::api::DynamicObject> = match key.namespace.as_deref() {
+        Some(ns) => kube::Api::namespaced_with(client, ns, &resource.api),
+        None => kube::Api::all_with(client, &resource.api),
+    };
+    let released: BTreeSet<String> = target_keys.iter().map(|k| crate::apis::names::syncer_finalizer(k)).collect();
+    let finalizers: Vec<&String> =
+        obj.metadata.finalizers.iter().flatten().filter(|f| !released.contains(*f)).collect();
+    let annotations: serde_json::Map<String, serde_json::Value> =
+        target_keys.iter().map(|k| (crate::syncer::status::status_annotation(k), serde_json::Value::Null)).collect();
+    let patch = serde_json::json!({ "metadata": {
+        "finalizers": finalizers,
+        "annotations": annotations,
+        "resourceVersion": obj.metadata.resource_version,
+    } });
+    match api.patch(&key.name, &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch)).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(e),
     }
 }

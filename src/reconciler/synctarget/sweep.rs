@@ -1,0 +1,156 @@
+//! Decisions of the finalizer sweeper (see [`super::sweeper`]): which syncer markers on a kcp
+//! object nobody will ever release, and which may be released now. Pure, so every case is a
+//! row of a table test.
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::Duration;
+
+use kube::api::ObjectMeta;
+
+use crate::apis::names::SYNCER_FINALIZER_PREFIX;
+use crate::syncer::status::STATUS_ANNOTATION_PREFIX;
+
+/// Whether anything can act on the objects of one existing SyncTarget.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Syncer {
+    /// A syncer runs (push mode in some manager endpoint, or a pull-mode syncer with a fresh
+    /// heartbeat), or the manager has not decided yet: its objects are left to it.
+    Acting,
+    /// No syncer can act on its objects, and why (e.g. its kubeconfig Secret is missing).
+    Absent(String),
+}
+
+/// What the sweeper does about one target's marker on one object.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Leave it: its target's syncer will release it.
+    Keep,
+    /// Release it: the key belongs to no SyncTarget any endpoint knows.
+    Orphaned,
+    /// Release it: the object has waited the deletion timeout for a target without a syncer.
+    TimedOut(String),
+    /// Look again after this long: the object is being deleted and its target has no syncer.
+    WaitFor(Duration),
+}
+
+/// The target keys whose syncer finalizer or per-target status annotation `meta` carries.
+pub fn marker_keys(meta: &ObjectMeta) -> BTreeSet<String> {
+    let finalizers = meta.finalizers.iter().flatten().filter_map(|f| f.strip_prefix(SYNCER_FINALIZER_PREFIX));
+    let annotations =
+        meta.annotations.iter().flat_map(|a| a.keys()).filter_map(|k| k.strip_prefix(STATUS_ANNOTATION_PREFIX));
+    finalizers.chain(annotations).filter(|k| !k.is_empty()).map(str::to_string).collect()
+}
+
+/// The verdict for the marker of `target_key` on an object that has been deleting for
+/// `deleting_for` (`None`: not being deleted). `known` holds every SyncTarget of every endpoint,
+/// and is only ever built from synced caches.
+pub fn verdict(
+    target_key: &str,
+    known: &HashMap<String, Syncer>,
+    deleting_for: Option<Duration>,
+    deletion_timeout: Duration,
+) -> Verdict {
+    match known.get(target_key) {
+        None => Verdict::Orphaned,
+        Some(Syncer::Acting) => Verdict::Keep,
+        Some(Syncer::Absent(why)) => match deleting_for {
+            None => Verdict::Keep,
+            Some(waited) if waited >= deletion_timeout => Verdict::TimedOut(why.clone()),
+            Some(waited) => Verdict::WaitFor(deletion_timeout - waited),
+        },
+    }
+}
+
+/// Whether a pull-mode target's syncer acts: its heartbeat (`lastSyncTime`) is fresher than
+/// `threshold`. A missing or future-dated heartbeat counts as stale and fresh respectively.
+pub fn pull_syncer(last_heartbeat: Option<jiff::Timestamp>, now: jiff::Timestamp, threshold: Duration) -> Syncer {
+    let Some(at) = last_heartbeat else {
+        return Syncer::Absent("its pull-mode syncer has never sent a heartbeat".into());
+    };
+    let age = Duration::try_from(now.duration_since(at)).unwrap_or_default();
+    if age < threshold { Syncer::Acting } else { Syncer::Absent("its pull-mode syncer's heartbeat is stale".into()) }
+}
+
+/// Whether a push-mode target's syncer acts: `Some(true)` it runs in this manager, `Some(false)`
+/// a reconcile stopped it (credentials missing or refused), `None` not decided since start.
+/// The reason names no detail of the target's Ready message: the Event goes to the object's
+/// workspace, which may be another than the target's.
+pub fn push_syncer(running: Option<bool>) -> Syncer {
+    match running {
+        Some(false) => Syncer::Absent("the manager runs no syncer for it (see its Ready condition)".into()),
+        _ => Syncer::Acting,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T: Duration = Duration::from_secs(300);
+
+    #[test]
+    fn verdicts() {
+        let known: HashMap<String, Syncer> =
+            [("acting".to_string(), Syncer::Acting), ("absent".to_string(), Syncer::Absent("no kubeconfig".into()))]
+                .into();
+        let s = Duration::from_secs;
+        let rows: &[(&str, Option<Duration>, Verdict)] = &[
+            ("gone", None, Verdict::Orphaned),
+            ("gone", Some(s(1)), Verdict::Orphaned),
+            ("acting", None, Verdict::Keep),
+            ("acting", Some(s(10_000)), Verdict::Keep),
+            ("absent", None, Verdict::Keep),
+            ("absent", Some(s(0)), Verdict::WaitFor(T)),
+            ("absent", Some(s(200)), Verdict::WaitFor(s(100))),
+            ("absent", Some(T), Verdict::TimedOut("no kubeconfig".into())),
+            ("absent", Some(s(301)), Verdict::TimedOut("no kubeconfig".into())),
+        ];
+        for (key, deleting, want) in rows {
+            assert_eq!(verdict(key, &known, *deleting, T), *want, "{key} deleting {deleting:?}");
+        }
+    }
+
+    #[test]
+    fn unknown_key_in_empty_view_is_orphaned_only_because_the_view_is_complete() {
+        // The caller never builds `known` from an unsynced cache; an empty complete view means
+        // no SyncTarget exists anywhere.
+        assert_eq!(verdict("k", &HashMap::new(), None, T), Verdict::Orphaned);
+    }
+
+    #[test]
+    fn markers() {
+        let meta = ObjectMeta {
+            finalizers: Some(vec![
+                "tmc.kcp.io/syncer-aaa".into(),
+                "kubernetes".into(),
+                "tmc.kcp.io/syncer-".into(),
+                "example.com/syncer-zzz".into(),
+            ]),
+            annotations: Some(
+                [("status.tmc.kcp.io/bbb".to_string(), "{}".to_string()), ("other/ccc".into(), "x".into())].into(),
+            ),
+            ..Default::default()
+        };
+        assert_eq!(marker_keys(&meta), ["aaa".to_string(), "bbb".to_string()].into());
+        assert!(marker_keys(&ObjectMeta::default()).is_empty());
+    }
+
+    #[test]
+    fn pull_heartbeats() {
+        let now: jiff::Timestamp = "2026-12-04T12:00:00Z".parse().unwrap();
+        let ago = |s: i64| Some(now - jiff::SignedDuration::from_secs(s));
+        let th = Duration::from_secs(40);
+        let rows: &[(Option<jiff::Timestamp>, bool)] =
+            &[(None, false), (ago(0), true), (ago(39), true), (ago(40), false), (ago(4000), false), (ago(-60), true)];
+        for (at, acting) in rows {
+            assert_eq!(pull_syncer(*at, now, th) == Syncer::Acting, *acting, "{at:?}");
+        }
+    }
+
+    #[test]
+    fn push_states() {
+        assert_eq!(push_syncer(Some(true)), Syncer::Acting);
+        assert_eq!(push_syncer(None), Syncer::Acting, "undecided since start: leave it");
+        assert!(matches!(push_syncer(Some(false)), Syncer::Absent(_)));
+    }
+}
