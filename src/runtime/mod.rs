@@ -5,6 +5,7 @@
 pub mod cache;
 pub mod guard;
 pub mod queue;
+pub mod reflector;
 
 use std::time::Duration;
 
