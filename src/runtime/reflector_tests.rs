@@ -62,7 +62,8 @@ fn relists_swap_at_the_end_and_report_what_vanished() {
         /// The store after `step`.
         after: Vec<(&'static str, &'static str, &'static str)>,
     }
-    let initial = || vec![Event::Init, Event::InitApply(cm("a", "x", "1")), Event::InitApply(cm("a", "y", "1")), Event::InitDone];
+    let initial =
+        || vec![Event::Init, Event::InitApply(cm("a", "x", "1")), Event::InitApply(cm("a", "y", "1")), Event::InitDone];
     let cases = vec![
         Case {
             name: "first list: nothing visible before InitDone",
@@ -95,7 +96,12 @@ fn relists_swap_at_the_end_and_report_what_vanished() {
         Case {
             name: "same name in two logical clusters: two entries",
             before: vec![],
-            step: vec![Event::Init, Event::InitApply(cm("a", "x", "1")), Event::InitApply(cm("b", "x", "2")), Event::InitDone],
+            step: vec![
+                Event::Init,
+                Event::InitApply(cm("a", "x", "1")),
+                Event::InitApply(cm("b", "x", "2")),
+                Event::InitDone,
+            ],
             changes: vec![Change::Applied(key("a", "x")), Change::Applied(key("b", "x"))],
             after: vec![("a", "x", "1"), ("b", "x", "2")],
         },
@@ -109,7 +115,10 @@ fn relists_swap_at_the_end_and_report_what_vanished() {
         Case {
             name: "objects without a logical cluster are skipped",
             before: vec![],
-            step: vec![Event::Apply(ConfigMap { metadata: ObjectMeta { name: Some("z".into()), ..Default::default() }, ..Default::default() })],
+            step: vec![Event::Apply(ConfigMap {
+                metadata: ObjectMeta { name: Some("z".into()), ..Default::default() },
+                ..Default::default()
+            })],
             changes: vec![],
             after: vec![],
         },
@@ -172,7 +181,10 @@ async fn wait_synced_returns_after_the_first_list() {
 
 #[test]
 fn managed_fields_and_last_applied_are_stripped_before_storing() {
-    let streams = [vec![Event::Apply(cm("a", "x", "1"))], vec![Event::Init, Event::InitApply(cm("a", "x", "1")), Event::InitDone]];
+    let streams = [
+        vec![Event::Apply(cm("a", "x", "1"))],
+        vec![Event::Init, Event::InitApply(cm("a", "x", "1")), Event::InitDone],
+    ];
     for events in streams {
         let cache = ClusterCache::default();
         let mut r = reflector(&cache);

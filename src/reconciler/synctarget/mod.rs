@@ -22,7 +22,6 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
-use tracing::Instrument;
 
 use self::status::{Credentials, Desired, Observed};
 use self::syncers::Supervisor;
@@ -35,6 +34,7 @@ use crate::runtime::cache::ClusterCache;
 use crate::runtime::guard::supervise;
 use crate::runtime::next_or_cancelled;
 use crate::runtime::queue::{Backoff, WorkQueue};
+use crate::runtime::worker::{Loop, Workers};
 use crate::server::Metrics;
 use crate::server::metrics::{controller, queue};
 use crate::syncer::credentials::InlineCredentials;
@@ -144,11 +144,10 @@ impl Controller {
                 }
             });
         }
-        for _ in 0..self.settings.workers.max(1) {
-            tasks.spawn(self.clone().work());
-        }
+        let workers = self.clone().workers();
         cancel.cancelled().await;
-        self.queue.shut_down();
+        // Workers finish the reconcile in hand (bounded) rather than being cut off between two writes.
+        workers.stop().await;
         while tasks.join_next().await.is_some() {}
         // The push-mode syncers share `cancel`'s parent: on shutdown (or a lost lease) they
         // finish their in-flight writes before the manager reports itself stopped.
@@ -294,17 +293,17 @@ impl Controller {
         })
     }
 
-    async fn work(self) {
-        while let Some(key) = self.queue.next().await {
-            let span =
-                tracing::info_span!("reconcile", controller = "synctarget", workspace = %key.cluster, name = %key.name);
-            let started = std::time::Instant::now();
-            let outcome = crate::runtime::guard::reconcile(self.reconcile(&key)).instrument(span.clone()).await;
-            self.metrics.reconciled(controller::SYNCTARGET, outcome.is_ok(), started.elapsed());
-            if let (Err(e), Some(delay)) = (&outcome, self.queue.complete(&key, &outcome)) {
-                span.in_scope(|| tracing::warn!(error = %e, retry_in = ?delay, "reconcile failed"));
-            }
-        }
+    fn workers(self) -> Workers<ClusterKey> {
+        let metrics = self.metrics.clone();
+        let (queue, count) = (self.queue.clone(), self.settings.workers);
+        Loop::new("synctarget", |key: &ClusterKey| {
+            tracing::info_span!("reconcile", controller = "synctarget", workspace = %key.cluster, name = %key.name)
+        })
+        .observe(move |_, ok, started| metrics.reconciled(controller::SYNCTARGET, ok, started.elapsed()))
+        .spawn(&queue, count, move |key| {
+            let this = self.clone();
+            async move { this.reconcile(&key).await }
+        })
     }
 
     /// Checks the kubeconfig of a push-mode target and keeps its syncer running (or stopped)
