@@ -32,8 +32,11 @@ use super::resources::SyncedResource;
 use super::upstream::SyncKey;
 use crate::kcp::{ClusterKey, LogicalClusterName};
 use crate::runtime::next_or_cancelled;
+use crate::runtime::reflector::{self, Reflector, Store, Synced};
 
-type Objects = HashMap<(usize, String, String), Cached>;
+/// (resource, namespace, name) of a downstream object.
+type ObjectId = (usize, String, String);
+type Objects = HashMap<ObjectId, Cached>;
 type Enqueue = Arc<dyn Fn(SyncKey) + Send + Sync>;
 /// A watch: (resource, namespace), or (resource, `None`) cluster-wide.
 type WatchId = (usize, Option<String>);
@@ -124,8 +127,8 @@ pub struct Downstream {
     objects: Arc<RwLock<Objects>>,
     /// (namespace, Deployment) pairs that a HorizontalPodAutoscaler in the cluster scales.
     autoscaled: Arc<RwLock<HashMap<(String, String), String>>>,
-    /// The watches that have completed their first list.
-    listed: Arc<RwLock<HashSet<WatchId>>>,
+    /// Whether each running watch has completed its first list.
+    listed: Arc<RwLock<HashMap<WatchId, Synced>>>,
     per_namespace: Arc<Mutex<PerNamespace>>,
 }
 
@@ -148,7 +151,9 @@ impl Downstream {
     /// still exist in the cluster.
     pub fn synced(&self, resource: usize, namespace: &str) -> bool {
         let listed = self.listed.read().expect("downstream cache poisoned");
-        listed.contains(&(resource, None)) || listed.contains(&(resource, Some(namespace.to_string())))
+        [(resource, None), (resource, Some(namespace.to_string()))]
+            .iter()
+            .any(|id| listed.get(id).is_some_and(Synced::is_synced))
     }
 
     /// How many synced objects of each resource the cluster holds.
@@ -186,9 +191,7 @@ impl Downstream {
         let rv = obj.metadata.resource_version.as_deref();
         let newer_cached = objects.get(&id).is_some_and(|cached| newer(cached.resource_version(), rv));
         if !newer_cached {
-            let mut obj = obj;
-            obj.metadata.managed_fields = None;
-            objects.insert(id, Cached::Whole(Arc::new(obj)));
+            objects.insert(id, Cached::Whole(Arc::new(reflector::strip(obj))));
         }
     }
 
@@ -414,7 +417,9 @@ impl Downstream {
         }
     }
 
-    /// One watch of `resource`, in `namespace` or (`None`) cluster-wide.
+    /// One watch of `resource`, in `namespace` or (`None`) cluster-wide. After a relist, objects
+    /// the cache held that the cluster no longer has (deleted while the watch was down) are
+    /// dropped and their upstream keys sent, so the sync sees them missing and restores them.
     async fn watch(
         self,
         index: usize,
@@ -427,44 +432,74 @@ impl Downstream {
             Some(ns) => Api::namespaced_with(self.client.clone(), ns, &resource.api),
             None => Api::all_with(self.client.clone(), &resource.api),
         };
-        let mut events = watcher(api, self.selector()).default_backoff().boxed();
-        let mut listed = false;
-        while let Some(event) = next_or_cancelled(&mut events, &cancel).await {
-            let (obj, deleted) = match event {
-                Ok(watcher::Event::InitDone) if !listed => {
-                    listed = true;
-                    self.listed.write().expect("downstream cache poisoned").insert((index, namespace.clone()));
-                    continue;
+        let slice = Slice { objects: self.objects.clone(), index, namespace: namespace.clone() };
+        let reflector = Reflector::new(
+            slice,
+            move |o: &DynamicObject| Some((index, o.metadata.namespace.clone().unwrap_or_default(), o.name_any())),
+            |_, o| Cached::Whole(Arc::new(o)),
+        );
+        self.listed.write().expect("downstream cache poisoned").insert((index, namespace.clone()), reflector.synced());
+        let what = format!(
+            "downstream {} of {} in {}",
+            resource.api.plural,
+            self.target_key,
+            namespace.as_deref().unwrap_or("*")
+        );
+        // Cache first (the reflector stores before it reports), then map back: the namespace
+        // watch adds a namespace to its map before it re-sends the cached objects in it, so
+        // whichever runs second sees the other's work and no object is lost between the two.
+        reflector
+            .run(reflector::watch(api, self.selector()), cancel, &what, |changes| {
+                for change in changes {
+                    let (_, ns, name) = change.key();
+                    let key = self.upstream_key(index, ns, name);
+                    tracing::debug!(target_key = %self.target_key, resource = %resource.api.plural, object = ?change, upstream = ?key, "downstream event");
+                    if let Some(key) = key {
+                        enqueue(key);
+                    }
                 }
-                Ok(watcher::Event::InitApply(o)) | Ok(watcher::Event::Apply(o)) => (o, false),
-                Ok(watcher::Event::Delete(o)) => (o, true),
-                Ok(_) => continue,
-                Err(e) => {
-                    tracing::warn!(target_key = %self.target_key, resource = %resource.api.plural, namespace = ?namespace, error = %crate::kcp::watch_error_message(&e), "downstream watch failed");
-                    continue;
-                }
-            };
-            let id = (index, obj.metadata.namespace.clone().unwrap_or_default(), obj.name_any());
-            // Cache first, then map back: the namespace watch adds a namespace to its map before
-            // it re-sends the cached objects in it, so whichever runs second sees the other's
-            // work and no object is lost between the two watches.
-            let mut obj = obj;
-            obj.metadata.managed_fields = None;
-            let obj = Arc::new(obj);
-            {
-                let mut objects = self.objects.write().expect("downstream cache poisoned");
-                if deleted {
-                    objects.remove(&id);
-                } else {
-                    objects.insert(id.clone(), Cached::Whole(obj));
-                }
-            }
-            let key = self.upstream_key(index, &id.1, &id.2);
-            tracing::debug!(target_key = %self.target_key, resource = %resource.api.plural, object = ?id, upstream = ?key, deleted, "downstream event");
-            if let Some(key) = key {
-                enqueue(key);
+            })
+            .await;
+    }
+}
+
+/// The objects one downstream watch owns in the shared cache: those of its resource, in its
+/// namespace (or all namespaces).
+struct Slice {
+    objects: Arc<RwLock<Objects>>,
+    index: usize,
+    namespace: Option<String>,
+}
+
+impl Slice {
+    fn owns(&self, (index, ns, _): &ObjectId) -> bool {
+        *index == self.index && self.namespace.as_ref().is_none_or(|mine| mine == ns)
+    }
+}
+
+impl Store for Slice {
+    type Key = ObjectId;
+    type Item = Cached;
+    fn upsert(&self, key: &ObjectId, item: Cached) {
+        self.objects.write().expect("downstream cache poisoned").insert(key.clone(), item);
+    }
+    fn remove(&self, key: &ObjectId) {
+        self.objects.write().expect("downstream cache poisoned").remove(key);
+    }
+    fn replace(&self, fresh: Vec<(ObjectId, Cached)>) -> Vec<ObjectId> {
+        let mut objects = self.objects.write().expect("downstream cache poisoned");
+        let listed: HashSet<&ObjectId> = fresh.iter().map(|(k, _)| k).collect();
+        let vanished: Vec<ObjectId> = objects.keys().filter(|k| self.owns(k) && !listed.contains(k)).cloned().collect();
+        vanished.iter().for_each(|k| {
+            objects.remove(k);
+        });
+        // A write the syncer recorded while the list was under way is newer than the list.
+        for (key, item) in fresh {
+            if !objects.get(&key).is_some_and(|cached| newer(cached.resource_version(), item.resource_version())) {
+                objects.insert(key, item);
             }
         }
+        vanished
     }
 }
 
@@ -517,6 +552,30 @@ mod tests {
         d.record(0, object("7"));
         assert_eq!(state(&d), Some(("whole", "7".into())));
         assert_eq!(d.counts(), HashMap::from([(0, 1)]));
+    }
+
+    #[test]
+    fn a_relist_replaces_only_its_own_slice_and_keeps_newer_writes() {
+        let objects: Arc<RwLock<Objects>> = Default::default();
+        let mut cm = object("5");
+        let id = |i: usize, ns: &str, n: &str| (i, ns.to_string(), n.to_string());
+        {
+            let mut map = objects.write().unwrap();
+            for key in [id(0, "ns", "c"), id(0, "ns", "gone"), id(0, "other", "x"), id(1, "ns", "c")] {
+                map.insert(key, Cached::Whole(Arc::new(cm.clone())));
+            }
+        }
+        // Resource 0 in namespace "ns" relists: "gone" did not come back; "c" came back older
+        // than what the syncer recorded meanwhile.
+        cm.metadata.resource_version = Some("4".into());
+        let slice = Slice { objects: objects.clone(), index: 0, namespace: Some("ns".into()) };
+        let vanished = slice.replace(vec![(id(0, "ns", "c"), Cached::Whole(Arc::new(cm)))]);
+        assert_eq!(vanished, vec![id(0, "ns", "gone")]);
+        let map = objects.read().unwrap();
+        let mut keys: Vec<_> = map.keys().cloned().collect();
+        keys.sort();
+        assert_eq!(keys, vec![id(0, "ns", "c"), id(0, "other", "x"), id(1, "ns", "c")], "other slices untouched");
+        assert_eq!(map[&id(0, "ns", "c")].resource_version(), Some("5"), "the newer recorded write stays");
     }
 
     #[test]
