@@ -22,6 +22,7 @@ mod ops;
 mod placement;
 mod prometheus;
 mod rbac;
+mod relist;
 mod status;
 mod syncer;
 mod synctarget;
@@ -133,6 +134,7 @@ fn all_tests() -> Vec<(&'static str, TestFn)> {
         apis::custom_apis_sync_where_both_sides_serve_them,
         conflicts::foreign_downstream_namespace_is_reported_not_overwritten,
         conflicts::objects_too_large_for_the_cluster_are_reported,
+        relist::copy_deleted_while_the_api_server_was_down_is_restored,
         placement::placement_selects_a_labelled_subset_and_deletion_cleans_up,
         placement::placement_is_sticky_and_respects_cordon_and_drain,
         placement::placement_across_workspaces_needs_consent,
