@@ -215,7 +215,7 @@ impl<O: Resource + Send + 'static, S: Store> Reflector<O, S> {
                     let changes = self.apply(event);
                     if relisted {
                         let vanished = changes.iter().filter(|c| matches!(c, Change::Vanished(_))).count();
-                        tracing::debug!(watch = what, objects = changes.len() - vanished, vanished, "listed");
+                        tracing::info!(watch = what, objects = changes.len() - vanished, vanished, "listed");
                     }
                     if !changes.is_empty() {
                         changed(changes);
