@@ -32,6 +32,7 @@ use crate::kcp::{ClusterClients, ClusterKey, LogicalClusterName};
 use crate::runtime::cache::ClusterCache;
 use crate::runtime::guard::supervise;
 use crate::runtime::queue::{Backoff, WorkQueue};
+use crate::runtime::reflector::Synced;
 use crate::runtime::worker::{Loop, Workers};
 use crate::server::Metrics;
 use crate::server::metrics::{controller, queue};
@@ -88,7 +89,8 @@ pub struct Controller {
     evictions: Arc<Mutex<HashMap<LogicalClusterName, VecDeque<tokio::time::Instant>>>>,
     queue: Arc<WorkQueue<Key>>,
     /// How many of the three watches have listed once; work waits for all three.
-    synced: tokio::sync::watch::Sender<usize>,
+    /// Whether each of the three watches (Placements, SyncTargets, namespaces) has listed.
+    synced: [Synced; 3],
     events: events::Events,
     /// Warnings on tenant namespaces (see [`consent`]).
     warnings: crate::syncer::events::Events,
@@ -99,7 +101,7 @@ pub struct Controller {
 impl Controller {
     /// Whether its three watches have listed once (readiness).
     pub fn is_synced(&self) -> bool {
-        *self.synced.borrow() >= 3
+        self.synced.iter().all(Synced::is_synced)
     }
 
     pub fn new(
@@ -122,7 +124,7 @@ impl Controller {
             namespaces: Default::default(),
             fingerprints: Default::default(),
             evictions: Default::default(),
-            synced: tokio::sync::watch::channel(0).0,
+            synced: Default::default(),
             settings,
         }
     }
@@ -141,11 +143,14 @@ impl Controller {
             this.clone().watch_namespaces(c.clone())
         }));
         // Deciding from a partial view could remove labels another Placement justifies.
-        let mut synced = self.synced.subscribe();
+        let all_synced = async {
+            for synced in &self.synced {
+                synced.wait_synced().await;
+            }
+        };
         let synced = tokio::select! {
             _ = cancel.cancelled() => false,
-            // Only whether it synced is kept: the guard must not live across an await.
-            synced = synced.wait_for(|n| *n >= 3) => synced.is_ok(),
+            _ = all_synced => true,
         };
         let workers = synced.then(|| self.clone().workers());
         cancel.cancelled().await;
