@@ -18,11 +18,10 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
 
-use futures::StreamExt;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, DynamicObject};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use tokio_util::sync::CancellationToken;
 
@@ -31,7 +30,6 @@ use super::naming::{LOCATOR_ANNOTATION, Locator, TARGET_LABEL};
 use super::resources::SyncedResource;
 use super::upstream::SyncKey;
 use crate::kcp::{ClusterKey, LogicalClusterName};
-use crate::runtime::next_or_cancelled;
 use crate::runtime::reflector::{self, Reflector, Store, Synced};
 
 /// (resource, namespace, name) of a downstream object.
@@ -214,44 +212,54 @@ impl Downstream {
     }
 
     /// Watches HorizontalPodAutoscalers (all of them: they are the cluster's, not labelled by
-    /// us), remembering which Deployments they scale and re-syncing those when that changes.
+    /// us), remembering which Deployments they scale and re-syncing those when that changes
+    /// (also when an autoscaler vanished in a relist).
     pub async fn watch_autoscalers(
         self,
         deployments: usize,
-        enqueue: impl Fn(SyncKey) + Send + 'static,
+        enqueue: impl Fn(SyncKey) + Send + Sync + 'static,
         cancel: CancellationToken,
     ) {
         let api: Api<HorizontalPodAutoscaler> = Api::all(self.client.clone());
-        let mut events = watcher(api, watcher::Config::default()).default_backoff().boxed();
-        while let Some(event) = next_or_cancelled(&mut events, &cancel).await {
-            let (hpa, deleted) = match event {
-                Ok(watcher::Event::InitApply(h)) | Ok(watcher::Event::Apply(h)) => (h, false),
-                Ok(watcher::Event::Delete(h)) => (h, true),
-                Ok(_) => continue,
-                Err(e) => {
-                    tracing::debug!(target_key = %self.target_key, error = %crate::kcp::watch_error_message(&e), "watching autoscalers failed");
-                    continue;
-                }
-            };
-            let hpa_id = format!("{}/{}", hpa.namespace().unwrap_or_default(), hpa.name_any());
-            let target = &hpa.spec.scale_target_ref;
-            let scaled = (hpa.namespace().unwrap_or_default(), target.name.clone());
-            let changed = {
-                let mut map = self.autoscaled.write().expect("downstream cache poisoned");
-                let before: Vec<(String, String)> =
-                    map.iter().filter(|(_, h)| **h == hpa_id).map(|(k, _)| k.clone()).collect();
-                before.iter().for_each(|k| {
-                    map.remove(k);
-                });
-                if !deleted && target.kind == "Deployment" {
-                    map.insert(scaled.clone(), hpa_id);
-                }
-                before.into_iter().chain([scaled]).collect::<Vec<_>>()
-            };
-            for (ns, name) in changed {
-                if self.object(deployments, &ns, &name).is_some() {
-                    self.upstream_key(deployments, &ns, &name).into_iter().for_each(&enqueue);
-                }
+        let store = AutoscalerStore { view: self.clone(), deployments, enqueue: Arc::new(enqueue) };
+        let reflector = Reflector::new(
+            store,
+            |hpa: &HorizontalPodAutoscaler| Some((hpa.namespace().unwrap_or_default(), hpa.name_any())),
+            |_, hpa| {
+                let target = &hpa.spec.scale_target_ref;
+                (target.kind == "Deployment").then(|| target.name.clone())
+            },
+        );
+        let what = format!("autoscalers for {}", self.target_key);
+        reflector.run(reflector::watch(api, watcher::Config::default()), cancel, &what, |_| {}).await;
+    }
+
+    /// Records that the autoscaler `hpa` scales `deployment` (in its namespace) or nothing;
+    /// re-syncs the Deployments whose autoscaling changed.
+    fn autoscaler_changed(
+        &self,
+        hpa: &(String, String),
+        deployment: Option<String>,
+        resync: &dyn Fn(SyncKey),
+        index: usize,
+    ) {
+        let hpa_id = format!("{}/{}", hpa.0, hpa.1);
+        let changed = {
+            let mut map = self.autoscaled.write().expect("downstream cache poisoned");
+            let before: Vec<(String, String)> =
+                map.iter().filter(|(_, h)| **h == hpa_id).map(|(k, _)| k.clone()).collect();
+            before.iter().for_each(|k| {
+                map.remove(k);
+            });
+            let now = deployment.map(|d| (hpa.0.clone(), d));
+            if let Some(scaled) = &now {
+                map.insert(scaled.clone(), hpa_id);
+            }
+            before.into_iter().chain(now).collect::<Vec<_>>()
+        };
+        for (ns, name) in changed {
+            if self.object(index, &ns, &name).is_some() {
+                self.upstream_key(index, &ns, &name).into_iter().for_each(resync);
             }
         }
     }
@@ -348,52 +356,52 @@ impl Downstream {
 
     /// Watches the namespaces this syncer owns, keeping the name → locator map. Objects that
     /// were cached before their namespace was known are sent to `enqueue` once it is, so none is
-    /// missed (e.g. an orphan found after a restart).
-    pub async fn watch_namespaces(self, enqueue: impl Fn(SyncKey) + Send + 'static, cancel: CancellationToken) {
+    /// missed (e.g. an orphan found after a restart). A namespace that vanished in a relist
+    /// (deleted while the watch was down) is forgotten like a deleted one.
+    pub async fn watch_namespaces(self, enqueue: impl Fn(SyncKey) + Send + Sync + 'static, cancel: CancellationToken) {
         let api: Api<Namespace> = Api::all(self.client.clone());
-        let mut events = watcher(api, self.selector()).default_backoff().boxed();
-        let mut initial = false;
-        while let Some(event) = next_or_cancelled(&mut events, &cancel).await {
-            let mut map = self.namespaces.write().expect("downstream cache poisoned");
-            match event {
-                Ok(watcher::Event::InitApply(ns)) | Ok(watcher::Event::Apply(ns)) => {
-                    // Same name, another UID: deleted and created again, perhaps by someone else.
-                    let mut owned = self.owned.write().expect("downstream cache poisoned");
-                    if owned.get(&ns.name_any()).is_some_and(|(_, uid)| ns.metadata.uid.as_ref() != Some(uid)) {
-                        owned.remove(&ns.name_any());
-                    }
-                    drop(owned);
-                    let locator = ns.annotations().get(LOCATOR_ANNOTATION).and_then(|a| Locator::from_annotation(a));
-                    if let Some(locator) = locator
-                        && map.insert(ns.name_any(), locator).is_none()
-                    {
-                        drop(map);
-                        // Namespaces found at start-up are watched at once (to find orphans);
-                        // new ones once the engine has made sure they are ours and bound
-                        // (`remember_namespace`), so no watch starts before it may read there.
-                        if initial {
-                            self.watch_namespace(&ns.name_any());
-                        }
-                        self.objects_in(&ns.name_any()).into_iter().for_each(&enqueue);
-                    }
-                }
-                Ok(watcher::Event::Delete(ns)) => {
-                    map.remove(&ns.name_any());
-                    let mut owned = self.owned.write().expect("downstream cache poisoned");
-                    if owned.get(&ns.name_any()).is_some_and(|(_, uid)| ns.metadata.uid.as_ref() == Some(uid)) {
-                        owned.remove(&ns.name_any());
-                    }
-                    drop(owned);
-                    drop(map);
-                    self.unwatch_namespace(&ns.name_any());
-                }
-                Ok(watcher::Event::Init) => initial = true,
-                Ok(watcher::Event::InitDone) => initial = false,
-                Err(e) => {
-                    tracing::warn!(target_key = %self.target_key, error = %crate::kcp::watch_error_message(&e), "watching downstream namespaces failed")
-                }
-            }
+        let store = NamespaceStore { view: self.clone(), enqueue: Arc::new(enqueue), uids: Default::default() };
+        let reflector = Reflector::new(store, |ns: &Namespace| Some(ns.name_any()), |_, ns| ns);
+        let what = format!("downstream namespaces of {}", self.target_key);
+        // NamespaceStore acts on every change itself.
+        reflector.run(reflector::watch(api, self.selector()), cancel, &what, |_| {}).await;
+    }
+
+    /// A namespace carrying our label appeared or changed; `listed` when it came from a list.
+    fn namespace_seen(&self, ns: &Namespace, listed: bool, enqueue: &Enqueue) {
+        let name = ns.name_any();
+        // Same name, another UID: deleted and created again, perhaps by someone else.
+        let mut owned = self.owned.write().expect("downstream cache poisoned");
+        if owned.get(&name).is_some_and(|(_, uid)| ns.metadata.uid.as_ref() != Some(uid)) {
+            owned.remove(&name);
         }
+        drop(owned);
+        let locator = ns.annotations().get(LOCATOR_ANNOTATION).and_then(|a| Locator::from_annotation(a));
+        let mut map = self.namespaces.write().expect("downstream cache poisoned");
+        if let Some(locator) = locator
+            && map.insert(name.clone(), locator).is_none()
+        {
+            drop(map);
+            // Namespaces found by a list are watched at once (to find orphans); new ones once
+            // the engine has made sure they are ours and bound (`remember_namespace`), so no
+            // watch starts before it may read there.
+            if listed {
+                self.watch_namespace(&name);
+            }
+            self.objects_in(&name).into_iter().for_each(|k| enqueue(k));
+        }
+    }
+
+    /// A namespace is gone: ownership is forgotten if it was proven for its last-seen `uid` (or
+    /// for any, when that is unknown).
+    fn namespace_gone(&self, name: &str, uid: Option<&String>) {
+        self.namespaces.write().expect("downstream cache poisoned").remove(name);
+        let mut owned = self.owned.write().expect("downstream cache poisoned");
+        if owned.get(name).is_some_and(|(_, owned_uid)| uid.is_none_or(|uid| uid == owned_uid)) {
+            owned.remove(name);
+        }
+        drop(owned);
+        self.unwatch_namespace(name);
     }
 
     /// Watches the synced objects of one resource, caching them and sending the upstream key of
@@ -460,6 +468,79 @@ impl Downstream {
                 }
             })
             .await;
+    }
+}
+
+/// The autoscaler watch's view: which Deployment each autoscaler scales.
+struct AutoscalerStore {
+    view: Downstream,
+    deployments: usize,
+    enqueue: Enqueue,
+}
+
+impl Store for AutoscalerStore {
+    type Key = (String, String);
+    type Item = Option<String>;
+    fn upsert(&self, hpa: &(String, String), scaled: Option<String>) {
+        self.view.autoscaler_changed(hpa, scaled, &*self.enqueue, self.deployments);
+    }
+    fn remove(&self, hpa: &(String, String)) {
+        self.view.autoscaler_changed(hpa, None, &*self.enqueue, self.deployments);
+    }
+    fn replace(&self, fresh: Vec<((String, String), Option<String>)>) -> Vec<(String, String)> {
+        let listed: HashSet<String> = fresh.iter().map(|((ns, n), _)| format!("{ns}/{n}")).collect();
+        let known: Vec<String> =
+            self.view.autoscaled.read().expect("downstream cache poisoned").values().cloned().collect();
+        let vanished: Vec<(String, String)> = known
+            .into_iter()
+            .filter(|id| !listed.contains(id))
+            .filter_map(|id| id.split_once('/').map(|(ns, n)| (ns.to_string(), n.to_string())))
+            .collect();
+        fresh.into_iter().for_each(|(hpa, scaled)| self.upsert(&hpa, scaled));
+        vanished.iter().for_each(|hpa| self.remove(hpa));
+        vanished
+    }
+}
+
+/// The namespace watch's view: the name → locator map and the per-namespace watches.
+struct NamespaceStore {
+    view: Downstream,
+    enqueue: Enqueue,
+    /// The UID each namespace was last seen with: a delete forgets ownership only of that one.
+    uids: Mutex<HashMap<String, Option<String>>>,
+}
+
+impl NamespaceStore {
+    fn seen(&self, ns: &Namespace, listed: bool) {
+        let uids = &mut *self.uids.lock().expect("downstream cache poisoned");
+        uids.insert(ns.name_any(), ns.metadata.uid.clone());
+        self.view.namespace_seen(ns, listed, &self.enqueue);
+    }
+
+    fn gone(&self, name: &String) {
+        let uid = self.uids.lock().expect("downstream cache poisoned").remove(name).flatten();
+        self.view.namespace_gone(name, uid.as_ref());
+    }
+}
+
+impl Store for NamespaceStore {
+    type Key = String;
+    type Item = Namespace;
+    fn upsert(&self, _: &String, ns: Namespace) {
+        self.seen(&ns, false);
+    }
+    fn remove(&self, name: &String) {
+        self.gone(name);
+    }
+    fn replace(&self, fresh: Vec<(String, Namespace)>) -> Vec<String> {
+        let listed: HashSet<&String> = fresh.iter().map(|(k, _)| k).collect();
+        let known: Vec<String> =
+            self.view.namespaces.read().expect("downstream cache poisoned").keys().cloned().collect();
+        let vanished: Vec<String> = known.into_iter().filter(|k| !listed.contains(k)).collect();
+        drop(listed);
+        fresh.iter().for_each(|(_, ns)| self.seen(ns, true));
+        vanished.iter().for_each(|name| self.gone(name));
+        vanished
     }
 }
 
