@@ -128,6 +128,7 @@ impl Synced {
 }
 
 type KeyFn<O, K> = Box<dyn Fn(&O) -> Option<K> + Send + Sync>;
+type ListedFn = Box<dyn FnMut() + Send>;
 type TransformFn<O, K, T> = Box<dyn FnMut(&K, O) -> T + Send>;
 
 /// See the module docs. `O` is the watched object type, `S` the consumer's store.
@@ -137,6 +138,7 @@ pub struct Reflector<O, S: Store> {
     transform: TransformFn<O, S::Key, S::Item>,
     buffer: Option<Vec<(S::Key, S::Item)>>,
     synced: Synced,
+    listed: Option<ListedFn>,
 }
 
 impl<O: Resource + Send + 'static, S: Store> Reflector<O, S> {
@@ -147,12 +149,25 @@ impl<O: Resource + Send + 'static, S: Store> Reflector<O, S> {
         key: impl Fn(&O) -> Option<S::Key> + Send + Sync + 'static,
         transform: impl FnMut(&S::Key, O) -> S::Item + Send + 'static,
     ) -> Self {
-        Self { store, key: Box::new(key), transform: Box::new(transform), buffer: None, synced: Synced::default() }
+        Self {
+            store,
+            key: Box::new(key),
+            transform: Box::new(transform),
+            buffer: None,
+            synced: Synced::default(),
+            listed: None,
+        }
     }
 
     /// Shares `synced` (e.g. one signal created before the watch starts).
     pub fn with_synced(mut self, synced: Synced) -> Self {
         self.synced = synced;
+        self
+    }
+
+    /// Calls `listed` after every relist is swapped in (e.g. to log what the store holds).
+    pub fn on_listed(mut self, listed: impl FnMut() + Send + 'static) -> Self {
+        self.listed = Some(Box::new(listed));
         self
     }
 
@@ -179,6 +194,9 @@ impl<O: Resource + Send + 'static, S: Store> Reflector<O, S> {
                 let listed: Vec<S::Key> = fresh.iter().map(|(k, _)| k.clone()).collect();
                 let vanished = self.store.replace(fresh);
                 self.synced.set();
+                if let Some(listed) = self.listed.as_mut() {
+                    listed();
+                }
                 let applied = listed.into_iter().map(Change::Applied);
                 applied.chain(vanished.into_iter().map(Change::Vanished)).collect()
             }

@@ -138,7 +138,12 @@ fn relists_swap_at_the_end_and_report_what_vanished() {
 #[test]
 fn synced_flips_once_at_the_first_list_and_stays() {
     let cache = ClusterCache::default();
-    let mut r = reflector(&cache);
+    let r = reflector(&cache);
+    let lists = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = lists.clone();
+    let mut r = r.on_listed(move || {
+        counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    });
     let synced = r.synced();
     let steps: Vec<(Event<ConfigMap>, bool)> = vec![
         (Event::Init, false),
@@ -161,6 +166,7 @@ fn synced_flips_once_at_the_first_list_and_stays() {
         }
     }
     assert_eq!(flips, 1, "the signal is sent once");
+    assert_eq!(lists.load(std::sync::atomic::Ordering::SeqCst), 2, "on_listed runs after every relist");
 }
 
 #[tokio::test]

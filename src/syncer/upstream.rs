@@ -476,7 +476,14 @@ impl Upstream {
             let fits = kept::fits(&obj, limit);
             Held::new(obj, view.placed(key), fits)
         })
-        .with_synced(slot.synced.clone());
+        .with_synced(slot.synced.clone())
+        .on_listed({
+            let (slot, endpoint, plural) = (slot.clone(), self.clients.base_url().to_string(), resource.plural.clone());
+            move || {
+                let (objects, whole) = (slot.cache.len(), slot.cache.all_keys(|h| h.whole).len());
+                tracing::info!(endpoint, resource = %plural, objects, whole, "listed a resource in kcp");
+            }
+        });
         let what = format!("kcp {} at {}", resource.plural, self.clients.base_url());
         reflector
             .run(reflector::watch(api, config), cancel, &what, |changes| {

@@ -247,8 +247,9 @@ fn concurrency() -> usize {
 }
 
 fn main() -> std::process::ExitCode {
-    let filter: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
-    let selected = |(n, _): &(&str, TestFn)| filter.as_ref().is_none_or(|f| n.contains(f.as_str()));
+    // Every argument not starting with '-' is a substring; a test runs if it matches any.
+    let filters: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    let selected = |(n, _): &(&str, TestFn)| filters.is_empty() || filters.iter().any(|f| n.contains(f.as_str()));
     let tests: Vec<_> = all_tests().into_iter().filter(selected).collect();
     let serial: Vec<_> = serial_tests().into_iter().filter(selected).collect();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();

@@ -15,7 +15,9 @@
 //! RBAC grants no cluster-wide Secret read (see [`super::access`]); every other kind is one
 //! cluster-wide watch.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+mod stores;
+
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
 
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
@@ -25,12 +27,13 @@ use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use tokio_util::sync::CancellationToken;
 
+use self::stores::{AutoscalerStore, NamespaceStore, Slice};
 use super::access::watched_per_namespace;
 use super::naming::{LOCATOR_ANNOTATION, Locator, TARGET_LABEL};
 use super::resources::SyncedResource;
 use super::upstream::SyncKey;
 use crate::kcp::{ClusterKey, LogicalClusterName};
-use crate::runtime::reflector::{self, Reflector, Store, Synced};
+use crate::runtime::reflector::{self, Reflector, Synced};
 
 /// (resource, namespace, name) of a downstream object.
 type ObjectId = (usize, String, String);
@@ -471,208 +474,5 @@ impl Downstream {
     }
 }
 
-/// The autoscaler watch's view: which Deployment each autoscaler scales.
-struct AutoscalerStore {
-    view: Downstream,
-    deployments: usize,
-    enqueue: Enqueue,
-}
-
-impl Store for AutoscalerStore {
-    type Key = (String, String);
-    type Item = Option<String>;
-    fn upsert(&self, hpa: &(String, String), scaled: Option<String>) {
-        self.view.autoscaler_changed(hpa, scaled, &*self.enqueue, self.deployments);
-    }
-    fn remove(&self, hpa: &(String, String)) {
-        self.view.autoscaler_changed(hpa, None, &*self.enqueue, self.deployments);
-    }
-    fn replace(&self, fresh: Vec<((String, String), Option<String>)>) -> Vec<(String, String)> {
-        let listed: HashSet<String> = fresh.iter().map(|((ns, n), _)| format!("{ns}/{n}")).collect();
-        let known: Vec<String> =
-            self.view.autoscaled.read().expect("downstream cache poisoned").values().cloned().collect();
-        let vanished: Vec<(String, String)> = known
-            .into_iter()
-            .filter(|id| !listed.contains(id))
-            .filter_map(|id| id.split_once('/').map(|(ns, n)| (ns.to_string(), n.to_string())))
-            .collect();
-        fresh.into_iter().for_each(|(hpa, scaled)| self.upsert(&hpa, scaled));
-        vanished.iter().for_each(|hpa| self.remove(hpa));
-        vanished
-    }
-}
-
-/// The namespace watch's view: the name → locator map and the per-namespace watches.
-struct NamespaceStore {
-    view: Downstream,
-    enqueue: Enqueue,
-    /// The UID each namespace was last seen with: a delete forgets ownership only of that one.
-    uids: Mutex<HashMap<String, Option<String>>>,
-}
-
-impl NamespaceStore {
-    fn seen(&self, ns: &Namespace, listed: bool) {
-        let uids = &mut *self.uids.lock().expect("downstream cache poisoned");
-        uids.insert(ns.name_any(), ns.metadata.uid.clone());
-        self.view.namespace_seen(ns, listed, &self.enqueue);
-    }
-
-    fn gone(&self, name: &String) {
-        let uid = self.uids.lock().expect("downstream cache poisoned").remove(name).flatten();
-        self.view.namespace_gone(name, uid.as_ref());
-    }
-}
-
-impl Store for NamespaceStore {
-    type Key = String;
-    type Item = Namespace;
-    fn upsert(&self, _: &String, ns: Namespace) {
-        self.seen(&ns, false);
-    }
-    fn remove(&self, name: &String) {
-        self.gone(name);
-    }
-    fn replace(&self, fresh: Vec<(String, Namespace)>) -> Vec<String> {
-        let listed: HashSet<&String> = fresh.iter().map(|(k, _)| k).collect();
-        let known: Vec<String> =
-            self.view.namespaces.read().expect("downstream cache poisoned").keys().cloned().collect();
-        let vanished: Vec<String> = known.into_iter().filter(|k| !listed.contains(k)).collect();
-        drop(listed);
-        fresh.iter().for_each(|(_, ns)| self.seen(ns, true));
-        vanished.iter().for_each(|name| self.gone(name));
-        vanished
-    }
-}
-
-/// The objects one downstream watch owns in the shared cache: those of its resource, in its
-/// namespace (or all namespaces).
-struct Slice {
-    objects: Arc<RwLock<Objects>>,
-    index: usize,
-    namespace: Option<String>,
-}
-
-impl Slice {
-    fn owns(&self, (index, ns, _): &ObjectId) -> bool {
-        *index == self.index && self.namespace.as_ref().is_none_or(|mine| mine == ns)
-    }
-}
-
-impl Store for Slice {
-    type Key = ObjectId;
-    type Item = Cached;
-    fn upsert(&self, key: &ObjectId, item: Cached) {
-        self.objects.write().expect("downstream cache poisoned").insert(key.clone(), item);
-    }
-    fn remove(&self, key: &ObjectId) {
-        self.objects.write().expect("downstream cache poisoned").remove(key);
-    }
-    fn replace(&self, fresh: Vec<(ObjectId, Cached)>) -> Vec<ObjectId> {
-        let mut objects = self.objects.write().expect("downstream cache poisoned");
-        let listed: HashSet<&ObjectId> = fresh.iter().map(|(k, _)| k).collect();
-        let vanished: Vec<ObjectId> = objects.keys().filter(|k| self.owns(k) && !listed.contains(k)).cloned().collect();
-        vanished.iter().for_each(|k| {
-            objects.remove(k);
-        });
-        // A write the syncer recorded while the list was under way is newer than the list.
-        for (key, item) in fresh {
-            if !objects.get(&key).is_some_and(|cached| newer(cached.resource_version(), item.resource_version())) {
-                objects.insert(key, item);
-            }
-        }
-        vanished
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    /// A client that is never called: these tests exercise the cache alone.
-    fn offline_client() -> Client {
-        let service = tower::service_fn(|_: http::Request<kube::client::Body>| async {
-            Err::<http::Response<kube::client::Body>, _>(std::io::Error::other("offline"))
-        });
-        Client::new(service, "default")
-    }
-
-    fn object(rv: &str) -> DynamicObject {
-        serde_json::from_value(json!({
-            "apiVersion": "v1", "kind": "ConfigMap",
-            "metadata": { "name": "c", "namespace": "ns", "resourceVersion": rv },
-            "data": { "big": "x".repeat(100) },
-        }))
-        .unwrap()
-    }
-
-    fn compared(rv: &str) -> Compared {
-        Compared { resource_version: Some(rv.into()), desired_hash: "h".into(), status_view: None }
-    }
-
-    fn state(d: &Downstream) -> Option<(&'static str, String)> {
-        d.object(0, "ns", "c").map(|c| match &c {
-            Cached::Whole(o) => ("whole", o.metadata.resource_version.clone().unwrap_or_default()),
-            Cached::Matched(m) => ("matched", m.resource_version.clone().unwrap_or_default()),
-        })
-    }
-
-    #[tokio::test]
-    async fn objects_are_kept_whole_until_matched_and_newer_versions_win() {
-        let d = Downstream::new(offline_client(), "key");
-        d.record(0, object("5"));
-        assert_eq!(state(&d), Some(("whole", "5".into())));
-        // A verdict for another version is stale and dropped.
-        d.matched(0, "ns", "c", compared("4"));
-        assert_eq!(state(&d), Some(("whole", "5".into())));
-        d.matched(0, "ns", "c", compared("5"));
-        assert_eq!(state(&d), Some(("matched", "5".into())));
-        // An older write response never replaces what the watch (or a later write) delivered.
-        d.record(0, object("3"));
-        assert_eq!(state(&d), Some(("matched", "5".into())));
-        d.record(0, object("7"));
-        assert_eq!(state(&d), Some(("whole", "7".into())));
-        assert_eq!(d.counts(), HashMap::from([(0, 1)]));
-    }
-
-    #[test]
-    fn a_relist_replaces_only_its_own_slice_and_keeps_newer_writes() {
-        let objects: Arc<RwLock<Objects>> = Default::default();
-        let mut cm = object("5");
-        let id = |i: usize, ns: &str, n: &str| (i, ns.to_string(), n.to_string());
-        {
-            let mut map = objects.write().unwrap();
-            for key in [id(0, "ns", "c"), id(0, "ns", "gone"), id(0, "other", "x"), id(1, "ns", "c")] {
-                map.insert(key, Cached::Whole(Arc::new(cm.clone())));
-            }
-        }
-        // Resource 0 in namespace "ns" relists: "gone" did not come back; "c" came back older
-        // than what the syncer recorded meanwhile.
-        cm.metadata.resource_version = Some("4".into());
-        let slice = Slice { objects: objects.clone(), index: 0, namespace: Some("ns".into()) };
-        let vanished = slice.replace(vec![(id(0, "ns", "c"), Cached::Whole(Arc::new(cm)))]);
-        assert_eq!(vanished, vec![id(0, "ns", "gone")]);
-        let map = objects.read().unwrap();
-        let mut keys: Vec<_> = map.keys().cloned().collect();
-        keys.sort();
-        assert_eq!(keys, vec![id(0, "ns", "c"), id(0, "other", "x"), id(1, "ns", "c")], "other slices untouched");
-        assert_eq!(map[&id(0, "ns", "c")].resource_version(), Some("5"), "the newer recorded write stays");
-    }
-
-    #[test]
-    fn status_view_keeps_what_status_up_reads() {
-        let obj = json!({
-            "metadata": { "generation": 3, "annotations": { "tmc.kcp.io/spec-hash": "abc", "other": "x" } },
-            "spec": { "template": "large" },
-            "status": { "replicas": 2 },
-        });
-        let view = status_view(&obj, "tmc.kcp.io/spec-hash");
-        assert_eq!(
-            view,
-            json!({
-                "metadata": { "generation": 3, "annotations": { "tmc.kcp.io/spec-hash": "abc" } },
-                "status": { "replicas": 2 },
-            })
-        );
-    }
-}
+mod tests;
