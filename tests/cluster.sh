@@ -5,6 +5,10 @@
 #
 #   tests/cluster.sh up DIR [NODES]   start one in DIR (state, logs, DIR/kubeconfig); default 2 nodes
 #   tests/cluster.sh down DIR         stop it
+#   tests/cluster.sh apiserver-kill DIR     kill -9 its kube-apiserver (etcd and the rest keep running)
+#   tests/cluster.sh apiserver-start DIR    start it again on the same port and etcd
+#   tests/cluster.sh etcd-delete DIR KEY    delete an etcd key behind the API server's back
+#   tests/cluster.sh etcd-compact DIR       compact etcd to its current revision (resumed watches get 410)
 #
 # Ports are free loopback ports; authentication is a static token in group system:masters.
 set -euo pipefail
@@ -39,6 +43,28 @@ wait_for() { # wait_for WHAT SECONDS CMD...
   done
   log "$what did not come up; logs in $dir"
   return 1
+}
+
+start_apiserver() { # the kube-apiserver of the cluster in $dir, on the ports in $dir/ports
+  local kube pki=$dir/pki etcd_port api_port
+  kube=$("$here/servers.sh" kube)
+  # shellcheck disable=SC1091
+  source "$dir/ports"
+  start kube-apiserver "$kube/kube-apiserver" --etcd-servers="http://127.0.0.1:$etcd_port" \
+    --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="$api_port" \
+    --tls-cert-file="$pki/server.crt" --tls-private-key-file="$pki/server.key" --client-ca-file="$pki/ca.crt" \
+    --token-auth-file="$pki/tokens.csv" --authorization-mode=Node,RBAC \
+    --service-account-issuer=https://kubernetes.default.svc --service-account-key-file="$pki/sa.pub" \
+    --service-account-signing-key-file="$pki/sa.key" --service-cluster-ip-range=10.0.0.0/24 \
+    --endpoint-reconciler-type=none --allow-privileged=true
+
+  tail -n1 "$dir/pids" >"$dir/kube-apiserver.pid"
+}
+
+etcd_api() { # etcd_api DIR PATH JSON: one call to etcd's JSON gateway
+  # shellcheck disable=SC1091
+  source "$1/ports"
+  curl -fsS -X POST "http://127.0.0.1:$etcd_port/v3/$2" -d "$3"
 }
 
 up() {
@@ -80,14 +106,8 @@ up() {
     --listen-peer-urls="http://127.0.0.1:$etcd_peer" --initial-advertise-peer-urls="http://127.0.0.1:$etcd_peer" \
     --initial-cluster="node0=http://127.0.0.1:$etcd_peer" --unsafe-no-fsync --log-level=warn "${etcd_extra[@]}"
 
-  start kube-apiserver "$kube/kube-apiserver" --etcd-servers="http://127.0.0.1:$etcd_port" \
-    --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="$api_port" \
-    --tls-cert-file="$pki/server.crt" --tls-private-key-file="$pki/server.key" --client-ca-file="$pki/ca.crt" \
-    --token-auth-file="$pki/tokens.csv" --authorization-mode=Node,RBAC \
-    --service-account-issuer=https://kubernetes.default.svc --service-account-key-file="$pki/sa.pub" \
-    --service-account-signing-key-file="$pki/sa.key" --service-cluster-ip-range=10.0.0.0/24 \
-    --endpoint-reconciler-type=none --allow-privileged=true
-
+  printf 'etcd_port=%s\napi_port=%s\n' "$etcd_port" "$api_port" >"$dir/ports"
+  start_apiserver
   local kc=$dir/kubeconfig
   cat >"$kc" <<EOF
 apiVersion: v1
@@ -139,5 +159,22 @@ EOF
 case "${1:-}" in
   up) up "${2:?DIR}" "${3:-2}" ;;
   down) down "${2:?DIR}" ;;
-  *) echo "usage: $0 up DIR [NODES] | down DIR" >&2; exit 2 ;;
+  apiserver-kill)
+    kill -9 "$(cat "${2:?DIR}/kube-apiserver.pid")"
+    ;;
+  apiserver-start)
+    dir=$(cd "${2:?DIR}" && pwd)
+    start_apiserver
+    wait_for kube-apiserver 120 kubectl --kubeconfig "$dir/kubeconfig" get --raw /readyz
+    ;;
+  etcd-delete)
+    key=$(printf '%s' "${3:?KEY}" | base64 -w0)
+    etcd_api "$2" kv/deleterange "{\"key\":\"$key\"}" | python3 -c 'import json,sys; print(json.load(sys.stdin).get("deleted", "0"))'
+    ;;
+  etcd-compact)
+    rev=$(etcd_api "$2" kv/range '{"key":"AA=="}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["header"]["revision"])')
+    etcd_api "$2" kv/compaction "{\"revision\":\"$rev\",\"physical\":true}" >/dev/null
+    echo "$rev"
+    ;;
+  *) echo "usage: $0 up DIR [NODES] | down DIR | apiserver-kill DIR | apiserver-start DIR | etcd-delete DIR KEY | etcd-compact DIR" >&2; exit 2 ;;
 esac

@@ -65,6 +65,30 @@ impl<T> ClusterCache<T> {
         dropped
     }
 
+    /// Under one write lock: drops the objects for which `in_scope` holds and that `fresh` lacks,
+    /// then inserts `fresh` (a relist swapped in). Returns the keys dropped.
+    pub fn replace_all(&self, fresh: Vec<(ClusterKey, T)>, in_scope: impl Fn(&ClusterKey) -> bool) -> Vec<ClusterKey> {
+        let listed: HashSet<&ClusterKey> = fresh.iter().map(|(k, _)| k).collect();
+        let mut map = self.inner.write().unwrap_or_else(PoisonError::into_inner);
+        let mut vanished = Vec::new();
+        for (cluster, bucket) in map.iter_mut() {
+            bucket.retain(|(ns, name), _| {
+                let key = ClusterKey::new(cluster.clone(), ns.clone(), name.clone());
+                let keep = listed.contains(&key) || !in_scope(&key);
+                if !keep {
+                    vanished.push(key);
+                }
+                keep
+            });
+        }
+        drop(listed);
+        for (key, obj) in fresh {
+            map.entry(key.cluster).or_default().insert((key.namespace, key.name), Arc::new(obj));
+        }
+        map.retain(|_, bucket| !bucket.is_empty());
+        vanished
+    }
+
     /// The keys of the objects in one logical cluster for which `pred` holds.
     pub fn keys_in(&self, cluster: &LogicalClusterName, pred: impl Fn(&T) -> bool) -> Vec<ClusterKey> {
         let map = self.inner.read().unwrap_or_else(PoisonError::into_inner);

@@ -5,6 +5,8 @@
 pub mod cache;
 pub mod guard;
 pub mod queue;
+pub mod reflector;
+pub mod worker;
 
 use std::time::Duration;
 

@@ -28,10 +28,6 @@ const KEPT_FIELDS: &[&str] = &["type"];
 /// A kept top-level string longer than this is dropped (a Secret type is a short name).
 const KEPT_FIELD_MAX_LEN: usize = 256;
 
-/// Annotations nobody reads upstream and that can be as large as the object (`kubectl apply`
-/// stores the whole object in one); [`super::transform::desired`] drops them downstream too.
-const DROPPED_ANNOTATIONS: &[&str] = &["kubectl.kubernetes.io/last-applied-configuration"];
-
 /// One upstream object as the shared view holds it.
 #[derive(Clone, Debug)]
 pub struct Held {
@@ -57,15 +53,9 @@ impl Held {
     }
 }
 
-/// Drops from any object what nothing upstream reads and that only costs memory: managedFields
-/// (often the largest part of an object) and the last-applied-configuration annotation.
-pub fn strip(mut obj: DynamicObject) -> DynamicObject {
-    obj.metadata.managed_fields = None;
-    if let Some(annotations) = obj.metadata.annotations.as_mut() {
-        annotations.retain(|k, _| !DROPPED_ANNOTATIONS.contains(&k.as_str()));
-    }
-    obj
-}
+/// Drops managedFields and the last-applied-configuration annotation (the one definition, which
+/// every watch applies too): what nothing upstream reads and that only costs memory.
+pub use crate::runtime::reflector::strip;
 
 /// Whether `obj`, encoded as JSON, is at most `limit` bytes. Counts without allocating and stops
 /// counting at the limit.

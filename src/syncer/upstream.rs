@@ -18,10 +18,9 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
 
-use futures::StreamExt;
 use kube::api::{Api, DynamicObject, ListParams};
 use kube::core::ApiResource;
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::watcher;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -31,7 +30,7 @@ use crate::apis::sync::v1alpha1::SyncedResourceState;
 use crate::kcp::{ClusterClients, ClusterKey, LogicalClusterName, WorkspacePath, error_message};
 use crate::runtime::cache::ClusterCache;
 use crate::runtime::guard::supervise;
-use crate::runtime::next_or_cancelled;
+use crate::runtime::reflector::{self, Reflector, Store, Synced, cluster_key};
 
 /// What a syncer is asked to reconcile: one object of one synced resource (by slot index), or
 /// with `resource: None` a whole namespace (its downstream clean-up).
@@ -51,15 +50,64 @@ struct Slot {
     writing: Mutex<()>,
     /// Set once the resource's watch has listed kcp: before that, an object missing from the
     /// cache is unknown, not absent (see [`Upstream::synced`]).
-    listed: std::sync::atomic::AtomicBool,
+    synced: Synced,
 }
 
-impl Slot {
-    /// Stores `obj`, whole if its namespace is placed and it `fits`.
-    fn store(&self, view: &Upstream, key: &ClusterKey, obj: DynamicObject, fits: bool) {
-        let _writing = self.writing.lock().expect("slot writer poisoned");
-        let placed = view.placed(key);
-        self.cache.insert(key, Held::new(obj, placed, fits));
+/// A slot's cache as its reflector writes it: every write takes the slot's write lock and
+/// checks placement again, so an object held whole (decided as it arrived, perhaps while a
+/// relist was buffered) is slimmed if its namespace was unplaced meanwhile.
+struct SlotStore {
+    slot: Arc<Slot>,
+    view: Upstream,
+}
+
+impl SlotStore {
+    fn checked(&self, key: &ClusterKey, held: Held) -> Held {
+        if held.whole && !self.view.placed(key) { held.slimmed() } else { held }
+    }
+}
+
+impl Store for SlotStore {
+    type Key = ClusterKey;
+    type Item = Held;
+    fn upsert(&self, key: &ClusterKey, held: Held) {
+        let _writing = self.slot.writing.lock().expect("slot writer poisoned");
+        self.slot.cache.insert(key, self.checked(key, held));
+    }
+    fn remove(&self, key: &ClusterKey) {
+        let _writing = self.slot.writing.lock().expect("slot writer poisoned");
+        self.slot.cache.remove(key);
+    }
+    fn replace(&self, fresh: Vec<(ClusterKey, Held)>) -> Vec<ClusterKey> {
+        let _writing = self.slot.writing.lock().expect("slot writer poisoned");
+        let fresh = fresh.into_iter().map(|(k, h)| (k.clone(), self.checked(&k, h))).collect();
+        self.slot.cache.replace_all(fresh, |_| true)
+    }
+}
+
+/// The namespace assignments as the namespace reflector writes them: every change goes
+/// through [`Upstream::namespace_changed`], which routes the namespace's objects to the targets
+/// that gained or lost it. A relist applies its namespaces one by one (each change must be
+/// routed), then unassigns the ones that vanished.
+struct NamespaceStore(Upstream);
+
+impl Store for NamespaceStore {
+    type Key = ClusterKey;
+    type Item = Assignment;
+    fn upsert(&self, key: &ClusterKey, now: Assignment) {
+        self.0.namespace_changed(key, now);
+    }
+    fn remove(&self, key: &ClusterKey) {
+        self.0.namespace_changed(key, Assignment::default());
+    }
+    fn replace(&self, fresh: Vec<(ClusterKey, Assignment)>) -> Vec<ClusterKey> {
+        let listed: HashSet<ClusterKey> = fresh.iter().map(|(k, _)| k.clone()).collect();
+        fresh.into_iter().for_each(|(key, now)| self.0.namespace_changed(&key, now));
+        // Only assigned namespaces are cached, so only they can vanish.
+        let vanished =
+            self.0.namespaces.all_keys(|_| true).into_iter().filter(|k| !listed.contains(k)).collect::<Vec<_>>();
+        vanished.iter().for_each(|key| self.0.namespace_changed(key, Assignment::default()));
+        vanished
     }
 }
 
@@ -76,7 +124,7 @@ pub struct Upstream {
     namespaces: ClusterCache<Assignment>,
     /// True once the namespace watch has listed: resource watches wait for it, so objects of
     /// placed namespaces are kept whole from the first list rather than each read again.
-    namespaces_listed: Arc<tokio::sync::watch::Sender<bool>>,
+    namespaces_listed: Synced,
     /// The largest encoded object kept whole (see [`super::kept`]).
     whole_object_limit: usize,
     subscribers: Arc<Mutex<HashMap<String, mpsc::UnboundedSender<SyncKey>>>>,
@@ -104,7 +152,7 @@ impl Upstream {
             slots: Default::default(),
             adding: Default::default(),
             namespaces: ClusterCache::default(),
-            namespaces_listed: Arc::new(tokio::sync::watch::channel(false).0),
+            namespaces_listed: Synced::default(),
             whole_object_limit: kept::DEFAULT_WHOLE_OBJECT_LIMIT,
             subscribers: Default::default(),
             cancel,
@@ -155,7 +203,7 @@ impl Upstream {
             resource: Arc::new(resource.clone()),
             cache: ClusterCache::default(),
             writing: Mutex::new(()),
-            listed: Default::default(),
+            synced: Synced::default(),
         });
         let index = {
             let mut slots = self.slots.write().expect("slots poisoned");
@@ -186,8 +234,7 @@ impl Upstream {
     /// watch have both listed kcp. Until then, an object or assignment missing from the view
     /// means "not known yet", never "absent": nothing may be deleted or released on it.
     pub fn synced(&self, index: usize) -> bool {
-        use std::sync::atomic::Ordering;
-        *self.namespaces_listed.borrow() && self.slot(index).is_some_and(|s| s.listed.load(Ordering::Acquire))
+        self.namespaces_listed.is_synced() && self.slot(index).is_some_and(|s| s.synced.is_synced())
     }
 
     /// Registers the syncer of `target_key`; it is sent every object currently assigned to it,
@@ -370,31 +417,13 @@ impl Upstream {
 
     async fn watch_namespaces(self, cancel: CancellationToken) {
         let api: Api<DynamicObject> = Api::all_with(self.watch_client.clone(), &namespace_resource());
-        let mut events = watcher(api, watcher::Config::default()).default_backoff().boxed();
-        let mut relisted = HashSet::new();
-        while let Some(event) = next_or_cancelled(&mut events, &cancel).await {
-            match event {
-                Err(e) => {
-                    tracing::warn!(endpoint = self.clients.base_url(), error = %e, "watching namespaces failed; retrying")
-                }
-                Ok(watcher::Event::Init) => relisted.clear(),
-                Ok(watcher::Event::InitApply(ns)) | Ok(watcher::Event::Apply(ns)) => {
-                    if let Some(key) = ClusterKey::of(&ns) {
-                        let now = Assignment::of(&serde_json::to_value(&ns).unwrap_or_default());
-                        self.namespace_changed(&key, now);
-                        relisted.insert(key);
-                    }
-                }
-                Ok(watcher::Event::InitDone) => {
-                    self.namespaces_listed.send_replace(true);
-                }
-                Ok(watcher::Event::Delete(ns)) => {
-                    if let Some(key) = ClusterKey::of(&ns) {
-                        self.namespace_changed(&key, Assignment::default());
-                    }
-                }
-            }
-        }
+        let reflector = Reflector::new(NamespaceStore(self.clone()), cluster_key, |_, ns: DynamicObject| {
+            Assignment::of(&serde_json::to_value(&ns).unwrap_or_default())
+        })
+        .with_synced(self.namespaces_listed.clone());
+        let what = format!("kcp namespaces at {}", self.clients.base_url());
+        // NamespaceStore routes every change itself.
+        reflector.run(reflector::watch(api, watcher::Config::default()), cancel, &what, |_| {}).await;
     }
 
     fn namespace_changed(&self, key: &ClusterKey, now: Assignment) {
@@ -431,45 +460,41 @@ impl Upstream {
 
     async fn watch_resource(self, index: usize, cancel: CancellationToken) {
         let Some(slot) = self.slot(index) else { return };
-        let resource = &slot.resource.api;
-        let mut listed = self.namespaces_listed.subscribe();
+        let resource = slot.resource.api.clone();
         tokio::select! {
-            _ = listed.wait_for(|done| *done) => {}
+            _ = self.namespaces_listed.wait_synced() => {}
             _ = cancel.cancelled() => return,
         }
-        let api: Api<DynamicObject> = Api::all_with(self.watch_client.clone(), resource);
+        let api: Api<DynamicObject> = Api::all_with(self.watch_client.clone(), &resource);
         // Streaming list: see the module docs. kcp serves it (WatchList) through the virtual
-        // workspace and on its own server.
+        // workspace and on its own server. Each object is slimmed as it arrives, so a relist's
+        // buffer holds what the cache would.
         let config = watcher::Config::default().streaming_lists();
-        let mut events = watcher(api, config).default_backoff().boxed();
-        let cache = &slot.cache;
-        while let Some(event) = next_or_cancelled(&mut events, &cancel).await {
-            let (obj, deleted) = match event {
-                Err(e) => {
-                    tracing::warn!(endpoint = self.clients.base_url(), resource = %resource.plural, error = %e, "watch failed; retrying");
-                    continue;
-                }
-                Ok(watcher::Event::InitApply(o)) | Ok(watcher::Event::Apply(o)) => (o, false),
-                Ok(watcher::Event::Delete(o)) => (o, true),
-                Ok(watcher::Event::InitDone) => {
-                    let (objects, whole) = (cache.len(), cache.all_keys(|h| h.whole).len());
-                    tracing::info!(endpoint = self.clients.base_url(), resource = %resource.plural, objects, whole, "listed a resource in kcp");
-                    slot.listed.store(true, std::sync::atomic::Ordering::Release);
-                    continue;
-                }
-                Ok(watcher::Event::Init) => continue,
-            };
-            let Some(key) = ClusterKey::of(&obj) else { continue };
-            if deleted {
-                let _writing = slot.writing.lock().expect("slot writer poisoned");
-                cache.remove(&key);
-            } else {
-                let obj = kept::strip(obj);
-                let fits = kept::fits(&obj, self.whole_object_limit);
-                slot.store(&self, &key, obj, fits);
+        let (view, limit) = (self.clone(), self.whole_object_limit);
+        let store = SlotStore { slot: slot.clone(), view: self.clone() };
+        let reflector = Reflector::new(store, cluster_key, move |key: &ClusterKey, obj: DynamicObject| {
+            let fits = kept::fits(&obj, limit);
+            Held::new(obj, view.placed(key), fits)
+        })
+        .with_synced(slot.synced.clone())
+        .on_listed({
+            let (slot, endpoint, plural) = (slot.clone(), self.clients.base_url().to_string(), resource.plural.clone());
+            move || {
+                let (objects, whole) = (slot.cache.len(), slot.cache.all_keys(|h| h.whole).len());
+                tracing::info!(endpoint, resource = %plural, objects, whole, "listed a resource in kcp");
             }
-            self.notify(&self.targets_of(&key), &[SyncKey { resource: Some(index), key }]);
-        }
+        });
+        let what = format!("kcp {} at {}", resource.plural, self.clients.base_url());
+        reflector
+            .run(reflector::watch(api, config), cancel, &what, |changes| {
+                // Vanished objects (deleted in kcp while the watch was down) are routed like
+                // deletes: their syncers see them absent and clean their copies up.
+                for change in changes {
+                    let key = change.key().clone();
+                    self.notify(&self.targets_of(&key), &[SyncKey { resource: Some(index), key }]);
+                }
+            })
+            .await;
     }
 }
 

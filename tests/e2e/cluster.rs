@@ -39,6 +39,44 @@ impl Cluster {
         Ok(Cluster { dir, kubeconfig })
     }
 
+    /// Runs one `tests/cluster.sh` command on this cluster; its stdout.
+    fn script(&self, command: &str, args: &[&str]) -> Result<String, String> {
+        let out = Command::new(script())
+            .args([command, &self.dir.path().display().to_string()])
+            .args(args)
+            .stderr(Stdio::inherit())
+            .output()
+            .map_err(|e| format!("tests/cluster.sh {command}: {e}"))?;
+        if !out.status.success() {
+            return Err(format!("tests/cluster.sh {command} failed; logs in {}", self.dir.path().display()));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+
+    /// kill -9 of the kube-apiserver; etcd and the controllers keep running.
+    pub fn kill_apiserver(&self) -> Result<(), String> {
+        self.script("apiserver-kill", &[]).map(|_| ())
+    }
+
+    /// Starts the kube-apiserver again on the same port and etcd; returns once it is ready
+    /// (blocking: run it on a blocking thread).
+    pub fn start_apiserver(&self) -> Result<(), String> {
+        self.script("apiserver-start", &[]).map(|_| ())
+    }
+
+    /// Deletes `key` in etcd behind the kube-apiserver's back; how many keys were deleted.
+    pub fn etcd_delete(&self, key: &str) -> Result<u64, String> {
+        let out = self.script("etcd-delete", &[key])?;
+        out.parse().map_err(|e| format!("etcd-delete answered {out:?}: {e}"))
+    }
+
+    /// Compacts etcd to its current revision, so a watch resumed from before it gets 410 Gone;
+    /// returns that revision.
+    pub fn etcd_compact(&self) -> Result<u64, String> {
+        let out = self.script("etcd-compact", &[])?;
+        out.parse().map_err(|e| format!("etcd-compact answered {out:?}: {e}"))
+    }
+
     pub fn kubeconfig_text(&self) -> String {
         std::fs::read_to_string(&self.kubeconfig).unwrap_or_default()
     }

@@ -23,6 +23,7 @@ mod ops;
 mod placement;
 mod prometheus;
 mod rbac;
+mod relist;
 mod status;
 mod stranded;
 mod syncer;
@@ -138,6 +139,7 @@ fn all_tests() -> Vec<(&'static str, TestFn)> {
         apis::custom_apis_sync_where_both_sides_serve_them,
         conflicts::foreign_downstream_namespace_is_reported_not_overwritten,
         conflicts::objects_too_large_for_the_cluster_are_reported,
+        relist::copy_deleted_while_the_api_server_was_down_is_restored,
         placement::placement_selects_a_labelled_subset_and_deletion_cleans_up,
         placement::placement_is_sticky_and_respects_cordon_and_drain,
         placement::placement_across_workspaces_needs_consent,
@@ -254,8 +256,9 @@ fn concurrency() -> usize {
 }
 
 fn main() -> std::process::ExitCode {
-    let filter: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
-    let selected = |(n, _): &(&str, TestFn)| filter.as_ref().is_none_or(|f| n.contains(f.as_str()));
+    // Every argument not starting with '-' is a substring; a test runs if it matches any.
+    let filters: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    let selected = |(n, _): &(&str, TestFn)| filters.is_empty() || filters.iter().any(|f| n.contains(f.as_str()));
     let tests: Vec<_> = all_tests().into_iter().filter(selected).collect();
     let serial: Vec<_> = serial_tests().into_iter().filter(selected).collect();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();

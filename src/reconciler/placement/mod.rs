@@ -26,7 +26,6 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::PartialObjectMeta;
 use tokio_util::sync::CancellationToken;
-use tracing::Instrument;
 
 use crate::apis::placement::v1alpha1::Placement;
 use crate::apis::sync::v1alpha1::SyncTarget;
@@ -35,6 +34,8 @@ use crate::kcp::{ClusterClients, ClusterKey, LogicalClusterName};
 use crate::runtime::cache::ClusterCache;
 use crate::runtime::guard::supervise;
 use crate::runtime::queue::{Backoff, WorkQueue};
+use crate::runtime::reflector::Synced;
+use crate::runtime::worker::{Loop, Workers};
 use crate::server::Metrics;
 use crate::server::metrics::{controller, queue};
 use crate::syncer::upstream::Upstream;
@@ -95,7 +96,8 @@ pub struct Controller {
     moves: Arc<Mutex<HashMap<ClusterKey, handover::Move>>>,
     queue: Arc<WorkQueue<Key>>,
     /// How many of the three watches have listed once; work waits for all three.
-    synced: tokio::sync::watch::Sender<usize>,
+    /// Whether each of the three watches (Placements, SyncTargets, namespaces) has listed.
+    synced: [Synced; 3],
     events: events::Events,
     /// Warnings on tenant namespaces (see [`consent`]).
     warnings: crate::syncer::events::Events,
@@ -106,7 +108,7 @@ pub struct Controller {
 impl Controller {
     /// Whether its three watches have listed once (readiness).
     pub fn is_synced(&self) -> bool {
-        *self.synced.borrow() >= 3
+        self.synced.iter().all(Synced::is_synced)
     }
 
     pub fn new(
@@ -130,7 +132,7 @@ impl Controller {
             fingerprints: Default::default(),
             evictions: Default::default(),
             moves: Default::default(),
-            synced: tokio::sync::watch::channel(0).0,
+            synced: Default::default(),
             settings,
         }
     }
@@ -148,51 +150,50 @@ impl Controller {
         tasks.spawn(supervise("Placement namespace watch", cancel.clone(), move || {
             this.clone().watch_namespaces(c.clone())
         }));
-        let mut workers = tokio::task::JoinSet::new();
-        for _ in 0..self.settings.workers.max(1) {
-            workers.spawn(self.clone().work(cancel.clone()));
-        }
+        // Deciding from a partial view could remove labels another Placement justifies.
+        let all_synced = async {
+            for synced in &self.synced {
+                synced.wait_synced().await;
+            }
+        };
+        let synced = tokio::select! {
+            _ = cancel.cancelled() => false,
+            _ = all_synced => true,
+        };
+        let workers = synced.then(|| self.clone().workers());
         cancel.cancelled().await;
-        self.queue.shut_down();
         tasks.abort_all();
         while tasks.join_next().await.is_some() {}
-        // Workers finish the reconcile in hand rather than being cut off between two writes.
-        crate::runtime::drain(workers, "placement").await;
+        // Workers finish the reconcile in hand (bounded) rather than being cut off between two writes.
+        match workers {
+            Some(workers) => workers.stop().await,
+            None => self.queue.shut_down(),
+        }
     }
 
-    async fn work(self, cancel: CancellationToken) {
-        // Deciding from a partial view could remove labels another Placement justifies.
-        let mut synced = self.synced.subscribe();
-        let synced = tokio::select! {
-            _ = cancel.cancelled() => return,
-            // Only whether it synced is kept: the guard must not live across an await.
-            synced = synced.wait_for(|n| *n >= 3) => synced.is_ok(),
-        };
-        if !synced {
-            return;
-        }
-        while let Some(key) = self.queue.next().await {
-            let (kind, k) = match &key {
+    fn workers(self) -> Workers<Key> {
+        let metrics = self.metrics.clone();
+        let (queue, count) = (self.queue.clone(), self.settings.workers);
+        let span = |key: &Key| {
+            let (kind, k) = match key {
                 Key::Placement(k) => ("placement", k),
                 Key::Namespace(k) => ("namespace", k),
             };
-            let span = tracing::info_span!("reconcile", controller = "placement", kind, workspace = %k.cluster, name = %k.name);
-            let started = std::time::Instant::now();
-            let outcome = crate::runtime::guard::reconcile(async {
-                match &key {
-                    Key::Placement(k) => self.reconcile_placement(k).await,
-                    Key::Namespace(k) => self.reconcile_namespace(k).await,
+            tracing::info_span!("reconcile", controller = "placement", kind, workspace = %k.cluster, name = %k.name)
+        };
+        // Both kinds of key count: a namespace reconcile is where the Placement's decision is
+        // written.
+        Loop::new("placement", span)
+            .observe(move |_, ok, started| metrics.reconciled(controller::PLACEMENT, ok, started.elapsed()))
+            .spawn(&queue, count, move |key| {
+                let this = self.clone();
+                async move {
+                    match &key {
+                        Key::Placement(k) => this.reconcile_placement(k).await,
+                        Key::Namespace(k) => this.reconcile_namespace(k).await,
+                    }
                 }
             })
-            .instrument(span.clone())
-            .await;
-            // Both kinds of key count: a namespace reconcile is where the Placement's decision
-            // is written.
-            self.metrics.reconciled(controller::PLACEMENT, outcome.is_ok(), started.elapsed());
-            if let (Err(e), Some(delay)) = (&outcome, self.queue.complete(&key, &outcome)) {
-                span.in_scope(|| tracing::warn!(error = %e, retry_in = ?delay, "reconcile failed"));
-            }
-        }
     }
 
     /// Moves still allowed in the current minute for the Placements of `cluster`. The budget is

@@ -2,11 +2,10 @@
 
 use std::collections::HashSet;
 
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, DynamicObject, PartialObjectMeta};
 use kube::core::ApiResource;
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::watcher;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
@@ -14,153 +13,102 @@ use super::{Controller, Key};
 use crate::apis::placement::v1alpha1::Placement;
 use crate::apis::sync::v1alpha1::SyncTarget;
 use crate::kcp::ClusterKey;
-use crate::runtime::next_or_cancelled;
+use crate::runtime::cache::ClusterCache;
+use crate::runtime::reflector::{self, Change, Reflector, Store, cluster_key};
 
-/// One change seen by a watch: the object (parsed), or its removal.
-enum Change<T> {
-    Upsert(ClusterKey, T),
-    Remove(ClusterKey),
-    /// A relist finished; these keys are all that exist now.
-    Relisted(HashSet<ClusterKey>),
-}
+/// A cache of parsed objects. An object that does not parse is logged and keeps its last
+/// parsed version (one bad write never drops a Placement or SyncTarget from the view).
+struct Parsed<T>(ClusterCache<T>);
 
-/// Follows a wildcard watch, parsing each object with `parse` (objects that do not parse are
-/// logged and skipped, so one bad object never stops the watch), and hands changes to `apply`.
-async fn follow<K, T>(
-    api: Api<K>,
-    what: &'static str,
-    cancel: CancellationToken,
-    parse: impl Fn(K) -> Option<T>,
-    mut apply: impl FnMut(Change<T>),
-) where
-    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
-{
-    let mut events = watcher(api, watcher::Config::default()).default_backoff().boxed();
-    let mut relisted = HashSet::new();
-    loop {
-        let Some(event) = next_or_cancelled(&mut events, &cancel).await else { return };
-        match event {
-            Err(e) => tracing::warn!(error = %e, "watching {what} failed; retrying"),
-            Ok(watcher::Event::Init) => relisted.clear(),
-            Ok(watcher::Event::InitDone) => apply(Change::Relisted(std::mem::take(&mut relisted))),
-            Ok(watcher::Event::InitApply(obj)) | Ok(watcher::Event::Apply(obj)) => {
-                let Some(key) = ClusterKey::of(&obj) else { continue };
-                relisted.insert(key.clone());
-                match parse(obj) {
-                    Some(t) => apply(Change::Upsert(key, t)),
-                    None => tracing::warn!(%key, "{what} does not parse; ignored"),
-                }
-            }
-            Ok(watcher::Event::Delete(obj)) => {
-                if let Some(key) = ClusterKey::of(&obj) {
-                    apply(Change::Remove(key));
-                }
-            }
+impl<T: Send + Sync> Store for Parsed<T> {
+    type Key = ClusterKey;
+    type Item = Option<T>;
+    fn upsert(&self, key: &ClusterKey, item: Option<T>) {
+        if let Some(t) = item {
+            self.0.insert(key, t);
         }
+    }
+    fn remove(&self, key: &ClusterKey) {
+        self.0.remove(key);
+    }
+    fn replace(&self, fresh: Vec<(ClusterKey, Option<T>)>) -> Vec<ClusterKey> {
+        let unparsed: HashSet<ClusterKey> = fresh.iter().filter(|(_, t)| t.is_none()).map(|(k, _)| k.clone()).collect();
+        let parsed = fresh.into_iter().filter_map(|(k, t)| Some((k, t?))).collect();
+        self.0.replace_all(parsed, |k| !unparsed.contains(k))
     }
 }
 
-fn parse<T: serde::de::DeserializeOwned>(obj: DynamicObject) -> Option<T> {
-    serde_json::to_value(obj).ok().and_then(|v| serde_json::from_value(v).ok())
+/// Parses a watched object, logging (not failing) when it does not parse.
+fn parse<T: serde::de::DeserializeOwned>(what: &'static str) -> impl Fn(&ClusterKey, DynamicObject) -> Option<T> {
+    move |key, obj| {
+        let parsed = serde_json::to_value(obj).ok().and_then(|v| serde_json::from_value(v).ok());
+        if parsed.is_none() {
+            tracing::warn!(%key, "{what} does not parse; ignored");
+        }
+        parsed
+    }
 }
 
 impl Controller {
-    fn mark_synced(&self, first: &mut bool) {
-        if std::mem::take(first) {
-            self.synced.send_modify(|n| *n += 1);
-        }
-    }
-
     pub(super) async fn watch_placements(self, cancel: CancellationToken) {
         let api: Api<DynamicObject> = Api::all_with(self.clients.wildcard(), &ApiResource::erase::<Placement>(&()));
-        let mut first = true;
-        follow(api, "Placements", cancel, parse::<Placement>, |change| match change {
-            Change::Upsert(key, p) => {
-                self.placements.insert(&key, p);
-                self.queue.add(Key::Placement(key));
-            }
-            Change::Remove(key) => {
-                self.placements.remove(&key);
-                // Its namespaces recompute without it: labels it justified go.
-                self.enqueue_namespaces_of(&key.cluster);
-            }
-            Change::Relisted(keys) => {
-                self.placements.retain(&keys);
-                self.mark_synced(&mut first);
-                keys.into_iter().for_each(|k| self.queue.add(Key::Placement(k)));
-            }
-        })
-        .await
+        let store = Parsed(self.placements.clone());
+        let reflector =
+            Reflector::new(store, cluster_key, parse::<Placement>("Placement")).with_synced(self.synced[0].clone());
+        reflector
+            .run(reflector::watch(api, watcher::Config::default()), cancel, "Placements", |changes| {
+                for change in changes {
+                    match change {
+                        Change::Applied(key) => self.queue.add(Key::Placement(key)),
+                        // Its namespaces recompute without it: labels it justified go.
+                        Change::Deleted(key) | Change::Vanished(key) => self.enqueue_namespaces_of(&key.cluster),
+                    }
+                }
+            })
+            .await
     }
 
     pub(super) async fn watch_synctargets(self, cancel: CancellationToken) {
         let api: Api<DynamicObject> = Api::all_with(self.clients.wildcard(), &ApiResource::erase::<SyncTarget>(&()));
-        let mut first = true;
-        follow(api, "SyncTargets", cancel, parse::<SyncTarget>, |change| match change {
-            Change::Upsert(key, t) => {
-                let print = fingerprint(&t);
-                self.targets.insert(&key, t);
-                let changed = self.fingerprints.lock().expect("poisoned").insert(key, print.clone()) != Some(print);
-                // Heartbeats change a target every few seconds; only what scheduling reads
-                // re-evaluates the Placements (any workspace may use any target).
+        let store = Parsed(self.targets.clone());
+        let reflector =
+            Reflector::new(store, cluster_key, parse::<SyncTarget>("SyncTarget")).with_synced(self.synced[1].clone());
+        reflector
+            .run(reflector::watch(api, watcher::Config::default()), cancel, "SyncTargets", |changes| {
+                let mut changed = false;
+                for change in changes {
+                    let key = change.key();
+                    let print = self.targets.get(key).filter(|_| !change.gone()).map(|t| fingerprint(&t));
+                    let mut prints = self.fingerprints.lock().expect("poisoned");
+                    // Heartbeats change a target every few seconds; only what scheduling reads
+                    // re-evaluates the Placements (any workspace may use any target).
+                    changed |= match print {
+                        Some(print) => prints.insert(key.clone(), print.clone()) != Some(print),
+                        None => prints.remove(key).is_some() || change.gone(),
+                    };
+                }
                 if changed {
                     self.placements.all_keys(|_| true).into_iter().for_each(|k| self.queue.add(Key::Placement(k)));
                 }
-            }
-            Change::Remove(key) => {
-                self.targets.remove(&key);
-                self.fingerprints.lock().expect("poisoned").remove(&key);
-                self.placements.all_keys(|_| true).into_iter().for_each(|k| self.queue.add(Key::Placement(k)));
-            }
-            Change::Relisted(keys) => {
-                self.targets.retain(&keys);
-                self.fingerprints.lock().expect("poisoned").retain(|k, _| keys.contains(k));
-                self.mark_synced(&mut first);
-            }
-        })
-        .await
+            })
+            .await
     }
 
     pub(super) async fn watch_namespaces(self, cancel: CancellationToken) {
         let api: Api<PartialObjectMeta<Namespace>> = Api::all(self.clients.wildcard());
-        let mut first = true;
-        let events = async move {
-            let mut stream = watcher(api, watcher::Config::default()).default_backoff().boxed();
-            let mut relisted = HashSet::new();
-            loop {
-                let Some(event) = next_or_cancelled(&mut stream, &cancel).await else { return };
-                let (key, obj) = match event {
-                    Err(e) => {
-                        tracing::warn!(error = %e, "watching namespaces failed; retrying");
-                        continue;
+        let reflector =
+            Reflector::new(self.namespaces.clone(), cluster_key, |_, ns| ns).with_synced(self.synced[2].clone());
+        reflector
+            .run(reflector::watch(api, watcher::Config::default()), cancel, "namespaces", |changes| {
+                for change in changes {
+                    if !change.gone() {
+                        self.queue.add(Key::Namespace(change.key().clone()));
                     }
-                    Ok(watcher::Event::Init) => {
-                        relisted.clear();
-                        continue;
-                    }
-                    Ok(watcher::Event::InitDone) => {
-                        self.namespaces.retain(&relisted);
-                        self.mark_synced(&mut first);
-                        continue;
-                    }
-                    Ok(watcher::Event::InitApply(o)) | Ok(watcher::Event::Apply(o)) => (ClusterKey::of(&o), Some(o)),
-                    Ok(watcher::Event::Delete(o)) => (ClusterKey::of(&o), None),
-                };
-                let Some(key) = key else { continue };
-                match obj {
-                    Some(mut o) => {
-                        o.metadata.managed_fields = None;
-                        relisted.insert(key.clone());
-                        self.namespaces.insert(&key, o);
-                        self.queue.add(Key::Namespace(key.clone()));
-                    }
-                    None => self.namespaces.remove(&key),
+                    // The count of placed namespaces may change.
+                    self.enqueue_placements_of(&change.key().cluster);
                 }
-                // The count of placed namespaces may change.
-                self.enqueue_placements_of(&key.cluster);
-            }
-        };
-        events.await
+            })
+            .await
     }
 }
 

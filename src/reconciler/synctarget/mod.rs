@@ -13,19 +13,17 @@ pub mod sweep;
 pub mod sweeper;
 pub mod syncers;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, DynamicObject, PartialObjectMeta, Patch, PatchParams};
 use kube::core::ApiResource;
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
-use tracing::Instrument;
 
 use self::status::{Credentials, Desired, Observed};
 use self::syncers::Supervisor;
@@ -36,8 +34,9 @@ use crate::kcp::paths::Paths;
 use crate::kcp::{ClusterClients, ClusterKey, LogicalClusterName};
 use crate::runtime::cache::ClusterCache;
 use crate::runtime::guard::supervise;
-use crate::runtime::next_or_cancelled;
 use crate::runtime::queue::{Backoff, WorkQueue};
+use crate::runtime::reflector::{self, Reflector, Synced, cluster_key};
+use crate::runtime::worker::{Loop, Workers};
 use crate::server::Metrics;
 use crate::server::metrics::{controller, queue};
 use crate::syncer::credentials::InlineCredentials;
@@ -99,7 +98,7 @@ pub struct Controller {
     /// Events on SyncTargets when their readiness changes.
     events: crate::syncer::events::Events,
     /// Set once the SyncTarget watch has listed (readiness).
-    synced: Arc<std::sync::atomic::AtomicBool>,
+    synced: Synced,
     /// Every endpoint's controller, for the finalizer sweeper (none: no sweeper runs).
     endpoints: Option<sweeper::Endpoints>,
     /// The last resolution of each target's allowed workspace paths (see [`consent`]).
@@ -145,7 +144,7 @@ impl Controller {
 
     /// Whether the SyncTarget watch has listed once (readiness).
     pub fn is_synced(&self) -> bool {
-        self.synced.load(std::sync::atomic::Ordering::Acquire)
+        self.synced.is_synced()
     }
 
     /// Runs watches and workers until `cancel` fires.
@@ -166,93 +165,54 @@ impl Controller {
         if let Some(endpoints) = self.endpoints.clone() {
             tasks.spawn(self.clone().sweep_finalizers(endpoints, cancel.clone()));
         }
-        for _ in 0..self.settings.workers.max(1) {
-            tasks.spawn(self.clone().work());
-        }
+        let workers = self.clone().workers();
         cancel.cancelled().await;
-        self.queue.shut_down();
+        // Workers finish the reconcile in hand (bounded) rather than being cut off between two writes.
+        workers.stop().await;
         while tasks.join_next().await.is_some() {}
         // The push-mode syncers share `cancel`'s parent: on shutdown (or a lost lease) they
         // finish their in-flight writes before the manager reports itself stopped.
         self.syncers.stopped().await;
     }
 
+    /// Watches SyncTargets in all bound workspaces. Every change is reconciled, and after a
+    /// relist so is every SyncTarget that vanished (deleted while the watch was down), so what
+    /// it left behind is released.
     async fn watch_synctargets(self, cancel: CancellationToken) {
         let api: Api<DynamicObject> = Api::all_with(self.clients.wildcard(), &resource());
-        let mut events = watcher(api, watcher::Config::default()).default_backoff().boxed();
-        let mut relisted: HashSet<ClusterKey> = HashSet::new();
-        loop {
-            let Some(event) = next_or_cancelled(&mut events, &cancel).await else { return };
-            match event {
-                Err(e) => {
-                    tracing::warn!(endpoint = self.clients.base_url(), error = %e, "watching SyncTargets failed; retrying")
-                }
-                Ok(watcher::Event::Init) => relisted.clear(),
-                Ok(watcher::Event::InitApply(obj)) => {
-                    if let Some(key) = self.store(obj) {
-                        relisted.insert(key);
-                    }
-                }
-                Ok(watcher::Event::InitDone) => {
-                    let stale = self.cache.retain(&relisted);
-                    tracing::info!(
-                        endpoint = self.clients.base_url(),
-                        synctargets = relisted.len(),
-                        removed = stale,
-                        "SyncTarget cache synced"
-                    );
-                    self.synced.store(true, std::sync::atomic::Ordering::Release);
-                    relisted.drain().for_each(|k| self.queue.add(k));
-                }
-                Ok(watcher::Event::Apply(obj)) => {
-                    if let Some(key) = self.store(obj) {
-                        self.queue.add(key);
-                    }
-                }
-                Ok(watcher::Event::Delete(obj)) => {
-                    if let Some(key) = ClusterKey::of(&obj) {
-                        self.cache.remove(&key);
-                        self.queue.add(key);
-                    }
-                }
+        let key = |obj: &DynamicObject| {
+            let key = cluster_key(obj);
+            if key.is_none() {
+                tracing::warn!(name = obj.name_any(), "SyncTarget without a kcp.io/cluster annotation ignored");
             }
-        }
+            key
+        };
+        let reflector = Reflector::new(self.cache.clone(), key, |_, obj| obj).with_synced(self.synced.clone());
+        let what = format!("SyncTargets at {}", self.clients.base_url());
+        let queue = self.queue.clone();
+        reflector
+            .run(reflector::watch(api, watcher::Config::default()), cancel, &what, |changes| {
+                changes.into_iter().for_each(|c| queue.add(c.key().clone()))
+            })
+            .await;
     }
 
     /// Watches Secret metadata in all bound workspaces, so a kubeconfig Secret that appears,
-    /// changes or disappears re-reconciles the SyncTargets that reference it.
+    /// changes or disappears (also unseen, found by a relist) re-reconciles the SyncTargets that
+    /// reference it.
     async fn watch_secrets(self, cancel: CancellationToken) {
         let api: Api<PartialObjectMeta<Secret>> = Api::all(self.clients.wildcard());
-        let mut events = watcher(api, watcher::Config::default()).default_backoff().boxed();
-        let mut relisted = HashSet::new();
-        loop {
-            let Some(event) = next_or_cancelled(&mut events, &cancel).await else { return };
-            let (secret, deleted) = match event {
-                Err(e) => {
-                    tracing::debug!(endpoint = self.clients.base_url(), error = %e, "watching Secrets failed; retrying");
-                    continue;
+        let reflector = Reflector::new(self.secret_versions.clone(), cluster_key, |_, s: PartialObjectMeta<Secret>| {
+            s.metadata.resource_version.unwrap_or_default()
+        });
+        let what = format!("Secret metadata at {}", self.clients.base_url());
+        reflector
+            .run(reflector::watch(api, watcher::Config::default()), cancel, &what, |changes| {
+                for change in changes {
+                    self.referencing(change.key()).into_iter().for_each(|k| self.queue.add(k));
                 }
-                Ok(watcher::Event::Init) => {
-                    relisted.clear();
-                    continue;
-                }
-                Ok(watcher::Event::InitDone) => {
-                    self.secret_versions.retain(&relisted);
-                    continue;
-                }
-                Ok(watcher::Event::InitApply(s)) | Ok(watcher::Event::Apply(s)) => (s, false),
-                Ok(watcher::Event::Delete(s)) => (s, true),
-            };
-            let Some(key) = ClusterKey::of(&secret) else { continue };
-            match (deleted, secret.metadata.resource_version.clone()) {
-                (false, Some(rv)) => {
-                    self.secret_versions.insert(&key, rv);
-                    relisted.insert(key.clone());
-                }
-                _ => self.secret_versions.remove(&key),
-            }
-            self.referencing(&key).into_iter().for_each(|k| self.queue.add(k));
-        }
+            })
+            .await;
     }
 
     /// Reads and checks the kubeconfig Secret, reusing the last result while the Secret's
@@ -299,15 +259,6 @@ impl Controller {
         Ok((credentials, inline))
     }
 
-    fn store(&self, obj: DynamicObject) -> Option<ClusterKey> {
-        let Some(key) = ClusterKey::of(&obj) else {
-            tracing::warn!(name = obj.name_any(), "SyncTarget without a kcp.io/cluster annotation ignored");
-            return None;
-        };
-        self.cache.insert(&key, obj);
-        Some(key)
-    }
-
     /// Keys of the SyncTargets in the Secret's workspace that reference it.
     fn referencing(&self, secret: &ClusterKey) -> Vec<ClusterKey> {
         self.cache.keys_in(&secret.cluster, |obj| {
@@ -316,17 +267,17 @@ impl Controller {
         })
     }
 
-    async fn work(self) {
-        while let Some(key) = self.queue.next().await {
-            let span =
-                tracing::info_span!("reconcile", controller = "synctarget", workspace = %key.cluster, name = %key.name);
-            let started = std::time::Instant::now();
-            let outcome = crate::runtime::guard::reconcile(self.reconcile(&key)).instrument(span.clone()).await;
-            self.metrics.reconciled(controller::SYNCTARGET, outcome.is_ok(), started.elapsed());
-            if let (Err(e), Some(delay)) = (&outcome, self.queue.complete(&key, &outcome)) {
-                span.in_scope(|| tracing::warn!(error = %e, retry_in = ?delay, "reconcile failed"));
-            }
-        }
+    fn workers(self) -> Workers<ClusterKey> {
+        let metrics = self.metrics.clone();
+        let (queue, count) = (self.queue.clone(), self.settings.workers);
+        Loop::new("synctarget", |key: &ClusterKey| {
+            tracing::info_span!("reconcile", controller = "synctarget", workspace = %key.cluster, name = %key.name)
+        })
+        .observe(move |_, ok, started| metrics.reconciled(controller::SYNCTARGET, ok, started.elapsed()))
+        .spawn(&queue, count, move |key| {
+            let this = self.clone();
+            async move { this.reconcile(&key).await }
+        })
     }
 
     /// Checks the kubeconfig of a push-mode target and keeps its syncer running (or stopped)

@@ -8,7 +8,6 @@ use std::time::Duration;
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
-use tracing::Instrument;
 
 mod apis;
 mod evidence;
@@ -24,6 +23,7 @@ use crate::apis::sync::v1alpha1::SupportedApi;
 use crate::kcp::{ClusterKey, LogicalClusterName, error_message};
 use crate::runtime::guard;
 use crate::runtime::queue::{Backoff, WorkQueue};
+use crate::runtime::worker::{Loop, Workers};
 use crate::server::Metrics;
 use crate::server::metrics::{SyncOp, queue};
 use crate::syncer::access::{Access, namespace_role};
@@ -188,34 +188,35 @@ impl Engine {
         }));
         let (this, c) = (self.clone(), cancel.clone());
         tasks.spawn(guard::supervise("supported APIs", cancel.clone(), move || this.clone().manage_apis(c.clone())));
-        let mut workers = tokio::task::JoinSet::new();
-        for _ in 0..self.settings.workers.max(1) {
-            workers.spawn(self.clone().work());
-        }
+        let workers = self.clone().workers();
         let (this, c) = (self.clone(), cancel.clone());
         tasks.spawn(guard::supervise("heartbeat", cancel.clone(), move || this.clone().heartbeat(c.clone())));
         cancel.cancelled().await;
         self.upstream.unsubscribe(&self.target_key);
-        self.queue.shut_down();
         tasks.abort_all();
         while tasks.join_next().await.is_some() {}
-        // Workers finish the sync in hand rather than being cut off between two writes.
-        crate::runtime::drain(workers, "syncer").await;
+        // Workers finish the sync in hand (bounded) rather than being cut off between two writes.
+        workers.stop().await;
     }
 
-    async fn work(self) {
-        while let Some(key) = self.queue.next().await {
-            let span = tracing::info_span!("sync", target = %self.target.name, workspace = %key.key.cluster,
-                namespace = ?key.key.namespace, name = %key.key.name);
-            let started = std::time::Instant::now();
-            let outcome = guard::reconcile(self.sync(&key)).instrument(span.clone()).await;
-            if outcome.is_ok() {
-                self.telemetry.settled(&key, started);
-            }
-            if let (Err(e), Some(delay)) = (&outcome, self.queue.complete(&key, &outcome)) {
-                span.in_scope(|| tracing::warn!(error = %e, retry_in = ?delay, "sync failed"));
-            }
-        }
+    fn workers(self) -> Workers<SyncKey> {
+        let telemetry = self.telemetry.clone();
+        let (queue, count) = (self.queue.clone(), self.settings.workers);
+        let target = self.target.name.clone();
+        let span = move |key: &SyncKey| {
+            tracing::info_span!("sync", target = %target, workspace = %key.key.cluster,
+                namespace = ?key.key.namespace, name = %key.key.name)
+        };
+        Loop::new("syncer", span)
+            .observe(move |key, ok, started| {
+                if ok {
+                    telemetry.settled(key, started);
+                }
+            })
+            .spawn(&queue, count, move |key| {
+                let this = self.clone();
+                async move { this.sync(&key).await }
+            })
     }
 
     /// The kcp API of the upstream object behind `key`, scoped to its logical cluster.

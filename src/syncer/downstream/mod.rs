@@ -15,25 +15,29 @@
 //! RBAC grants no cluster-wide Secret read (see [`super::access`]); every other kind is one
 //! cluster-wide watch.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+mod stores;
+
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
 
-use futures::StreamExt;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, DynamicObject};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use tokio_util::sync::CancellationToken;
 
+use self::stores::{AutoscalerStore, NamespaceStore, Slice};
 use super::access::watched_per_namespace;
 use super::naming::{LOCATOR_ANNOTATION, Locator, TARGET_LABEL};
 use super::resources::SyncedResource;
 use super::upstream::SyncKey;
 use crate::kcp::{ClusterKey, LogicalClusterName};
-use crate::runtime::next_or_cancelled;
+use crate::runtime::reflector::{self, Reflector, Synced};
 
-type Objects = HashMap<(usize, String, String), Cached>;
+/// (resource, namespace, name) of a downstream object.
+type ObjectId = (usize, String, String);
+type Objects = HashMap<ObjectId, Cached>;
 type Enqueue = Arc<dyn Fn(SyncKey) + Send + Sync>;
 /// A watch: (resource, namespace), or (resource, `None`) cluster-wide.
 type WatchId = (usize, Option<String>);
@@ -124,8 +128,8 @@ pub struct Downstream {
     objects: Arc<RwLock<Objects>>,
     /// (namespace, Deployment) pairs that a HorizontalPodAutoscaler in the cluster scales.
     autoscaled: Arc<RwLock<HashMap<(String, String), String>>>,
-    /// The watches that have completed their first list.
-    listed: Arc<RwLock<HashSet<WatchId>>>,
+    /// Whether each running watch has completed its first list.
+    listed: Arc<RwLock<HashMap<WatchId, Synced>>>,
     per_namespace: Arc<Mutex<PerNamespace>>,
 }
 
@@ -148,7 +152,9 @@ impl Downstream {
     /// still exist in the cluster.
     pub fn synced(&self, resource: usize, namespace: &str) -> bool {
         let listed = self.listed.read().expect("downstream cache poisoned");
-        listed.contains(&(resource, None)) || listed.contains(&(resource, Some(namespace.to_string())))
+        [(resource, None), (resource, Some(namespace.to_string()))]
+            .iter()
+            .any(|id| listed.get(id).is_some_and(Synced::is_synced))
     }
 
     /// How many synced objects of each resource the cluster holds.
@@ -186,9 +192,7 @@ impl Downstream {
         let rv = obj.metadata.resource_version.as_deref();
         let newer_cached = objects.get(&id).is_some_and(|cached| newer(cached.resource_version(), rv));
         if !newer_cached {
-            let mut obj = obj;
-            obj.metadata.managed_fields = None;
-            objects.insert(id, Cached::Whole(Arc::new(obj)));
+            objects.insert(id, Cached::Whole(Arc::new(reflector::strip(obj))));
         }
     }
 
@@ -211,44 +215,54 @@ impl Downstream {
     }
 
     /// Watches HorizontalPodAutoscalers (all of them: they are the cluster's, not labelled by
-    /// us), remembering which Deployments they scale and re-syncing those when that changes.
+    /// us), remembering which Deployments they scale and re-syncing those when that changes
+    /// (also when an autoscaler vanished in a relist).
     pub async fn watch_autoscalers(
         self,
         deployments: usize,
-        enqueue: impl Fn(SyncKey) + Send + 'static,
+        enqueue: impl Fn(SyncKey) + Send + Sync + 'static,
         cancel: CancellationToken,
     ) {
         let api: Api<HorizontalPodAutoscaler> = Api::all(self.client.clone());
-        let mut events = watcher(api, watcher::Config::default()).default_backoff().boxed();
-        while let Some(event) = next_or_cancelled(&mut events, &cancel).await {
-            let (hpa, deleted) = match event {
-                Ok(watcher::Event::InitApply(h)) | Ok(watcher::Event::Apply(h)) => (h, false),
-                Ok(watcher::Event::Delete(h)) => (h, true),
-                Ok(_) => continue,
-                Err(e) => {
-                    tracing::debug!(target_key = %self.target_key, error = %crate::kcp::watch_error_message(&e), "watching autoscalers failed");
-                    continue;
-                }
-            };
-            let hpa_id = format!("{}/{}", hpa.namespace().unwrap_or_default(), hpa.name_any());
-            let target = &hpa.spec.scale_target_ref;
-            let scaled = (hpa.namespace().unwrap_or_default(), target.name.clone());
-            let changed = {
-                let mut map = self.autoscaled.write().expect("downstream cache poisoned");
-                let before: Vec<(String, String)> =
-                    map.iter().filter(|(_, h)| **h == hpa_id).map(|(k, _)| k.clone()).collect();
-                before.iter().for_each(|k| {
-                    map.remove(k);
-                });
-                if !deleted && target.kind == "Deployment" {
-                    map.insert(scaled.clone(), hpa_id);
-                }
-                before.into_iter().chain([scaled]).collect::<Vec<_>>()
-            };
-            for (ns, name) in changed {
-                if self.object(deployments, &ns, &name).is_some() {
-                    self.upstream_key(deployments, &ns, &name).into_iter().for_each(&enqueue);
-                }
+        let store = AutoscalerStore { view: self.clone(), deployments, enqueue: Arc::new(enqueue) };
+        let reflector = Reflector::new(
+            store,
+            |hpa: &HorizontalPodAutoscaler| Some((hpa.namespace().unwrap_or_default(), hpa.name_any())),
+            |_, hpa| {
+                let target = &hpa.spec.scale_target_ref;
+                (target.kind == "Deployment").then(|| target.name.clone())
+            },
+        );
+        let what = format!("autoscalers for {}", self.target_key);
+        reflector.run(reflector::watch(api, watcher::Config::default()), cancel, &what, |_| {}).await;
+    }
+
+    /// Records that the autoscaler `hpa` scales `deployment` (in its namespace) or nothing;
+    /// re-syncs the Deployments whose autoscaling changed.
+    fn autoscaler_changed(
+        &self,
+        hpa: &(String, String),
+        deployment: Option<String>,
+        resync: &dyn Fn(SyncKey),
+        index: usize,
+    ) {
+        let hpa_id = format!("{}/{}", hpa.0, hpa.1);
+        let changed = {
+            let mut map = self.autoscaled.write().expect("downstream cache poisoned");
+            let before: Vec<(String, String)> =
+                map.iter().filter(|(_, h)| **h == hpa_id).map(|(k, _)| k.clone()).collect();
+            before.iter().for_each(|k| {
+                map.remove(k);
+            });
+            let now = deployment.map(|d| (hpa.0.clone(), d));
+            if let Some(scaled) = &now {
+                map.insert(scaled.clone(), hpa_id);
+            }
+            before.into_iter().chain(now).collect::<Vec<_>>()
+        };
+        for (ns, name) in changed {
+            if self.object(index, &ns, &name).is_some() {
+                self.upstream_key(index, &ns, &name).into_iter().for_each(resync);
             }
         }
     }
@@ -345,52 +359,52 @@ impl Downstream {
 
     /// Watches the namespaces this syncer owns, keeping the name → locator map. Objects that
     /// were cached before their namespace was known are sent to `enqueue` once it is, so none is
-    /// missed (e.g. an orphan found after a restart).
-    pub async fn watch_namespaces(self, enqueue: impl Fn(SyncKey) + Send + 'static, cancel: CancellationToken) {
+    /// missed (e.g. an orphan found after a restart). A namespace that vanished in a relist
+    /// (deleted while the watch was down) is forgotten like a deleted one.
+    pub async fn watch_namespaces(self, enqueue: impl Fn(SyncKey) + Send + Sync + 'static, cancel: CancellationToken) {
         let api: Api<Namespace> = Api::all(self.client.clone());
-        let mut events = watcher(api, self.selector()).default_backoff().boxed();
-        let mut initial = false;
-        while let Some(event) = next_or_cancelled(&mut events, &cancel).await {
-            let mut map = self.namespaces.write().expect("downstream cache poisoned");
-            match event {
-                Ok(watcher::Event::InitApply(ns)) | Ok(watcher::Event::Apply(ns)) => {
-                    // Same name, another UID: deleted and created again, perhaps by someone else.
-                    let mut owned = self.owned.write().expect("downstream cache poisoned");
-                    if owned.get(&ns.name_any()).is_some_and(|(_, uid)| ns.metadata.uid.as_ref() != Some(uid)) {
-                        owned.remove(&ns.name_any());
-                    }
-                    drop(owned);
-                    let locator = ns.annotations().get(LOCATOR_ANNOTATION).and_then(|a| Locator::from_annotation(a));
-                    if let Some(locator) = locator
-                        && map.insert(ns.name_any(), locator).is_none()
-                    {
-                        drop(map);
-                        // Namespaces found at start-up are watched at once (to find orphans);
-                        // new ones once the engine has made sure they are ours and bound
-                        // (`remember_namespace`), so no watch starts before it may read there.
-                        if initial {
-                            self.watch_namespace(&ns.name_any());
-                        }
-                        self.objects_in(&ns.name_any()).into_iter().for_each(&enqueue);
-                    }
-                }
-                Ok(watcher::Event::Delete(ns)) => {
-                    map.remove(&ns.name_any());
-                    let mut owned = self.owned.write().expect("downstream cache poisoned");
-                    if owned.get(&ns.name_any()).is_some_and(|(_, uid)| ns.metadata.uid.as_ref() == Some(uid)) {
-                        owned.remove(&ns.name_any());
-                    }
-                    drop(owned);
-                    drop(map);
-                    self.unwatch_namespace(&ns.name_any());
-                }
-                Ok(watcher::Event::Init) => initial = true,
-                Ok(watcher::Event::InitDone) => initial = false,
-                Err(e) => {
-                    tracing::warn!(target_key = %self.target_key, error = %crate::kcp::watch_error_message(&e), "watching downstream namespaces failed")
-                }
-            }
+        let store = NamespaceStore { view: self.clone(), enqueue: Arc::new(enqueue), uids: Default::default() };
+        let reflector = Reflector::new(store, |ns: &Namespace| Some(ns.name_any()), |_, ns| ns);
+        let what = format!("downstream namespaces of {}", self.target_key);
+        // NamespaceStore acts on every change itself.
+        reflector.run(reflector::watch(api, self.selector()), cancel, &what, |_| {}).await;
+    }
+
+    /// A namespace carrying our label appeared or changed; `listed` when it came from a list.
+    fn namespace_seen(&self, ns: &Namespace, listed: bool, enqueue: &Enqueue) {
+        let name = ns.name_any();
+        // Same name, another UID: deleted and created again, perhaps by someone else.
+        let mut owned = self.owned.write().expect("downstream cache poisoned");
+        if owned.get(&name).is_some_and(|(_, uid)| ns.metadata.uid.as_ref() != Some(uid)) {
+            owned.remove(&name);
         }
+        drop(owned);
+        let locator = ns.annotations().get(LOCATOR_ANNOTATION).and_then(|a| Locator::from_annotation(a));
+        let mut map = self.namespaces.write().expect("downstream cache poisoned");
+        if let Some(locator) = locator
+            && map.insert(name.clone(), locator).is_none()
+        {
+            drop(map);
+            // Namespaces found by a list are watched at once (to find orphans); new ones once
+            // the engine has made sure they are ours and bound (`remember_namespace`), so no
+            // watch starts before it may read there.
+            if listed {
+                self.watch_namespace(&name);
+            }
+            self.objects_in(&name).into_iter().for_each(|k| enqueue(k));
+        }
+    }
+
+    /// A namespace is gone: ownership is forgotten if it was proven for its last-seen `uid` (or
+    /// for any, when that is unknown).
+    fn namespace_gone(&self, name: &str, uid: Option<&String>) {
+        self.namespaces.write().expect("downstream cache poisoned").remove(name);
+        let mut owned = self.owned.write().expect("downstream cache poisoned");
+        if owned.get(name).is_some_and(|(_, owned_uid)| uid.is_none_or(|uid| uid == owned_uid)) {
+            owned.remove(name);
+        }
+        drop(owned);
+        self.unwatch_namespace(name);
     }
 
     /// Watches the synced objects of one resource, caching them and sending the upstream key of
@@ -414,7 +428,9 @@ impl Downstream {
         }
     }
 
-    /// One watch of `resource`, in `namespace` or (`None`) cluster-wide.
+    /// One watch of `resource`, in `namespace` or (`None`) cluster-wide. After a relist, objects
+    /// the cache held that the cluster no longer has (deleted while the watch was down) are
+    /// dropped and their upstream keys sent, so the sync sees them missing and restores them.
     async fn watch(
         self,
         index: usize,
@@ -427,112 +443,36 @@ impl Downstream {
             Some(ns) => Api::namespaced_with(self.client.clone(), ns, &resource.api),
             None => Api::all_with(self.client.clone(), &resource.api),
         };
-        let mut events = watcher(api, self.selector()).default_backoff().boxed();
-        let mut listed = false;
-        while let Some(event) = next_or_cancelled(&mut events, &cancel).await {
-            let (obj, deleted) = match event {
-                Ok(watcher::Event::InitDone) if !listed => {
-                    listed = true;
-                    self.listed.write().expect("downstream cache poisoned").insert((index, namespace.clone()));
-                    continue;
+        let slice = Slice { objects: self.objects.clone(), index, namespace: namespace.clone() };
+        let reflector = Reflector::new(
+            slice,
+            move |o: &DynamicObject| Some((index, o.metadata.namespace.clone().unwrap_or_default(), o.name_any())),
+            |_, o| Cached::Whole(Arc::new(o)),
+        );
+        self.listed.write().expect("downstream cache poisoned").insert((index, namespace.clone()), reflector.synced());
+        let what = format!(
+            "downstream {} of {} in {}",
+            resource.api.plural,
+            self.target_key,
+            namespace.as_deref().unwrap_or("*")
+        );
+        // Cache first (the reflector stores before it reports), then map back: the namespace
+        // watch adds a namespace to its map before it re-sends the cached objects in it, so
+        // whichever runs second sees the other's work and no object is lost between the two.
+        reflector
+            .run(reflector::watch(api, self.selector()), cancel, &what, |changes| {
+                for change in changes {
+                    let (_, ns, name) = change.key();
+                    let key = self.upstream_key(index, ns, name);
+                    tracing::debug!(target_key = %self.target_key, resource = %resource.api.plural, object = ?change, upstream = ?key, "downstream event");
+                    if let Some(key) = key {
+                        enqueue(key);
+                    }
                 }
-                Ok(watcher::Event::InitApply(o)) | Ok(watcher::Event::Apply(o)) => (o, false),
-                Ok(watcher::Event::Delete(o)) => (o, true),
-                Ok(_) => continue,
-                Err(e) => {
-                    tracing::warn!(target_key = %self.target_key, resource = %resource.api.plural, namespace = ?namespace, error = %crate::kcp::watch_error_message(&e), "downstream watch failed");
-                    continue;
-                }
-            };
-            let id = (index, obj.metadata.namespace.clone().unwrap_or_default(), obj.name_any());
-            // Cache first, then map back: the namespace watch adds a namespace to its map before
-            // it re-sends the cached objects in it, so whichever runs second sees the other's
-            // work and no object is lost between the two watches.
-            let mut obj = obj;
-            obj.metadata.managed_fields = None;
-            let obj = Arc::new(obj);
-            {
-                let mut objects = self.objects.write().expect("downstream cache poisoned");
-                if deleted {
-                    objects.remove(&id);
-                } else {
-                    objects.insert(id.clone(), Cached::Whole(obj));
-                }
-            }
-            let key = self.upstream_key(index, &id.1, &id.2);
-            tracing::debug!(target_key = %self.target_key, resource = %resource.api.plural, object = ?id, upstream = ?key, deleted, "downstream event");
-            if let Some(key) = key {
-                enqueue(key);
-            }
-        }
+            })
+            .await;
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    /// A client that is never called: these tests exercise the cache alone.
-    fn offline_client() -> Client {
-        let service = tower::service_fn(|_: http::Request<kube::client::Body>| async {
-            Err::<http::Response<kube::client::Body>, _>(std::io::Error::other("offline"))
-        });
-        Client::new(service, "default")
-    }
-
-    fn object(rv: &str) -> DynamicObject {
-        serde_json::from_value(json!({
-            "apiVersion": "v1", "kind": "ConfigMap",
-            "metadata": { "name": "c", "namespace": "ns", "resourceVersion": rv },
-            "data": { "big": "x".repeat(100) },
-        }))
-        .unwrap()
-    }
-
-    fn compared(rv: &str) -> Compared {
-        Compared { resource_version: Some(rv.into()), desired_hash: "h".into(), status_view: None }
-    }
-
-    fn state(d: &Downstream) -> Option<(&'static str, String)> {
-        d.object(0, "ns", "c").map(|c| match &c {
-            Cached::Whole(o) => ("whole", o.metadata.resource_version.clone().unwrap_or_default()),
-            Cached::Matched(m) => ("matched", m.resource_version.clone().unwrap_or_default()),
-        })
-    }
-
-    #[tokio::test]
-    async fn objects_are_kept_whole_until_matched_and_newer_versions_win() {
-        let d = Downstream::new(offline_client(), "key");
-        d.record(0, object("5"));
-        assert_eq!(state(&d), Some(("whole", "5".into())));
-        // A verdict for another version is stale and dropped.
-        d.matched(0, "ns", "c", compared("4"));
-        assert_eq!(state(&d), Some(("whole", "5".into())));
-        d.matched(0, "ns", "c", compared("5"));
-        assert_eq!(state(&d), Some(("matched", "5".into())));
-        // An older write response never replaces what the watch (or a later write) delivered.
-        d.record(0, object("3"));
-        assert_eq!(state(&d), Some(("matched", "5".into())));
-        d.record(0, object("7"));
-        assert_eq!(state(&d), Some(("whole", "7".into())));
-        assert_eq!(d.counts(), HashMap::from([(0, 1)]));
-    }
-
-    #[test]
-    fn status_view_keeps_what_status_up_reads() {
-        let obj = json!({
-            "metadata": { "generation": 3, "annotations": { "tmc.kcp.io/spec-hash": "abc", "other": "x" } },
-            "spec": { "template": "large" },
-            "status": { "replicas": 2 },
-        });
-        let view = status_view(&obj, "tmc.kcp.io/spec-hash");
-        assert_eq!(
-            view,
-            json!({
-                "metadata": { "generation": 3, "annotations": { "tmc.kcp.io/spec-hash": "abc" } },
-                "status": { "replicas": 2 },
-            })
-        );
-    }
-}
+mod tests;
