@@ -82,7 +82,10 @@ pub async fn compare(w: &World) -> Result<Diff, String> {
             for obj in api.list(&selector).await.map_err(|e| format!("list {} in {}: {e}", resource.kind, t.path))? {
                 let name = obj.metadata.name.clone().unwrap_or_default();
                 if obj.metadata.deletion_timestamp.is_some() {
-                    diff.terminating.push(format!("{}/{NAMESPACE}/{}/{name}", t.path, resource.kind));
+                    let finalizers = obj.metadata.finalizers.clone().unwrap_or_default().join(" ");
+                    let since = obj.metadata.deletion_timestamp.as_ref().map(|t| t.0.to_string()).unwrap_or_default();
+                    let what = format!("{}/{NAMESPACE}/{}/{name} since {since} [{finalizers}]", t.path, resource.kind);
+                    diff.terminating.push(what);
                     continue;
                 }
                 let fp = fingerprint(kind, &serde_json::to_value(&obj).map_err(|e| e.to_string())?);
