@@ -126,11 +126,14 @@ pub fn no_failures_but_conflicts(log_last_third: &str) -> Verdict {
 }
 
 /// The churn wrote at least 80% of what its rate promises (a stalled churn would make the
-/// other checks pass for nothing), and none of its writes failed for a reason of their own.
+/// other checks pass for nothing), and at most 1% of its writes failed for a reason of their own
+/// (an overloaded kcp answers `500 resource quota evaluation timed out` now and then: a fault of
+/// the servers under the churn, not of the manager, but more than a few means the run did not
+/// load the manager as planned).
 pub fn churn_ran(writes: u64, planned: u64, errors: u64) -> Verdict {
     Verdict {
-        name: "churn ran at its rate without failed writes",
-        ok: planned > 0 && writes * 5 >= planned * 4 && errors == 0,
+        name: "churn ran at its rate, at most 1% of writes failed",
+        ok: planned > 0 && writes * 5 >= planned * 4 && errors * 100 <= writes,
         detail: format!("{writes} writes of {planned} planned, {errors} failed"),
     }
 }

@@ -109,8 +109,17 @@ mod judge_tests {
 
     #[test]
     fn churn_ran_table() {
-        let cases =
-            [(100, 100, 0, true), (80, 100, 0, true), (79, 100, 0, false), (100, 100, 1, false), (0, 0, 0, false)];
+        let cases = [
+            (100, 100, 0, true),
+            (80, 100, 0, true),
+            (79, 100, 0, false),
+            // At most 1% failed writes (servers overloaded by the churn), no more.
+            (100, 100, 1, true),
+            (100, 100, 2, false),
+            (3000, 3600, 30, true),
+            (3000, 3600, 31, false),
+            (0, 0, 0, false),
+        ];
         for (writes, planned, errors, want) in cases {
             assert_eq!(churn_ran(writes, planned, errors).ok, want, "{writes} {planned} {errors}");
         }
