@@ -3,6 +3,8 @@
 #   make run    build everything, start a local kcp, install the APIs, bind a sample tenant
 #               workspace, run the manager, apply a sample SyncTarget; prints what to try
 #   make test   every test: unit tests and the end-to-end tests against a real kcp
+#   make soak   30 minutes of churn with a manager restart; memory, errors and state judged
+#               (TMC_SOAK_MINUTES=3 for a short run; results in docs/reliability.md)
 #
 # Servers are built from the Go module proxy and cached by version outside the clone
 # (~/.cache/kcp-tmc, or $TMC_CACHE_DIR); the first build prints progress and takes a while.
@@ -10,12 +12,12 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: all build test unit e2e run kcp kcp-bin servers bench coverage generate fmt lint clean-cache help
+.PHONY: all build test unit e2e soak run kcp kcp-bin servers bench coverage generate fmt lint clean-cache help
 
 all: build
 
 help:
-	@sed -n '1,12p' Makefile
+	@sed -n '1,14p' Makefile
 
 build:
 	$(CARGO) build --bins
@@ -36,6 +38,11 @@ unit:
 
 e2e: servers
 	TMC_KCP_BIN=$$(tests/servers.sh kcp) $(CARGO) test --test e2e
+
+## Soak (release build): churn across 20 workspaces and 2 clusters for TMC_SOAK_MINUTES (default
+## 30) with a manager restart at half time; samples in target/soak/, verdicts on stdout.
+soak: servers
+	TMC_KCP_BIN=$$(tests/servers.sh kcp) $(CARGO) test --release --test soak
 
 ## A local kcp with the APIs installed, a bound tenant workspace, the manager and a sample.
 run: servers build
