@@ -3,6 +3,8 @@
 #   make run    build everything, start a local kcp, install the APIs, bind a sample tenant
 #               workspace, run the manager, apply a sample SyncTarget; prints what to try
 #   make test   every test: unit tests and the end-to-end tests against a real kcp
+#   make chaos  faults against real servers (kill -9, SIGSTOP, restarts, compaction, a TCP proxy);
+#               TMC_CHAOS_SHORT=1 for the smaller sizes CI runs (docs/reliability.md)
 #
 # Servers are built from the Go module proxy and cached by version outside the clone
 # (~/.cache/kcp-tmc, or $TMC_CACHE_DIR); the first build prints progress and takes a while.
@@ -10,12 +12,12 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: all build test unit e2e run kcp kcp-bin servers bench coverage generate fmt lint clean-cache help
+.PHONY: all build test unit e2e chaos run kcp kcp-bin servers bench coverage generate fmt lint clean-cache help
 
 all: build
 
 help:
-	@sed -n '1,12p' Makefile
+	@sed -n '1,14p' Makefile
 
 build:
 	$(CARGO) build --bins
@@ -36,6 +38,10 @@ unit:
 
 e2e: servers
 	TMC_KCP_BIN=$$(tests/servers.sh kcp) $(CARGO) test --test e2e
+
+## The chaos suite: one case at a time against a real kcp and two real clusters (~20 min).
+chaos: servers
+	TMC_KCP_BIN=$$(tests/servers.sh kcp) $(CARGO) test --test chaos
 
 ## A local kcp with the APIs installed, a bound tenant workspace, the manager and a sample.
 run: servers build
