@@ -80,7 +80,7 @@ fn replica(w: &World, identity: &str) -> Tmc {
 }
 
 async fn leader_killed_mid_burst(w: &std::sync::Arc<World>, r: &Report, key: &str) -> Result<(), String> {
-    let leases: Api<Lease> = Api::namespaced(w.clients.path(&PROVIDER.parse().unwrap()), "default");
+    let leases: Api<Lease> = Api::namespaced(w.clients().await.path(&PROVIDER.parse().unwrap()), "default");
     let replicas = [("a", replica(w, "a")), ("b", replica(w, "b"))];
     let leader = eventually("a leader", WAIT, || async {
         let lease = leases.get_opt(LEASE).await.map_err(|e| e.to_string())?;

@@ -5,7 +5,7 @@
 //!
 //! One kcp (behind a proxy) and two clusters (each behind a proxy) for the whole run; the cases
 //! run one at a time, each with its own workspaces and its own `tmc manager`, since they kill
-//! and stop the shared servers. `make chaos` runs it (`cargo test --test chaos [-- <substring>]`);
+//! and stop the shared servers. `make chaos` runs it (`cargo test --test chaos [-- <substring>[,<substring>…]]`);
 //! `TMC_CHAOS_SHORT=1` runs the same cases with smaller sizes (see `burst_size`).
 
 mod apiserver;
@@ -80,8 +80,9 @@ const CASE_TIMEOUT: Duration = Duration::from_secs(600);
 
 fn main() -> std::process::ExitCode {
     let filter: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
-    let cases: Vec<_> =
-        all_cases().into_iter().filter(|(n, _)| filter.as_ref().is_none_or(|f| n.contains(f.as_str()))).collect();
+    // `-- a,b` runs the cases whose names contain `a` or `b`.
+    let wanted = |n: &str| filter.as_ref().is_none_or(|f| f.split(',').any(|part| n.contains(part)));
+    let cases: Vec<_> = all_cases().into_iter().filter(|(n, _)| wanted(n)).collect();
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     runtime.block_on(async move {
         let started = Instant::now();

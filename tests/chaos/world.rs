@@ -22,13 +22,19 @@ pub const HEARTBEAT_THRESHOLD: Duration = Duration::from_secs(15);
 pub const FAILOVER_GRACE: Duration = Duration::from_secs(10);
 pub const WAIT: Duration = Duration::from_secs(120);
 
+/// A static admin token for the managers. kcp's generated admin
+/// token changes on every start, so a manager holding it would be locked out by a kcp restart,
+/// which no real deployment (with stable credentials) suffers.
+const ADMIN_TOKEN: &str = "tmc-chaos-admin-token";
+
 pub struct World {
     pub kcp: Kcp,
+    /// Holds the token file kcp reads (kept for restarts).
+    _auth: tempfile::TempDir,
     pub kcp_proc: Mutex<Proc>,
     pub kcp_proxy: Proxy,
     /// admin.kubeconfig with the server replaced by the proxy's address: the managers' view.
     pub manager_kubeconfig: String,
-    pub clients: ClusterClients,
     pub clusters: Vec<Cluster>,
     pub cluster_proxies: Vec<Proxy>,
     pub apiservers: Vec<Mutex<Proc>>,
@@ -45,14 +51,26 @@ pub async fn setup() -> Result<World, String> {
         .collect();
     let port = env::free_port();
     let kcp_proxy = Proxy::start(SocketAddr::from(([127, 0, 0, 1], port))).await;
-    let kcp = Kcp::start_on(port, &[format!("--shard-virtual-workspace-url={}", kcp_proxy.url())]).await;
+    let auth = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let tokens = auth.path().join("auth-tokens.csv");
+    let lines = format!(
+        "{},{},{}-uid\n{ADMIN_TOKEN},tmc-chaos-admin,tmc-chaos-admin-uid,\"system:kcp:admin,system:masters\"\n",
+        env::MANAGER_USER_TOKEN,
+        env::MANAGER_USER,
+        env::MANAGER_USER
+    );
+    std::fs::write(&tokens, lines).map_err(|e| e.to_string())?;
+    let extra = [
+        format!("--shard-virtual-workspace-url={}", kcp_proxy.url()),
+        // Wins over the e2e fixture's own --token-auth-file (the last flag counts).
+        format!("--token-auth-file={}", tokens.display()),
+    ];
+    let kcp = Kcp::start_on(port, &extra).await;
     let root = kcp.dir.path().join(".kcp");
     let pid = find_pid(&format!("--root-directory={}", root.display())).ok_or("kcp pid not found")?;
     let kcp_proc = Proc::adopt("kcp", pid, kcp.log(), None)?;
-    let admin = std::fs::read_to_string(&kcp.kubeconfig).map_err(|e| e.to_string())?;
     let manager_kc = kcp.dir.path().join("manager.kubeconfig");
-    let via_proxy = admin.replace(&format!("https://127.0.0.1:{port}"), &kcp_proxy.url());
-    std::fs::write(&manager_kc, via_proxy).map_err(|e| e.to_string())?;
+    write_kubeconfig(&kcp, &manager_kc, Some(&kcp_proxy.url()))?;
     let mut started = vec![];
     for c in clusters {
         started.push(c.await.map_err(|e| e.to_string())??);
@@ -75,20 +93,45 @@ pub async fn setup() -> Result<World, String> {
     if code != 0 {
         return Err(format!("tmc install failed ({code}): {out}{err}"));
     }
-    let clients = kcp.clients().await;
     Ok(World {
         kcp,
+        _auth: auth,
         kcp_proc: Mutex::new(kcp_proc),
         kcp_proxy,
         manager_kubeconfig: manager_kc.display().to_string(),
-        clients,
         clusters: started,
         cluster_proxies,
         apiservers,
     })
 }
 
+/// kcp's admin.kubeconfig with the static admin token and the server's host replaced by the
+/// proxy's `server` (JSON, which kubeconfig readers accept as YAML).
+fn write_kubeconfig(kcp: &Kcp, path: &std::path::Path, server: Option<&str>) -> Result<(), String> {
+    let mut kc = kube::config::Kubeconfig::read_from(&kcp.kubeconfig).map_err(|e| e.to_string())?;
+    let direct = format!("https://127.0.0.1:{}", kcp.port);
+    for c in kc.clusters.iter_mut().filter_map(|c| c.cluster.as_mut()) {
+        if let (Some(s), Some(proxy)) = (c.server.as_mut(), server) {
+            *s = s.replace(&direct, proxy);
+        }
+    }
+    for a in kc.auth_infos.iter_mut().filter_map(|a| a.auth_info.as_mut()) {
+        a.token = Some(ADMIN_TOKEN.to_string().into());
+        a.client_certificate_data = None;
+        a.client_key_data = None;
+    }
+    let json = serde_json::to_string(&kc).map_err(|e| e.to_string())?;
+    std::fs::write(path, json).map_err(|e| e.to_string())
+}
+
 impl World {
+    /// The suite's own kcp clients, as kcp's admin: read afresh each time, since kcp writes a
+    /// new admin token on every start. (Workspaces created with the static token stay stuck in
+    /// the `system:apibindings` initializer, so the suite creates them as kcp's admin.)
+    pub async fn clients(&self) -> ClusterClients {
+        self.kcp.clients().await
+    }
+
     /// A `tmc manager` talking to kcp through the proxy, with the e2e suite's short timings.
     pub fn manager(&self, log: &str, extra: &[&str]) -> Tmc {
         let threshold = format!("{}s", HEARTBEAT_THRESHOLD.as_secs());
@@ -112,7 +155,7 @@ impl World {
 
     /// Creates the workspace `path`, binds kcp-tmc's export there and waits until it serves.
     pub async fn tenant(&self, path: &str) -> Result<(), String> {
-        workspace::ensure(&self.clients, &path.parse().unwrap(), Duration::from_secs(60))
+        workspace::ensure(&self.clients().await, &path.parse().unwrap(), Duration::from_secs(60))
             .await
             .map_err(|e| e.to_string())?;
         let binding =
@@ -140,7 +183,8 @@ impl World {
         let target = json!({ "apiVersion": "sync.kcp.io/v1alpha1", "kind": "SyncTarget",
                              "metadata": { "name": name, "labels": { "chaos": "yes" } }, "spec": spec });
         self.kcp.kubectl(ws, &["apply", "-f", "-"], Some(&target.to_string()))?;
-        let cluster = workspace::resolve(&self.clients, &ws.parse().unwrap()).await.map_err(|e| e.to_string())?;
+        let cluster =
+            workspace::resolve(&self.clients().await, &ws.parse().unwrap()).await.map_err(|e| e.to_string())?;
         Ok(target_key(&cluster, name))
     }
 
@@ -170,7 +214,7 @@ impl World {
     pub async fn downstream_ns(&self, target_ws: &str, name: &str, ws: &str, ns: &str) -> Result<String, String> {
         let resolve = |p: &str| {
             let p = p.parse().unwrap();
-            async move { workspace::resolve(&self.clients, &p).await.map_err(|e| e.to_string()) }
+            async move { workspace::resolve(&self.clients().await, &p).await.map_err(|e| e.to_string()) }
         };
         let target = TargetRef { cluster: resolve(target_ws).await?.to_string(), name: name.to_string() };
         Ok(Locator::new(target, &resolve(ws).await?, ns).downstream_namespace())
