@@ -31,7 +31,7 @@ pub fn find_pid(needle: &str) -> Option<u32> {
     std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
         let pid: u32 = e.file_name().to_str()?.parse().ok()?;
         let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
-        let alive = !process_state(pid).is_some_and(|s| s == 'Z');
+        let alive = process_state(pid).is_none_or(|s| s != 'Z');
         (alive && String::from_utf8_lossy(&cmd).contains(needle)).then_some(pid)
     })
 }
