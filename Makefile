@@ -5,6 +5,8 @@
 #   make test   every test: unit tests and the end-to-end tests against a real kcp
 #   make soak   30 minutes of churn with a manager restart; memory, errors and state judged
 #               (TMC_SOAK_MINUTES=3 for a short run; results in docs/reliability.md)
+#   make chaos  faults against real servers (kill -9, SIGSTOP, restarts, compaction, a TCP proxy);
+#               TMC_CHAOS_SHORT=1 for the smaller sizes CI runs (docs/reliability.md)
 #
 # Servers are built from the Go module proxy and cached by version outside the clone
 # (~/.cache/kcp-tmc, or $TMC_CACHE_DIR); the first build prints progress and takes a while.
@@ -12,7 +14,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: all build test unit e2e soak run kcp kcp-bin servers bench coverage generate fmt lint clean-cache help
+.PHONY: all build test unit e2e soak chaos run kcp kcp-bin servers bench coverage generate fmt lint clean-cache help
 
 all: build
 
@@ -44,6 +46,10 @@ e2e: servers
 soak: servers
 	TMC_KCP_BIN=$$(tests/servers.sh kcp) $(CARGO) test --release --test soak
 
+## The chaos suite: one case at a time against a real kcp and two real clusters (~20 min).
+chaos: servers
+	TMC_KCP_BIN=$$(tests/servers.sh kcp) $(CARGO) test --test chaos
+
 ## A local kcp with the APIs installed, a bound tenant workspace, the manager and a sample.
 run: servers build
 	tests/run-local.sh
@@ -73,6 +79,8 @@ fmt:
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
+	# --all-targets leaves out test targets with `test = false` (the chaos suite).
+	$(CARGO) clippy --test chaos -- -D warnings
 
 clean-cache:
 	rm -rf $${TMC_CACHE_DIR:-$${XDG_CACHE_HOME:-$$HOME/.cache}/kcp-tmc}

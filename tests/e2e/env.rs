@@ -58,13 +58,18 @@ fn kcp_binary() -> PathBuf {
 
 impl Kcp {
     pub async fn start() -> Kcp {
+        Self::start_on(free_port(), &[]).await
+    }
+
+    /// Starts kcp on `port` with `extra` flags (the chaos suite puts a proxy in front of it and
+    /// advertises that proxy as the virtual-workspace URL).
+    pub async fn start_on(port: u16, extra: &[String]) -> Kcp {
         let bin = kcp_binary();
         let dir = tempfile::Builder::new()
             .prefix("tmc-e2e-kcp")
             .disable_cleanup(std::env::var_os("TMC_E2E_KEEP").is_some())
             .tempdir()
             .unwrap();
-        let port = free_port();
         let root = dir.path().join(".kcp");
         let log = std::fs::File::create(dir.path().join("kcp.log")).unwrap();
         // Static token users (kcp's own e2e framework does the same); the admin keeps its token.
@@ -79,6 +84,7 @@ impl Kcp {
             .arg(format!("--embedded-etcd-peer-port={}", free_port()))
             .arg("--embedded-etcd-wal-size-bytes=5000")
             .arg(format!("--token-auth-file={}", tokens.display()))
+            .args(extra)
             .env("UNSAFE_E2E_HACK_DISABLE_ETCD_FSYNC", "true")
             .stdout(log.try_clone().unwrap())
             .stderr(log)
