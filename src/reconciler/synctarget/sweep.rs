@@ -61,6 +61,18 @@ pub fn verdict(
     }
 }
 
+/// How long a target key must stay unknown to every endpoint before its markers are released.
+/// A pull-mode syncer may put its finalizer on objects moments after its SyncTarget was created,
+/// before this manager's watch has delivered that SyncTarget: one look is not proof enough.
+pub const ORPHAN_CONFIRMATION: Duration = Duration::from_secs(30);
+
+/// Whether a key first seen orphaned at `first_seen` may be released at `now`: `Ok` once it has
+/// stayed unknown for [`ORPHAN_CONFIRMATION`], else how much longer to wait.
+pub fn confirmed_orphan(first_seen: std::time::Instant, now: std::time::Instant) -> Result<(), Duration> {
+    let waited = now.saturating_duration_since(first_seen);
+    if waited >= ORPHAN_CONFIRMATION { Ok(()) } else { Err(ORPHAN_CONFIRMATION - waited) }
+}
+
 /// Whether a pull-mode target's syncer acts: its heartbeat (`lastSyncTime`) is fresher than
 /// `threshold`. A missing or future-dated heartbeat counts as stale and fresh respectively.
 pub fn pull_syncer(last_heartbeat: Option<jiff::Timestamp>, now: jiff::Timestamp, threshold: Duration) -> Syncer {
@@ -152,5 +164,20 @@ mod tests {
         assert_eq!(push_syncer(Some(true)), Syncer::Acting);
         assert_eq!(push_syncer(None), Syncer::Acting, "undecided since start: leave it");
         assert!(matches!(push_syncer(Some(false)), Syncer::Absent(_)));
+    }
+
+    #[test]
+    fn an_orphan_is_released_only_after_it_stayed_unknown() {
+        let t0 = std::time::Instant::now();
+        for (after, want) in [
+            (Duration::ZERO, Err(ORPHAN_CONFIRMATION)),
+            (Duration::from_secs(10), Err(ORPHAN_CONFIRMATION - Duration::from_secs(10))),
+            (ORPHAN_CONFIRMATION, Ok(())),
+            (ORPHAN_CONFIRMATION * 3, Ok(())),
+        ] {
+            assert_eq!(confirmed_orphan(t0, t0 + after), want, "after {after:?}");
+        }
+        // A clock that goes backwards (a first look recorded "later") waits the whole time.
+        assert_eq!(confirmed_orphan(t0 + Duration::from_secs(5), t0), Err(ORPHAN_CONFIRMATION));
     }
 }

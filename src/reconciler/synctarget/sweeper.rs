@@ -103,6 +103,8 @@ impl Controller {
         // resources: the defaults are watched (a failed start is retried each pass), and a
         // pass waits until their views have listed, so a restart sweeps as soon as it can.
         let upstream = self.syncers.upstream();
+        // When each unknown target key was first seen: released only once confirmed.
+        let mut suspects = HashMap::new();
         loop {
             let mut listed = true;
             for resource in crate::syncer::resources::default_resources() {
@@ -115,7 +117,7 @@ impl Controller {
             }
             let next = match endpoints.known().filter(|_| listed) {
                 None => Duration::from_secs(1),
-                Some(known) => self.sweep_once(&known).await.map_or(interval, |wait| wait.min(interval)),
+                Some(known) => self.sweep_once(&known, &mut suspects).await.map_or(interval, |wait| wait.min(interval)),
             };
             tokio::select! {
                 _ = cancel.cancelled() => return,
@@ -125,12 +127,17 @@ impl Controller {
     }
 
     /// One pass over the synced views; returns how soon an object's deletion timeout falls due.
-    async fn sweep_once(&self, known: &HashMap<String, Syncer>) -> Option<Duration> {
+    async fn sweep_once(
+        &self,
+        known: &HashMap<String, Syncer>,
+        suspects: &mut HashMap<String, std::time::Instant>,
+    ) -> Option<Duration> {
         let upstream = self.syncers.upstream();
         let timeout = self.syncers.deletion_timeout();
         let held = upstream.find(|o| !sweep::marker_keys(&o.metadata).is_empty());
         let now = jiff::Timestamp::now();
         let (mut released, mut next): (usize, Option<Duration>) = (0, None);
+        let mut unknown = BTreeSet::new();
         for (index, key, obj) in held.into_iter().filter(|(i, _, _)| upstream.synced(*i)) {
             let deleting_for = obj
                 .metadata
@@ -143,7 +150,14 @@ impl Controller {
                 match sweep::verdict(&tkey, known, deleting_for, timeout) {
                     Verdict::Keep => {}
                     Verdict::Orphaned => {
-                        release.insert(tkey);
+                        let first_seen = *suspects.entry(tkey.clone()).or_insert_with(std::time::Instant::now);
+                        unknown.insert(tkey.clone());
+                        match sweep::confirmed_orphan(first_seen, std::time::Instant::now()) {
+                            Ok(()) => {
+                                release.insert(tkey);
+                            }
+                            Err(wait) => next = Some(next.map_or(wait, |n| n.min(wait))),
+                        }
                     }
                     Verdict::TimedOut(why) => {
                         timed_out.push((tkey.clone(), why));
@@ -164,6 +178,8 @@ impl Controller {
             tracing::info!(object = %key, targets = ?release, "finalizer sweeper: released syncer markers");
             self.orphaned(index, &key, &obj, timeout, timed_out).await;
         }
+        // A key that became known (or whose objects are gone) is no longer a suspect.
+        suspects.retain(|k, _| unknown.contains(k));
         if released > 0 {
             tracing::info!(endpoint = self.clients.base_url(), objects = released, "finalizer sweep released objects");
         }
