@@ -1,7 +1,8 @@
 //! Which APIs a syncer syncs: those its target asks for (`spec.supportedAPIs`) that the cluster
 //! serves (discovery) and kcp serves (the shared upstream view). Re-checked while something is
 //! missing, so an API installed later is picked up; an API dropped from the spec is retired: its
-//! copies are deleted and its finalizers released, as if its namespaces were unassigned.
+//! copies are deleted and its finalizers released, as if its namespaces were unassigned. A lookup
+//! that fails retires nothing: what was synced keeps syncing, and `syncedResources` says why.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -54,32 +55,34 @@ impl Engine {
 
     /// One round of resolution; returns whether every wanted API is synced.
     async fn resolve(&self, apis: &[SupportedApi], cancel: &CancellationToken) -> bool {
+        // What is synced now, by API: kept through a failed lookup (see [`keep_synced`]).
         let previous: HashMap<SupportedApi, usize> = self
-            .apis
+            .active
             .read()
-            .expect("api report poisoned")
+            .expect("active poisoned")
             .iter()
-            .filter_map(|(api, r)| r.as_ref().ok().map(|i| (api.clone(), *i)))
+            .filter_map(|&i| self.upstream.resource(i).map(|r| (api_of(&r), i)))
             .collect();
         let mut report = ApiReport::new();
         for (api, found) in discovery::discover(&self.downstream.client, apis).await {
             let outcome = match found {
                 Ok(resource) => self.upstream.ensure(&resource).await,
-                // The cluster cannot be asked right now: keep what was found before, or assume a
-                // default API is there, so deletions still time out and clean-up still happens.
-                Err(u) if u.state == SyncedResourceState::DiscoveryFailed => match previous.get(&api) {
-                    Some(index) => Ok(*index),
-                    None => match known_resource(&api) {
+                // The cluster cannot be asked right now and nothing was synced of this API
+                // before: assume a default API is there, so deletions still time out and
+                // clean-up still happens.
+                Err(u) if u.state == SyncedResourceState::DiscoveryFailed && !previous.contains_key(&api) => {
+                    match known_resource(&api) {
                         Some(resource) => self.upstream.ensure(&resource).await,
                         None => Err(u),
-                    },
-                },
+                    }
+                }
                 Err(u) => Err(u),
             };
             report.push((api, outcome));
         }
+        let (active, report) = keep_synced(report, &previous);
         let complete = report.iter().all(|(_, r)| r.is_ok());
-        self.activate(&report, cancel);
+        self.activate(active, cancel);
         let changed = {
             let mut stored = self.apis.write().expect("api report poisoned");
             let changed = *stored != report;
@@ -100,8 +103,7 @@ impl Engine {
 
     /// Starts the downstream watches of newly synced resources and revisits the objects of every
     /// resource that was activated or retired.
-    fn activate(&self, report: &ApiReport, cancel: &CancellationToken) {
-        let now: BTreeSet<usize> = report.iter().filter_map(|(_, r)| r.as_ref().ok().copied()).collect();
+    fn activate(&self, now: BTreeSet<usize>, cancel: &CancellationToken) {
         let before = std::mem::replace(&mut *self.active.write().expect("active poisoned"), now.clone());
         for &index in now.difference(&before) {
             let Some(resource) = self.upstream.resource(index) else { continue };
@@ -149,6 +151,35 @@ impl Engine {
         let report = self.apis.read().expect("api report poisoned").clone();
         synced_resources(&report, &self.downstream.counts(), |i| self.upstream.resource(i))
     }
+}
+
+/// The API a synced resource serves.
+fn api_of(resource: &SyncedResource) -> SupportedApi {
+    SupportedApi { group: resource.api.group.clone(), kind: resource.api.kind.clone() }
+}
+
+/// The slots to sync after a lookup round, and the report of it. An API is retired only when
+/// the SyncTarget's spec no longer asks for it: one still asked for whose lookup failed this
+/// round (discovery, a list in kcp, a missing CRD) keeps syncing through the slot it had, and
+/// the report says what failed.
+fn keep_synced(report: ApiReport, previous: &HashMap<SupportedApi, usize>) -> (BTreeSet<usize>, ApiReport) {
+    let mut active = BTreeSet::new();
+    let report = report
+        .into_iter()
+        .map(|(api, outcome)| match (outcome, previous.get(&api)) {
+            (Ok(index), _) => {
+                active.insert(index);
+                (api, Ok(index))
+            }
+            (Err(u), Some(&index)) => {
+                active.insert(index);
+                let message = format!("{}; still syncing what was synced before", u.message);
+                (api, Err(Unavailable::new(u.state, message)))
+            }
+            (Err(u), None) => (api, Err(u)),
+        })
+        .collect();
+    (active, report)
 }
 
 /// Pull mode: follows the SyncTarget `name` and sends its wanted APIs to `wanted` whenever
@@ -225,6 +256,41 @@ fn synced_resources(
 mod tests {
     use super::*;
     use crate::syncer::resources::default_resources;
+
+    #[test]
+    fn failed_lookups_keep_what_was_synced() {
+        let api = |k: &str| SupportedApi { group: String::new(), kind: k.into() };
+        let failed = |state| Unavailable::new(state, "no answer");
+        let previous = HashMap::from([(api("ConfigMap"), 2), (api("Secret"), 3), (api("Service"), 4)]);
+        type Row = (&'static str, Result<usize, Unavailable>, bool, Option<String>);
+        let rows: Vec<Row> = vec![
+            ("resolved again", Ok(2), true, None),
+            (
+                "cluster discovery failed",
+                Err(failed(SyncedResourceState::DiscoveryFailed)),
+                true,
+                Some("no answer; still syncing what was synced before".into()),
+            ),
+            (
+                "kcp list failed",
+                Err(failed(SyncedResourceState::NotServedByKcp)),
+                true,
+                Some("no answer; still syncing what was synced before".into()),
+            ),
+        ];
+        for (case, outcome, kept, message) in rows {
+            let (active, report) = keep_synced(vec![(api("ConfigMap"), outcome)], &previous);
+            assert_eq!(active.contains(&2), kept, "{case}");
+            assert_eq!(report[0].1.as_ref().err().map(|u| u.message.clone()), message, "{case}");
+        }
+        // Dropped from the spec: absent from this round's report, so retired.
+        let (active, _) = keep_synced(vec![(api("Secret"), Ok(3))], &previous);
+        assert_eq!(active, BTreeSet::from([3]), "ConfigMap and Service dropped by the spec are retired");
+        // Never synced and failing: nothing to keep.
+        let (active, report) =
+            keep_synced(vec![(api("Widget"), Err(failed(SyncedResourceState::MissingOnCluster)))], &previous);
+        assert!(active.is_empty() && report[0].1.is_err(), "a new API that fails is not synced");
+    }
 
     #[test]
     fn report_names_state_and_counts() {

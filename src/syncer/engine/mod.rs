@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
@@ -13,12 +13,15 @@ mod apis;
 mod evidence;
 mod heartbeat;
 mod namespaces;
+mod plan;
+mod remove;
 mod status_up;
 mod telemetry;
 
 pub use self::apis::follow_supported_apis;
 pub use self::heartbeat::Probe;
 
+use self::remove::Removal;
 use crate::apis::sync::v1alpha1::SupportedApi;
 use crate::kcp::{ClusterKey, LogicalClusterName, error_message};
 use crate::runtime::guard;
@@ -29,7 +32,7 @@ use crate::server::metrics::{SyncOp, queue};
 use crate::syncer::access::{Access, namespace_role};
 use crate::syncer::downstream::{self, Cached, Compared, Downstream};
 use crate::syncer::events::Events;
-use crate::syncer::naming::{Locator, TARGET_LABEL, TargetRef};
+use crate::syncer::naming::{Locator, TargetRef};
 use crate::syncer::redact;
 use crate::syncer::transform::{self, Destination};
 use crate::syncer::upstream::{SyncKey, Upstream};
@@ -247,81 +250,39 @@ impl Engine {
         let dns = locator.downstream_namespace();
         let upstream = self.upstream.object(index, key);
         let upstream_value = upstream.as_ref().map(|o| serde_json::to_value(o.as_ref()).unwrap_or_default());
-        // Workspace isolation: a target runs only namespaces of its own workspace and of those
-        // it allows (spec.allowedWorkspaces). Another workspace writing this target's assignment
-        // label gets nothing, and nothing of it is touched — unless it carries this target's
-        // finalizer, i.e. was synced while allowed: then consent was withdrawn, and it is
-        // cleaned up like an unassigned object.
-        let consented = self.consents(&key.cluster);
         let finalizer = self.finalizer();
-        let synced_before =
-            upstream.as_ref().is_some_and(|o| o.metadata.finalizers.iter().flatten().any(|f| *f == finalizer));
-        if !consented && !synced_before {
-            return Ok(None);
-        }
-        let wanted = consented
-            && self.is_active(index)
-            && upstream.as_ref().is_some_and(|o| o.metadata.deletion_timestamp.is_none())
-            && self.upstream.is_assigned(&key.cluster, namespace, &self.target_key)
-            && upstream.as_ref().is_some_and(|o| {
+        let facts = plan::Facts {
+            upstream: match &upstream {
+                None => plan::UpstreamObject::Absent,
+                Some(o) => plan::UpstreamObject::Present {
+                    deleting: o.metadata.deletion_timestamp.is_some(),
+                    our_finalizer: o.metadata.finalizers.iter().flatten().any(|f| *f == finalizer),
+                },
+            },
+            upstream_synced: self.upstream.synced(index),
+            active: self.is_active(index),
+            // Workspace isolation: a target runs only namespaces of its own workspace and of
+            // those it allows (spec.allowedWorkspaces).
+            consented: self.consents(&key.cluster),
+            assigned: self.upstream.is_assigned(&key.cluster, namespace, &self.target_key),
+            selected: upstream.as_ref().is_some_and(|o| {
                 let labels = o.metadata.labels.clone().unwrap_or_default();
                 self.upstream.selects(&key.cluster, namespace, &self.target_key, &labels)
-            })
-            && upstream_value.as_ref().is_some_and(|v| transform::skip_reason(&resource.api.kind, v).is_none());
+            }),
+            skipped: upstream_value.as_ref().is_some_and(|v| transform::skip_reason(&resource.api.kind, v).is_some()),
+            downstream: match self.downstream.object(index, &dns, &key.name) {
+                Some(_) => plan::DownstreamCopy::Ours,
+                None if self.downstream.synced(index, &dns) => plan::DownstreamCopy::Absent,
+                None => plan::DownstreamCopy::Unknown,
+            },
+            deletion_timed_out: upstream.as_ref().is_some_and(|o| self.deletion_timed_out(o)),
+        };
         let down_api: Api<DynamicObject> = Api::namespaced_with(self.downstream.client.clone(), &dns, &resource.api);
-        let current = self.downstream.object(index, &dns, &key.name);
-
-        if !wanted {
-            // Before the downstream cache has listed, "not cached" does not mean "absent": ask,
-            // and delete only a copy this target wrote. Refused (403) means the syncer holds no
-            // rights there, so it cannot have written there either.
-            let ours = match &current {
-                Some(_) => true,
-                None if self.downstream.synced(index, &dns) => false,
-                None => match down_api.get_opt(&key.name).await {
-                    Ok(found) => found.is_some_and(|o| {
-                        o.metadata.labels.as_ref().and_then(|l| l.get(TARGET_LABEL)) == Some(&self.target_key)
-                    }),
-                    Err(kube::Error::Api(s)) if s.code == 403 => false,
-                    Err(_) => true, // unreachable: let the delete below report and time out
-                },
-            };
-            if ours {
-                let deleted = down_api.delete(&key.name, &DeleteParams::background()).await;
-                let gone = telemetry::done_or_gone(&deleted);
-                self.telemetry.op(&resource.api.plural, SyncOp::Delete, gone);
-                match deleted {
-                    Ok(_) => {
-                        tracing::info!(namespace = %dns, "deleted downstream copy");
-                        // The delete event re-queues this key; release the finalizer then.
-                        return Ok(None);
-                    }
-                    Err(kube::Error::Api(s)) if s.code == 404 => {}
-                    Err(e) => {
-                        let Some(obj) = upstream.as_ref().filter(|o| self.deletion_timed_out(o)) else {
-                            return Err(api_err("delete downstream copy")(e));
-                        };
-                        let note = format!(
-                            "{} could not delete the copy for {:?} ({}); the finalizer is released and the copy will be deleted when the cluster is reachable again",
-                            self.target.name,
-                            self.settings.deletion_timeout,
-                            error_message(&e)
-                        );
-                        self.events.warn(&key.cluster, &resource.api, obj, "DownstreamOrphaned", note).await;
-                    }
-                }
-            }
-            if let Some(obj) = &upstream {
-                self.forget_status(&resource.api, key, obj).await?;
-                self.forget_evidence(&resource.api, key, obj).await?;
-                self.set_finalizer(&resource.api, key, obj, false).await?;
-            }
-            self.queue.add_after(
-                SyncKey { resource: None, key: ClusterKey::new(key.cluster.clone(), None, namespace) },
-                Duration::from_secs(1),
-            );
-            return Ok(None);
+        match self.remove(&resource.api, key, upstream.as_ref(), facts, &down_api).await? {
+            Removal::Apply => {}
+            Removal::Done(requeue) => return Ok(requeue),
         }
+        let current = self.downstream.object(index, &dns, &key.name);
         // The shared view may hold only the object's metadata (see `syncer::kept`): the contents
         // come whole, in the version decided on, or not at all (a newer version queues it again).
         let read = self.upstream.whole(index, key).await.map_err(api_err("read the object from kcp"))?;

@@ -169,6 +169,11 @@ impl Engine {
         }
         let locator = Locator::new(self.target.clone(), &key.cluster, &key.name);
         let dns = locator.downstream_namespace();
+        // "Not assigned" and "nothing of it left" are the truth only once the views have listed.
+        if !self.views_synced(&dns) {
+            tracing::debug!(namespace = %key.name, "views not synced yet; the downstream namespace is kept");
+            return Ok(Some(super::plan::WAIT_FOR_VIEW));
+        }
         if self.downstream.namespace_in_use(&dns) {
             return Ok(Some(Duration::from_secs(2)));
         }
@@ -221,6 +226,20 @@ impl Engine {
 }
 
 impl Engine {
+    /// Whether the kcp view of every resource this syncer ever synced has listed (so the
+    /// namespace's assignment is known), and the cluster's view of `dns` for each resource
+    /// watched cluster-wide (so "no copy left in it" is known). A resource watched per namespace
+    /// has no watch in a namespace being given up; its copies are deleted one by one first.
+    fn views_synced(&self, dns: &str) -> bool {
+        let started = self.started.lock().expect("started poisoned").clone();
+        !started.is_empty()
+            && started.iter().all(|&i| {
+                let per_namespace =
+                    self.upstream.resource(i).is_some_and(|r| crate::syncer::access::watched_per_namespace(&r.api));
+                self.upstream.synced(i) && (per_namespace || self.downstream.synced(i, dns))
+            })
+    }
+
     /// Whether this target runs namespaces of `cluster`: its own workspace, or one it allows
     /// (`spec.allowedWorkspaces`).
     pub(super) fn consents(&self, cluster: &LogicalClusterName) -> bool {
