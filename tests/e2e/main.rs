@@ -24,6 +24,7 @@ mod placement;
 mod prometheus;
 mod rbac;
 mod relist;
+mod restart;
 mod status;
 mod stranded;
 mod syncer;
@@ -98,6 +99,7 @@ fn serial_tests() -> Vec<(&'static str, TestFn)> {
         // Their managers sweep every bound workspace: alone, the release is the new manager's.
         stranded::finalizers_of_targets_gone_while_down_are_released_at_start,
         stranded::deletion_times_out_when_the_targets_syncer_cannot_run,
+        restart::restart_with_unrelated_objects_deletes_nothing,
     ]
 }
 

@@ -444,10 +444,20 @@ impl Downstream {
             None => Api::all_with(self.client.clone(), &resource.api),
         };
         let slice = Slice { objects: self.objects.clone(), index, namespace: namespace.clone() };
+        let types = resource.api.clone();
         let reflector = Reflector::new(
             slice,
             move |o: &DynamicObject| Some((index, o.metadata.namespace.clone().unwrap_or_default(), o.name_any())),
-            |_, o| Cached::Whole(Arc::new(o)),
+            // Items of a list carry no apiVersion and kind (only watch events do): without them
+            // every copy read by a (re)list would differ from the desired object and be applied
+            // again, one write per object after every restart or relist.
+            move |_, mut o: DynamicObject| {
+                o.types.get_or_insert_with(|| kube::core::TypeMeta {
+                    api_version: types.api_version.clone(),
+                    kind: types.kind.clone(),
+                });
+                Cached::Whole(Arc::new(o))
+            },
         );
         self.listed.write().expect("downstream cache poisoned").insert((index, namespace.clone()), reflector.synced());
         let what = format!(

@@ -282,7 +282,7 @@ impl Engine {
             Removal::Apply => {}
             Removal::Done(requeue) => return Ok(requeue),
         }
-        let current = self.downstream.object(index, &dns, &key.name);
+        let mut current = self.downstream.object(index, &dns, &key.name);
         // The shared view may hold only the object's metadata (see `syncer::kept`): the contents
         // come whole, in the version decided on, or not at all (a newer version queues it again).
         let read = self.upstream.whole(index, key).await.map_err(api_err("read the object from kcp"))?;
@@ -299,7 +299,11 @@ impl Engine {
             return Err(e);
         }
         if current.is_none() {
-            self.check_take_over(&down_api, &resource.api, key, &obj).await?;
+            // Not in the cluster view (it has not listed this namespace yet, e.g. just after a
+            // restart, or the object is new): what the cluster holds is read once, and a copy
+            // found there is compared like a cached one, so an unchanged copy is not written again.
+            let found = self.check_take_over(&down_api, &resource.api, key, &obj).await?;
+            current = found.map(|o| Cached::Whole(Arc::new(crate::runtime::reflector::strip(o))));
         }
         let dest = Destination { namespace: &dns, target_key: &self.target_key, origin_cluster: key.cluster.as_str() };
         let mut desired = transform::desired(&value, &dest);

@@ -24,15 +24,15 @@ impl Engine {
         api: &kube::core::ApiResource,
         key: &ClusterKey,
         obj: &DynamicObject,
-    ) -> Result<(), SyncError> {
+    ) -> Result<Option<DynamicObject>, SyncError> {
         let Some(existing) = down_api.get_opt(&key.name).await.map_err(api_err("read downstream object"))? else {
-            return Ok(());
+            return Ok(None);
         };
         let ours = existing.metadata.labels.as_ref().and_then(|l| l.get(TARGET_LABEL)) == Some(&self.target_key);
         let adopt =
             obj.metadata.annotations.as_ref().and_then(|a| a.get(ADOPT_ANNOTATION)).map(String::as_str) == Some("true");
         if ours || adopt {
-            return Ok(());
+            return Ok(Some(existing));
         }
         let err = SyncError::NotOurs {
             kind: api.kind.clone(),
