@@ -389,28 +389,77 @@ impl Engine {
         obj: &DynamicObject,
         present: bool,
     ) -> Result<(), SyncError> {
-        let finalizer = self.finalizer();
-        let mut finalizers = obj.metadata.finalizers.clone().unwrap_or_default();
-        if finalizers.contains(&finalizer) == present {
-            return Ok(());
-        }
-        if present {
-            finalizers.push(finalizer);
-        } else {
-            finalizers.retain(|f| *f != finalizer);
-        }
         let api = self.upstream_api(resource, key);
-        // resourceVersion makes this a compare-and-swap: a concurrent change fails with 409 and
-        // is retried from the fresher cache.
-        let patch =
-            json!({ "metadata": { "finalizers": finalizers, "resourceVersion": obj.metadata.resource_version } });
-        let written = api.patch(&key.name, &PatchParams::default(), &Patch::Merge(&patch)).await;
-        let ok = telemetry::done_or_gone(&written);
-        self.telemetry.op(&resource.plural, SyncOp::Finalizer, ok);
-        match written {
-            Ok(_) => Ok(()),
-            Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-            Err(e) => Err(api_err(if present { "add finalizer" } else { "remove finalizer" })(e)),
+        let mut seen = obj.metadata.clone();
+        // Two syncers of one object (two targets) add their finalizers at the same moment, and
+        // one of them meets a 409: that is the compare-and-swap working, not a failure. It is
+        // tried once more on the object as kcp has it now; only a second conflict is an error
+        // (and then retried with backoff).
+        for attempt in 0..2 {
+            let Some(patch) = finalizer_patch(&seen, &self.finalizer(), present) else { return Ok(()) };
+            let written = api.patch(&key.name, &PatchParams::default(), &Patch::Merge(&patch)).await;
+            match written {
+                Err(kube::Error::Api(s)) if s.code == 409 && attempt == 0 => match api.get_opt(&key.name).await {
+                    Ok(Some(fresh)) => seen = fresh.metadata,
+                    Ok(None) => return Ok(()),
+                    Err(e) => return Err(api_err("read the object from kcp")(e)),
+                },
+                written => {
+                    self.telemetry.op(&resource.plural, SyncOp::Finalizer, telemetry::done_or_gone(&written));
+                    return match written {
+                        Ok(_) => Ok(()),
+                        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+                        Err(e) => Err(api_err(if present { "add finalizer" } else { "remove finalizer" })(e)),
+                    };
+                }
+            }
+        }
+        unreachable!("the second attempt always returns")
+    }
+}
+
+/// The merge patch that adds (`present`) or removes `finalizer` on an object whose metadata is
+/// `meta`, or `None` when nothing is to change. The resourceVersion makes it a compare-and-swap:
+/// the finalizer list is replaced whole, so a change made meanwhile must not be overwritten.
+fn finalizer_patch(meta: &kube::api::ObjectMeta, finalizer: &str, present: bool) -> Option<serde_json::Value> {
+    let mut finalizers = meta.finalizers.clone().unwrap_or_default();
+    if finalizers.iter().any(|f| f == finalizer) == present {
+        return None;
+    }
+    if present {
+        finalizers.push(finalizer.to_string());
+    } else {
+        finalizers.retain(|f| f != finalizer);
+    }
+    Some(json!({ "metadata": { "finalizers": finalizers, "resourceVersion": meta.resource_version } }))
+}
+
+#[cfg(test)]
+mod finalizer_tests {
+    use super::finalizer_patch;
+    use kube::api::ObjectMeta;
+    use serde_json::json;
+
+    #[test]
+    fn finalizer_patch_table() {
+        let meta = |f: &[&str]| ObjectMeta {
+            finalizers: Some(f.iter().map(|s| s.to_string()).collect()),
+            resource_version: Some("7".into()),
+            ..Default::default()
+        };
+        let rows = [
+            ("add to none", meta(&[]), true, Some(json!(["mine"]))),
+            ("add beside another target's", meta(&["other"]), true, Some(json!(["other", "mine"]))),
+            ("already there", meta(&["other", "mine"]), true, None),
+            ("remove, keep the other", meta(&["other", "mine"]), false, Some(json!(["other"]))),
+            ("already gone", meta(&["other"]), false, None),
+        ];
+        for (case, meta, present, want) in rows {
+            let got = finalizer_patch(&meta, "mine", present);
+            assert_eq!(got.as_ref().map(|p| p["metadata"]["finalizers"].clone()), want, "{case}");
+            if let Some(p) = got {
+                assert_eq!(p["metadata"]["resourceVersion"], "7", "{case}: a compare-and-swap");
+            }
         }
     }
 }
