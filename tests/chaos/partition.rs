@@ -88,7 +88,15 @@ async fn fail_over(
     heal();
     result?;
     // The returned cluster's stale copy goes; the Placement stays where it moved.
-    copy_in(w, fi, &w.downstream_ns(ws, from, ws, "app").await?, false).await?;
+    let stale = w.downstream_ns(ws, from, ws, "app").await?;
+    copy_in(w, fi, &stale, false).await?;
+    // And its emptied namespace, whose deletion makes the cluster's namespace controller delete
+    // what is left in it (kube-root-ca.crt): the next case counts that cluster's DELETEs.
+    eventually(&format!("namespace {stale} gone from cluster {fi}"), WAIT, || async {
+        let found = w.clusters[fi].kubectl(&["get", "namespace", &stale, "--ignore-not-found", "-o", "name"])?;
+        Ok(found.trim().is_empty().then_some(()))
+    })
+    .await?;
     w.wait_ready(ws, from, "True", WAIT).await?;
     tokio::time::sleep(Duration::from_secs(15)).await;
     let now = selected(w, ws, "p")?;
