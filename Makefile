@@ -79,8 +79,8 @@ fmt:
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
-	# --all-targets leaves out test targets with `test = false` (the chaos suite).
-	$(CARGO) clippy --test chaos -- -D warnings
+	# --all-targets leaves out test targets with `test = false` (the chaos and soak suites).
+	$(CARGO) clippy --test chaos --test soak -- -D warnings
 
 clean-cache:
 	rm -rf $${TMC_CACHE_DIR:-$${XDG_CACHE_HOME:-$$HOME/.cache}/kcp-tmc}
