@@ -10,16 +10,14 @@ use crate::kcp::workspace::WorkspaceError;
 use crate::kcp::{ClusterKey, LogicalClusterName, WorkspacePath};
 
 /// Whether a failed lookup of the location workspace means "not there for you" rather than "try
-/// again". kcp answers a path under a missing parent with 403 or 404; a workspace not ready yet
-/// reads as missing too, so that its existence does not show. Anything else (kcp unreachable,
+/// again": what kcp says is gone ([`PathError::is_authoritative`], the rule consent uses too),
+/// and, for the tenant's eyes, also a 403 (kcp's answer for a path under a missing parent) and a
+/// workspace not ready yet, so that its existence does not show. Anything else (kcp unreachable,
 /// 5xx) is transient.
 pub(super) fn location_absent(e: &PathError) -> bool {
-    match e {
-        PathError::Workspace(WorkspaceError::NotFound { .. } | WorkspaceError::NotReady(_)) => true,
-        PathError::Workspace(WorkspaceError::Invalid { .. }) => true,
-        PathError::Workspace(WorkspaceError::Api { source: kube::Error::Api(s), .. }) => matches!(s.code, 403 | 404),
-        _ => false,
-    }
+    let forbidden =
+        matches!(e, PathError::Workspace(WorkspaceError::Api { source: kube::Error::Api(s), .. }) if s.code == 403);
+    e.is_authoritative() || forbidden || matches!(e, PathError::Workspace(WorkspaceError::NotReady(_)))
 }
 
 /// What a failed lookup of the location workspace does to a Placement.
