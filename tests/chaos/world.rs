@@ -155,16 +155,7 @@ impl World {
 
     /// Creates the workspace `path`, binds kcp-tmc's export there and waits until it serves.
     pub async fn tenant(&self, path: &str) -> Result<(), String> {
-        workspace::ensure(&self.clients().await, &path.parse().unwrap(), Duration::from_secs(60))
-            .await
-            .map_err(|e| e.to_string())?;
-        let binding =
-            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/samples/apibinding.yaml")).unwrap();
-        self.kcp.kubectl(path, &["apply", "-f", "-"], Some(&binding))?;
-        eventually(&format!("synctargets served in {path}"), WAIT, || async {
-            Ok(self.kcp.kubectl(path, &["get", "synctargets"], None).ok().map(|_| ()))
-        })
-        .await
+        self.kcp.bind_sample(&self.clients().await, path, WAIT).await.map(drop)
     }
 
     /// Registers cluster `index` (through its proxy) as SyncTarget `name` in `ws`, with `spec`

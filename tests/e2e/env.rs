@@ -129,6 +129,27 @@ impl Kcp {
         ClusterClients::for_server(&self.config().await).unwrap()
     }
 
+    /// Creates the workspace `path` through `clients`, binds kcp-tmc's export there with the
+    /// sample APIBinding (`config/samples/`) and waits up to `wait` until it serves; returns
+    /// the workspace's logical cluster.
+    pub async fn bind_sample(
+        &self,
+        clients: &ClusterClients,
+        path: &str,
+        wait: Duration,
+    ) -> Result<kcp_tmc::kcp::LogicalClusterName, String> {
+        let parsed = path.parse().map_err(|e| format!("{e}"))?;
+        let cluster = workspace::ensure(clients, &parsed, Duration::from_secs(60)).await.map_err(|e| e.to_string())?;
+        let binding =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/samples/apibinding.yaml")).unwrap();
+        self.kubectl(path, &["apply", "-f", "-"], Some(&binding))?;
+        eventually(&format!("synctargets served in {path}"), wait, || async {
+            Ok(self.kubectl(path, &["get", "synctargets"], None).ok().map(|_| ()))
+        })
+        .await?;
+        Ok(cluster)
+    }
+
     pub fn server(&self, path: &str) -> String {
         format!("https://127.0.0.1:{}/clusters/{path}", self.port)
     }

@@ -61,6 +61,15 @@ pub struct World {
 }
 
 impl World {
+    /// A manager of a test's own on the export of `provider`, beside the shared one: heartbeats
+    /// every 2 s, loopback clusters allowed; its log is `<log>.log` in kcp's directory.
+    pub fn own_manager(&self, provider: &str, log: &str) -> Tmc {
+        let kubeconfig = self.kcp.kubeconfig.display().to_string();
+        let log = self.kcp.dir.path().join(format!("{log}.log"));
+        let args = ["--syncer-heartbeat-interval", "2s", "--cluster-address-allow", "127.0.0.1/32"];
+        Tmc::manager(&kubeconfig, provider, &args, log).process
+    }
+
     /// Creates the workspace `tenant`, binds the export of the provider workspace `provider` in
     /// it (accepting every claim) and waits until its APIs are served.
     pub async fn bind_tenant(&self, tenant: &str, provider: &str, timeout: Duration) -> Result<(), String> {

@@ -19,14 +19,7 @@ const ASSIGNED: &str = "placement.tmc.kcp.io/assigned";
 
 /// Creates the workspace `path`, binds kcp-tmc's export there and waits until it serves.
 pub async fn tenant(w: &World, path: &str) -> Result<(), String> {
-    workspace::ensure(&w.clients, &path.parse().unwrap(), Duration::from_secs(60)).await.map_err(|e| e.to_string())?;
-    let binding =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/samples/apibinding.yaml")).unwrap();
-    w.kcp.kubectl(path, &["apply", "-f", "-"], Some(&binding))?;
-    eventually(&format!("synctargets served in {path}"), WAIT, || async {
-        Ok(w.kcp.kubectl(path, &["get", "synctargets"], None).ok().map(|_| ()))
-    })
-    .await
+    w.kcp.bind_sample(&w.clients, path, WAIT).await.map(drop)
 }
 
 /// A namespace labelled `app=<app>` holding one ConfigMap `cfg`.

@@ -31,18 +31,6 @@ const COPIES: usize = 6;
 /// Long enough for the restarted syncer to work through every key the cluster's view queued.
 const SETTLE: Duration = Duration::from_secs(15);
 
-fn manager(w: &World, name: &str) -> Tmc {
-    let kubeconfig = w.kcp.kubeconfig.display().to_string();
-    let log = w.kcp.dir.path().join(format!("restart-{name}.log"));
-    Tmc::manager(
-        &kubeconfig,
-        PROVIDER,
-        &["--syncer-heartbeat-interval", "2s", "--cluster-address-allow", "127.0.0.1/32"],
-        log,
-    )
-    .process
-}
-
 /// The (kind, name, uid) of every downstream copy.
 fn uids(w: &World, dns: &str) -> Result<Vec<(&'static str, String, String)>, String> {
     let mut out = vec![];
@@ -78,7 +66,7 @@ pub async fn restart_with_unrelated_objects_deletes_nothing(w: Arc<World>) -> Te
     ensure!(code == 0, "tmc install failed: {out}{err}");
     w.bind_tenant(TENANT, PROVIDER, Duration::from_secs(60)).await?;
     w.bind_tenant(CROWD, PROVIDER, Duration::from_secs(60)).await?;
-    let first = manager(&w, "first");
+    let first = w.own_manager(PROVIDER, "restart-first");
     let key = register(&w, TENANT, TARGET, CLUSTER).await?;
     assigned_namespace(&w, TENANT, NAMESPACE, &key)?;
     let mut objects = vec![];
@@ -124,7 +112,7 @@ pub async fn restart_with_unrelated_objects_deletes_nothing(w: Arc<World>) -> Te
 
     // A plain restart.
     drop(first);
-    let second = manager(&w, "second");
+    let second = w.own_manager(PROVIDER, "restart-second");
     listed(&second, "configmaps").await?;
     listed(&second, "secrets").await?;
     tokio::time::sleep(SETTLE).await;

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use futures::{StreamExt, stream};
-use kcp_tmc::kcp::{ClusterClients, workspace};
+use kcp_tmc::kcp::ClusterClients;
 use kcp_tmc::syncer::naming::{Locator, TargetRef};
 use serde_json::json;
 
@@ -97,16 +97,7 @@ pub async fn add_tenants(w: &mut World, workspaces: usize) -> Result<(), String>
 
 async fn tenant(w: &World, i: usize) -> Result<Tenant, String> {
     let path = format!("root:soak-{i:02}");
-    let cluster = workspace::ensure(&w.clients, &path.parse().map_err(|e| format!("{e}"))?, Duration::from_secs(60))
-        .await
-        .map_err(|e| e.to_string())?;
-    let binding =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/samples/apibinding.yaml")).unwrap();
-    w.kcp.kubectl(&path, &["apply", "-f", "-"], Some(&binding))?;
-    eventually(&format!("synctargets served in {path}"), WAIT, || async {
-        Ok(w.kcp.kubectl(&path, &["get", "synctargets"], None).ok().map(|_| ()))
-    })
-    .await?;
+    let cluster = w.kcp.bind_sample(&w.clients, &path, WAIT).await?;
     for (index, name) in TARGETS.iter().enumerate() {
         let secret = json!({
             "apiVersion": "v1", "kind": "Secret",

@@ -16,7 +16,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, PostParams};
 
 use super::Bystander;
-use crate::env::{self, TestResult, Tmc, eventually};
+use crate::env::{self, TestResult, eventually};
 use crate::syncer::{assigned_namespace, downstream_get, downstream_ns, register};
 use crate::{World, ensure};
 
@@ -45,18 +45,6 @@ fn peak_kib(pid: u32) -> Result<u64, String> {
 
 /// How long a manager started beside the 600 Secrets may take to list them.
 const LIST_WAIT: Duration = Duration::from_secs(240);
-
-fn manager(w: &World, name: &str) -> Tmc {
-    let kubeconfig = w.kcp.kubeconfig.display().to_string();
-    let log = w.kcp.dir.path().join(format!("memory-{name}.log"));
-    Tmc::manager(
-        &kubeconfig,
-        PROVIDER,
-        &["--syncer-heartbeat-interval", "2s", "--cluster-address-allow", "127.0.0.1/32"],
-        log,
-    )
-    .process
-}
 
 /// Writes the Secret `name` into the placed namespace and waits for its copy in the cluster.
 /// Events of one resource arrive in order through the manager's one watch, so once this copy
@@ -124,7 +112,7 @@ async fn measure(w: &World) -> Result<(u64, u64, u64), Box<dyn std::error::Error
         env::tmc(&["install", "--kubeconfig", &admin, "--workspace", PROVIDER, "--create-workspace"]);
     ensure!(code == 0, "tmc install failed: {out}{err}");
     w.bind_tenant(TENANT, PROVIDER, Duration::from_secs(60)).await?;
-    let first = manager(w, "first");
+    let first = w.own_manager(PROVIDER, "memory-first");
     let key = register(w, TENANT, TARGET, CLUSTER).await?;
     assigned_namespace(w, TENANT, PLACED, &key)?;
     w.kcp.kubectl(TENANT, &["create", "namespace", HOARD], None)?;
@@ -160,7 +148,7 @@ async fn measure(w: &World) -> Result<(u64, u64, u64), Box<dyn std::error::Error
     drop(first);
 
     // A manager that starts with them in kcp lists them.
-    let second = manager(w, "second");
+    let second = w.own_manager(PROVIDER, "memory-second");
     // Streaming 800 MB of JSON through the virtual workspace takes a while on two cores.
     eventually("the second manager to list the Secrets", LIST_WAIT, || async {
         let log = second.output();
