@@ -11,7 +11,7 @@ use kcp_tmc::apis::applied::applied_annotation;
 use serde_json::{Value, json};
 
 use crate::env::{TestResult, eventually};
-use crate::placement::{assigned, condition, get, placement, tenant, wait_assigned, wait_scheduled};
+use crate::placement::{assigned, condition, get, placement, tenant, wait_assigned, wait_scheduled_within};
 use crate::syncer::{WAIT, deployment, downstream_get, downstream_ns, list, register, upstream_get, wait_downstream};
 use crate::{World, ensure};
 
@@ -97,8 +97,10 @@ pub async fn placement_move_waits_for_evidence_and_a_refusing_target_keeps_the_w
     let drain = r#"{"spec":{"evictAfter":"2020-01-01T00:00:00Z"}}"#;
     w.kcp.kubectl(ws, &["patch", "synctarget", "old", "--type=merge", "-p", drain], None)?;
 
-    // The move stalls: the new target holds its finalizer (its intent) but no evidence.
-    let p = wait_scheduled(&w, ws, "web", "MoveStalled").await?;
+    // The move stalls: the new target holds its finalizer (its intent) but no evidence. The
+    // stall is declared 15 s after the new target took the namespace, which itself waits for the
+    // new target's first heartbeat: on a loaded two-core machine that is more than WAIT.
+    let p = wait_scheduled_within(&w, ws, "web", "MoveStalled", Duration::from_secs(150)).await?;
     let message = p["status"]["conditions"]
         .as_array()
         .and_then(|cs| cs.iter().find(|c| c["type"] == "Scheduled"))

@@ -60,11 +60,31 @@ pub fn selected(p: &Value) -> Vec<String> {
 
 /// Waits until the Placement's Scheduled reason is `reason`; returns the Placement.
 pub async fn wait_scheduled(w: &World, ws: &str, name: &str, reason: &str) -> Result<Value, String> {
-    eventually(&format!("Placement {ws}/{name} Scheduled reason {reason}"), WAIT, || async {
+    wait_scheduled_within(w, ws, name, reason, WAIT).await
+}
+
+/// Waits for the Placement's `Scheduled` reason; a timeout names the condition it had last.
+pub async fn wait_scheduled_within(
+    w: &World,
+    ws: &str,
+    name: &str,
+    reason: &str,
+    timeout: Duration,
+) -> Result<Value, String> {
+    eventually(&format!("Placement {ws}/{name} Scheduled reason {reason}"), timeout, || async {
         let p = get(w, ws, "placement", name)?;
-        Ok((condition(&p, "Scheduled").1 == reason).then_some(p))
+        match condition(&p, "Scheduled").1 == reason {
+            true => Ok(Some(p)),
+            false => Err(format!("Scheduled is {}", scheduled_condition(&p))),
+        }
     })
     .await
+}
+
+/// The Placement's `Scheduled` condition as "status reason: message" (for failure messages).
+fn scheduled_condition(p: &Value) -> String {
+    let c = p["status"]["conditions"].as_array().and_then(|cs| cs.iter().find(|c| c["type"] == "Scheduled"));
+    c.map(|c| format!("{} {}: {}", c["status"], c["reason"], c["message"])).unwrap_or_else(|| "absent".into())
 }
 
 async fn wait_selected(w: &World, ws: &str, name: &str, want: &[&str]) -> Result<Value, String> {
