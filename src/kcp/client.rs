@@ -78,6 +78,11 @@ impl ClusterClients {
         Self::new(config, &server)
     }
 
+    /// Clients on top of an already built base client (a mock API server in unit tests).
+    pub fn from_client(base: Client, base_url: &str) -> Self {
+        Self { base_url: base_url.trim_end_matches('/').to_string(), base, scoped: Default::default() }
+    }
+
     pub fn base_url(&self) -> &str {
         &self.base_url
     }

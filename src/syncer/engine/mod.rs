@@ -12,6 +12,8 @@ use tokio_util::sync::CancellationToken;
 mod apis;
 mod evidence;
 mod heartbeat;
+#[cfg(test)]
+mod io_tests;
 mod namespaces;
 mod plan;
 mod remove;

@@ -1,0 +1,401 @@
+//! The engine's I/O paths in process, against two mock API servers (tower-test): kcp behind a
+//! `ClusterClients`, and the physical cluster. No watch runs: the kcp view is filled by hand
+//! (`Upstream::fill_for_test`), and one key is synced through `Engine::sync`. Each test asserts
+//! the exact sequence of requests (method and path) each server received. Anything unscripted
+//! is answered 500, so it shows up both as an error and in the sequence; every test runs under
+//! a hard timeout, so a request nobody answers fails the test instead of hanging it.
+
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http::{Request, Response};
+use kube::api::DynamicObject;
+use kube::client::Body;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use super::{Engine, EngineSettings, Probe, plan};
+use crate::apis::names::{TARGET_LABEL, assignment_label, syncer_finalizer};
+use crate::kcp::{ClusterClients, ClusterKey, LogicalClusterName};
+use crate::runtime::queue::Backoff;
+use crate::server::Metrics;
+use crate::syncer::naming::{Locator, TargetRef, target_key};
+use crate::syncer::resources::default_resources;
+use crate::syncer::upstream::{SyncKey, Upstream};
+
+const WS: &str = "tenantws";
+const TARGET: &str = "target";
+const NS: &str = "app";
+const NAME: &str = "cm";
+/// The whole of one test, requests included: far above what an in-process sync takes.
+const TEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
+/// Answers a request given its method, path and query ("" when none).
+type Answer = Box<dyn Fn(&str, &str, &str) -> Reply + Send>;
+
+/// What a mock API server answers.
+enum Reply {
+    Json(u16, Value),
+    /// A watch: newline-delimited events.
+    Events(Vec<Value>),
+    /// Never answered, like a watch with nothing to report.
+    Hold,
+}
+
+impl From<(u16, Value)> for Reply {
+    fn from((status, body): (u16, Value)) -> Self {
+        Reply::Json(status, body)
+    }
+}
+
+/// Requests as "METHOD path" (no query), in the order they arrived.
+type Log = Arc<Mutex<Vec<String>>>;
+
+/// Runs a test body under [`TEST_TIMEOUT`].
+async fn bounded(test: impl Future<Output = ()>) {
+    tokio::time::timeout(TEST_TIMEOUT, test).await.expect("the test finishes within its timeout");
+}
+
+fn not_found() -> Reply {
+    Reply::Json(
+        404,
+        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "NotFound", "code": 404}),
+    )
+}
+
+fn ok(body: Value) -> Reply {
+    Reply::Json(200, body)
+}
+
+fn reply(status: u16, body: &Value) -> Response<Body> {
+    Response::builder().status(status).body(Body::from(serde_json::to_vec(body).unwrap())).unwrap()
+}
+
+/// Serves `handle`: every request is recorded in the returned log and answered by `answer`.
+fn serve(mut handle: Handle, answer: Answer) -> Log {
+    let log: Log = Default::default();
+    let seen = log.clone();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Some((req, send)) = handle.next_request().await {
+            let (method, path) = (req.method().to_string(), req.uri().path().to_string());
+            seen.lock().unwrap().push(format!("{method} {path}"));
+            match answer(&method, &path, req.uri().query().unwrap_or_default()) {
+                Reply::Json(status, body) => send.send_response(reply(status, &body)),
+                Reply::Events(events) => {
+                    let lines: String = events.iter().map(|e| format!("{e}\n")).collect();
+                    send.send_response(Response::builder().status(200).body(Body::from(lines.into_bytes())).unwrap())
+                }
+                Reply::Hold => held.push(send),
+            }
+        }
+    });
+    log
+}
+
+struct Fixture {
+    engine: Engine,
+    kcp: Log,
+    cluster: Log,
+    index: usize,
+    key: ClusterKey,
+}
+
+fn cluster_name() -> LogicalClusterName {
+    LogicalClusterName::new(WS).unwrap()
+}
+
+fn key_of_target() -> String {
+    target_key(&cluster_name(), TARGET)
+}
+
+fn downstream_namespace() -> String {
+    let target = TargetRef { cluster: WS.into(), name: TARGET.into() };
+    Locator::new(target, &cluster_name(), NS).downstream_namespace()
+}
+
+/// The kcp namespace, assigned to the target or not.
+fn kcp_namespace(assigned: bool) -> Value {
+    let labels = if assigned { json!({ assignment_label(&key_of_target()): "Sync" }) } else { json!({}) };
+    json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS, "resourceVersion": "3",
+        "uid": "ns-uid", "labels": labels, "annotations": {"kcp.io/cluster": WS}}})
+}
+
+/// The kcp ConfigMap, with this target's finalizer or not.
+fn kcp_configmap(finalizer: bool) -> Value {
+    let finalizers = if finalizer { json!([syncer_finalizer(&key_of_target())]) } else { json!([]) };
+    json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": NAME, "namespace": NS,
+        "resourceVersion": "7", "uid": "cm-uid", "finalizers": finalizers,
+        "annotations": {"kcp.io/cluster": WS}}, "data": {"a": "b"}})
+}
+
+/// A ConfigMap in the cluster, labelled for this target or someone else's.
+fn cluster_configmap(ours: bool) -> Value {
+    let labels = if ours { json!({ TARGET_LABEL: key_of_target() }) } else { json!({"app": "theirs"}) };
+    json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": NAME, "namespace": downstream_namespace(),
+        "resourceVersion": "1", "uid": "copy-uid", "labels": labels}, "data": {"a": "b"}})
+}
+
+/// An engine syncing ConfigMaps; `listed`: the kcp view has listed the namespace and ConfigMap
+/// given (else it has not listed yet, as just after a restart with a long list in flight).
+fn fixture(listed: Option<(Value, Value)>, kcp_answer: Answer, cluster_answer: Answer) -> Fixture {
+    let (kcp_service, kcp_handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let (cluster_service, cluster_handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let kcp = serve(kcp_handle, kcp_answer);
+    let cluster = serve(cluster_handle, cluster_answer);
+    let clients = ClusterClients::from_client(kube::Client::new(kcp_service, "default"), "https://kcp.test");
+    let upstream = Upstream::new(clients, CancellationToken::new());
+    let configmaps = default_resources().into_iter().find(|r| r.api.kind == "ConfigMap").unwrap();
+    let index = match &listed {
+        Some((ns, obj)) => {
+            let obj: DynamicObject = serde_json::from_value(obj.clone()).unwrap();
+            upstream.fill_for_test(&configmaps, std::slice::from_ref(ns), vec![obj], true)
+        }
+        None => upstream.fill_for_test(&configmaps, &[], vec![], false),
+    };
+    let settings = EngineSettings {
+        workers: 1,
+        heartbeat_interval: Duration::from_secs(10),
+        deletion_timeout: Duration::from_secs(600),
+        backoff: Backoff::default(),
+        cluster_qps: 1000,
+        metrics: Metrics::new(),
+    };
+    let (probe, _) = tokio::sync::watch::channel(Probe::Pending);
+    let (_, wanted) = tokio::sync::watch::channel(vec![]);
+    let cluster_client = kube::Client::new(cluster_service, "default");
+    let engine = Engine::new(cluster_name(), TARGET, upstream, cluster_client, settings, probe, wanted);
+    engine.started.lock().unwrap().insert(index);
+    engine.active.write().unwrap().insert(index);
+    let key = ClusterKey::new(cluster_name(), Some(NS.into()), NAME);
+    Fixture { engine, kcp, cluster, index, key }
+}
+
+impl Fixture {
+    async fn sync(&self) -> Result<Option<Duration>, super::SyncError> {
+        self.engine.sync(&SyncKey { resource: Some(self.index), key: self.key.clone() }).await
+    }
+
+    fn requests(&self) -> (Vec<String>, Vec<String>) {
+        (std::mem::take(&mut *self.kcp.lock().unwrap()), std::mem::take(&mut *self.cluster.lock().unwrap()))
+    }
+}
+
+fn unexpected() -> Reply {
+    Reply::Json(
+        500,
+        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": "unscripted", "code": 500}),
+    )
+}
+
+#[tokio::test]
+async fn restart_before_the_kcp_view_lists_sends_no_delete() {
+    bounded(async {
+        // The cluster holds our copy; kcp's list is still in flight.
+        let f = fixture(
+            None,
+            Box::new(|_, _, _| unexpected()),
+            Box::new(|method, _, _| if method == "GET" { ok(cluster_configmap(true)) } else { unexpected() }),
+        );
+        assert!(!f.engine.upstream.synced(f.index));
+        assert_eq!(f.sync().await.unwrap(), Some(plan::WAIT_FOR_VIEW), "waits for the kcp view");
+        assert_eq!(f.requests(), (vec![], vec![]), "nothing is read, deleted or released");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn unassigned_object_copy_deleted_then_finalizer_released() {
+    bounded(async {
+        let copy = format!("/api/v1/namespaces/{}/configmaps/{NAME}", downstream_namespace());
+        let deleted = Arc::new(Mutex::new(false));
+        let gone = deleted.clone();
+        let f = fixture(
+            Some((kcp_namespace(false), kcp_configmap(true))),
+            Box::new(|method, _, _| if method == "PATCH" { ok(kcp_configmap(false)) } else { unexpected() }),
+            Box::new(move |method, _, _| {
+                // Read before the match: a guard in the scrutinee would live through the arms,
+                // and the DELETE arm locks it again.
+                let was_deleted = *gone.lock().unwrap();
+                match (method, was_deleted) {
+                    ("GET", false) => ok(cluster_configmap(true)),
+                    ("DELETE", _) => {
+                        *gone.lock().unwrap() = true;
+                        ok(cluster_configmap(true))
+                    }
+                    ("GET", true) => not_found(),
+                    _ => unexpected(),
+                }
+            }),
+        );
+        assert_eq!(f.sync().await.unwrap(), None);
+        assert_eq!(f.requests(), (vec![], vec![format!("GET {copy}"), format!("DELETE {copy}")]), "copy deleted first");
+        assert!(*deleted.lock().unwrap());
+        // The delete event queues the key again: now the finalizer goes.
+        assert_eq!(f.sync().await.unwrap(), None);
+        let kcp_object = format!("/clusters/{WS}/api/v1/namespaces/{NS}/configmaps/{NAME}");
+        assert_eq!(f.requests(), (vec![format!("PATCH {kcp_object}")], vec![format!("GET {copy}")]), "then released");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn foreign_object_is_not_ours_and_nothing_is_written() {
+    bounded(async {
+        let dns = downstream_namespace();
+        // The namespace is proven ours already (as after an earlier sync in this process).
+        let f = fixture(
+            Some((kcp_namespace(true), kcp_configmap(true))),
+            Box::new(|_, _, _| unexpected()),
+            Box::new(|method, path, _| match method {
+                "GET" if path.ends_with(&format!("/configmaps/{NAME}")) => ok(cluster_configmap(false)),
+                "POST" if path.ends_with("/selfsubjectreviews") => not_found(),
+                _ => unexpected(),
+            }),
+        );
+        let target = TargetRef { cluster: WS.into(), name: TARGET.into() };
+        f.engine.downstream.remember_namespace(&dns, Locator::new(target, &cluster_name(), NS), "dns-uid");
+        let err = f.sync().await.unwrap_err();
+        assert!(matches!(err, super::SyncError::NotOurs { .. }), "{err}");
+        let (kcp, cluster) = f.requests();
+        // The refusal is told to the tenant with an Event in kcp; nothing else is written anywhere.
+        assert!(kcp.iter().all(|r| r.starts_with("POST ") && r.contains("/events")), "kcp got {kcp:?}");
+        assert_eq!(
+            cluster,
+            [
+                "POST /apis/authentication.k8s.io/v1/selfsubjectreviews".to_string(),
+                format!("GET /api/v1/namespaces/{dns}/configmaps/{NAME}"),
+            ]
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn new_object_finalizer_namespace_then_apply() {
+    bounded(async {
+    let dns = downstream_namespace();
+    let kcp_ns = format!("/clusters/{WS}/api/v1/namespaces/{NS}");
+    let kcp_object = format!("{kcp_ns}/configmaps/{NAME}");
+    let f = fixture(
+        Some((kcp_namespace(true), kcp_configmap(false))),
+        Box::new(|method, path, _| match method {
+            "PATCH" if path.ends_with("/configmaps/cm") => ok(kcp_configmap(true)),
+            "GET" | "PATCH" if path.ends_with(&format!("/namespaces/{NS}")) => ok(kcp_namespace(true)),
+            _ => unexpected(),
+        }),
+        Box::new(|method, path, _| match method {
+            "GET" => not_found(),
+            "POST" if path.ends_with("/selfsubjectreviews") => not_found(),
+            "POST" if path == "/api/v1/namespaces" => Reply::Json(
+                201,
+                json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": downstream_namespace(), "uid": "dns-uid"}}),
+            ),
+            "PATCH" => ok(cluster_configmap(true)),
+            _ => unexpected(),
+        }),
+    );
+    assert_eq!(f.sync().await.unwrap(), None);
+    let (kcp, cluster) = f.requests();
+    // Finalizer first (nothing reaches the cluster unguarded), the namespace claimed then
+    // recorded with its UID, and last the evidence of the apply.
+    assert_eq!(
+        kcp,
+        [
+            format!("PATCH {kcp_object}"),
+            format!("GET {kcp_ns}"),
+            format!("PATCH {kcp_ns}"),
+            format!("PATCH {kcp_ns}"),
+            format!("PATCH {kcp_object}"),
+        ]
+    );
+    assert_eq!(
+        cluster,
+        [
+            format!("GET /api/v1/namespaces/{dns}"),
+            "POST /apis/authentication.k8s.io/v1/selfsubjectreviews".to_string(),
+            "POST /api/v1/namespaces".to_string(),
+            format!("GET /api/v1/namespaces/{dns}/configmaps/{NAME}"),
+            format!("PATCH /api/v1/namespaces/{dns}/configmaps/{NAME}"),
+        ]
+    );
+    })
+    .await;
+}
+
+/// The relist path: the cluster view held our copy; the copy was deleted while the watch was
+/// down (the resumed watch answers 410 Gone, the relist lacks it). The reflector reports the key,
+/// the engine finds the copy absent and applies it again.
+#[tokio::test]
+async fn copy_missing_from_a_relist_is_applied_again() {
+    bounded(async {
+        let dns = downstream_namespace();
+        let copy = format!("/api/v1/namespaces/{dns}/configmaps/{NAME}");
+        let lists = Arc::new(Mutex::new(0));
+        let listed = lists.clone();
+        let served = copy.clone();
+        let f = fixture(
+            Some((kcp_namespace(true), kcp_configmap(true))),
+            Box::new(|method, path, _| match method {
+                // The evidence of the apply on the kcp object.
+                "PATCH" if path.ends_with(&format!("/configmaps/{NAME}")) => ok(kcp_configmap(true)),
+                _ => unexpected(),
+            }),
+            Box::new(move |method, path, query| {
+                let watch = query.contains("watch=true");
+                match (method, path) {
+                    ("GET", "/api/v1/configmaps") if !watch => {
+                        let mut n = listed.lock().unwrap();
+                        *n += 1;
+                        // The first list holds the copy; the relist after the 410 does not.
+                        let items = if *n == 1 { vec![cluster_configmap(true)] } else { vec![] };
+                        ok(json!({"apiVersion": "v1", "kind": "ConfigMapList",
+                            "metadata": {"resourceVersion": format!("{}", 10 * *n)}, "items": items}))
+                    }
+                    ("GET", "/api/v1/configmaps") if *listed.lock().unwrap() == 1 => Reply::Events(vec![json!({
+                        "type": "ERROR", "object": {"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                            "reason": "Expired", "message": "too old resource version", "code": 410}})]),
+                    ("GET", "/api/v1/configmaps") => Reply::Hold,
+                    ("POST", "/apis/authentication.k8s.io/v1/selfsubjectreviews") => not_found(),
+                    ("GET", p) if p == served => not_found(),
+                    ("PATCH", p) if p == served => ok(cluster_configmap(true)),
+                    _ => unexpected(),
+                }
+            }),
+        );
+        let target = TargetRef { cluster: WS.into(), name: TARGET.into() };
+        f.engine.downstream.remember_namespace(&dns, Locator::new(target, &cluster_name(), NS), "dns-uid");
+        let (queue, mut queued) = tokio::sync::mpsc::unbounded_channel();
+        let resource = f.engine.upstream.resource(f.index).unwrap();
+        let cancel = CancellationToken::new();
+        let watch = f.engine.downstream.clone().watch_resource(
+            f.index,
+            resource,
+            move |key| {
+                let _ = queue.send(key);
+            },
+            cancel.clone(),
+        );
+        tokio::spawn(watch);
+        // Queued once by the first list (the copy seen), once by the relist (the copy vanished).
+        let want = SyncKey { resource: Some(f.index), key: f.key.clone() };
+        for _ in 0..2 {
+            assert_eq!(queued.recv().await, Some(want.clone()));
+        }
+        assert!(f.engine.downstream.object(f.index, &dns, NAME).is_none(), "the vanished copy left the view");
+        assert!(f.engine.downstream.synced(f.index, &dns), "the view stays synced across the relist");
+        let (_, cluster) = f.requests();
+        assert_eq!(cluster.iter().filter(|r| *r == "GET /api/v1/configmaps").count(), 4, "list, watch, relist, watch");
+
+        assert_eq!(f.sync().await.unwrap(), None);
+        let (kcp, cluster) = f.requests();
+        let review = "POST /apis/authentication.k8s.io/v1/selfsubjectreviews".to_string();
+        assert_eq!(cluster, [review, format!("GET {copy}"), format!("PATCH {copy}")], "absent: checked once, applied");
+        let kcp_object = format!("/clusters/{WS}/api/v1/namespaces/{NS}/configmaps/{NAME}");
+        assert_eq!(kcp, [format!("PATCH {kcp_object}")], "and the apply recorded as evidence");
+        cancel.cancel();
+    })
+    .await;
+}
