@@ -11,7 +11,9 @@ use kcp_tmc::apis::applied::applied_annotation;
 use serde_json::{Value, json};
 
 use crate::env::{TestResult, eventually};
-use crate::placement::{assigned, condition, get, placement, tenant, wait_assigned, wait_scheduled_within};
+use crate::placement::{
+    assigned, condition, get, placement, tenant, wait_assigned, wait_scheduled, wait_scheduled_within,
+};
 use crate::syncer::{WAIT, deployment, downstream_get, downstream_ns, list, register, upstream_get, wait_downstream};
 use crate::{World, ensure};
 
