@@ -160,7 +160,15 @@ case "${1:-}" in
   up) up "${2:?DIR}" "${3:-2}" ;;
   down) down "${2:?DIR}" ;;
   apiserver-kill)
-    kill -9 "$(cat "${2:?DIR}/kube-apiserver.pid")"
+    pid=$(cat "${2:?DIR}/kube-apiserver.pid")
+    kill -9 "$pid"
+    # SIGKILL is asynchronous: until the process has exited (gone, or a zombie nobody reaped yet)
+    # it still holds its port, and an apiserver-start right after would fail to bind.
+    for _ in $(seq 100); do
+      state=$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null || true)
+      [[ -z $state || $state == Z ]] && break
+      sleep 0.1
+    done
     ;;
   apiserver-start)
     dir=$(cd "${2:?DIR}" && pwd)
