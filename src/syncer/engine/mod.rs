@@ -393,19 +393,26 @@ impl Engine {
     ) -> Result<(), SyncError> {
         let api = self.upstream_api(resource, key);
         let mut seen = obj.metadata.clone();
-        // Two syncers of one object (two targets) add their finalizers at the same moment, and
-        // one of them meets a 409: that is the compare-and-swap working, not a failure. It is
-        // tried once more on the object as kcp has it now; only a second conflict is an error
-        // (and then retried with backoff).
+        // Two syncers of one object (two targets) change their finalizers at the same moment,
+        // beside tenant writes and each other's evidence. The edit is a JSON patch that tests
+        // the very entry it removes (or appends), so only a change to the list itself makes it
+        // fail; then it is tried once more on the object as kcp has it now, and only a second
+        // failure is an error (retried with backoff).
         for attempt in 0..2 {
             let Some(patch) = finalizer_patch(&seen, &self.finalizer(), present) else { return Ok(()) };
-            let written = api.patch(&key.name, &PatchParams::default(), &Patch::Merge(&patch)).await;
+            let written = match patch {
+                FinalizerPatch::Json(p) => api.patch(&key.name, &PatchParams::default(), &Patch::Json::<()>(p)).await,
+                FinalizerPatch::Merge(p) => api.patch(&key.name, &PatchParams::default(), &Patch::Merge(&p)).await,
+            };
             match written {
-                Err(kube::Error::Api(s)) if s.code == 409 && attempt == 0 => match api.get_opt(&key.name).await {
-                    Ok(Some(fresh)) => seen = fresh.metadata,
-                    Ok(None) => return Ok(()),
-                    Err(e) => return Err(api_err("read the object from kcp")(e)),
-                },
+                // 409: the first finalizer's compare-and-swap lost; 422: a tested entry moved.
+                Err(kube::Error::Api(s)) if (s.code == 409 || s.code == 422) && attempt == 0 => {
+                    match api.get_opt(&key.name).await {
+                        Ok(Some(fresh)) => seen = fresh.metadata,
+                        Ok(None) => return Ok(()),
+                        Err(e) => return Err(api_err("read the object from kcp")(e)),
+                    }
+                }
                 written => {
                     self.telemetry.op(&resource.plural, SyncOp::Finalizer, telemetry::done_or_gone(&written));
                     return match written {
@@ -420,48 +427,76 @@ impl Engine {
     }
 }
 
-/// The merge patch that adds (`present`) or removes `finalizer` on an object whose metadata is
-/// `meta`, or `None` when nothing is to change. The resourceVersion makes it a compare-and-swap:
-/// the finalizer list is replaced whole, so a change made meanwhile must not be overwritten.
-fn finalizer_patch(meta: &kube::api::ObjectMeta, finalizer: &str, present: bool) -> Option<serde_json::Value> {
-    let mut finalizers = meta.finalizers.clone().unwrap_or_default();
-    if finalizers.iter().any(|f| f == finalizer) == present {
-        return None;
-    }
-    if present {
-        finalizers.push(finalizer.to_string());
-    } else {
-        finalizers.retain(|f| f != finalizer);
-    }
-    Some(json!({ "metadata": { "finalizers": finalizers, "resourceVersion": meta.resource_version } }))
+/// A finalizer edit that cannot overwrite a concurrent change.
+#[derive(Clone, Debug, PartialEq)]
+enum FinalizerPatch {
+    /// The object has no finalizer yet: the list is written whole, guarded by the
+    /// resourceVersion (a merge patch cannot append).
+    Merge(serde_json::Value),
+    /// Append to the list, or remove the entry at its index after testing it is still there.
+    Json(json_patch::Patch),
+}
+
+/// The patch that adds (`present`) or removes `finalizer` on an object whose metadata is `meta`,
+/// or `None` when nothing is to change. Appending and index-tested removal leave every other
+/// entry alone, so writes to the rest of the object (or to other finalizers) do not conflict.
+fn finalizer_patch(meta: &kube::api::ObjectMeta, finalizer: &str, present: bool) -> Option<FinalizerPatch> {
+    let finalizers = meta.finalizers.clone().unwrap_or_default();
+    let at = finalizers.iter().position(|f| f == finalizer);
+    let ops = match (present, at) {
+        (true, Some(_)) | (false, None) => return None,
+        (true, None) if finalizers.is_empty() => {
+            let list = json!({ "metadata": { "finalizers": [finalizer], "resourceVersion": meta.resource_version } });
+            return Some(FinalizerPatch::Merge(list));
+        }
+        (true, None) => json!([{ "op": "add", "path": "/metadata/finalizers/-", "value": finalizer }]),
+        (false, Some(i)) => json!([
+            { "op": "test", "path": format!("/metadata/finalizers/{i}"), "value": finalizer },
+            { "op": "remove", "path": format!("/metadata/finalizers/{i}") },
+        ]),
+    };
+    Some(FinalizerPatch::Json(serde_json::from_value(ops).expect("a JSON patch")))
 }
 
 #[cfg(test)]
 mod finalizer_tests {
-    use super::finalizer_patch;
+    use super::{FinalizerPatch, finalizer_patch};
     use kube::api::ObjectMeta;
     use serde_json::json;
 
     #[test]
     fn finalizer_patch_table() {
-        let meta = |f: &[&str]| ObjectMeta {
-            finalizers: Some(f.iter().map(|s| s.to_string()).collect()),
+        let meta = |f: Option<&[&str]>| ObjectMeta {
+            finalizers: f.map(|f| f.iter().map(|s| s.to_string()).collect()),
             resource_version: Some("7".into()),
             ..Default::default()
         };
+        let json = |v: serde_json::Value| Some(FinalizerPatch::Json(serde_json::from_value(v).unwrap()));
+        let first = Some(FinalizerPatch::Merge(json!({"metadata": {"finalizers": ["mine"], "resourceVersion": "7"}})));
         let rows = [
-            ("add to none", meta(&[]), true, Some(json!(["mine"]))),
-            ("add beside another target's", meta(&["other"]), true, Some(json!(["other", "mine"]))),
-            ("already there", meta(&["other", "mine"]), true, None),
-            ("remove, keep the other", meta(&["other", "mine"]), false, Some(json!(["other"]))),
-            ("already gone", meta(&["other"]), false, None),
+            ("first finalizer, none listed: a compare-and-swap", meta(None), true, first.clone()),
+            ("first finalizer, empty list: the same", meta(Some(&[])), true, first),
+            (
+                "beside another target's: appended, no resourceVersion",
+                meta(Some(&["other"])),
+                true,
+                json(json!([{"op": "add", "path": "/metadata/finalizers/-", "value": "mine"}])),
+            ),
+            ("already there", meta(Some(&["other", "mine"])), true, None),
+            (
+                "remove, keep the other: the index tested first",
+                meta(Some(&["other", "mine"])),
+                false,
+                json(json!([
+                    {"op": "test", "path": "/metadata/finalizers/1", "value": "mine"},
+                    {"op": "remove", "path": "/metadata/finalizers/1"},
+                ])),
+            ),
+            ("already gone", meta(Some(&["other"])), false, None),
+            ("nothing listed", meta(None), false, None),
         ];
         for (case, meta, present, want) in rows {
-            let got = finalizer_patch(&meta, "mine", present);
-            assert_eq!(got.as_ref().map(|p| p["metadata"]["finalizers"].clone()), want, "{case}");
-            if let Some(p) = got {
-                assert_eq!(p["metadata"]["resourceVersion"], "7", "{case}: a compare-and-swap");
-            }
+            assert_eq!(finalizer_patch(&meta, "mine", present), want, "{case}");
         }
     }
 }
