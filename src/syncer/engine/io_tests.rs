@@ -399,3 +399,33 @@ async fn copy_missing_from_a_relist_is_applied_again() {
     })
     .await;
 }
+
+/// The kcp view shows a live object, but kcp has started deleting it: the finalizer is refused
+/// (422). The object is read again, no finalizer is added, and nothing reaches the cluster; the
+/// deletion's own event brings the key back.
+#[tokio::test]
+async fn object_deleted_under_the_finalizer_write_is_not_applied() {
+    bounded(async {
+        let kcp_object = format!("/clusters/{WS}/api/v1/namespaces/{NS}/configmaps/{NAME}");
+        let f = fixture(
+            Some((kcp_namespace(true), kcp_configmap(false))),
+            Box::new(|method, _, _| match method {
+                "PATCH" => Reply::Json(
+                    422,
+                    json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Invalid", "code": 422,
+                        "message": "metadata.finalizers: Forbidden: no new finalizers can be added if the object is being deleted"}),
+                ),
+                "GET" => {
+                    let mut deleting = kcp_configmap(false);
+                    deleting["metadata"]["deletionTimestamp"] = json!("2026-12-04T00:00:00Z");
+                    ok(deleting)
+                }
+                _ => unexpected(),
+            }),
+            Box::new(|_, _, _| unexpected()),
+        );
+        assert_eq!(f.sync().await.unwrap(), None);
+        assert_eq!(f.requests(), (vec![format!("PATCH {kcp_object}"), format!("GET {kcp_object}")], vec![]));
+    })
+    .await;
+}

@@ -290,7 +290,9 @@ impl Engine {
         let read = self.upstream.whole(index, key).await.map_err(api_err("read the object from kcp"))?;
         let Some(obj) = read else { return Ok(None) };
         let value = serde_json::to_value(obj.as_ref()).unwrap_or_default();
-        self.set_finalizer(&resource.api, key, &obj, true).await?;
+        if !self.set_finalizer(&resource.api, key, &obj, true).await? {
+            return Ok(None);
+        }
         if let Err(e) = self.ensure_namespace(&key.cluster, &dns, &locator).await {
             let note = format!("not synced to {}: {e}", self.target.name);
             let reason = match e {
@@ -384,13 +386,16 @@ impl Engine {
         Duration::try_from(waited).is_ok_and(|w| w >= self.settings.deletion_timeout)
     }
 
+    /// Adds (`present`) or removes this target's finalizer on `obj`. `false`: not added, the
+    /// object is being deleted (kcp refuses new finalizers then; the deletion's own event brings
+    /// the key back to take the removal path).
     async fn set_finalizer(
         &self,
         resource: &kube::core::ApiResource,
         key: &ClusterKey,
         obj: &DynamicObject,
         present: bool,
-    ) -> Result<(), SyncError> {
+    ) -> Result<bool, SyncError> {
         let api = self.upstream_api(resource, key);
         let mut seen = obj.metadata.clone();
         // Two syncers of one object (two targets) change their finalizers at the same moment,
@@ -399,25 +404,29 @@ impl Engine {
         // fail; then it is tried once more on the object as kcp has it now, and only a second
         // failure is an error (retried with backoff).
         for attempt in 0..2 {
-            let Some(patch) = finalizer_patch(&seen, &self.finalizer(), present) else { return Ok(()) };
+            let Some(patch) = finalizer_patch(&seen, &self.finalizer(), present) else { return Ok(true) };
+            if present && seen.deletion_timestamp.is_some() {
+                return Ok(false);
+            }
             let written = match patch {
                 FinalizerPatch::Json(p) => api.patch(&key.name, &PatchParams::default(), &Patch::Json::<()>(p)).await,
                 FinalizerPatch::Merge(p) => api.patch(&key.name, &PatchParams::default(), &Patch::Merge(&p)).await,
             };
             match written {
-                // 409: the first finalizer's compare-and-swap lost; 422: a tested entry moved.
+                // 409: the first finalizer's compare-and-swap lost; 422: a tested entry moved, or
+                // the object is being deleted (then no finalizer is added; see above).
                 Err(kube::Error::Api(s)) if (s.code == 409 || s.code == 422) && attempt == 0 => {
                     match api.get_opt(&key.name).await {
                         Ok(Some(fresh)) => seen = fresh.metadata,
-                        Ok(None) => return Ok(()),
+                        Ok(None) => return Ok(!present),
                         Err(e) => return Err(api_err("read the object from kcp")(e)),
                     }
                 }
                 written => {
                     self.telemetry.op(&resource.plural, SyncOp::Finalizer, telemetry::done_or_gone(&written));
                     return match written {
-                        Ok(_) => Ok(()),
-                        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+                        Ok(_) => Ok(true),
+                        Err(kube::Error::Api(s)) if s.code == 404 => Ok(!present),
                         Err(e) => Err(api_err(if present { "add finalizer" } else { "remove finalizer" })(e)),
                     };
                 }
