@@ -63,8 +63,9 @@ coverage: servers
 	@command -v cargo-llvm-cov >/dev/null || $(CARGO) install cargo-llvm-cov --locked
 	TMC_KCP_BIN=$$(tests/servers.sh kcp) $(CARGO) llvm-cov --no-fail-fast --summary-only
 
-## Benchmarks (release build): sync against real servers → docs/benchmarks.md; the Placement
-## decision in process → docs/benchmarks-placement.md.
+## Benchmarks (release build): sync against real servers, floor and kcp-tmc interleaved over 3
+## repetitions → docs/benchmarks.md and docs/benchmarks.json (~25 min, progress on stderr); the
+## Placement decision in process → docs/benchmarks-placement.md.
 bench: servers
 	TMC_KCP_BIN=$$(tests/servers.sh kcp) $(CARGO) bench --bench sync
 	$(CARGO) bench --bench placement
