@@ -63,10 +63,10 @@ coverage: servers
 	@command -v cargo-llvm-cov >/dev/null || $(CARGO) install cargo-llvm-cov --locked
 	TMC_KCP_BIN=$$(tests/servers.sh kcp) $(CARGO) llvm-cov --no-fail-fast --summary-only
 
-## Benchmarks (release build): sync against real servers → docs/benchmarks.md; the Placement
-## decision in process → docs/benchmarks-placement.md.
+## Benchmarks (release build): sync against real servers → docs/benchmarks.md, beside the peer
+## kcp-dev/api-syncagent (built on first use); the Placement decision in process → docs/benchmarks-placement.md.
 bench: servers
-	TMC_KCP_BIN=$$(tests/servers.sh kcp) $(CARGO) bench --bench sync
+	TMC_KCP_BIN=$$(tests/servers.sh kcp) TMC_PEER_BIN=$$(tests/servers.sh api-syncagent) $(CARGO) bench --bench sync
 	$(CARGO) bench --bench placement
 
 ## Regenerate crds/, config/kcp/ and config/samples/apibinding.yaml from the Rust types.

@@ -13,6 +13,9 @@ mod cluster;
 #[allow(dead_code)]
 #[path = "../tests/e2e/env.rs"]
 mod env;
+// The peer, kcp-dev/api-syncagent, on the same kind of servers (`TMC_BENCH_ONLY=peer` runs it alone).
+#[path = "peer/mod.rs"]
+mod peer;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -339,6 +342,9 @@ async fn floor_status_write(
 }
 
 fn main() {
+    if std::env::var("TMC_BENCH_ONLY").as_deref() == Ok("peer") {
+        return peer::run_alone();
+    }
     let sizes: Vec<usize> = std::env::var("TMC_BENCH_OBJECTS")
         .unwrap_or("1000,10000".into())
         .split(',')
