@@ -4,14 +4,18 @@
 //! burst's objects/s until every object arrived by watch; the agent's peak RSS (VmHWM).
 //!
 //! The agent runs with its defaults: v0.7.0 has no flag for its requeue interval (5 s), its sync
-//! workers (4) or the rate limit of its kcp clients (client-go's default, 5 QPS with a burst of
-//! 10, per resource and workspace), and one synced object costs about four requests on that
-//! client. Hence a second, paced latency run: objects 3 s apart, which the limit does not touch.
+//! workers (4) or the rate limit of its kcp clients, which keep client-go's default of 5 QPS with
+//! a burst of 10 per resource and workspace. A new object costs three requests on that client
+//! before its copy is written (an uncached GET and the finalizer PATCH, then, after a second trip
+//! through the work queue, another GET) and one more after. So one workspace gets about 1.7
+//! objects/s in a burst and 800 ms per object back to back; hence a paced latency run (objects
+//! 3 s apart, which the limit does not touch) and objects spread over tenant workspaces like
+//! `sync.rs` spreads its own.
 //!
 //! `TMC_BENCH_ONLY=peer cargo bench --bench sync` runs only this, against its own kcp and one
 //! cluster: `TMC_PEER_SAMPLES` (default 100) creates back to back, `TMC_PEER_PACED` (default 20)
 //! paced, then one burst per size in `TMC_PEER_BURSTS` (default `1000`), objects spread over
-//! `TMC_PEER_TENANTS` (default 1) tenant workspaces.
+//! `TMC_PEER_TENANTS` (default `TMC_BENCH_WORKSPACES`, else 10) tenant workspaces.
 
 mod setup;
 
@@ -38,9 +42,9 @@ pub const TENANT_NAMESPACE: &str = "peer";
 const REMOTE_NAME: &str = "syncagent.kcp.io/remote-object-name";
 /// The pause between objects in the paced latency run: long enough for a 5 QPS, burst 10 client
 /// to refill, so that run shows the agent's latency without its client-side rate limit.
-const PACE: Duration = Duration::from_secs(3);
+pub const PACE: Duration = Duration::from_secs(3);
 /// How long one object may take to arrive before the bench gives up; a burst gets this plus
-/// [`BURST_TIMEOUT_PER_OBJECT`] per object (the agent syncs about 1.25 objects/s per workspace).
+/// [`BURST_TIMEOUT_PER_OBJECT`] per object (the agent syncs about 1.7 objects/s per workspace).
 const ARRIVAL_TIMEOUT: Duration = Duration::from_secs(600);
 const BURST_TIMEOUT_PER_OBJECT: Duration = Duration::from_secs(2);
 
@@ -238,7 +242,7 @@ pub fn run_alone() {
     let var = |name: &str, default: &str| std::env::var(name).unwrap_or(default.into());
     let samples: usize = var("TMC_PEER_SAMPLES", "100").parse().unwrap();
     let paced: usize = var("TMC_PEER_PACED", "20").parse().unwrap();
-    let tenants: usize = var("TMC_PEER_TENANTS", "1").parse().unwrap();
+    let tenants: usize = var("TMC_PEER_TENANTS", &var("TMC_BENCH_WORKSPACES", "10")).parse().unwrap();
     let bursts: Vec<usize> = var("TMC_PEER_BURSTS", "1000").split(',').filter_map(|s| s.trim().parse().ok()).collect();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     rt.block_on(async move {
