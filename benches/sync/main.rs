@@ -19,6 +19,8 @@ mod cluster;
 mod env;
 mod measure;
 mod output;
+// The peer, kcp-dev/api-syncagent, on the same servers (`TMC_BENCH_ONLY=peer` runs it alone).
+mod peer;
 mod report;
 mod restart;
 mod setup;
@@ -40,12 +42,16 @@ fn burst_sizes() -> Vec<usize> {
 }
 
 fn main() {
+    if std::env::var("TMC_BENCH_ONLY").as_deref() == Ok("peer") {
+        return peer::run_alone();
+    }
     let workspaces = knob("TMC_BENCH_WORKSPACES", 10);
     let repeat = knob("TMC_BENCH_REPEAT", 3).max(1);
     let samples = knob("TMC_BENCH_SAMPLES", 100);
     let steady = knob("TMC_BENCH_STEADY", 300);
     let status_samples = knob("TMC_BENCH_STATUS", 50);
     let sizes = burst_sizes();
+    let peer_burst = knob("TMC_BENCH_PEER_BURST", 1000);
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     rt.block_on(async move {
         let t0 = Instant::now();
@@ -57,6 +63,13 @@ fn main() {
             ..Default::default()
         };
         r.add("rss_base_mb", proc_mb(b.manager_pid(), "VmHWM"));
+        // The peer publishes Widgets of the first cluster into tenant workspaces of its own; it
+        // runs after kcp-tmc in every repetition (TMC_PEER_BIN=none leaves it out).
+        let peer = match std::env::var("TMC_PEER_BIN").as_deref() {
+            Ok("none") => None,
+            _ => Some(peer::Peer::start(&b.kcp, &b.clusters[0], workspaces).await),
+        };
+        let mut peer_synced = 0;
         let mut restart = None;
         for rep in 0..repeat {
             eprintln!("bench: repetition {}/{repeat} at {:.0?}", rep + 1, t0.elapsed());
@@ -71,6 +84,20 @@ fn main() {
                 percentile(&sync, 0.5),
                 percentile(&floor, 0.5)
             );
+            if let Some(p) = &peer {
+                let lat = p.latency(samples, std::time::Duration::ZERO).await;
+                r.add("peer_sync_p50_ms", percentile(&lat, 0.5));
+                r.add("peer_sync_p99_ms", percentile(&lat, 0.99));
+                peer_synced += samples;
+                if rep == 0 {
+                    // Its best: objects far enough apart that its client's 5 QPS limit never bites.
+                    let paced = p.latency(20, peer::PACE).await;
+                    r.add_extra("peer_paced_p50_ms", percentile(&paced, 0.5));
+                    r.add_extra("peer_paced_p99_ms", percentile(&paced, 0.99));
+                    peer_synced += 20;
+                }
+                eprintln!("bench:   peer one at a time: p50 {:.1} ms", percentile(&lat, 0.5));
+            }
             for (route, label) in [(b.spread(0), "one"), (b.both(), "two")] {
                 let floor = b.steady(Writer::Floor, &route, &format!("sfloor{label}{rep}"), steady, 20).await;
                 let sync = b.steady(Writer::Tmc, &route, &format!("steady{label}{rep}"), steady, 20).await;
@@ -78,7 +105,8 @@ fn main() {
                 r.add_extra(&format!("steady_{label}_p99_ms"), percentile(&sync, 0.99));
                 r.add_extra(&format!("steady_{label}_floor_p50_ms"), percentile(&floor, 0.5));
                 r.add_extra(&format!("steady_{label}_floor_p99_ms"), percentile(&floor, 0.99));
-                if label == "two" {
+                // The JSON's steady figures are the one-cluster route: the same work as the peer's.
+                if label == "one" {
                     r.add("steady_p99_ms", percentile(&sync, 0.99));
                     r.add("steady_floor_p99_ms", percentile(&floor, 0.99));
                 }
@@ -87,6 +115,13 @@ fn main() {
                     percentile(&sync, 0.99),
                     percentile(&floor, 0.99)
                 );
+            }
+            if let Some(p) = &peer {
+                let lat = p.steady(steady, 20).await;
+                r.add("peer_steady_p99_ms", percentile(&lat, 0.99));
+                r.add_extra("peer_steady_p50_ms", percentile(&lat, 0.5));
+                peer_synced += steady;
+                eprintln!("bench:   peer steady: p99 {:.1} ms", percentile(&lat, 0.99));
             }
             let (status, status_floor, status_vw) = b.status_latency(&format!("status{rep}"), status_samples).await;
             r.add("status_p50_ms", percentile(&status, 0.5));
@@ -109,6 +144,12 @@ fn main() {
                 }
                 eprintln!("bench:   burst of {count}: {sync:.0}/s (floor {floor:.0}/s)");
             }
+            if let Some(p) = &peer {
+                let rate = peer_burst as f64 / p.burst(peer_burst).await;
+                r.add("peer_burst_objects_per_s", rate);
+                peer_synced += peer_burst;
+                eprintln!("bench:   peer burst of {peer_burst}: {rate:.0}/s");
+            }
             if restart.is_none() {
                 r.add("rss_hwm_mb_10k", proc_mb(b.manager_pid(), "VmHWM"));
                 let done = b.restart().await;
@@ -126,7 +167,26 @@ fn main() {
             }
         }
         r.add("unplaced_kb_per_object", b.unplaced_kb_per_object(5000).await);
-        let settings = output::Settings { workspaces, repeat, samples, steady, status_samples, sizes };
+        if let Some(p) = &peer {
+            // The key names 10k synced objects: filled only when the peer held that many.
+            r.add_extra("peer_rss_mb", p.peak_rss_mb());
+            if peer_synced >= 10_000 {
+                r.add("peer_rss_mb_10k", p.peak_rss_mb());
+            }
+        }
+        let peer_ran = peer.is_some();
+        drop(peer);
+        let settings = output::Settings {
+            workspaces,
+            repeat,
+            samples,
+            steady,
+            status_samples,
+            sizes,
+            peer_burst,
+            peer_synced,
+            peer_ran,
+        };
         output::write(&r, restart.as_ref(), &settings);
         drop(b);
     });

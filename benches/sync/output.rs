@@ -14,10 +14,13 @@ pub struct Settings {
     pub steady: usize,
     pub status_samples: usize,
     pub sizes: Vec<usize>,
+    pub peer_burst: usize,
+    pub peer_synced: usize,
+    pub peer_ran: bool,
 }
 
 /// "holds" or "missed" for `value` against `limit` (`at_most`: lower is better).
-fn verdict(value: f64, limit: f64, at_most: bool) -> &'static str {
+pub fn verdict(value: f64, limit: f64, at_most: bool) -> &'static str {
     match (value.is_finite() && limit.is_finite(), at_most) {
         (false, _) => "not measured",
         (true, true) if value <= limit => "holds",
@@ -151,6 +154,7 @@ pub fn write(r: &Results, restart: Option<&Restart>, s: &Settings) {
         );
         let _ = writeln!(md, "| VmHWM of the restarted manager | {:.1} MB | | |", x.hwm_mb);
     }
+    peer_section(&mut md, r, s);
     let synced_10k = restart.map(|x| x.synced as f64).unwrap_or(f64::NAN);
     let budget = 40.0 + 5.0 * synced_10k / 1024.0;
     let _ = writeln!(
@@ -172,7 +176,7 @@ pub fn write(r: &Results, restart: Option<&Restart>, s: &Settings) {
     );
     let _ = writeln!(
         md,
-        "\nThe same figures for tools: `docs/benchmarks.json` (`steady_*` there is the namespace on two clusters)."
+        "\nThe same figures for tools: `docs/benchmarks.json` (`steady_*` there is the one-cluster route, the same work as the peer's)."
     );
     let dir = out_dir();
     std::fs::write(dir.join("benchmarks.md"), &md).unwrap();
@@ -180,4 +184,68 @@ pub fn write(r: &Results, restart: Option<&Restart>, s: &Settings) {
     std::fs::write(dir.join("benchmarks.json"), json + "\n").unwrap();
     println!("{md}");
     eprintln!("bench: wrote {}/benchmarks.md and benchmarks.json", dir.display());
+}
+
+/// kcp-tmc beside kcp-dev/api-syncagent v0.7.0, measured in the same repetitions.
+fn peer_section(md: &mut String, r: &Results, s: &Settings) {
+    let m = |k: &str| r.get(k).median();
+    let show = |k: &str, d: usize| r.get(k).show(d);
+    let _ = writeln!(md, "\n## Beside the peer: kcp-dev/api-syncagent v0.7.0\n");
+    if !s.peer_ran {
+        let _ = writeln!(md, "Not run (`TMC_PEER_BIN=none`).");
+        return;
+    }
+    let _ = writeln!(
+        md,
+        "The agent (built from the Go module proxy by `tests/servers.sh api-syncagent`) publishes a Widget CRD of the first \
+         cluster into an APIExport of the same kcp, configured per its docs (PublishedResource, APIExportEndpointSlice, one \
+         APIBinding per tenant workspace), its objects spread over {} tenant workspaces like kcp-tmc's. It runs with its \
+         defaults: v0.7.0 has no flag for the rate limit of its kcp client (client-go's 5 QPS, burst 10, per resource and \
+         workspace), its requeue interval or its workers, and a new object costs it two passes and four requests on that \
+         client, so its one-at-a-time and steady figures include that limit; the paced row (objects 3 s apart) is its best. \
+         Unlike kcp-tmc it syncs a CRD (Widgets, not ConfigMaps: the same size of spec) and its Events to tenants are \
+         refused (its export claims none), so it does slightly less work per object.\n",
+        s.workspaces
+    );
+    let _ = writeln!(md, "| measurement | kcp-tmc | peer | target | verdict |\n|---|---|---|---|---|");
+    let lower = |k: &str, p: &str| verdict(m(k), m(p), true);
+    let _ = writeln!(
+        md,
+        "| one at a time, p50 ms | {} | {} | ≤ peer | {} |",
+        show("sync_p50_ms", 1),
+        show("peer_sync_p50_ms", 1),
+        lower("sync_p50_ms", "peer_sync_p50_ms")
+    );
+    let _ =
+        writeln!(md, "| one at a time, p99 ms | {} | {} | | |", show("sync_p99_ms", 1), show("peer_sync_p99_ms", 1));
+    let _ = writeln!(
+        md,
+        "| one at a time, 3 s apart (the peer's best), p50 / p99 ms | | {} / {} | | |",
+        show("peer_paced_p50_ms", 1),
+        show("peer_paced_p99_ms", 1)
+    );
+    let _ = writeln!(
+        md,
+        "| steady 20 creates/s ({}), one cluster, p99 ms | {} | {} | ≤ peer | {} |",
+        s.steady,
+        show("steady_one_p99_ms", 1),
+        show("peer_steady_p99_ms", 1),
+        lower("steady_one_p99_ms", "peer_steady_p99_ms")
+    );
+    let ours = format!("burst_{}_objects_per_s", s.peer_burst);
+    let _ = writeln!(
+        md,
+        "| burst of {}, objects/s | {} | {} | ≥ peer | {} |",
+        s.peer_burst,
+        show(&ours, 0),
+        show("peer_burst_objects_per_s", 1),
+        verdict(m(&ours), m("peer_burst_objects_per_s"), false)
+    );
+    let _ = writeln!(
+        md,
+        "| peak RSS (VmHWM), MB | {} (manager, after the first repetition) | {} (agent, {} objects synced in the run) | | |",
+        show("rss_hwm_mb_10k", 1),
+        show("peer_rss_mb", 1),
+        s.peer_synced
+    );
 }
