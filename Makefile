@@ -63,10 +63,12 @@ coverage: servers
 	@command -v cargo-llvm-cov >/dev/null || $(CARGO) install cargo-llvm-cov --locked
 	TMC_KCP_BIN=$$(tests/servers.sh kcp) $(CARGO) llvm-cov --no-fail-fast --summary-only
 
-## Benchmarks (release build): sync against real servers → docs/benchmarks.md; the Placement
+## Benchmarks (release build): sync against real servers beside the peer kcp-dev/api-syncagent
+## (built on first use), floor, kcp-tmc and peer interleaved over 3 repetitions →
+## docs/benchmarks.md and docs/benchmarks.json (~30 min, progress on stderr); the Placement
 ## decision in process → docs/benchmarks-placement.md.
 bench: servers
-	TMC_KCP_BIN=$$(tests/servers.sh kcp) $(CARGO) bench --bench sync
+	TMC_KCP_BIN=$$(tests/servers.sh kcp) TMC_PEER_BIN=$$(tests/servers.sh api-syncagent) $(CARGO) bench --bench sync
 	$(CARGO) bench --bench placement
 
 ## Regenerate crds/, config/kcp/ and config/samples/apibinding.yaml from the Rust types.

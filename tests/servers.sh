@@ -9,6 +9,8 @@
 #   tests/servers.sh kwok     # -> $CACHE/bin/kwok-<version>/kwok
 #   tests/servers.sh prometheus  # -> $CACHE/bin/prometheus-<version>/ (prometheus, promtool), from Debian's package
 #   tests/servers.sh all      # all of the above; prints nothing
+#   tests/servers.sh api-syncagent  # -> $CACHE/bin/api-syncagent-<version>/api-syncagent, the benchmark peer
+#                                   # (only `make bench` needs it, so `all` leaves it out)
 #
 # Cache: $TMC_CACHE_DIR, else $XDG_CACHE_HOME/kcp-tmc, else ~/.cache/kcp-tmc.
 set -euo pipefail
@@ -21,6 +23,7 @@ KCP_KUBE_VERSION=v1.36.0
 KUBE_VERSION=v1.34.3
 ETCD_VERSION=v3.6.5
 KWOK_VERSION=v0.8.0
+SYNCAGENT_VERSION=v0.7.0
 # kcp v0.32.3 requires virtual-workspace-framework at an unpublished v0.32 state; v0.31.2 is the
 # newest the proxy serves and lacks one function, which kcp-server/vwf-shim adds.
 VWF_VERSION=v0.31.2
@@ -42,6 +45,17 @@ module_dir() {
   go mod download -json "$1" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p'
 }
 
+# vwf_overlay WORK: assembles WORK/.vwf-overlay, which the kcp and api-syncagent wrappers use in
+# place of virtual-workspace-framework (see tests/kcp-server/README.md).
+vwf_overlay() {
+  local work=$1 vwf
+  vwf=$(cd "$work" && GOFLAGS=-mod=mod module_dir "github.com/kcp-dev/virtual-workspace-framework@$VWF_VERSION")
+  [[ -n $vwf ]] || { log "cannot download virtual-workspace-framework $VWF_VERSION"; exit 1; }
+  cp -R "$vwf" "$work/.vwf-overlay"
+  chmod -R u+w "$work/.vwf-overlay"
+  cp "$here/kcp-server/vwf-shim/path_segment_name.go.in" "$work/.vwf-overlay/pkg/forwardingregistry/zz_path_segment_name.go"
+}
+
 build_kcp() {
   local out=$cache/bin/kcp-$KCP_VERSION/kcp
   if [[ -x $out ]]; then echo "$out"; return; fi
@@ -52,12 +66,7 @@ build_kcp() {
   mkdir -p "$work" "$(dirname "$out")"
   cp "$here/kcp-server/go.mod" "$here/kcp-server/go.sum" "$work/"
   echo 'package kcpserver' >"$work/doc.go"
-  local vwf
-  vwf=$(cd "$work" && GOFLAGS=-mod=mod module_dir "github.com/kcp-dev/virtual-workspace-framework@$VWF_VERSION")
-  [[ -n $vwf ]] || { log "cannot download virtual-workspace-framework $VWF_VERSION"; exit 1; }
-  cp -R "$vwf" "$work/.vwf-overlay"
-  chmod -R u+w "$work/.vwf-overlay"
-  cp "$here/kcp-server/vwf-shim/path_segment_name.go.in" "$work/.vwf-overlay/pkg/forwardingregistry/zz_path_segment_name.go"
+  vwf_overlay "$work"
   local v="$KCP_KUBE_VERSION+kcp-$KCP_VERSION" ld="-s -w"
   for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
     ld="$ld -X $pkg.gitVersion=$v -X $pkg.gitMajor=1 -X $pkg.gitMinor=36"
@@ -72,6 +81,37 @@ build_kcp() {
     exit "${PIPESTATUS[0]}"
   )
   mv "$out.tmp" "$out"
+  log "built $out"
+  echo "$out"
+}
+
+# The benchmark peer (benches/peer/): kcp-dev/api-syncagent, built like kcp, on the same pins of
+# kcp's Kubernetes fork and the same virtual-workspace-framework overlay (tests/syncagent-server).
+# Beside the binary: publishedresources.yaml, the agent's PublishedResource CRD from its module.
+build_syncagent() {
+  local out=$cache/bin/api-syncagent-$SYNCAGENT_VERSION/api-syncagent
+  local crd=${out%/*}/publishedresources.yaml
+  if [[ -x $out && -f $crd ]]; then echo "$out"; return; fi
+  log "building api-syncagent $SYNCAGENT_VERSION from the Go module proxy into $out"
+  log "a cold build takes 5-20 minutes on 2 cores (less once kcp is built); later runs reuse the cached binary"
+  local work=$cache/build/api-syncagent-$SYNCAGENT_VERSION
+  rm -rf "$work"
+  mkdir -p "$work" "$(dirname "$out")"
+  cp "$here/syncagent-server/go.mod" "$here/syncagent-server/go.sum" "$work/"
+  echo 'package syncagentserver' >"$work/doc.go"
+  vwf_overlay "$work"
+  local ld="-s -w -X github.com/kcp-dev/api-syncagent/internal/version.gitVersion=$SYNCAGENT_VERSION"
+  (
+    cd "$work"
+    export GONOSUMDB='github.com/kcp-dev/*' GOTOOLCHAIN=local CGO_ENABLED=0
+    export GOFLAGS="$(go env GOFLAGS) -trimpath"
+    go build -v -ldflags "$ld" -o "$out.tmp" github.com/kcp-dev/api-syncagent/cmd/api-syncagent 2>&1 | progress api-syncagent
+    exit "${PIPESTATUS[0]}"
+  )
+  mv "$out.tmp" "$out"
+  local src
+  src=$(cd "$work" && module_dir "github.com/kcp-dev/api-syncagent@$SYNCAGENT_VERSION")
+  install -m 0644 "$src/deploy/crd/kcp.io/syncagent.kcp.io_publishedresources.yaml" "$crd"
   log "built $out"
   echo "$out"
 }
@@ -175,6 +215,7 @@ case "${1:-}" in
   etcd) build_etcd ;;
   kwok) build_kwok ;;
   prometheus) fetch_prometheus ;;
+  api-syncagent) build_syncagent ;;
   all) build_kcp >/dev/null; build_etcd >/dev/null; build_kwok >/dev/null; build_kube >/dev/null; fetch_prometheus >/dev/null ;;
-  *) echo "usage: $0 kcp|kube|etcd|kwok|prometheus|all" >&2; exit 2 ;;
+  *) echo "usage: $0 kcp|kube|etcd|kwok|prometheus|api-syncagent|all" >&2; exit 2 ;;
 esac

@@ -108,6 +108,17 @@ impl Access {
         }))
         .expect("a static RoleBinding");
         let api: Api<RoleBinding> = Api::namespaced(self.client.clone(), namespace);
+        // Read first: after a restart every binding exists already, and a create answered 409
+        // is still a write request for the cluster (one per namespace per restart). A binding
+        // that cannot be read is left to the create to judge, as before.
+        match api.get_opt(ROLE_BINDING).await {
+            Ok(Some(_)) => {
+                self.bound.lock().expect("bound poisoned").insert(namespace.to_string());
+                return Ok(());
+            }
+            Ok(None) | Err(kube::Error::Api(_)) => {}
+            Err(e) => return Err(e),
+        }
         match api.create(&PostParams::default(), &binding).await {
             Ok(_) => {
                 tracing::info!(namespace, role = %self.role, "bound the syncer to its namespace role");

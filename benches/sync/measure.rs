@@ -1,0 +1,124 @@
+//! The timed work, each beside its floor: the same writes done by a bare client, timed the same
+//! way (until a watch on the cluster delivers the object).
+
+use std::time::{Duration, Instant};
+
+use futures::{StreamExt, TryStreamExt, stream};
+use kube::api::PostParams;
+
+use crate::setup::{Bench, TWO, cm};
+
+/// Who makes the writes: the bare client (kcp write, then the cluster writes itself) or kcp-tmc
+/// (the kcp write only; the syncer makes the cluster write).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Writer {
+    Floor,
+    Tmc,
+}
+
+/// Where an object goes: the workspace, and the clusters it must reach.
+#[derive(Clone, Debug)]
+pub struct Route {
+    pub workspace: String,
+    pub clusters: Vec<usize>,
+}
+
+impl Bench {
+    /// The route of sample `n` spread over the one-target workspaces.
+    pub fn spread(&self, n: usize) -> Route {
+        let i = n % self.workspaces.len();
+        Route { workspace: self.workspaces[i].clone(), clusters: vec![i % 2] }
+    }
+
+    /// The route into the workspace placed on both clusters.
+    pub fn both(&self) -> Route {
+        Route { workspace: TWO.into(), clusters: vec![0, 1] }
+    }
+
+    /// One object written by `writer` along `route`; returns when its writes are made (not when
+    /// it arrived).
+    async fn write(&self, writer: Writer, route: &Route, name: &str) -> Result<(), kube::Error> {
+        let ns = if writer == Writer::Floor { "floor" } else { "load" };
+        self.kcp_api(&route.workspace, ns).create(&PostParams::default(), &cm(name)).await?;
+        if writer == Writer::Floor {
+            // The bare client writes every cluster at once, as a syncer per target would.
+            let writes = route
+                .clusters
+                .iter()
+                .map(|c| async move { self.floor_api(*c).create(&PostParams::default(), &cm(name)).await });
+            futures::future::try_join_all(writes).await?;
+        }
+        Ok(())
+    }
+
+    /// kcp write → object in the cluster(s), one object at a time (no queueing); milliseconds.
+    pub async fn one_at_a_time(&self, writer: Writer, prefix: &str, samples: usize) -> Vec<f64> {
+        let mut out = vec![];
+        for n in 0..samples {
+            let route = self.spread(n);
+            let name = format!("{prefix}-{n}");
+            let t = Instant::now();
+            self.write(writer, &route, &name).await.unwrap();
+            let at = self.wait_arrived(&name, &route.clusters, Duration::from_secs(60)).await;
+            out.push(at.duration_since(t).as_secs_f64() * 1000.0);
+        }
+        out
+    }
+
+    /// `count` objects started at `per_second` along `route`, each timed from the start of its
+    /// kcp write to its arrival in every cluster of the route; milliseconds.
+    pub async fn steady(&self, writer: Writer, route: &Route, prefix: &str, count: usize, per_second: u32) -> Vec<f64> {
+        let mut tick = tokio::time::interval(Duration::from_secs(1) / per_second);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        // Each write starts on its tick, whatever the earlier ones are doing.
+        let mut in_flight = futures::stream::FuturesUnordered::new();
+        let mut started = Vec::with_capacity(count);
+        while started.len() < count || !in_flight.is_empty() {
+            tokio::select! {
+                _ = tick.tick(), if started.len() < count => {
+                    let name = format!("{prefix}-{}", started.len());
+                    started.push((name.clone(), Instant::now()));
+                    in_flight.push(async move { self.write(writer, route, &name).await });
+                }
+                Some(written) = in_flight.next() => written.unwrap(),
+            }
+        }
+        let mut out = vec![];
+        for (name, t) in started {
+            let at = self.wait_arrived(&name, &route.clusters, Duration::from_secs(300)).await;
+            out.push(at.duration_since(t).as_secs_f64() * 1000.0);
+        }
+        out
+    }
+
+    /// `count` objects over the one-target workspaces, 32 in flight; objects per second until
+    /// all arrived in their clusters (both writers timed until the watch delivers). Prints
+    /// progress every 5 s.
+    pub async fn burst(&self, writer: Writer, prefix: &str, count: usize) -> f64 {
+        let t = Instant::now();
+        let progress = tokio::spawn(progress(self.arrivals.clone(), prefix.to_string(), count, t));
+        stream::iter(0..count)
+            .map(|n| async move { self.write(writer, &self.spread(n), &format!("{prefix}-{n}")).await })
+            .buffer_unordered(32)
+            .try_collect::<Vec<_>>()
+            .await
+            .unwrap();
+        for n in 0..count {
+            self.wait_arrived(&format!("{prefix}-{n}"), &self.spread(n).clusters, Duration::from_secs(900)).await;
+        }
+        progress.abort();
+        count as f64 / t.elapsed().as_secs_f64()
+    }
+}
+
+/// A line every 5 s while a burst runs: how many of its objects arrived, and the rate.
+async fn progress(arrivals: crate::setup::Arrivals, prefix: String, count: usize, t: Instant) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let done = arrivals.lock().unwrap().keys().filter(|(_, n)| n.starts_with(&format!("{prefix}-"))).count();
+        let secs = t.elapsed().as_secs_f64();
+        eprintln!("bench:   {prefix}: {done}/{count} arrived after {secs:.0} s ({:.0}/s)", done as f64 / secs);
+    }
+}
