@@ -29,7 +29,9 @@ const HOARD: &str = "hoard";
 const SECRETS: usize = 600;
 /// A Secret's data may total 1 MiB (key lengths included); kcp's API and etcd accept it.
 const SECRET_BYTES: usize = 1024 * 1024;
-const MARKER_WAIT: Duration = Duration::from_secs(90);
+/// What is measured here is memory, not latency: generous, since behind 600 MiB kcp delivers slowly
+/// when the two cores are shared (90 s was missed beside a concurrent soak).
+const MARKER_WAIT: Duration = Duration::from_secs(180);
 /// The bound issue 9 sets: 20 MB (VmHWM counts KiB).
 const BOUND_KIB: u64 = 20_000_000 / 1024;
 
