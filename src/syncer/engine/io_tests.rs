@@ -429,3 +429,44 @@ async fn object_deleted_under_the_finalizer_write_is_not_applied() {
     })
     .await;
 }
+
+/// The race the soak found: the first finalizer's compare-and-swap loses to the other target's
+/// syncer (409), and the retry meets the tenant's delete (422). A third read sees the deletion:
+/// no finalizer, no copy, no error.
+#[tokio::test]
+async fn lost_finalizer_race_then_deletion_is_not_an_error() {
+    bounded(async {
+        let kcp_object = format!("/clusters/{WS}/api/v1/namespaces/{NS}/configmaps/{NAME}");
+        let (patches, gets) = (Arc::new(Mutex::new(0)), Arc::new(Mutex::new(0)));
+        let f = fixture(
+            Some((kcp_namespace(true), kcp_configmap(false))),
+            Box::new(move |method, _, _| match method {
+                "PATCH" => {
+                    let mut n = patches.lock().unwrap();
+                    *n += 1;
+                    let (code, reason) = if *n == 1 { (409, "Conflict") } else { (422, "Invalid") };
+                    Reply::Json(code, json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": reason, "code": code}))
+                }
+                "GET" => {
+                    let mut n = gets.lock().unwrap();
+                    *n += 1;
+                    let mut object = kcp_configmap(false);
+                    // The other syncer's finalizer after the first read; the deletion after the second.
+                    object["metadata"]["finalizers"] = json!(["tmc.kcp.io/syncer-other"]);
+                    if *n == 2 {
+                        object["metadata"]["deletionTimestamp"] = json!("2026-12-04T00:00:00Z");
+                    }
+                    ok(object)
+                }
+                _ => unexpected(),
+            }),
+            Box::new(|_, _, _| unexpected()),
+        );
+        assert_eq!(f.sync().await.unwrap(), None);
+        let (kcp, cluster) = f.requests();
+        let (patch, get) = (format!("PATCH {kcp_object}"), format!("GET {kcp_object}"));
+        assert_eq!(kcp, [patch.clone(), get.clone(), patch, get]);
+        assert_eq!(cluster, Vec::<String>::new(), "nothing applied for an object being deleted");
+    })
+    .await;
+}

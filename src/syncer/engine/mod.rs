@@ -401,9 +401,10 @@ impl Engine {
         // Two syncers of one object (two targets) change their finalizers at the same moment,
         // beside tenant writes and each other's evidence. The edit is a JSON patch that tests
         // the very entry it removes (or appends), so only a change to the list itself makes it
-        // fail; then it is tried once more on the object as kcp has it now, and only a second
-        // failure is an error (retried with backoff).
-        for attempt in 0..2 {
+        // fail; then it is tried again on the object as kcp has it now (twice: the first
+        // finalizer's compare-and-swap may lose to the other syncer and the retry meet a tenant's
+        // delete), and only a third failure is an error (retried with backoff).
+        for attempt in 0..3 {
             let Some(patch) = finalizer_patch(&seen, &self.finalizer(), present) else { return Ok(true) };
             if present && seen.deletion_timestamp.is_some() {
                 return Ok(false);
@@ -415,7 +416,7 @@ impl Engine {
             match written {
                 // 409: the first finalizer's compare-and-swap lost; 422: a tested entry moved, or
                 // the object is being deleted (then no finalizer is added; see above).
-                Err(kube::Error::Api(s)) if (s.code == 409 || s.code == 422) && attempt == 0 => {
+                Err(kube::Error::Api(s)) if (s.code == 409 || s.code == 422) && attempt < 2 => {
                     match api.get_opt(&key.name).await {
                         Ok(Some(fresh)) => seen = fresh.metadata,
                         Ok(None) => return Ok(!present),
@@ -432,7 +433,7 @@ impl Engine {
                 }
             }
         }
-        unreachable!("the second attempt always returns")
+        unreachable!("the last attempt always returns")
     }
 }
 
