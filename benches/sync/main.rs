@@ -63,6 +63,8 @@ fn main() {
             ..Default::default()
         };
         r.add("rss_base_mb", proc_mb(b.manager_pid(), "VmHWM"));
+        // First, while VmHWM is the base: later peaks (the bursts) would hide the growth.
+        r.add("unplaced_kb_per_object", b.unplaced_kb_per_object(5000).await);
         // The peer publishes Widgets of the first cluster into tenant workspaces of its own; it
         // runs after kcp-tmc in every repetition (TMC_PEER_BIN=none leaves it out).
         let peer = match std::env::var("TMC_PEER_BIN").as_deref() {
@@ -166,7 +168,6 @@ fn main() {
                 restart = Some(done);
             }
         }
-        r.add("unplaced_kb_per_object", b.unplaced_kb_per_object(5000).await);
         if let Some(p) = &peer {
             // The key names 10k synced objects: filled only when the peer held that many.
             r.add_extra("peer_rss_mb", p.peak_rss_mb());
