@@ -68,24 +68,14 @@ impl Bench {
     /// `count` objects started at `per_second` along `route`, each timed from the start of its
     /// kcp write to its arrival in every cluster of the route; milliseconds.
     pub async fn steady(&self, writer: Writer, route: &Route, prefix: &str, count: usize, per_second: u32) -> Vec<f64> {
-        let mut tick = tokio::time::interval(Duration::from_secs(1) / per_second);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-        // Each write starts on its tick, whatever the earlier ones are doing.
-        let mut in_flight = futures::stream::FuturesUnordered::new();
-        let mut started = Vec::with_capacity(count);
-        while started.len() < count || !in_flight.is_empty() {
-            tokio::select! {
-                _ = tick.tick(), if started.len() < count => {
-                    let name = format!("{prefix}-{}", started.len());
-                    started.push((name.clone(), Instant::now()));
-                    in_flight.push(async move { self.write(writer, route, &name).await });
-                }
-                Some(written) = in_flight.next() => written.unwrap(),
-            }
-        }
+        let started = paced(count, per_second, |n| {
+            let name = format!("{prefix}-{n}");
+            async move { self.write(writer, route, &name).await }
+        })
+        .await;
         let mut out = vec![];
-        for (name, t) in started {
-            let at = self.wait_arrived(&name, &route.clusters, Duration::from_secs(300)).await;
+        for (n, t) in started.into_iter().enumerate() {
+            let at = self.wait_arrived(&format!("{prefix}-{n}"), &route.clusters, Duration::from_secs(300)).await;
             out.push(at.duration_since(t).as_secs_f64() * 1000.0);
         }
         out
@@ -121,4 +111,28 @@ async fn progress(arrivals: crate::setup::Arrivals, prefix: String, count: usize
         let secs = t.elapsed().as_secs_f64();
         eprintln!("bench:   {prefix}: {done}/{count} arrived after {secs:.0} s ({:.0}/s)", done as f64 / secs);
     }
+}
+
+/// Starts `write(n)` for every `n` below `count` at `per_second`, each on its own tick whatever the
+/// earlier ones are doing; returns once all are written, with the moment each one started.
+pub async fn paced<F, Fut, E>(count: usize, per_second: u32, write: F) -> Vec<Instant>
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = Result<(), E>>,
+    E: std::fmt::Debug,
+{
+    let mut tick = tokio::time::interval(Duration::from_secs(1) / per_second);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut in_flight = futures::stream::FuturesUnordered::new();
+    let mut started = Vec::with_capacity(count);
+    while started.len() < count || !in_flight.is_empty() {
+        tokio::select! {
+            _ = tick.tick(), if started.len() < count => {
+                in_flight.push(write(started.len()));
+                started.push(Instant::now());
+            }
+            Some(written) = in_flight.next() => written.unwrap(),
+        }
+    }
+    started
 }

@@ -200,36 +200,22 @@ impl Peer {
     /// start of its kcp write to its arrival in the cluster; milliseconds.
     pub async fn steady(&self, count: usize, per_second: u32) -> Vec<f64> {
         let prefix = format!("steady{}-", self.runs.fetch_add(1, Ordering::Relaxed));
-        let mut tick = tokio::time::interval(Duration::from_secs(1) / per_second);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-        let mut in_flight = futures::stream::FuturesUnordered::new();
-        let mut started = Vec::with_capacity(count);
-        while started.len() < count || !in_flight.is_empty() {
-            tokio::select! {
-                _ = tick.tick(), if started.len() < count => {
-                    let (n, name) = (started.len(), format!("{prefix}{}", started.len()));
-                    started.push((name.clone(), Instant::now()));
-                    in_flight.push(async move { self.create(n, &name).await });
-                }
-                Some(written) = in_flight.next() => written.unwrap(),
-            }
-        }
+        let started = crate::measure::paced(count, per_second, |n| {
+            let name = format!("{prefix}{n}");
+            async move { self.create(n, &name).await }
+        })
+        .await;
         let mut out = vec![];
-        for (name, t) in started {
-            out.push(self.arrival(&name, Duration::from_millis(20)).await.duration_since(t).as_secs_f64() * 1000.0);
+        for (n, t) in started.into_iter().enumerate() {
+            let at = self.arrival(&format!("{prefix}{n}"), Duration::from_millis(20)).await;
+            out.push(at.duration_since(t).as_secs_f64() * 1000.0);
         }
         out
     }
 
     /// The agent's peak resident memory so far (VmHWM), MB.
     pub fn peak_rss_mb(&self) -> f64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.agent.pid())).unwrap_or_default();
-        let kb: f64 = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
-            .and_then(|v| v.split_whitespace().next()?.parse().ok())
-            .unwrap_or(0.0);
-        kb / 1024.0
+        crate::report::proc_mb(self.agent.pid(), "VmHWM")
     }
 
     /// The lines of the agent's own Prometheus metrics that start with `prefix`.
@@ -257,11 +243,6 @@ fn watch_arrivals(client: kube::Client, arrivals: Arrivals) -> tokio::task::Join
     })
 }
 
-fn percentile(samples: &mut [f64], p: f64) -> f64 {
-    samples.sort_by(|a, b| a.total_cmp(b));
-    samples[((samples.len() as f64 - 1.0) * p).round() as usize]
-}
-
 /// `TMC_BENCH_ONLY=peer`: the peer alone against its own kcp and one cluster; prints a table.
 pub fn run_alone() {
     let var = |name: &str, default: &str| std::env::var(name).unwrap_or(default.into());
@@ -282,8 +263,8 @@ pub fn run_alone() {
         println!("|---|---|---|---|---|");
         let runs = [(samples, Duration::ZERO, "back to back"), (paced, PACE, "3 s apart")];
         for (n, pause, how) in runs.into_iter().filter(|r| r.0 > 0) {
-            let mut lat = peer.latency(n, pause).await;
-            let [p50, p99, min, max] = [0.5, 0.99, 0.0, 1.0].map(|p| percentile(&mut lat, p));
+            let lat = peer.latency(n, pause).await;
+            let [p50, p99, min, max] = [0.5, 0.99, 0.0, 1.0].map(|p| crate::report::percentile(&lat, p));
             println!(
                 "| kcp write → object in cluster, {n} Widgets one at a time, {how} | {p50:.0} ms | {p99:.0} ms | {min:.0} ms | {max:.0} ms |"
             );
