@@ -2,7 +2,7 @@
 //! leader of two `--leader-elect` replicas in the middle of a second burst. Every object arrives
 //! downstream exactly once with kcp's data, nothing is deleted, nothing is stuck.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::Api;
@@ -10,29 +10,26 @@ use kube::api::Api;
 use crate::checks::{exactly, no_deletes, nothing_stuck, unchanged};
 use crate::env::{Tmc, eventually};
 use crate::evidence::requests;
-use crate::world::{PROVIDER, WAIT, World, apply_configmaps, configmaps};
+use crate::world::{Burst, PROVIDER, WAIT, World};
 use crate::{Report, burst_size};
 
 const WS: &str = "root:chaos-burst";
 const LEASE: &str = "tmc-manager-chaos";
+/// Objects per kubectl call: small enough that the burst lasts several calls after the fault.
+const CHUNK: usize = 25;
 
-/// Applies `count` ConfigMaps into `ns` while `fault` runs after `after`; returns when both
-/// the burst and the fault are done.
+/// Applies `count` ConfigMaps into `ns` and runs `fault` once a third of them are in kcp; returns
+/// when both are done.
 async fn burst_with<F: FnOnce() -> Result<(), String> + Send>(
     w: &std::sync::Arc<World>,
     ns: &str,
     count: usize,
-    after: Duration,
     fault: F,
 ) -> Result<std::collections::BTreeMap<String, serde_json::Value>, String> {
-    let want = configmaps(ns, count, "1");
-    let (w2, ns2, want2) = (w.clone(), ns.to_string(), want.clone());
-    let deadline = Instant::now() + Duration::from_secs(300);
-    let apply = tokio::task::spawn_blocking(move || apply_configmaps(&w2.kcp, WS, &ns2, &want2, 50, deadline));
-    tokio::time::sleep(after).await;
+    let burst = Burst::start(w, WS, ns, count, CHUNK, Duration::from_secs(300));
+    burst.a_third_in().await?;
     fault()?;
-    apply.await.map_err(|e| e.to_string())??;
-    Ok(want)
+    burst.finish().await
 }
 
 pub async fn manager_killed_mid_burst(w: std::sync::Arc<World>, r: &Report) -> Result<(), String> {
@@ -44,7 +41,7 @@ pub async fn manager_killed_mid_burst(w: std::sync::Arc<World>, r: &Report) -> R
     let dns = w.downstream_ns(WS, "t", WS, "one").await?;
     let before = requests(&w.clusters[0], "configmaps")?;
     let n = burst_size();
-    let want = burst_with(&w, "one", n, Duration::from_secs(5), || {
+    let want = burst_with(&w, "one", n, || {
         manager.signal("KILL");
         Ok(())
     })
@@ -53,7 +50,7 @@ pub async fn manager_killed_mid_burst(w: std::sync::Arc<World>, r: &Report) -> R
     let replacement = w.manager("burst-2", &[]);
     drop(std::mem::replace(&mut manager, replacement));
     let (copies, took) = exactly(&w, 0, &dns, &want, WAIT).await?;
-    r.figure(format!("{n} objects converged {took:.1?} after the burst (manager killed at 5 s)"));
+    r.figure(format!("{n} objects converged {took:.1?} after the burst (manager killed a third into it)"));
     unchanged(&w, 0, &dns, &copies, Duration::from_secs(10)).await?;
     no_deletes(&before, &requests(&w.clusters[0], "configmaps")?, "manager killed mid-burst")?;
     w.wait_ready(WS, "t", "True", WAIT).await?;
@@ -92,14 +89,14 @@ async fn leader_killed_mid_burst(w: &std::sync::Arc<World>, r: &Report, key: &st
     let dns = w.downstream_ns(WS, "t", WS, "two").await?;
     let before = requests(&w.clusters[0], "configmaps")?;
     let n = burst_size();
-    let want = burst_with(w, "two", n, Duration::from_secs(5), || {
+    let want = burst_with(w, "two", n, || {
         let (_, p) = replicas.iter().find(|(id, _)| *id == leader).ok_or("leader is no replica")?;
         p.signal("KILL");
         Ok(())
     })
     .await?;
     let (copies, took) = exactly(w, 0, &dns, &want, WAIT).await?;
-    r.figure(format!("{n} objects converged {took:.1?} after the burst (leader {leader} killed at 5 s)"));
+    r.figure(format!("{n} objects converged {took:.1?} after the burst (leader {leader} killed a third into it)"));
     let holder = leases.get(LEASE).await.map_err(|e| e.to_string())?.spec.and_then(|s| s.holder_identity);
     if holder.as_deref() == Some(leader.as_str()) {
         return Err(format!("the killed leader {leader} still holds the lease"));

@@ -97,6 +97,8 @@ fn main() -> std::process::ExitCode {
         };
         println!("set-up done in {:.1?}", started.elapsed());
         let (mut passed, mut failed) = (0, 0);
+        // Repeated at the very end: CI keeps only the tail of the output.
+        let mut failures: Vec<String> = Vec::new();
         for (name, case) in cases {
             println!("case {name} ...");
             let report = Report::default();
@@ -117,6 +119,7 @@ fn main() -> std::process::ExitCode {
                 Err(e) => {
                     failed += 1;
                     println!("case {name} ... FAILED ({:.1?}) {figures}\n    {e}", t.elapsed());
+                    failures.push(format!("{name}: {e}"));
                 }
             }
             // A case that failed mid-fault must not leave the next one a broken link.
@@ -128,6 +131,7 @@ fn main() -> std::process::ExitCode {
             println!("--- set TMC_E2E_KEEP=1 to keep the logs under {} ---", world.kcp.dir.path().display());
         }
         println!("chaos finished in {:.1?}", started.elapsed());
+        failures.iter().for_each(|f| println!("FAILED {f}"));
         println!("{passed} passed, {failed} failed");
         drop(world);
         if failed == 0 { std::process::ExitCode::SUCCESS } else { std::process::ExitCode::FAILURE }

@@ -13,7 +13,7 @@ use crate::checks::{exactly, no_deletes, nothing_stuck, unchanged};
 use crate::env::eventually;
 use crate::evidence::{downstream, recreated, requests};
 use crate::proxy::Mode;
-use crate::world::{WAIT, World, apply_configmaps, configmaps};
+use crate::world::{Burst, WAIT, World, apply_configmaps, configmaps};
 use crate::{Report, burst_size, noise_size};
 
 pub async fn manager_restart_with_unrelated_objects_and_latency(w: Arc<World>, r: &Report) -> Result<(), String> {
@@ -97,12 +97,8 @@ pub async fn kcp_restarted_mid_burst(w: Arc<World>, r: &Report) -> Result<(), St
     let dns = w.downstream_ns(ws, "t", ws, "burst").await?;
     let before = requests(&w.clusters[0], "configmaps")?;
     let n = burst_size();
-    let want = configmaps("burst", n, "1");
-    let (w2, want2) = (w.clone(), want.clone());
-    let apply = tokio::task::spawn_blocking(move || {
-        apply_configmaps(&w2.kcp, ws, "burst", &want2, 50, Instant::now() + Duration::from_secs(400))
-    });
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    let burst = Burst::start(&w, ws, "burst", n, 25, Duration::from_secs(400));
+    burst.a_third_in().await?;
     w.kcp_proc.lock().unwrap().kill9();
     tokio::time::sleep(Duration::from_secs(2)).await;
     w.kcp_proc.lock().unwrap().restart()?;
@@ -112,7 +108,7 @@ pub async fn kcp_restarted_mid_burst(w: Arc<World>, r: &Report) -> Result<(), St
     })
     .await?;
     r.figure(format!("kcp served again {:.1?} after its restart", t.elapsed()));
-    apply.await.map_err(|e| e.to_string())??;
+    let want = burst.finish().await?;
     let (copies, took) = exactly(&w, 0, &dns, &want, Duration::from_secs(240)).await?;
     r.figure(format!("{n} objects converged {took:.1?} after the burst"));
     unchanged(&w, 0, &dns, &copies, Duration::from_secs(10)).await?;

@@ -5,7 +5,8 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kcp_tmc::kcp::{ClusterClients, workspace};
@@ -217,6 +218,49 @@ pub fn configmaps(prefix: &str, count: usize, rev: &str) -> BTreeMap<String, Val
     (0..count).map(|i| (format!("{prefix}-{i}"), json!({ "i": i.to_string(), "rev": rev }))).collect()
 }
 
+/// A burst of ConfigMaps applied in the background, for a fault timed by the burst's progress
+/// instead of by the clock: on an idle machine a burst can be over before a fixed delay, and a
+/// fault after the burst proves nothing about one in the middle of it.
+pub struct Burst {
+    pub want: BTreeMap<String, Value>,
+    applied: Arc<AtomicUsize>,
+    apply: tokio::task::JoinHandle<Result<(), String>>,
+}
+
+impl Burst {
+    /// Starts applying `count` ConfigMaps into `ws`/`ns`, `chunk` per kubectl call, retrying
+    /// failed chunks for `patience`.
+    pub fn start(w: &Arc<World>, ws: &str, ns: &str, count: usize, chunk: usize, patience: Duration) -> Self {
+        let want = configmaps(ns, count, "1");
+        let applied = Arc::new(AtomicUsize::new(0));
+        let (w2, ws2, ns2, want2, applied2) =
+            (w.clone(), ws.to_string(), ns.to_string(), want.clone(), applied.clone());
+        let deadline = std::time::Instant::now() + patience;
+        let apply = tokio::task::spawn_blocking(move || {
+            apply_configmaps_counted(&w2.kcp, &ws2, &ns2, &want2, chunk, deadline, &applied2)
+        });
+        Self { want, applied, apply }
+    }
+
+    /// Returns once a third of the objects are in kcp; an error if the burst ended first.
+    pub async fn a_third_in(&self) -> Result<(), String> {
+        let count = self.want.len();
+        while self.applied.load(Ordering::SeqCst) < count / 3 && !self.apply.is_finished() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if self.applied.load(Ordering::SeqCst) >= count {
+            return Err(format!("the burst of {count} was over before the fault"));
+        }
+        Ok(())
+    }
+
+    /// Waits for the rest of the burst; returns the objects it applied.
+    pub async fn finish(self) -> Result<BTreeMap<String, Value>, String> {
+        self.apply.await.map_err(|e| e.to_string())??;
+        Ok(self.want)
+    }
+}
+
 /// Applies ConfigMaps into `ws`/`ns` with kubectl, `chunk` per call; a chunk that fails (kcp
 /// down) is retried until `deadline`, as a user's script would.
 pub fn apply_configmaps(
@@ -226,6 +270,20 @@ pub fn apply_configmaps(
     objects: &BTreeMap<String, Value>,
     chunk: usize,
     deadline: std::time::Instant,
+) -> Result<(), String> {
+    apply_configmaps_counted(kcp, ws, ns, objects, chunk, deadline, &AtomicUsize::new(0))
+}
+
+/// [`apply_configmaps`], adding to `applied` the objects of every chunk kcp accepted, so that a
+/// fault can be timed by the burst's progress instead of by the clock.
+pub fn apply_configmaps_counted(
+    kcp: &Kcp,
+    ws: &str,
+    ns: &str,
+    objects: &BTreeMap<String, Value>,
+    chunk: usize,
+    deadline: std::time::Instant,
+    applied: &AtomicUsize,
 ) -> Result<(), String> {
     let items: Vec<Value> = objects
         .iter()
@@ -240,6 +298,7 @@ pub fn apply_configmaps(
                 Err(_) => std::thread::sleep(Duration::from_secs(1)),
             }
         }
+        applied.fetch_add(part.len(), Ordering::SeqCst);
     }
     Ok(())
 }

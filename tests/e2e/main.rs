@@ -309,6 +309,8 @@ fn main() -> std::process::ExitCode {
             });
         }
         let (mut passed, mut failed) = (0, 0);
+        // Repeated at the very end: CI keeps only the tail of the output.
+        let mut failures: Vec<String> = Vec::new();
         let mut serial = serial.into_iter();
         loop {
             let joined = match set.join_next().await {
@@ -337,10 +339,12 @@ fn main() -> std::process::ExitCode {
                 Ok((name, took, Err(e))) => {
                     failed += 1;
                     println!("test {name} ... FAILED ({took:.1?})\n    {e}");
+                    failures.push(format!("{name}: {e}"));
                 }
                 Err(e) => {
                     failed += 1;
                     println!("test panicked: {e}");
+                    failures.push(format!("panicked: {e}"));
                 }
             }
         }
@@ -355,6 +359,7 @@ fn main() -> std::process::ExitCode {
             );
         }
         println!("e2e finished in {:?}", started.elapsed());
+        failures.iter().for_each(|f| println!("FAILED {f}"));
         println!("{passed} passed, {failed} failed");
         drop(world);
         if failed == 0 { std::process::ExitCode::SUCCESS } else { std::process::ExitCode::FAILURE }
