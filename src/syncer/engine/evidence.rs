@@ -3,11 +3,18 @@
 //! namespace leaves its old target. One merge patch per object and target when the record
 //! changes (a new generation applied, a Deployment becoming available or not); none in a steady
 //! state.
+//!
+//! Only a namespace assigned to more than one target needs it: a move keeps the old assignment
+//! until the new target's evidence is complete, so an arriving target always sees at least two.
+//! A namespace on one target (every first placement) gets none, which spares kcp one write per
+//! object. A target that stays on after a move does not refresh its record either, so evidence
+//! is only read for the target a namespace is moving to.
 
-use kube::api::{DynamicObject, Patch, PatchParams};
+use kube::api::{DynamicObject, Patch};
 use kube::core::ApiResource;
 use serde_json::{Value, json};
 
+use super::unconditional::{self, Part};
 use super::{Engine, SPEC_HASH_ANNOTATION, SyncError, api_err};
 use crate::apis::applied::{Applied, applied_annotation};
 use crate::kcp::ClusterKey;
@@ -16,7 +23,7 @@ use crate::server::metrics::SyncOp;
 impl Engine {
     /// Records that the cluster holds `obj` as applied with `hash`; `downstream` is the status
     /// view of the cluster's copy, if known. Call only after a successful apply (or a copy found
-    /// to match).
+    /// to match). Nothing is written while the namespace is assigned to this target alone.
     pub(super) async fn record_evidence(
         &self,
         resource: &ApiResource,
@@ -25,6 +32,10 @@ impl Engine {
         hash: &str,
         downstream: Option<&Value>,
     ) -> Result<(), SyncError> {
+        let namespace = key.namespace.as_deref().unwrap_or_default();
+        if self.upstream.assigned_targets(&key.cluster, namespace).len() < 2 {
+            return Ok(());
+        }
         let record = Applied::new(&resource.kind, obj.metadata.generation, hash, downstream, SPEC_HASH_ANNOTATION);
         let annotation = applied_annotation(&self.target_key);
         let current = obj.metadata.annotations.as_ref().and_then(|a| a.get(&annotation));
@@ -57,7 +68,7 @@ impl Engine {
     ) -> Result<(), SyncError> {
         let api = self.upstream_api(resource, key);
         let patch = json!({ "metadata": { "annotations": annotations } });
-        let written = api.patch(&key.name, &PatchParams::default(), &Patch::Merge(&patch)).await;
+        let written = unconditional::patch(&api, &key.name, Part::Object, &Patch::Merge(&patch)).await;
         self.telemetry.op(&resource.plural, SyncOp::Status, super::telemetry::done_or_gone(&written));
         match written {
             Ok(_) => Ok(()),

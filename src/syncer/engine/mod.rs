@@ -19,6 +19,7 @@ mod plan;
 mod remove;
 mod status_up;
 mod telemetry;
+mod unconditional;
 
 pub use self::apis::follow_supported_apis;
 pub use self::heartbeat::Probe;

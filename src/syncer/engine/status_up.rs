@@ -2,10 +2,11 @@
 
 use std::collections::BTreeSet;
 
-use kube::api::{DynamicObject, Patch, PatchParams};
+use kube::api::{DynamicObject, Patch};
 use kube::core::ApiResource;
 use serde_json::{Value, json};
 
+use super::unconditional::{self, Part};
 use super::{Engine, SPEC_HASH_ANNOTATION, SyncError, api_err};
 use crate::kcp::ClusterKey;
 use crate::server::metrics::SyncOp;
@@ -44,7 +45,7 @@ impl Engine {
             let text = mine.to_string();
             if upstream["metadata"]["annotations"][&annotation].as_str() != Some(text.as_str()) {
                 let patch = json!({ "metadata": { "annotations": { annotation: text } } });
-                let recorded = api.patch(&key.name, &PatchParams::default(), &Patch::Merge(&patch)).await;
+                let recorded = unconditional::patch(&api, &key.name, Part::Object, &Patch::Merge(&patch)).await;
                 self.telemetry.op(&resource.plural, SyncOp::Status, recorded.is_ok());
                 recorded.map_err(api_err("record per-target status"))?;
                 // The resulting event brings every syncer of this object back here.
@@ -64,7 +65,7 @@ impl Engine {
             serde_json::from_value(json!([{ "op": "add", "path": "/status", "value": desired }]))
                 .expect("a static JSON patch");
         // A 404 here is an error too: it also means "no status subresource", which must show.
-        let written = api.patch_status(&key.name, &PatchParams::default(), &Patch::Json::<()>(patch)).await;
+        let written = unconditional::patch(&api, &key.name, Part::Status, &Patch::Json::<()>(patch)).await;
         self.telemetry.op(&resource.plural, SyncOp::Status, written.is_ok());
         written.map(|_| true).map_err(api_err("write upstream status"))
     }
@@ -82,7 +83,7 @@ impl Engine {
         }
         let api = self.upstream_api(resource, key);
         let patch = json!({ "metadata": { "annotations": { annotation: null } } });
-        let removed = api.patch(&key.name, &PatchParams::default(), &Patch::Merge(&patch)).await;
+        let removed = unconditional::patch(&api, &key.name, Part::Object, &Patch::Merge(&patch)).await;
         let ok = super::telemetry::done_or_gone(&removed);
         self.telemetry.op(&resource.plural, SyncOp::Status, ok);
         match removed {
