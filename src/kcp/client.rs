@@ -17,6 +17,7 @@ use kube::client::Body;
 use kube::{Client, Config};
 
 use super::cluster::{LogicalClusterName, WorkspacePath};
+use crate::net::deadline::{DeadlineExceeded, REQUEST_DEADLINE, is_watch};
 
 /// Errors building a client for a kcp endpoint.
 #[derive(Debug, thiserror::Error)]
@@ -128,7 +129,9 @@ pub fn server_root(url: &Uri) -> String {
     format!("{}://{}{}", url.scheme_str().unwrap_or("https"), url.authority().map(|a| a.as_str()).unwrap_or(""), keep)
 }
 
-/// Prefixes request paths with `/clusters/<...>` and forwards to the endpoint's base client.
+/// Prefixes request paths with `/clusters/<...>` and forwards to the endpoint's base client;
+/// a request that is not a watch is given up after [`REQUEST_DEADLINE`] (see
+/// [`crate::net::deadline`]: kcp restarted at the wrong moment left requests waiting forever).
 #[derive(Clone)]
 struct PrefixService {
     prefix: String,
@@ -151,7 +154,15 @@ impl tower::Service<Request<Body>> for PrefixService {
         match prefixed.parse::<Uri>() {
             Ok(uri) => {
                 *req.uri_mut() = uri;
-                Box::pin(async move { inner.send(req).await })
+                if is_watch(&req) {
+                    return Box::pin(async move { inner.send(req).await });
+                }
+                Box::pin(async move {
+                    match tokio::time::timeout(REQUEST_DEADLINE, inner.send(req)).await {
+                        Ok(answered) => answered,
+                        Err(_) => Err(kube::Error::Service(Box::new(DeadlineExceeded(REQUEST_DEADLINE)))),
+                    }
+                })
             }
             Err(e) => Box::pin(async move { Err(kube::Error::Service(Box::new(e))) }),
         }

@@ -4,5 +4,6 @@
 //! these errors) and [`crate::syncer`].
 
 pub mod address;
+pub mod deadline;
 pub mod dial;
 pub mod response;

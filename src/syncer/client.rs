@@ -11,6 +11,7 @@ use std::time::Duration;
 use kube::client::{Body, ConfigExt};
 use tower::{BoxError, ServiceBuilder};
 
+use crate::net::deadline::{DeadlineLayer, REQUEST_DEADLINE};
 use crate::net::dial::Dialer;
 use crate::net::response::BoundedResponsesLayer;
 
@@ -35,6 +36,10 @@ pub enum ClientError {
     Proxy,
 }
 
+/// Every request that is not a watch gives up after the kube-apiserver's own request timeout
+/// (see [`crate::net::deadline`]); the wait for the rate limit does not count.
+const DEADLINE: DeadlineLayer = DeadlineLayer { deadline: REQUEST_DEADLINE };
+
 fn rate_limit(qps: u32) -> tower::limit::RateLimitLayer {
     tower::limit::RateLimitLayer::new(u64::from(qps.max(1)), Duration::from_secs(1))
 }
@@ -42,7 +47,8 @@ fn rate_limit(qps: u32) -> tower::limit::RateLimitLayer {
 /// A client for `config` (pull mode) that starts at most `qps` requests per second (at least
 /// one); the rest wait their turn. Watches count once, when they start.
 pub fn cluster_client(config: kube::Config, qps: u32) -> Result<kube::Client, kube::Error> {
-    Ok(kube::client::ClientBuilder::try_from(config)?.with_layer(&rate_limit(qps)).build())
+    let builder = kube::client::ClientBuilder::try_from(config)?.with_layer(&DEADLINE);
+    Ok(builder.with_layer(&rate_limit(qps)).build())
 }
 
 /// A push-mode client for `config`: kube's TLS, authentication and header layers over a
@@ -62,6 +68,7 @@ pub fn push_cluster_client(
         hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build(https);
     let service = ServiceBuilder::new()
         .layer(rate_limit(qps))
+        .layer(DEADLINE)
         .layer(config.base_uri_layer())
         .option_layer(config.auth_layer()?)
         .layer(config.extra_headers_layer()?)
