@@ -15,7 +15,23 @@ set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 log() { printf '>> %s\n' "$*" >&2; }
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# A free loopback port below the kernel's ephemeral range: the chaos suite restarts servers on
+# their ports, and a client's outgoing connection (whose local port comes from that range) once
+# took a killed kube-apiserver's port before it came back.
+free_port() {
+  python3 - <<'PY'
+import random, socket
+low = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+for port in ([random.randrange(10000, low) for _ in range(1000)] if low > 11000 else []) + [0]:
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", port))
+    except OSError:
+        continue
+    print(s.getsockname()[1])
+    break
+PY
+}
 
 down() {
   local dir=$1

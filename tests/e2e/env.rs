@@ -21,7 +21,28 @@ macro_rules! ensure {
     };
 }
 
+/// A free loopback port.
+///
+/// Taken below the kernel's ephemeral range (`ip_local_port_range`), so that a server the
+/// chaos suite kills and starts again on its port never finds it taken: a client's outgoing
+/// connection draws its local port from that range, and once did take a killed kube-apiserver's.
 pub fn free_port() -> u16 {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    const LOWEST: u32 = 10_000;
+    let ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok();
+    let below: u32 = ephemeral.and_then(|r| r.split_whitespace().next()?.parse().ok()).unwrap_or(32_768);
+    if below > LOWEST + 1_000 {
+        // Spread by process and time so that concurrent test binaries rarely probe the same ports.
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let seed = nanos.subsec_nanos() ^ (std::process::id() << 8);
+        for _ in 0..1_000 {
+            let step = NEXT.fetch_add(7_919, std::sync::atomic::Ordering::Relaxed);
+            let port = LOWEST + seed.wrapping_add(step) % (below - LOWEST);
+            if TcpListener::bind(("127.0.0.1", port as u16)).is_ok() {
+                return port as u16;
+            }
+        }
+    }
     TcpListener::bind("127.0.0.1:0").expect("bind a free port").local_addr().unwrap().port()
 }
 
