@@ -158,7 +158,7 @@ fn alert_rules_are_identical_and_name_real_metrics() {
     );
     // Record one series of each family so that every name appears in the exposition.
     let m = crate::server::Metrics::new();
-    m.syncer_op("t", "deployments", crate::server::metrics::SyncOp::Apply, false);
+    m.syncer_op("t", "deployments", crate::server::metrics::SyncOp::Apply, false, std::time::Duration::from_millis(3));
     m.observe_sync_latency("t", std::time::Duration::from_secs(1));
     m.set_target_ready("t", false);
     m.set_heartbeat_age("t", std::time::Duration::from_secs(1));

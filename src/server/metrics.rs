@@ -42,6 +42,8 @@ pub enum SyncOp {
     Status,
     /// Addition or removal of the syncer's finalizer on the kcp object.
     Finalizer,
+    /// Write or removal of the evidence of a successful apply on the kcp object.
+    Evidence,
 }
 
 impl SyncOp {
@@ -51,6 +53,7 @@ impl SyncOp {
             SyncOp::Delete => "delete",
             SyncOp::Status => "status",
             SyncOp::Finalizer => "finalizer",
+            SyncOp::Evidence => "evidence",
         }
     }
 }
@@ -69,6 +72,7 @@ struct Families {
     reconcile_total: IntCounterVec,
     reconcile_duration: HistogramVec,
     syncer_operations: IntCounterVec,
+    syncer_operation_duration: HistogramVec,
     sync_latency: HistogramVec,
     status_latency: HistogramVec,
     target_ready: IntGaugeVec,
@@ -149,6 +153,11 @@ impl Metrics {
                 "Writes a syncer made, by SyncTarget key, resource, operation and result.",
                 &["sync_target", "resource", "operation", "result"],
             ),
+            syncer_operation_duration: r.histogram(
+                "tmc_syncer_operation_duration_seconds",
+                "Time one syncer write took (retries of a conflict included), by SyncTarget key and operation.",
+                &["sync_target", "operation"],
+            ),
             sync_latency: r.histogram(
                 "tmc_sync_latency_seconds",
                 "Time from a change seen in kcp to the change applied in the physical cluster, by SyncTarget key.",
@@ -203,9 +212,11 @@ impl Metrics {
         self.0.reconcile_duration.with_label_values(&[controller]).observe(duration.as_secs_f64());
     }
 
-    /// A syncer of `target` did `op` on an object of `resource` (a plural such as "deployments").
-    pub fn syncer_op(&self, target: &str, resource: &str, op: SyncOp, ok: bool) {
+    /// A syncer of `target` did `op` on an object of `resource` (a plural such as "deployments"),
+    /// which took `took`.
+    pub fn syncer_op(&self, target: &str, resource: &str, op: SyncOp, ok: bool, took: Duration) {
         self.0.syncer_operations.with_label_values(&[target, resource, op.as_str(), result(ok)]).inc();
+        self.0.syncer_operation_duration.with_label_values(&[target, op.as_str()]).observe(took.as_secs_f64());
     }
 
     /// A change seen in kcp at some moment was applied in `target`'s cluster `latency` later.
@@ -269,6 +280,7 @@ impl Metrics {
         self.heartbeats().remove(target);
         let _ = f.heartbeat_age.remove_label_values(&[target]);
         remove_matching(&f.syncer_operations, "sync_target", target);
+        remove_matching(&f.syncer_operation_duration, "sync_target", target);
         remove_matching(&f.synced_objects, "sync_target", target);
     }
 

@@ -6,9 +6,9 @@ fn recorded() -> Metrics {
     let m = Metrics::new();
     m.init_controller(controller::SYNCTARGET);
     m.reconciled(controller::SYNCTARGET, true, Duration::from_millis(3));
-    m.syncer_op("key-a", "deployments", SyncOp::Apply, true);
-    m.syncer_op("key-a", "configmaps", SyncOp::Delete, false);
-    m.syncer_op("key-b", "deployments", SyncOp::Status, true);
+    m.syncer_op("key-a", "deployments", SyncOp::Apply, true, Duration::from_millis(3));
+    m.syncer_op("key-a", "configmaps", SyncOp::Delete, false, Duration::from_millis(3));
+    m.syncer_op("key-b", "deployments", SyncOp::Status, true, Duration::from_millis(3));
     m.observe_sync_latency("key-a", Duration::from_millis(40));
     m.observe_status_latency("key-a", Duration::from_secs(2));
     m.set_target_ready("key-a", true);
@@ -32,6 +32,8 @@ fn families_and_labels_are_encoded() {
         r#"tmc_reconcile_duration_seconds_bucket{controller="synctarget",le="0.005"} 1"#,
         r#"tmc_syncer_operations_total{operation="apply",resource="deployments",result="success",sync_target="key-a"} 1"#,
         r#"tmc_syncer_operations_total{operation="delete",resource="configmaps",result="error",sync_target="key-a"} 1"#,
+        r#"tmc_syncer_operation_duration_seconds_bucket{operation="apply",sync_target="key-a",le="0.0025"} 0"#,
+        r#"tmc_syncer_operation_duration_seconds_bucket{operation="apply",sync_target="key-a",le="0.005"} 1"#,
         r#"tmc_sync_latency_seconds_bucket{sync_target="key-a",le="0.05"} 1"#,
         r#"tmc_sync_latency_seconds_bucket{sync_target="key-a",le="60"} 1"#,
         r#"tmc_status_latency_seconds_count{sync_target="key-a"} 1"#,
@@ -54,6 +56,7 @@ fn every_family_has_one_help_and_one_type() {
         ("tmc_reconcile_total", "counter"),
         ("tmc_reconcile_duration_seconds", "histogram"),
         ("tmc_syncer_operations_total", "counter"),
+        ("tmc_syncer_operation_duration_seconds", "histogram"),
         ("tmc_sync_latency_seconds", "histogram"),
         ("tmc_status_latency_seconds", "histogram"),
         ("tmc_synctarget_ready", "gauge"),
@@ -89,6 +92,7 @@ fn remove_target_deletes_only_its_series() {
     assert!(!series.iter().any(|l| l.contains(r#""key-a""#)), "key-a left in\n{text}");
     for want in [
         r#"tmc_syncer_operations_total{operation="status",resource="deployments",result="success",sync_target="key-b"} 1"#,
+        r#"tmc_syncer_operation_duration_seconds_count{operation="status",sync_target="key-b"} 1"#,
         r#"tmc_synctarget_ready{sync_target="key-b"} 0"#,
         r#"tmc_synced_objects{resource="deployments",sync_target="key-b"} 1"#,
     ] {

@@ -68,8 +68,9 @@ impl Engine {
     ) -> Result<(), SyncError> {
         let api = self.upstream_api(resource, key);
         let patch = json!({ "metadata": { "annotations": annotations } });
+        let started = std::time::Instant::now();
         let written = unconditional::patch(&api, &key.name, Part::Object, &Patch::Merge(&patch)).await;
-        self.telemetry.op(&resource.plural, SyncOp::Status, super::telemetry::done_or_gone(&written));
+        self.telemetry.op(&resource.plural, SyncOp::Evidence, super::telemetry::done_or_gone(&written), started);
         match written {
             Ok(_) => Ok(()),
             Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),

@@ -341,8 +341,9 @@ impl Engine {
         };
         if !in_sync {
             let params = PatchParams::apply(FIELD_MANAGER).force();
+            let started = std::time::Instant::now();
             let applied = down_api.patch(&key.name, &params, &Patch::Apply(&desired)).await;
-            self.telemetry.op(&resource.api.plural, SyncOp::Apply, applied.is_ok());
+            self.telemetry.op(&resource.api.plural, SyncOp::Apply, applied.is_ok(), started);
             match applied {
                 // Cache what the cluster answered, so a sync that runs before the watch event
                 // arrives sees this state instead of applying again.
@@ -410,6 +411,7 @@ impl Engine {
             if present && seen.deletion_timestamp.is_some() {
                 return Ok(false);
             }
+            let started = std::time::Instant::now();
             let written = match patch {
                 FinalizerPatch::Json(p) => api.patch(&key.name, &PatchParams::default(), &Patch::Json::<()>(p)).await,
                 FinalizerPatch::Merge(p) => api.patch(&key.name, &PatchParams::default(), &Patch::Merge(&p)).await,
@@ -425,7 +427,7 @@ impl Engine {
                     }
                 }
                 written => {
-                    self.telemetry.op(&resource.plural, SyncOp::Finalizer, telemetry::done_or_gone(&written));
+                    self.telemetry.op(&resource.plural, SyncOp::Finalizer, telemetry::done_or_gone(&written), started);
                     return match written {
                         Ok(_) => Ok(true),
                         Err(kube::Error::Api(s)) if s.code == 404 => Ok(!present),

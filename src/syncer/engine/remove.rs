@@ -52,8 +52,9 @@ impl Engine {
                     return Err(SyncError::Api { action: "read downstream copy".into(), message });
                 }
                 Action::DeleteCopy => {
+                    let started = std::time::Instant::now();
                     let deleted = down_api.delete(&key.name, &DeleteParams::background()).await;
-                    self.telemetry.op(&api.plural, SyncOp::Delete, telemetry::done_or_gone(&deleted));
+                    self.telemetry.op(&api.plural, SyncOp::Delete, telemetry::done_or_gone(&deleted), started);
                     match deleted {
                         Ok(_) => {
                             tracing::info!(namespace = ?down_api.namespace(), "deleted downstream copy");

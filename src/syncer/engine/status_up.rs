@@ -45,8 +45,9 @@ impl Engine {
             let text = mine.to_string();
             if upstream["metadata"]["annotations"][&annotation].as_str() != Some(text.as_str()) {
                 let patch = json!({ "metadata": { "annotations": { annotation: text } } });
+                let started = std::time::Instant::now();
                 let recorded = unconditional::patch(&api, &key.name, Part::Object, &Patch::Merge(&patch)).await;
-                self.telemetry.op(&resource.plural, SyncOp::Status, recorded.is_ok());
+                self.telemetry.op(&resource.plural, SyncOp::Status, recorded.is_ok(), started);
                 recorded.map_err(api_err("record per-target status"))?;
                 // The resulting event brings every syncer of this object back here.
                 return Ok(false);
@@ -65,8 +66,9 @@ impl Engine {
             serde_json::from_value(json!([{ "op": "add", "path": "/status", "value": desired }]))
                 .expect("a static JSON patch");
         // A 404 here is an error too: it also means "no status subresource", which must show.
+        let started = std::time::Instant::now();
         let written = unconditional::patch(&api, &key.name, Part::Status, &Patch::Json::<()>(patch)).await;
-        self.telemetry.op(&resource.plural, SyncOp::Status, written.is_ok());
+        self.telemetry.op(&resource.plural, SyncOp::Status, written.is_ok(), started);
         written.map(|_| true).map_err(api_err("write upstream status"))
     }
 
@@ -83,9 +85,10 @@ impl Engine {
         }
         let api = self.upstream_api(resource, key);
         let patch = json!({ "metadata": { "annotations": { annotation: null } } });
+        let started = std::time::Instant::now();
         let removed = unconditional::patch(&api, &key.name, Part::Object, &Patch::Merge(&patch)).await;
         let ok = super::telemetry::done_or_gone(&removed);
-        self.telemetry.op(&resource.plural, SyncOp::Status, ok);
+        self.telemetry.op(&resource.plural, SyncOp::Status, ok, started);
         match removed {
             Ok(_) => Ok(()),
             Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),

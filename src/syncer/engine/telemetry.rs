@@ -93,9 +93,9 @@ impl Telemetry {
         }
     }
 
-    /// A write of `op` on an object of `resource` (a plural) finished.
-    pub(super) fn op(&self, resource: &str, op: SyncOp, ok: bool) {
-        self.metrics.syncer_op(&self.target_key, resource, op, ok);
+    /// A write of `op` on an object of `resource` (a plural), begun at `started`, finished.
+    pub(super) fn op(&self, resource: &str, op: SyncOp, ok: bool, started: Instant) {
+        self.metrics.syncer_op(&self.target_key, resource, op, ok, started.elapsed());
     }
 }
 
