@@ -21,6 +21,7 @@ mod measure;
 mod output;
 // The peer, kcp-dev/api-syncagent, on the same servers (`TMC_BENCH_ONLY=peer` runs it alone).
 mod peer;
+mod profile;
 mod report;
 mod restart;
 mod setup;
@@ -76,7 +77,9 @@ fn main() {
         for rep in 0..repeat {
             eprintln!("bench: repetition {}/{repeat} at {:.0?}", rep + 1, t0.elapsed());
             let floor = b.one_at_a_time(Writer::Floor, &format!("floor{rep}"), samples).await;
+            let before = b.manager_metrics().await;
             let sync = b.one_at_a_time(Writer::Tmc, &format!("lat{rep}"), samples).await;
+            profile::record(&mut r, &before, &b.manager_metrics().await, samples);
             r.add("sync_floor_p50_ms", percentile(&floor, 0.5));
             r.add("sync_floor_p99_ms", percentile(&floor, 0.99));
             r.add("sync_p50_ms", percentile(&sync, 0.5));

@@ -108,6 +108,7 @@ pub fn write(r: &Results, restart: Option<&Restart>, s: &Settings) {
         ratio(m("status_p50_ms"), m("status_vw_floor_p50_ms")),
         verdict(m("status_p50_ms"), 1.5 * m("status_vw_floor_p50_ms"), true)
     );
+    profile_section(&mut md, r, s.samples);
     let _ = writeln!(
         md,
         "\n## Burst\n\nConfigMaps over the one-target workspaces, 32 writes in flight, until all arrived in their clusters.\n"
@@ -248,4 +249,27 @@ fn peer_section(md: &mut String, r: &Results, s: &Settings) {
         show("peer_rss_mb", 1),
         s.peer_synced
     );
+}
+
+/// Where the one-at-a-time figure goes, from the manager's own histograms (see `profile.rs`).
+fn profile_section(md: &mut String, r: &Results, samples: usize) {
+    let show = |k: &str, d: usize| r.get(k).show(d);
+    let _ = writeln!(
+        md,
+        "\n### Where the time goes (one at a time, {samples} ConfigMaps)\n\n\
+         From the manager's `tmc_sync_latency_seconds` (a change seen in kcp → the copy applied) and \
+         `tmc_syncer_operation_duration_seconds` (each write, its retries included), scraped before and after the \
+         run; means in ms. The rest of the end-to-end p50 is kcp's watch delivering the change to the manager and the \
+         cluster's watch delivering the copy to the bench.\n\n\
+         | part | mean ms | per object |\n|---|---|---|"
+    );
+    let _ = writeln!(md, "| manager: seen in kcp → applied in the cluster | {} | |", show("profile_manager_ms", 1));
+    for op in crate::profile::OPERATIONS {
+        let _ = writeln!(
+            md,
+            "| … {op} write | {} | {} |",
+            show(&format!("profile_{op}_ms"), 1),
+            show(&format!("profile_{op}_per_object"), 2)
+        );
+    }
 }

@@ -116,7 +116,7 @@ impl Bench {
         out
     }
 
-    async fn manager_metrics(&self) -> String {
+    pub async fn manager_metrics(&self) -> String {
         http_get(&self.manager.metrics, "/metrics").await.map(|(_, body)| body).unwrap_or_default()
     }
 

@@ -1,0 +1,46 @@
+//! Where the time of one sync goes, from the manager's own histograms scraped before and after
+//! the one-at-a-time run: its latency from a change seen in kcp to the copy applied
+//! (`tmc_sync_latency_seconds`), and the mean time and count per object of each syncer write
+//! (`tmc_syncer_operation_duration_seconds{operation}`). The rest of the end-to-end figure is
+//! kcp's watch delivering the change to the manager and the cluster's watch delivering the copy.
+
+use crate::report::Results;
+
+/// The syncer writes profiled, in the order a new object meets them.
+pub const OPERATIONS: &[&str] = &["finalizer", "apply", "evidence", "status"];
+
+/// Sum of the samples of `family` whose labels contain `label` (all when empty).
+fn sum(metrics: &str, family: &str, label: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(family) && l[family.len()..].starts_with(['{', ' ']) && l.contains(label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Mean in ms and count of a histogram's observations between two scrapes.
+fn delta(before: &str, after: &str, family: &str, label: &str) -> (f64, f64) {
+    let d = |suffix: &str| {
+        let name = format!("{family}_{suffix}");
+        sum(after, &name, label) - sum(before, &name, label)
+    };
+    let (total, count) = (d("sum"), d("count"));
+    (if count > 0.0 { 1000.0 * total / count } else { f64::NAN }, count)
+}
+
+/// Records the profile of `objects` synced one at a time between the scrapes `before` and `after`.
+pub fn record(r: &mut Results, before: &str, after: &str, objects: usize) {
+    let (latency, _) = delta(before, after, "tmc_sync_latency_seconds", "");
+    if latency.is_finite() {
+        r.add_extra("profile_manager_ms", latency);
+    }
+    for op in OPERATIONS {
+        let label = format!("operation=\"{op}\"");
+        let (mean, count) = delta(before, after, "tmc_syncer_operation_duration_seconds", &label);
+        // No such write in the run: "n/a" rather than a mean of nothing.
+        if mean.is_finite() {
+            r.add_extra(&format!("profile_{op}_ms"), mean);
+        }
+        r.add_extra(&format!("profile_{op}_per_object"), count / objects.max(1) as f64);
+    }
+}
