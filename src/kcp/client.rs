@@ -193,4 +193,38 @@ mod tests {
         assert_eq!(Scope::Path("root:org".parse().unwrap()).prefix(), "/clusters/root:org");
         assert_eq!(Scope::Wildcard.prefix(), "/clusters/*");
     }
+
+    /// kcp accepts the requests and never answers: a GET through a cluster's client fails after
+    /// the deadline, with the cluster prefix on its path; a watch is left waiting.
+    #[tokio::test(start_paused = true)]
+    async fn requests_without_answer_give_up_at_the_deadline() {
+        use k8s_openapi::api::core::v1::ConfigMap;
+        use std::time::Duration;
+        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let seen = tokio::spawn(async move {
+            let mut paths = Vec::new();
+            // Held, never answered, until the test ends.
+            let mut held = Vec::new();
+            while let Some((request, send)) = handle.next_request().await {
+                paths.push(request.uri().to_string());
+                held.push(send);
+            }
+            paths
+        });
+        let clients = ClusterClients::from_client(Client::new(service, "default"), "https://kcp");
+        let api: kube::Api<ConfigMap> =
+            kube::Api::namespaced(clients.cluster(&LogicalClusterName::new("abc").unwrap()), "n");
+        let started = tokio::time::Instant::now();
+        let answered = tokio::time::timeout(Duration::from_secs(120), api.get("a")).await;
+        let err = answered.expect("the GET was not cut off").unwrap_err();
+        assert!(err.to_string().contains("no response within 60s"), "{err}");
+        assert_eq!(started.elapsed(), REQUEST_DEADLINE);
+        let params = kube::api::WatchParams::default();
+        let watch = api.watch(&params, "0");
+        assert!(tokio::time::timeout(Duration::from_secs(3600), watch).await.is_err(), "the watch was cut off");
+        drop((api, clients));
+        let paths = seen.await.unwrap();
+        assert_eq!(paths[0], "/clusters/abc/api/v1/namespaces/n/configmaps/a");
+        assert!(paths[1].contains("watch=true"), "{paths:?}");
+    }
 }
