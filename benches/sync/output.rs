@@ -177,7 +177,8 @@ pub fn write(r: &Results, restart: Option<&Restart>, s: &Settings) {
     );
     let _ = writeln!(
         md,
-        "\nThe same figures for tools: `docs/benchmarks.json` (`steady_*` there is the one-cluster route, the same work as the peer's)."
+        "\nThe same figures for tools: `docs/benchmarks.json` (`steady_*` there is the one-cluster route, the same work as the peer's). \
+         Why the missed targets are missed, from the profile above and the API servers' counters: `docs/performance.md`."
     );
     let dir = out_dir();
     std::fs::write(dir.join("benchmarks.md"), &md).unwrap();
