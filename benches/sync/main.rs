@@ -128,7 +128,9 @@ fn main() {
                 peer_synced += steady;
                 eprintln!("bench:   peer steady: p99 {:.1} ms", percentile(&lat, 0.99));
             }
+            let before = b.manager_metrics().await;
             let (status, status_floor, status_vw) = b.status_latency(&format!("status{rep}"), status_samples).await;
+            profile::record_status(&mut r, &before, &b.manager_metrics().await);
             r.add("status_p50_ms", percentile(&status, 0.5));
             r.add("status_vw_floor_p50_ms", percentile(&status_vw, 0.5));
             r.add_extra("status_p99_ms", percentile(&status, 0.99));

@@ -257,7 +257,7 @@ fn profile_section(md: &mut String, r: &Results, samples: usize) {
     let show = |k: &str, d: usize| r.get(k).show(d);
     let _ = writeln!(
         md,
-        "\n### Where the time goes (one at a time, {samples} ConfigMaps)\n\n\
+        "\n### Where the time goes (one at a time, {samples} ConfigMaps; and the status run)\n\n\
          From the manager's `tmc_sync_latency_seconds` (a change seen in kcp → the copy applied) and \
          `tmc_syncer_operation_duration_seconds` (each write, its retries included), scraped before and after the \
          run; means in ms. The rest of the end-to-end p50 is kcp's watch delivering the change to the manager and the \
@@ -273,4 +273,10 @@ fn profile_section(md: &mut String, r: &Results, samples: usize) {
             show(&format!("profile_{op}_per_object"), 2)
         );
     }
+    let _ = writeln!(
+        md,
+        "| status run: manager, status seen in the cluster → written in kcp | {} | |",
+        show("profile_status_manager_ms", 1)
+    );
+    let _ = writeln!(md, "| … its status write | {} | |", show("profile_status_write_ms", 1));
 }

@@ -3,6 +3,8 @@
 //! (`tmc_sync_latency_seconds`), and the mean time and count per object of each syncer write
 //! (`tmc_syncer_operation_duration_seconds{operation}`). The rest of the end-to-end figure is
 //! kcp's watch delivering the change to the manager and the cluster's watch delivering the copy.
+//! The same for the status run: `tmc_status_latency_seconds` (a status change seen in the cluster
+//! → written in kcp) and the mean status write.
 
 use crate::report::Results;
 
@@ -42,5 +44,16 @@ pub fn record(r: &mut Results, before: &str, after: &str, objects: usize) {
             r.add_extra(&format!("profile_{op}_ms"), mean);
         }
         r.add_extra(&format!("profile_{op}_per_object"), count / objects.max(1) as f64);
+    }
+}
+
+/// Records the profile of the status run between the scrapes `before` and `after`.
+pub fn record_status(r: &mut Results, before: &str, after: &str) {
+    let (latency, _) = delta(before, after, "tmc_status_latency_seconds", "");
+    let (write, _) = delta(before, after, "tmc_syncer_operation_duration_seconds", "operation=\"status\"");
+    for (name, value) in [("profile_status_manager_ms", latency), ("profile_status_write_ms", write)] {
+        if value.is_finite() {
+            r.add_extra(name, value);
+        }
     }
 }
