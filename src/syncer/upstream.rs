@@ -40,6 +40,17 @@ pub struct SyncKey {
     pub key: ClusterKey,
 }
 
+/// What [`Upstream::whole`] found.
+#[derive(Debug)]
+pub enum Read {
+    /// The object whole, in the version the view holds.
+    Whole(Arc<DynamicObject>),
+    /// Not in the view, or not in kcp.
+    Gone,
+    /// kcp holds a newer version than the view had; the view has it now: sync again.
+    Newer,
+}
+
 /// One watched resource and its cache.
 struct Slot {
     resource: Arc<SyncedResource>,
@@ -252,6 +263,14 @@ impl Upstream {
         slots.len() - 1
     }
 
+    /// Keeps only the metadata of the cached `key` (as for an object that did not fit).
+    #[cfg(test)]
+    pub(crate) fn slim_for_test(&self, index: usize, key: &ClusterKey) {
+        let slot = self.slot(index).expect("a slot");
+        let held = slot.cache.get(key).expect("a cached object");
+        slot.cache.insert(key, held.slimmed());
+    }
+
     fn index_of(&self, api: &ApiResource) -> Option<usize> {
         let slots = self.slots.read().expect("slots poisoned");
         slots.iter().position(|s| s.resource.api.api_version == api.api_version && s.resource.api.plural == api.plural)
@@ -310,38 +329,41 @@ impl Upstream {
         Some(self.slot(resource)?.cache.get(key)?.object.clone())
     }
 
-    /// The upstream object whole, in the version the cache holds: from the cache when it is
-    /// kept whole, else read from kcp (and kept, if its namespace is placed and it fits). `None`
-    /// when it is not cached, gone from kcp, or kcp already has a newer version — that version's
-    /// watch event is on its way and queues the key again, so a sync never acts on contents
-    /// that do not match the metadata it decided on.
-    pub async fn whole(&self, resource: usize, key: &ClusterKey) -> Result<Option<Arc<DynamicObject>>, kube::Error> {
-        let Some(slot) = self.slot(resource) else { return Ok(None) };
-        let Some(held) = slot.cache.get(key) else { return Ok(None) };
+    /// The object of `key` whole, read from kcp when the view holds only its metadata (see
+    /// [`kept`]). [`Read::Newer`] when kcp holds a newer version than the view: the view then
+    /// takes the version read (unless a watch event replaced the entry meanwhile) and the key is
+    /// to be synced again on it. The watch normally brings that version itself; after kcp was
+    /// killed and restarted mid-write the chaos suite saw it never come (a finalizer write that
+    /// failed on the client had landed), and waiting for it left objects unsynced for good.
+    pub async fn whole(&self, resource: usize, key: &ClusterKey) -> Result<Read, kube::Error> {
+        let Some(slot) = self.slot(resource) else { return Ok(Read::Gone) };
+        let Some(held) = slot.cache.get(key) else { return Ok(Read::Gone) };
         if held.whole {
-            return Ok(Some(held.object.clone()));
+            return Ok(Read::Whole(held.object.clone()));
         }
         let client = self.clients.cluster(&key.cluster);
         let api: Api<DynamicObject> =
             Api::namespaced_with(client, key.namespace.as_deref().unwrap_or_default(), &slot.resource.api);
-        let Some(read) = api.get_opt(&key.name).await? else { return Ok(None) };
+        let Some(read) = api.get_opt(&key.name).await? else { return Ok(Read::Gone) };
         let read = kept::strip(read);
         let version = held.object.metadata.resource_version.clone();
-        if read.metadata.resource_version != version {
-            return Ok(None);
-        }
         let fits = kept::fits(&read, self.whole_object_limit);
-        let read = Arc::new(read);
+        let newer = read.metadata.resource_version != version;
         let _writing = slot.writing.lock().expect("slot writer poisoned");
         let current = slot.cache.get(key);
         // Kept for the next sync unless a watch event replaced the entry meanwhile.
-        if fits
-            && self.placed(key)
-            && current.is_some_and(|c| !c.whole && c.object.metadata.resource_version == version)
-        {
+        let untouched = current.is_some_and(|c| !c.whole && c.object.metadata.resource_version == version);
+        if newer {
+            if untouched {
+                slot.cache.insert(key, Held::new(read, self.placed(key), fits));
+            }
+            return Ok(Read::Newer);
+        }
+        let read = Arc::new(read);
+        if fits && self.placed(key) && untouched {
             slot.cache.insert(key, Held { object: read.clone(), whole: true });
         }
-        Ok(Some(read))
+        Ok(Read::Whole(read))
     }
 
     /// Whether the kcp namespace `key.cluster`/`namespace` is assigned to `target_key`.

@@ -61,11 +61,18 @@ impl Proc {
         let _ = Command::new("kill").args([&format!("-{sig}"), &self.pid.to_string()]).status();
     }
 
-    /// kill -9, then waits until the process is gone (or a zombie: its ports are free then).
+    /// kill -9, then waits until the process is gone, or a zombie with no thread left: a
+    /// multi-threaded process's leader turns zombie before its other threads have exited, and
+    /// the open files (its listening socket) close only with the last of them — a restart right
+    /// at the leader's 'Z' found the port still bound.
     pub fn kill9(&mut self) {
         self.signal("KILL");
         let deadline = Instant::now() + Duration::from_secs(10);
-        while process_state(self.pid).is_some_and(|s| s != 'Z') && Instant::now() < deadline {
+        let alive = |pid: u32| {
+            let threads = std::fs::read_dir(format!("/proc/{pid}/task")).map(|d| d.count()).unwrap_or(0);
+            process_state(pid).is_some_and(|s| s != 'Z') || threads > 1
+        };
+        while alive(self.pid) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(50));
         }
         if let Some(mut c) = self.child.take() {

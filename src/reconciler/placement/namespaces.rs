@@ -131,7 +131,7 @@ impl Controller {
             Ok(_) => {
                 tracing::info!(add = ?plan.add, remove = ?plan.remove, waiting = plan.waiting, "assignment labels updated")
             }
-            Err(kube::Error::Api(s)) if s.code == 404 => return Ok(None),
+            Err(kube::Error::Api(s)) if s.is_not_found() => return Ok(None),
             Err(e) => return Err(ReconcileError::PatchNamespace(e)),
         }
         // Placements count their namespaces.

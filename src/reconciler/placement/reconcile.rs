@@ -155,7 +155,7 @@ impl Controller {
             Api::all_with(self.clients.cluster(&key.cluster), &ApiResource::erase::<Placement>(&()));
         match api.patch_status(&key.name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await {
             Ok(_) => {}
-            Err(kube::Error::Api(s)) if s.code == 404 => return Ok(None),
+            Err(kube::Error::Api(s)) if s.is_not_found() => return Ok(None),
             Err(e) => return Err(ReconcileError::WriteStatus(e)),
         }
         let before: Vec<&str> = current.selected_targets.iter().map(|t| t.name.as_str()).collect();

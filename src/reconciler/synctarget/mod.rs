@@ -386,7 +386,7 @@ impl Controller {
                     self.ready_changed(key, &raw, &desired, current.as_ref()).await;
                 }
                 // Deleted since it was cached: the delete event reconciles it away.
-                Err(kube::Error::Api(s)) if s.code == 404 => return Ok(None),
+                Err(kube::Error::Api(s)) if s.is_not_found() => return Ok(None),
                 Err(e) => return Err(ReconcileError::WriteStatus(e)),
             }
         }

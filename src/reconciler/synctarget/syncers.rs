@@ -227,7 +227,7 @@ pub async fn release_markers(
     } });
     match api.patch(&key.name, &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch)).await {
         Ok(_) => Ok(()),
-        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(kube::Error::Api(s)) if s.is_not_found() => Ok(()),
         Err(e) => Err(e),
     }
 }

@@ -73,7 +73,7 @@ impl Engine {
         self.telemetry.op(&resource.plural, SyncOp::Evidence, super::telemetry::done_or_gone(&written), started);
         match written {
             Ok(_) => Ok(()),
-            Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+            Err(kube::Error::Api(s)) if s.is_not_found() => Ok(()),
             Err(e) => Err(api_err("record apply evidence")(e)),
         }
     }

@@ -479,3 +479,67 @@ async fn lost_finalizer_race_then_deletion_is_not_an_error() {
     })
     .await;
 }
+
+/// The view holds the object's metadata only, in a version older than kcp's (kcp restarted while
+/// the finalizer write was in flight: the write landed, its watch event never came). The sync
+/// reads it, takes kcp's version into the view and asks to run again at once; the next sync
+/// finds the finalizer in place and applies, instead of waiting for an event that never comes.
+#[tokio::test]
+async fn newer_version_in_kcp_is_taken_into_the_view() {
+    bounded(async {
+        let kcp_object = format!("/clusters/{WS}/api/v1/namespaces/{NS}/configmaps/{NAME}");
+        let mut newer = kcp_configmap(true);
+        newer["metadata"]["resourceVersion"] = json!("9");
+        let served = newer.clone();
+        let f = fixture(
+            Some((kcp_namespace(true), kcp_configmap(false))),
+            Box::new(move |method, path, _| match method {
+                "GET" if path.ends_with(&format!("/configmaps/{NAME}")) => ok(served.clone()),
+                _ => unexpected(),
+            }),
+            Box::new(|method, path, _| match method {
+                "GET" => not_found(),
+                "POST" if path.ends_with("/selfsubjectreviews") => not_found(),
+                "PATCH" => ok(cluster_configmap(true)),
+                _ => unexpected(),
+            }),
+        );
+        let dns = downstream_namespace();
+        let target = TargetRef { cluster: WS.into(), name: TARGET.into() };
+        f.engine.downstream.remember_namespace(&dns, Locator::new(target, &cluster_name(), NS), "dns-uid");
+        f.engine.upstream.slim_for_test(f.index, &f.key);
+        assert_eq!(f.sync().await.unwrap(), Some(Duration::ZERO), "synced again at once");
+        let (kcp, _) = f.requests();
+        assert_eq!(kcp, [format!("GET {kcp_object}")], "read, nothing written");
+        assert_eq!(f.sync().await.unwrap(), None);
+        let (kcp, cluster) = f.requests();
+        assert!(kcp.is_empty(), "the finalizer is in place already: {kcp:?}");
+        assert_eq!(
+            cluster.last().map(String::as_str),
+            Some(format!("PATCH /api/v1/namespaces/{dns}/configmaps/{NAME}").as_str())
+        );
+    })
+    .await;
+}
+
+/// kcp's virtual workspace answers "404 page not found" (plain text, no Status) while it starts
+/// after a restart. That is not "the object is gone": the sync fails and is retried, instead of
+/// being dropped as done (the chaos suite lost objects to that after kill -9 of kcp).
+#[tokio::test]
+async fn a_404_that_is_not_not_found_is_retried() {
+    bounded(async {
+        let f = fixture(
+            Some((kcp_namespace(true), kcp_configmap(false))),
+            Box::new(|method, path, _| match method {
+                "PATCH" if path.ends_with(&format!("/configmaps/{NAME}")) => {
+                    Reply::Json(404, json!("404 page not found"))
+                }
+                _ => unexpected(),
+            }),
+            Box::new(|_, _, _| unexpected()),
+        );
+        let err = f.sync().await.unwrap_err();
+        assert!(err.to_string().contains("add finalizer"), "{err}");
+    })
+    .await;
+}

@@ -38,7 +38,7 @@ use crate::syncer::events::Events;
 use crate::syncer::naming::{Locator, TargetRef};
 use crate::syncer::redact;
 use crate::syncer::transform::{self, Destination};
-use crate::syncer::upstream::{SyncKey, Upstream};
+use crate::syncer::upstream::{Read, SyncKey, Upstream};
 
 /// The field manager of every downstream write.
 pub const FIELD_MANAGER: &str = "tmc-syncer";
@@ -287,9 +287,14 @@ impl Engine {
         }
         let mut current = self.downstream.object(index, &dns, &key.name);
         // The shared view may hold only the object's metadata (see `syncer::kept`): the contents
-        // come whole, in the version decided on, or not at all (a newer version queues it again).
+        // come whole, in the version decided on, or not at all. A newer version in kcp is now in
+        // the view: decided again on it, at once.
         let read = self.upstream.whole(index, key).await.map_err(api_err("read the object from kcp"))?;
-        let Some(obj) = read else { return Ok(None) };
+        let obj = match read {
+            Read::Whole(obj) => obj,
+            Read::Gone => return Ok(None),
+            Read::Newer => return Ok(Some(Duration::ZERO)),
+        };
         let value = serde_json::to_value(obj.as_ref()).unwrap_or_default();
         if !self.set_finalizer(&resource.api, key, &obj, true).await? {
             return Ok(None);
@@ -430,7 +435,7 @@ impl Engine {
                     self.telemetry.op(&resource.plural, SyncOp::Finalizer, telemetry::done_or_gone(&written), started);
                     return match written {
                         Ok(_) => Ok(true),
-                        Err(kube::Error::Api(s)) if s.code == 404 => Ok(!present),
+                        Err(kube::Error::Api(s)) if s.is_not_found() => Ok(!present),
                         Err(e) => Err(api_err(if present { "add finalizer" } else { "remove finalizer" })(e)),
                     };
                 }

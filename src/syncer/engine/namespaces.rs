@@ -215,7 +215,7 @@ impl Engine {
         };
         match down.delete(&dns, &params).await {
             Ok(_) => tracing::info!(namespace = %dns, "deleted empty downstream namespace"),
-            Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
+            Err(kube::Error::Api(s)) if s.is_not_found() || s.code == 409 => {}
             Err(e) => return Err(api_err("delete downstream namespace")(e)),
         }
         self.downstream.forget_namespace(&dns);

@@ -61,7 +61,7 @@ impl Engine {
                             // The delete event re-queues this key; the finalizer is released then.
                             return Ok(Removal::Done(None));
                         }
-                        Err(kube::Error::Api(s)) if s.code == 404 => facts.downstream = DownstreamCopy::Absent,
+                        Err(kube::Error::Api(s)) if s.is_not_found() => facts.downstream = DownstreamCopy::Absent,
                         Err(e) if facts.deletion_timed_out => {
                             facts.downstream = DownstreamCopy::Unreachable;
                             unreachable = Some(error_message(&e));

@@ -91,7 +91,7 @@ impl Engine {
         self.telemetry.op(&resource.plural, SyncOp::Status, ok, started);
         match removed {
             Ok(_) => Ok(()),
-            Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+            Err(kube::Error::Api(s)) if s.is_not_found() => Ok(()),
             Err(e) => Err(api_err("remove per-target status")(e)),
         }
     }

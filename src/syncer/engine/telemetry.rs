@@ -30,7 +30,7 @@ type Seen = Mutex<HashMap<SyncKey, Instant>>;
 pub(super) fn done_or_gone<T>(result: &Result<T, kube::Error>) -> bool {
     match result {
         Ok(_) => true,
-        Err(kube::Error::Api(s)) => s.code == 404,
+        Err(kube::Error::Api(s)) => s.is_not_found(),
         Err(_) => false,
     }
 }
