@@ -28,7 +28,7 @@ async fn synced(w: &Arc<World>, ws: &str, index: usize, log: &str) -> Result<Syn
     let want = configmaps("c", 10, "1");
     let (w2, want2, ws2) = (w.clone(), want.clone(), ws.to_string());
     tokio::task::spawn_blocking(move || {
-        apply_configmaps(&w2.kcp, &ws2, "app", &want2, 50, Instant::now() + Duration::from_secs(60))
+        apply_configmaps(&w2.kcp, &ws2, "app", &want2, 50, Instant::now() + Duration::from_secs(60), None)
     })
     .await
     .map_err(|e| e.to_string())??;

@@ -28,7 +28,7 @@ pub async fn manager_restart_with_unrelated_objects_and_latency(w: Arc<World>, r
         let objects = configmaps(&ns, 1000.min(n - part * 1000), "x");
         let w2 = w.clone();
         tokio::task::spawn_blocking(move || {
-            apply_configmaps(&w2.kcp, noise, &ns, &objects, 500, Instant::now() + Duration::from_secs(120))
+            apply_configmaps(&w2.kcp, noise, &ns, &objects, 500, Instant::now() + Duration::from_secs(120), None)
         })
         .await
         .map_err(|e| e.to_string())??;
@@ -42,7 +42,7 @@ pub async fn manager_restart_with_unrelated_objects_and_latency(w: Arc<World>, r
     let w2 = w.clone();
     let want2 = want.clone();
     tokio::task::spawn_blocking(move || {
-        apply_configmaps(&w2.kcp, ws, "app", &want2, 50, Instant::now() + Duration::from_secs(60))
+        apply_configmaps(&w2.kcp, ws, "app", &want2, 50, Instant::now() + Duration::from_secs(60), None)
     })
     .await
     .map_err(|e| e.to_string())??;

@@ -237,7 +237,7 @@ impl Burst {
             (w.clone(), ws.to_string(), ns.to_string(), want.clone(), applied.clone());
         let deadline = std::time::Instant::now() + patience;
         let apply = tokio::task::spawn_blocking(move || {
-            apply_configmaps_counted(&w2.kcp, &ws2, &ns2, &want2, chunk, deadline, &applied2)
+            apply_configmaps(&w2.kcp, &ws2, &ns2, &want2, chunk, deadline, Some(&applied2))
         });
         Self { want, applied, apply }
     }
@@ -262,7 +262,8 @@ impl Burst {
 }
 
 /// Applies ConfigMaps into `ws`/`ns` with kubectl, `chunk` per call; a chunk that fails (kcp
-/// down) is retried until `deadline`, as a user's script would.
+/// down) is retried until `deadline`, as a user's script would. `applied`, if given, counts the
+/// objects of every chunk kcp accepted, so that a fault can be timed by the burst's progress.
 pub fn apply_configmaps(
     kcp: &Kcp,
     ws: &str,
@@ -270,20 +271,7 @@ pub fn apply_configmaps(
     objects: &BTreeMap<String, Value>,
     chunk: usize,
     deadline: std::time::Instant,
-) -> Result<(), String> {
-    apply_configmaps_counted(kcp, ws, ns, objects, chunk, deadline, &AtomicUsize::new(0))
-}
-
-/// [`apply_configmaps`], adding to `applied` the objects of every chunk kcp accepted, so that a
-/// fault can be timed by the burst's progress instead of by the clock.
-pub fn apply_configmaps_counted(
-    kcp: &Kcp,
-    ws: &str,
-    ns: &str,
-    objects: &BTreeMap<String, Value>,
-    chunk: usize,
-    deadline: std::time::Instant,
-    applied: &AtomicUsize,
+    applied: Option<&AtomicUsize>,
 ) -> Result<(), String> {
     let items: Vec<Value> = objects
         .iter()
@@ -298,7 +286,9 @@ pub fn apply_configmaps_counted(
                 Err(_) => std::thread::sleep(Duration::from_secs(1)),
             }
         }
-        applied.fetch_add(part.len(), Ordering::SeqCst);
+        if let Some(applied) = applied {
+            applied.fetch_add(part.len(), Ordering::SeqCst);
+        }
     }
     Ok(())
 }
