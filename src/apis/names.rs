@@ -25,6 +25,17 @@ pub const ASSIGNMENT_SYNC: &str = "Sync";
 /// Placement reconciler from `workloadSelector`.
 pub const WORKLOAD_SELECTOR_PREFIX: &str = "workload.tmc.kcp.io/";
 
+/// Annotation on a kcp namespace while it moves: the target keys (comma-separated, sorted) the
+/// Placement reconciler waits on before the old assignment goes. Only those targets' syncers
+/// record evidence of their applies ([`crate::apis::applied`]); a namespace that is not moving
+/// costs kcp no evidence writes. Written with the new assignment label, removed with the old.
+pub const AWAITING_EVIDENCE_ANNOTATION: &str = "placement.tmc.kcp.io/awaiting-evidence";
+
+/// The keys of a comma-separated list annotation (blanks ignored).
+pub fn key_list(value: &str) -> BTreeSet<String> {
+    value.split(',').map(str::trim).filter(|k| !k.is_empty()).map(str::to_string).collect()
+}
+
 /// Prefix of the finalizer the syncer of one target puts on every kcp object it copies.
 pub const SYNCER_FINALIZER_PREFIX: &str = "tmc.kcp.io/syncer-";
 

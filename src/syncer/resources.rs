@@ -10,7 +10,8 @@ use serde_json::Value;
 use crate::apis::sync::v1alpha1::{SupportedApi, SyncedResourceState};
 
 pub use crate::apis::names::{
-    ASSIGNMENT_LABEL_PREFIX, ASSIGNMENT_SYNC, WORKLOAD_SELECTOR_PREFIX, assigned_targets, assignment_label,
+    ASSIGNMENT_LABEL_PREFIX, ASSIGNMENT_SYNC, AWAITING_EVIDENCE_ANNOTATION, WORKLOAD_SELECTOR_PREFIX, assigned_targets,
+    assignment_label, key_list,
 };
 
 /// What a kcp namespace says about where it runs: the target keys of its assignment labels, and
@@ -21,6 +22,8 @@ pub struct Assignment {
     pub selectors: std::collections::BTreeMap<String, Vec<LabelSelector>>,
     /// Assigned targets whose selector annotation is invalid (it selects nothing), and why.
     pub invalid: std::collections::BTreeMap<String, String>,
+    /// Assigned targets a move waits on ([`AWAITING_EVIDENCE_ANNOTATION`]): they record evidence.
+    pub awaiting: BTreeSet<String>,
 }
 
 impl Assignment {
@@ -40,7 +43,9 @@ impl Assignment {
             }
             selectors.insert(key.to_string(), parsed.unwrap_or_default());
         }
-        Self { targets, selectors, invalid }
+        let awaiting = namespace["metadata"]["annotations"][AWAITING_EVIDENCE_ANNOTATION].as_str().map(key_list);
+        let awaiting = awaiting.unwrap_or_default().intersection(&targets).cloned().collect();
+        Self { targets, selectors, invalid, awaiting }
     }
 
     /// Whether an object with `labels` runs on `target_key` (assignment aside).
@@ -51,9 +56,11 @@ impl Assignment {
         }
     }
 
-    /// Targets whose assignment or selectors differ between `self` and `other`.
+    /// Targets whose assignment, selectors or call for evidence differ between `self` and
+    /// `other`.
     pub fn changed_targets(&self, other: &Assignment) -> BTreeSet<String> {
         let mut out: BTreeSet<String> = self.targets.symmetric_difference(&other.targets).cloned().collect();
+        out.extend(self.awaiting.symmetric_difference(&other.awaiting).cloned());
         for key in self.selectors.keys().chain(other.selectors.keys()) {
             // An invalid selector replaced by another invalid one is news too (it is reported).
             if self.selectors.get(key) != other.selectors.get(key) || self.invalid.get(key) != other.invalid.get(key) {
@@ -212,6 +219,27 @@ mod tests {
         other.targets.insert("c".into());
         assert_eq!(a.changed_targets(&other), ["a".to_string(), "c".to_string()].into());
         assert!(a.changed_targets(&a).is_empty());
+        // A call for evidence is news to the targets it names (or no longer names).
+        let mut moving = a.clone();
+        moving.awaiting.insert("b".into());
+        assert_eq!(a.changed_targets(&moving), ["b".to_string()].into());
+    }
+
+    #[test]
+    fn a_call_for_evidence_names_assigned_targets_only() {
+        let ns = |awaiting: &str| {
+            json!({"metadata": {
+                "labels": {"state.tmc.kcp.io/a": "Sync", "state.tmc.kcp.io/b": "Sync"},
+                "annotations": {AWAITING_EVIDENCE_ANNOTATION: awaiting},
+            }})
+        };
+        // (annotation, targets that record evidence)
+        let cases = [("b", vec!["b"]), ("a, b", vec!["a", "b"]), ("b,gone", vec!["b"]), ("", vec![])];
+        for (value, want) in cases {
+            let got: Vec<String> = Assignment::of(&ns(value)).awaiting.into_iter().collect();
+            assert_eq!(got, want, "{value}");
+        }
+        assert!(Assignment::of(&json!({"metadata": {}})).awaiting.is_empty());
     }
 
     #[test]

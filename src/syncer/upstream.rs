@@ -390,6 +390,13 @@ impl Upstream {
         self.namespaces.get(&ns_key).and_then(|a| a.invalid.get(target_key).cloned())
     }
 
+    /// Whether a move of the kcp namespace waits on `target_key`, which then records evidence of
+    /// its applies.
+    pub fn awaits_evidence(&self, cluster: &LogicalClusterName, namespace: &str, target_key: &str) -> bool {
+        let ns_key = ClusterKey::new(cluster.clone(), None, namespace);
+        self.namespaces.get(&ns_key).is_some_and(|a| a.awaiting.contains(target_key))
+    }
+
     /// The target keys the kcp namespace is assigned to.
     pub fn assigned_targets(&self, cluster: &LogicalClusterName, namespace: &str) -> BTreeSet<String> {
         let ns_key = ClusterKey::new(cluster.clone(), None, namespace);

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kcp_tmc::apis::applied::applied_annotation;
+use kcp_tmc::apis::names::AWAITING_EVIDENCE_ANNOTATION;
 use serde_json::{Value, json};
 
 use crate::env::{TestResult, eventually};
@@ -78,8 +79,7 @@ pub async fn placement_move_waits_for_evidence_and_a_refusing_target_keeps_the_w
     .await?;
     let uid = running["metadata"]["uid"].as_str().unwrap_or_default().to_string();
     ensure!(!uid.is_empty(), "no UID: {running}");
-    // On one target no move can wait for evidence, so none is written (one kcp write per object
-    // fewer). Checked once kcp shows the Deployment available: the syncer would have recorded
+    // No move waits on the target, so no evidence is written (one kcp write per object fewer). Checked once kcp shows the Deployment available: the syncer would have recorded
     // the evidence before it brought that status up.
     let up = eventually("the kcp Deployment available", WAIT, || async {
         Ok(upstream_get(&w, ws, "app", "deployment", "web")?.filter(available))
@@ -124,6 +124,17 @@ pub async fn placement_move_waits_for_evidence_and_a_refusing_target_keeps_the_w
         up["metadata"]
     );
     ensure!(up["metadata"]["annotations"].get(applied_annotation(&new)).is_none(), "evidence without an apply");
+    // The move calls for the new target's evidence on the namespace, and only the new target
+    // writes any: the old one is not waited on (the ConfigMap shows both, it applied on both).
+    let ns = get(&w, ws, "namespace", "app")?;
+    let awaiting = ns["metadata"]["annotations"][AWAITING_EVIDENCE_ANNOTATION].as_str().unwrap_or_default();
+    ensure!(awaiting == new, "the namespace should await {new}: {}", ns["metadata"]);
+    let cfg = eventually("the new target's evidence on the ConfigMap", WAIT, || async {
+        Ok(upstream_get(&w, ws, "app", "configmap", "cfg")?
+            .filter(|c| c["metadata"]["annotations"].get(applied_annotation(&new)).is_some()))
+    })
+    .await?;
+    ensure!(cfg["metadata"]["annotations"].get(applied_annotation(&old)).is_none(), "the old target's evidence: {cfg}");
     let new_dns = downstream_ns(&w, ws, "new", ws, "app").await;
     wait_downstream(&w, 1, &new_dns, "configmap", "cfg").await?;
     ensure!(downstream_get(&w, 1, &new_dns, "deployment", "web")?.is_none(), "the refused Deployment exists");
@@ -149,6 +160,8 @@ pub async fn placement_move_waits_for_evidence_and_a_refusing_target_keeps_the_w
     let new_copy = new_copy.ok_or("the old copy went while the new cluster had none")?;
     ensure!(available(&new_copy), "the old copy went before the new one was available: {}", new_copy["status"]);
     wait_assigned(&w, ws, "app", &[&new]).await?;
+    let ns = get(&w, ws, "namespace", "app")?;
+    ensure!(ns["metadata"]["annotations"].get(AWAITING_EVIDENCE_ANNOTATION).is_none(), "still awaiting: {ns}");
     // What let it go: the new target's evidence, written while the namespace was on both.
     let up = upstream_get(&w, ws, "app", "deployment", "web")?.ok_or("kcp Deployment gone")?;
     let evidence = up["metadata"]["annotations"][applied_annotation(&new)].as_str().unwrap_or_default();

@@ -418,6 +418,11 @@ pub async fn status_is_aggregated_across_two_clusters(w: Arc<World>) -> TestResu
         );
     }
     ensure!(up["status"]["observedGeneration"] == up["metadata"]["generation"], "observedGeneration {}", up["status"]);
+    // On two clusters but not moving: neither syncer wrote evidence of its apply (the two
+    // syncers' evidence patches of one object collided in the virtual workspace).
+    let annotations = up["metadata"]["annotations"].to_string();
+    ensure!(!annotations.contains(&kcp_tmc::apis::applied::applied_annotation(&first)), "evidence: {annotations}");
+    ensure!(!annotations.contains(&kcp_tmc::apis::applied::applied_annotation(&second)), "evidence: {annotations}");
     // Per-target bookkeeping stays in kcp: the copies in the clusters do not carry it.
     for (index, name) in [(0, "multi-1"), (1, "multi-2")] {
         let dns = downstream_ns(&w, TENANT_A, name, TENANT_A, "multi").await;

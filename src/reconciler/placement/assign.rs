@@ -13,7 +13,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
-use crate::apis::names::{ASSIGNMENT_SYNC, WORKLOAD_SELECTOR_PREFIX, assigned_targets, assignment_label};
+use crate::apis::names::{
+    ASSIGNMENT_SYNC, AWAITING_EVIDENCE_ANNOTATION, WORKLOAD_SELECTOR_PREFIX, assigned_targets, assignment_label,
+    key_list,
+};
 
 /// Annotation on a kcp namespace: the target keys whose assignment labels the Placement
 /// controller set, comma-separated and sorted.
@@ -28,12 +31,18 @@ pub struct Plan {
     pub managed: BTreeSet<String>,
     /// Stale labels kept until the new targets run the namespace.
     pub waiting: bool,
+    /// The new value of [`AWAITING_EVIDENCE_ANNOTATION`]: while stale labels are kept, the
+    /// desired targets, whose syncers then record evidence of their applies; empty otherwise, so
+    /// a namespace that is not moving costs kcp no evidence writes, however many targets run it.
+    pub awaiting: BTreeSet<String>,
 }
 
 impl Plan {
-    /// The JSON merge patch of `metadata` for this plan, or `None` when nothing changes.
-    pub fn patch(&self, current_managed: &BTreeSet<String>) -> Option<serde_json::Value> {
-        if self.add.is_empty() && self.remove.is_empty() && self.managed == *current_managed {
+    /// The JSON merge patch of `metadata` for this plan, or `None` when nothing changes;
+    /// `annotations` are the namespace's current ones.
+    pub fn patch(&self, annotations: &BTreeMap<String, String>) -> Option<serde_json::Value> {
+        let unchanged = self.managed == managed_keys(annotations) && self.awaiting == awaiting_keys(annotations);
+        if self.add.is_empty() && self.remove.is_empty() && unchanged {
             return None;
         }
         let mut labels = serde_json::Map::new();
@@ -43,21 +52,29 @@ impl Plan {
         for k in &self.remove {
             labels.insert(assignment_label(k), serde_json::Value::Null);
         }
-        let managed = if self.managed.is_empty() {
-            serde_json::Value::Null
-        } else {
-            self.managed.iter().cloned().collect::<Vec<_>>().join(",").into()
+        let list = |keys: &BTreeSet<String>| {
+            if keys.is_empty() {
+                serde_json::Value::Null
+            } else {
+                keys.iter().cloned().collect::<Vec<_>>().join(",").into()
+            }
         };
-        Some(serde_json::json!({ "labels": labels, "annotations": { MANAGED_ANNOTATION: managed } }))
+        let annotations = serde_json::json!({
+            MANAGED_ANNOTATION: list(&self.managed),
+            AWAITING_EVIDENCE_ANNOTATION: list(&self.awaiting),
+        });
+        Some(serde_json::json!({ "labels": labels, "annotations": annotations }))
     }
 }
 
 /// The keys recorded in [`MANAGED_ANNOTATION`].
 pub fn managed_keys(annotations: &BTreeMap<String, String>) -> BTreeSet<String> {
-    annotations
-        .get(MANAGED_ANNOTATION)
-        .map(|v| v.split(',').map(str::trim).filter(|k| !k.is_empty()).map(str::to_string).collect())
-        .unwrap_or_default()
+    annotations.get(MANAGED_ANNOTATION).map(|v| key_list(v)).unwrap_or_default()
+}
+
+/// The keys recorded in [`AWAITING_EVIDENCE_ANNOTATION`].
+pub fn awaiting_keys(annotations: &BTreeMap<String, String>) -> BTreeSet<String> {
+    annotations.get(AWAITING_EVIDENCE_ANNOTATION).map(|v| key_list(v)).unwrap_or_default()
 }
 
 /// Plans the labels of a namespace with `labels` and `annotations` that should run on
@@ -83,7 +100,8 @@ pub fn plan(
     let mut owned: BTreeSet<String> = desired.difference(&by_hand).cloned().collect();
     owned.extend(kept.iter().cloned());
     owned.extend(held);
-    Plan { add, remove, managed: owned, waiting: !kept.is_empty() }
+    let awaiting = if kept.is_empty() { BTreeSet::new() } else { desired.clone() };
+    Plan { add, remove, managed: owned, waiting: !kept.is_empty(), awaiting }
 }
 
 /// What one target runs of a namespace: every object (`None`: some Placement choosing it has no
@@ -215,9 +233,11 @@ mod tests {
         for (name, labelled, own, desired, running, add, remove, after, waiting) in rows {
             let running = set(running);
             let p = plan(&labels(labelled), &managed(own), &set(desired), &set(&[]), |k| running.contains(k));
+            // A waiting move asks every desired target for evidence; nothing else asks for any.
+            let awaiting = if *waiting { set(desired) } else { set(&[]) };
             assert_eq!(
                 p,
-                Plan { add: set(add), remove: set(remove), managed: set(after), waiting: *waiting },
+                Plan { add: set(add), remove: set(remove), managed: set(after), waiting: *waiting, awaiting },
                 "{name}"
             );
         }
@@ -262,10 +282,26 @@ mod tests {
     #[test]
     fn patch_only_when_something_changes() {
         let p = plan(&labels(&["a"]), &managed(&["a"]), &set(&["a"]), &set(&[]), |_| true);
-        assert_eq!(p.patch(&set(&["a"])), None);
+        assert_eq!(p.patch(&managed(&["a"])), None);
         let p = plan(&labels(&["a"]), &managed(&["a"]), &set(&[]), &set(&[]), |_| true);
-        let patch = p.patch(&set(&["a"])).unwrap();
+        let patch = p.patch(&managed(&["a"])).unwrap();
         assert_eq!(patch["labels"][assignment_label("a")], serde_json::Value::Null);
         assert_eq!(patch["annotations"][MANAGED_ANNOTATION], serde_json::Value::Null);
+        // A move starts: the new label and the request for evidence go in one write...
+        let mut moving = managed(&["a"]);
+        let p = plan(&labels(&["a"]), &moving, &set(&["b"]), &set(&[]), |_| false);
+        let patch = p.patch(&moving).unwrap();
+        assert_eq!(patch["labels"][assignment_label("b")], ASSIGNMENT_SYNC);
+        assert_eq!(patch["annotations"][AWAITING_EVIDENCE_ANNOTATION], "b");
+        // ...nothing is written while it waits...
+        moving.insert(MANAGED_ANNOTATION.into(), "a,b".into());
+        moving.insert(AWAITING_EVIDENCE_ANNOTATION.into(), "b".into());
+        let p = plan(&labels(&["a", "b"]), &moving, &set(&["b"]), &set(&[]), |_| false);
+        assert_eq!(p.patch(&moving), None);
+        // ...and the request goes with the old label.
+        let p = plan(&labels(&["a", "b"]), &moving, &set(&["b"]), &set(&[]), |_| true);
+        let patch = p.patch(&moving).unwrap();
+        assert_eq!(patch["labels"][assignment_label("a")], serde_json::Value::Null);
+        assert_eq!(patch["annotations"][AWAITING_EVIDENCE_ANNOTATION], serde_json::Value::Null);
     }
 }

@@ -115,8 +115,7 @@ impl Controller {
         let workloads: BTreeMap<String, assign::Workloads> =
             desired.iter().filter(|(k, _)| !frozen.contains(*k)).map(|(k, (_, w))| (k.clone(), w.clone())).collect();
         let selectors = assign::selector_annotations(&annotations, &workloads, &plan.managed, &plan.remove);
-        let managed_before = assign::managed_keys(&annotations);
-        let mut patch = match plan.patch(&managed_before) {
+        let mut patch = match plan.patch(&annotations) {
             Some(patch) => patch,
             None if selectors.is_empty() => return Ok(requeue),
             None => json!({ "annotations": {} }),

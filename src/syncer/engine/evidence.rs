@@ -4,11 +4,15 @@
 //! changes (a new generation applied, a Deployment becoming available or not); none in a steady
 //! state.
 //!
-//! Only a namespace assigned to more than one target needs it: a move keeps the old assignment
-//! until the new target's evidence is complete, so an arriving target always sees at least two.
-//! A namespace on one target (every first placement) gets none, which spares kcp one write per
-//! object. A target that stays on after a move does not refresh its record either, so evidence
-//! is only read for the target a namespace is moving to.
+//! Only a move needs it: the Placement reconciler names the targets it waits on in the
+//! namespace's [`AWAITING_EVIDENCE_ANNOTATION`](crate::apis::names::AWAITING_EVIDENCE_ANNOTATION),
+//! written with the new assignment label and removed with the old one, and only those targets'
+//! syncers write evidence. A namespace that is not
+//! moving (every first placement, and a namespace kept on two clusters) costs kcp no evidence
+//! write; on two clusters the two syncers' evidence patches of one object would otherwise collide
+//! in the virtual workspace (its read-and-guarded-update gives up, and the retries are the tail).
+//! A record left from an earlier move is not refreshed, so it can lag the cluster; a later move
+//! calls for evidence again and the record is rewritten when it differs.
 
 use kube::api::{DynamicObject, Patch};
 use kube::core::ApiResource;
@@ -23,7 +27,7 @@ use crate::server::metrics::SyncOp;
 impl Engine {
     /// Records that the cluster holds `obj` as applied with `hash`; `downstream` is the status
     /// view of the cluster's copy, if known. Call only after a successful apply (or a copy found
-    /// to match). Nothing is written while the namespace is assigned to this target alone.
+    /// to match). Nothing is written unless a move of the namespace waits on this target.
     pub(super) async fn record_evidence(
         &self,
         resource: &ApiResource,
@@ -33,7 +37,7 @@ impl Engine {
         downstream: Option<&Value>,
     ) -> Result<(), SyncError> {
         let namespace = key.namespace.as_deref().unwrap_or_default();
-        if self.upstream.assigned_targets(&key.cluster, namespace).len() < 2 {
+        if !self.upstream.awaits_evidence(&key.cluster, namespace, &self.target_key) {
             return Ok(());
         }
         let record = Applied::new(&resource.kind, obj.metadata.generation, hash, downstream, SPEC_HASH_ANNOTATION);

@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 use super::{Engine, EngineSettings, Probe, plan};
-use crate::apis::names::{TARGET_LABEL, assignment_label, syncer_finalizer};
+use crate::apis::names::{AWAITING_EVIDENCE_ANNOTATION, TARGET_LABEL, assignment_label, syncer_finalizer};
 use crate::kcp::{ClusterClients, ClusterKey, LogicalClusterName};
 use crate::runtime::queue::Backoff;
 use crate::server::Metrics;
@@ -123,10 +123,18 @@ fn kcp_namespace(assigned: bool) -> Value {
 
 /// The kcp namespace, assigned to the targets named (in the workspace of this one).
 fn kcp_namespace_of(targets: &[&str]) -> Value {
+    kcp_namespace_moving(targets, &[])
+}
+
+/// A kcp namespace assigned to `targets`, a move of which waits on the evidence of `awaiting`.
+fn kcp_namespace_moving(targets: &[&str], awaiting: &[&str]) -> Value {
+    let key = |t: &&str| target_key(&cluster_name(), t);
     let labels: serde_json::Map<String, Value> =
-        targets.iter().map(|t| (assignment_label(&target_key(&cluster_name(), t)), json!("Sync"))).collect();
+        targets.iter().map(|t| (assignment_label(&key(t)), json!("Sync"))).collect();
+    let awaiting = awaiting.iter().map(key).collect::<Vec<_>>().join(",");
     json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS, "resourceVersion": "3",
-        "uid": "ns-uid", "labels": labels, "annotations": {"kcp.io/cluster": WS}}})
+        "uid": "ns-uid", "labels": labels,
+        "annotations": {"kcp.io/cluster": WS, AWAITING_EVIDENCE_ANNOTATION: awaiting}}})
 }
 
 /// The kcp ConfigMap, with this target's finalizer or not.
@@ -279,24 +287,32 @@ async fn foreign_object_is_not_ours_and_nothing_is_written() {
     .await;
 }
 
-/// A new object: finalizer, namespace, apply; and the evidence of the apply only when the
-/// namespace is also assigned elsewhere (a move waits for it; a namespace on one target does not).
+/// A new object: finalizer, namespace, apply; and the evidence of the apply only when a move of
+/// the namespace waits on this target (not for a namespace that merely runs on two).
 #[tokio::test]
 async fn new_object_finalizer_namespace_then_apply() {
-    new_object(&[TARGET], false).await;
-    new_object(&[TARGET, "elsewhere"], true).await;
+    // (assigned, awaiting evidence, evidence written)
+    let cases: [(&'static [&'static str], &'static [&'static str], bool); 4] = [
+        (&[TARGET], &[], false),
+        (&[TARGET, "elsewhere"], &[], false),
+        (&[TARGET, "elsewhere"], &[TARGET], true),
+        (&[TARGET, "elsewhere"], &["elsewhere"], false),
+    ];
+    for (assigned, awaiting, evidence) in cases {
+        new_object(assigned, awaiting, evidence).await;
+    }
 }
 
-async fn new_object(assigned: &'static [&'static str], evidence: bool) {
+async fn new_object(assigned: &'static [&'static str], awaiting: &'static [&'static str], evidence: bool) {
     bounded(async move {
     let dns = downstream_namespace();
     let kcp_ns = format!("/clusters/{WS}/api/v1/namespaces/{NS}");
     let kcp_object = format!("{kcp_ns}/configmaps/{NAME}");
     let f = fixture(
-        Some((kcp_namespace_of(assigned), kcp_configmap(false))),
-        Box::new(|method, path, _| match method {
+        Some((kcp_namespace_moving(assigned, awaiting), kcp_configmap(false))),
+        Box::new(move |method, path, _| match method {
             "PATCH" if path.ends_with("/configmaps/cm") => ok(kcp_configmap(true)),
-            "GET" | "PATCH" if path.ends_with(&format!("/namespaces/{NS}")) => ok(kcp_namespace_of(assigned)),
+            "GET" | "PATCH" if path.ends_with(&format!("/namespaces/{NS}")) => ok(kcp_namespace_moving(assigned, awaiting)),
             _ => unexpected(),
         }),
         Box::new(|method, path, _| match method {
@@ -323,7 +339,7 @@ async fn new_object(assigned: &'static [&'static str], evidence: bool) {
     if evidence {
         want.push(format!("PATCH {kcp_object}"));
     }
-    assert_eq!(kcp, want, "assigned to {assigned:?}");
+    assert_eq!(kcp, want, "assigned to {assigned:?}, awaiting {awaiting:?}");
     assert_eq!(
         cluster,
         [
