@@ -79,7 +79,7 @@ fn main() {
             let floor = b.one_at_a_time(Writer::Floor, &format!("floor{rep}"), samples).await;
             let before = b.manager_metrics().await;
             let sync = b.one_at_a_time(Writer::Tmc, &format!("lat{rep}"), samples).await;
-            profile::record(&mut r, &before, &b.manager_metrics().await, samples);
+            profile::record(&mut r, "one", &before, &b.manager_metrics().await, samples);
             r.add("sync_floor_p50_ms", percentile(&floor, 0.5));
             r.add("sync_floor_p99_ms", percentile(&floor, 0.99));
             r.add("sync_p50_ms", percentile(&sync, 0.5));
@@ -105,7 +105,9 @@ fn main() {
             }
             for (route, label) in [(b.spread(0), "one"), (b.both(), "two")] {
                 let floor = b.steady(Writer::Floor, &route, &format!("sfloor{label}{rep}"), steady, 20).await;
+                let before = b.manager_metrics().await;
                 let sync = b.steady(Writer::Tmc, &route, &format!("steady{label}{rep}"), steady, 20).await;
+                profile::record(&mut r, &format!("steady_{label}"), &before, &b.manager_metrics().await, steady);
                 r.add_extra(&format!("steady_{label}_p50_ms"), percentile(&sync, 0.5));
                 r.add_extra(&format!("steady_{label}_p99_ms"), percentile(&sync, 0.99));
                 r.add_extra(&format!("steady_{label}_floor_p50_ms"), percentile(&floor, 0.5));

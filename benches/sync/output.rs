@@ -252,31 +252,38 @@ fn peer_section(md: &mut String, r: &Results, s: &Settings) {
     );
 }
 
-/// Where the one-at-a-time figure goes, from the manager's own histograms (see `profile.rs`).
+/// Where the time of the one-at-a-time and steady figures goes, from the manager's own
+/// histograms (see `profile.rs`).
 fn profile_section(md: &mut String, r: &Results, samples: usize) {
     let show = |k: &str, d: usize| r.get(k).show(d);
     let _ = writeln!(
         md,
-        "\n### Where the time goes (one at a time, {samples} ConfigMaps; and the status run)\n\n\
+        "\n### Where the time goes (one at a time, {samples} ConfigMaps; the steady runs; the status run)\n\n\
          From the manager's `tmc_sync_latency_seconds` (a change seen in kcp → the copy applied) and \
-         `tmc_syncer_operation_duration_seconds` (each write, its retries included), scraped before and after the \
-         run; means in ms. The rest of the end-to-end p50 is kcp's watch delivering the change to the manager and the \
-         cluster's watch delivering the copy to the bench.\n\n\
-         | part | mean ms | per object |\n|---|---|---|"
+         `tmc_syncer_operation_duration_seconds` (each write, its retries included), scraped before and after each \
+         run; means in ms, and writes per object. The rest of the end-to-end figure is kcp's watch delivering the \
+         change to the manager and the cluster's watch delivering the copy to the bench.\n"
     );
-    let _ = writeln!(md, "| manager: seen in kcp → applied in the cluster | {} | |", show("profile_manager_ms", 1));
+    let titles: Vec<&str> = crate::profile::RUNS.iter().map(|(_, t)| *t).collect();
+    let _ = writeln!(md, "| part | {} |\n|---|{}", titles.join(" | "), "---|".repeat(titles.len()));
+    let row = |md: &mut String, name: &str, cell: &dyn Fn(&str) -> String| {
+        let cells: Vec<String> = crate::profile::RUNS.iter().map(|(run, _)| cell(run)).collect();
+        let _ = writeln!(md, "| {name} | {} |", cells.join(" | "));
+    };
+    row(md, "manager: seen in kcp → applied in the cluster, mean ms", &|run| {
+        show(&format!("profile_{run}_manager_ms"), 1)
+    });
     for op in crate::profile::OPERATIONS {
-        let _ = writeln!(
-            md,
-            "| … {op} write | {} | {} |",
-            show(&format!("profile_{op}_ms"), 1),
-            show(&format!("profile_{op}_per_object"), 2)
-        );
+        row(md, &format!("… {op} write, mean ms (per object)"), &|run| {
+            let per = show(&format!("profile_{run}_{op}_per_object"), 2);
+            format!("{} ({per})", show(&format!("profile_{run}_{op}_ms"), 1))
+        });
     }
+    let _ = writeln!(md, "\n| status run | mean ms |\n|---|---|");
     let _ = writeln!(
         md,
-        "| status run: manager, status seen in the cluster → written in kcp | {} | |",
+        "| manager: status seen in the cluster → written in kcp | {} |",
         show("profile_status_manager_ms", 1)
     );
-    let _ = writeln!(md, "| … its status write | {} | |", show("profile_status_write_ms", 1));
+    let _ = writeln!(md, "| … its status write | {} |", show("profile_status_write_ms", 1));
 }

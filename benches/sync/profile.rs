@@ -1,5 +1,5 @@
 //! Where the time of one sync goes, from the manager's own histograms scraped before and after
-//! the one-at-a-time run: its latency from a change seen in kcp to the copy applied
+//! the one-at-a-time run and each steady run: its latency from a change seen in kcp to the copy applied
 //! (`tmc_sync_latency_seconds`), and the mean time and count per object of each syncer write
 //! (`tmc_syncer_operation_duration_seconds{operation}`). The rest of the end-to-end figure is
 //! kcp's watch delivering the change to the manager and the cluster's watch delivering the copy.
@@ -30,20 +30,25 @@ fn delta(before: &str, after: &str, family: &str, label: &str) -> (f64, f64) {
     (if count > 0.0 { 1000.0 * total / count } else { f64::NAN }, count)
 }
 
-/// Records the profile of `objects` synced one at a time between the scrapes `before` and `after`.
-pub fn record(r: &mut Results, before: &str, after: &str, objects: usize) {
+/// The runs profiled: key part and the column's title.
+pub const RUNS: &[(&str, &str)] =
+    &[("one", "one at a time"), ("steady_one", "steady, one cluster"), ("steady_two", "steady, two clusters")];
+
+/// Records the profile of the run `run` (see [`RUNS`]) of `objects` between the scrapes
+/// `before` and `after`.
+pub fn record(r: &mut Results, run: &str, before: &str, after: &str, objects: usize) {
     let (latency, _) = delta(before, after, "tmc_sync_latency_seconds", "");
     if latency.is_finite() {
-        r.add_extra("profile_manager_ms", latency);
+        r.add_extra(&format!("profile_{run}_manager_ms"), latency);
     }
     for op in OPERATIONS {
         let label = format!("operation=\"{op}\"");
         let (mean, count) = delta(before, after, "tmc_syncer_operation_duration_seconds", &label);
         // No such write in the run: "n/a" rather than a mean of nothing.
         if mean.is_finite() {
-            r.add_extra(&format!("profile_{op}_ms"), mean);
+            r.add_extra(&format!("profile_{run}_{op}_ms"), mean);
         }
-        r.add_extra(&format!("profile_{op}_per_object"), count / objects.max(1) as f64);
+        r.add_extra(&format!("profile_{run}_{op}_per_object"), count / objects.max(1) as f64);
     }
 }
 

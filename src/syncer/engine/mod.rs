@@ -411,17 +411,26 @@ impl Engine {
         // fail; then it is tried again on the object as kcp has it now (twice: the first
         // finalizer's compare-and-swap may lose to the other syncer and the retry meet a tenant's
         // delete), and only a third failure is an error (retried with backoff).
+        let started = std::time::Instant::now();
+        let mut next = finalizer_patch(&seen, &self.finalizer(), present);
         for attempt in 0..3 {
-            let Some(patch) = finalizer_patch(&seen, &self.finalizer(), present) else { return Ok(true) };
+            let Some(patch) = next.take() else { return Ok(true) };
             if present && seen.deletion_timestamp.is_some() {
                 return Ok(false);
             }
-            let started = std::time::Instant::now();
+            let first_lost = matches!(patch, FinalizerPatch::Merge(_));
             let written = match patch {
                 FinalizerPatch::Json(p) => api.patch(&key.name, &PatchParams::default(), &Patch::Json::<()>(p)).await,
                 FinalizerPatch::Merge(p) => api.patch(&key.name, &PatchParams::default(), &Patch::Merge(&p)).await,
             };
             match written {
+                // The list was empty and another writer changed the object first: almost always
+                // the other target's syncer adding its finalizer, so append at once instead of
+                // reading the object again (an append to a list that is still missing fails with
+                // 422 and takes the read below).
+                Err(kube::Error::Api(s)) if s.code == 409 && first_lost && attempt < 2 => {
+                    next = Some(finalizer_append(&self.finalizer()));
+                }
                 // 409: the first finalizer's compare-and-swap lost; 422: a tested entry moved, or
                 // the object is being deleted (then no finalizer is added; see above).
                 Err(kube::Error::Api(s)) if (s.code == 409 || s.code == 422) && attempt < 2 => {
@@ -430,6 +439,7 @@ impl Engine {
                         Ok(None) => return Ok(!present),
                         Err(e) => return Err(api_err("read the object from kcp")(e)),
                     }
+                    next = finalizer_patch(&seen, &self.finalizer(), present);
                 }
                 written => {
                     self.telemetry.op(&resource.plural, SyncOp::Finalizer, telemetry::done_or_gone(&written), started);
@@ -467,13 +477,19 @@ fn finalizer_patch(meta: &kube::api::ObjectMeta, finalizer: &str, present: bool)
             let list = json!({ "metadata": { "finalizers": [finalizer], "resourceVersion": meta.resource_version } });
             return Some(FinalizerPatch::Merge(list));
         }
-        (true, None) => json!([{ "op": "add", "path": "/metadata/finalizers/-", "value": finalizer }]),
+        (true, None) => return Some(finalizer_append(finalizer)),
         (false, Some(i)) => json!([
             { "op": "test", "path": format!("/metadata/finalizers/{i}"), "value": finalizer },
             { "op": "remove", "path": format!("/metadata/finalizers/{i}") },
         ]),
     };
     Some(FinalizerPatch::Json(serde_json::from_value(ops).expect("a JSON patch")))
+}
+
+/// Appends `finalizer` to an existing list (fails with 422 when the object has none).
+fn finalizer_append(finalizer: &str) -> FinalizerPatch {
+    let ops = json!([{ "op": "add", "path": "/metadata/finalizers/-", "value": finalizer }]);
+    FinalizerPatch::Json(serde_json::from_value(ops).expect("a JSON patch"))
 }
 
 #[cfg(test)]
