@@ -406,33 +406,33 @@ impl Engine {
         let api = self.upstream_api(resource, key);
         let mut seen = obj.metadata.clone();
         // Two syncers of one object (two targets) change their finalizers at the same moment,
-        // beside tenant writes and each other's evidence. The edit is a JSON patch that tests
-        // the very entry it removes (or appends), so only a change to the list itself makes it
-        // fail; then it is tried again on the object as kcp has it now (twice: the first
-        // finalizer's compare-and-swap may lose to the other syncer and the retry meet a tenant's
-        // delete), and only a third failure is an error (retried with backoff).
+        // beside tenant writes. Every edit is a JSON patch that tests exactly what it relies on
+        // (the list absent, or the entry it removes at its index), so only a change to the list
+        // itself makes it fail, with 422 at once — never a resourceVersion, which kcp's virtual
+        // workspace would re-apply to each fresh read and give up on only after its five
+        // retries (that wait was the two-cluster tail). A failed creation of the list means the
+        // other syncer created it first: append at once. Otherwise the object is read again and
+        // the edit re-planned; a third failure is an error (retried with backoff).
         let started = std::time::Instant::now();
+        let creates_list =
+            |seen: &kube::api::ObjectMeta| present && seen.finalizers.as_ref().is_none_or(|f| f.is_empty());
         let mut next = finalizer_patch(&seen, &self.finalizer(), present);
+        let mut creating = creates_list(&seen);
         for attempt in 0..3 {
             let Some(patch) = next.take() else { return Ok(true) };
             if present && seen.deletion_timestamp.is_some() {
                 return Ok(false);
             }
-            let first_lost = matches!(patch, FinalizerPatch::Merge(_));
-            let written = match patch {
-                FinalizerPatch::Json(p) => api.patch(&key.name, &PatchParams::default(), &Patch::Json::<()>(p)).await,
-                FinalizerPatch::Merge(p) => api.patch(&key.name, &PatchParams::default(), &Patch::Merge(&p)).await,
-            };
+            let written = api.patch(&key.name, &PatchParams::default(), &Patch::Json::<()>(patch)).await;
             match written {
-                // The list was empty and another writer changed the object first: almost always
-                // the other target's syncer adding its finalizer, so append at once instead of
-                // reading the object again (an append to a list that is still missing fails with
-                // 422 and takes the read below).
-                Err(kube::Error::Api(s)) if s.code == 409 && first_lost && attempt < 2 => {
+                // The list exists now (or the object is being deleted: the append fails too, and
+                // the read below finds the deletion).
+                Err(kube::Error::Api(s)) if (s.code == 409 || s.code == 422) && creating && attempt < 2 => {
+                    creating = false;
                     next = Some(finalizer_append(&self.finalizer()));
                 }
-                // 409: the first finalizer's compare-and-swap lost; 422: a tested entry moved, or
-                // the object is being deleted (then no finalizer is added; see above).
+                // A tested entry moved, the object is being deleted (then no finalizer is added;
+                // see above), or the virtual workspace gave up under other writers (409).
                 Err(kube::Error::Api(s)) if (s.code == 409 || s.code == 422) && attempt < 2 => {
                     match api.get_opt(&key.name).await {
                         Ok(Some(fresh)) => seen = fresh.metadata,
@@ -440,6 +440,7 @@ impl Engine {
                         Err(e) => return Err(api_err("read the object from kcp")(e)),
                     }
                     next = finalizer_patch(&seen, &self.finalizer(), present);
+                    creating = creates_list(&seen);
                 }
                 written => {
                     self.telemetry.op(&resource.plural, SyncOp::Finalizer, telemetry::done_or_gone(&written), started);
@@ -455,46 +456,39 @@ impl Engine {
     }
 }
 
-/// A finalizer edit that cannot overwrite a concurrent change.
-#[derive(Clone, Debug, PartialEq)]
-enum FinalizerPatch {
-    /// The object has no finalizer yet: the list is written whole, guarded by the
-    /// resourceVersion (a merge patch cannot append).
-    Merge(serde_json::Value),
-    /// Append to the list, or remove the entry at its index after testing it is still there.
-    Json(json_patch::Patch),
-}
-
-/// The patch that adds (`present`) or removes `finalizer` on an object whose metadata is `meta`,
-/// or `None` when nothing is to change. Appending and index-tested removal leave every other
-/// entry alone, so writes to the rest of the object (or to other finalizers) do not conflict.
-fn finalizer_patch(meta: &kube::api::ObjectMeta, finalizer: &str, present: bool) -> Option<FinalizerPatch> {
+/// The JSON patch that adds (`present`) or removes `finalizer` on an object whose metadata is
+/// `meta`, or `None` when nothing is to change. It cannot overwrite a concurrent change: the
+/// list is created only under a test that it is still absent (a missing member tests equal to
+/// null), appended to without touching other entries, and an entry is removed at its index only
+/// after testing it is still there. No resourceVersion: writes to the rest of the object, or to
+/// other finalizers, do not make it fail.
+fn finalizer_patch(meta: &kube::api::ObjectMeta, finalizer: &str, present: bool) -> Option<json_patch::Patch> {
     let finalizers = meta.finalizers.clone().unwrap_or_default();
     let at = finalizers.iter().position(|f| f == finalizer);
     let ops = match (present, at) {
         (true, Some(_)) | (false, None) => return None,
-        (true, None) if finalizers.is_empty() => {
-            let list = json!({ "metadata": { "finalizers": [finalizer], "resourceVersion": meta.resource_version } });
-            return Some(FinalizerPatch::Merge(list));
-        }
+        (true, None) if finalizers.is_empty() => json!([
+            { "op": "test", "path": "/metadata/finalizers", "value": null },
+            { "op": "add", "path": "/metadata/finalizers", "value": [finalizer] },
+        ]),
         (true, None) => return Some(finalizer_append(finalizer)),
         (false, Some(i)) => json!([
             { "op": "test", "path": format!("/metadata/finalizers/{i}"), "value": finalizer },
             { "op": "remove", "path": format!("/metadata/finalizers/{i}") },
         ]),
     };
-    Some(FinalizerPatch::Json(serde_json::from_value(ops).expect("a JSON patch")))
+    Some(serde_json::from_value(ops).expect("a JSON patch"))
 }
 
 /// Appends `finalizer` to an existing list (fails with 422 when the object has none).
-fn finalizer_append(finalizer: &str) -> FinalizerPatch {
+fn finalizer_append(finalizer: &str) -> json_patch::Patch {
     let ops = json!([{ "op": "add", "path": "/metadata/finalizers/-", "value": finalizer }]);
-    FinalizerPatch::Json(serde_json::from_value(ops).expect("a JSON patch"))
+    serde_json::from_value(ops).expect("a JSON patch")
 }
 
 #[cfg(test)]
 mod finalizer_tests {
-    use super::{FinalizerPatch, finalizer_patch};
+    use super::finalizer_patch;
     use kube::api::ObjectMeta;
     use serde_json::json;
 
@@ -505,10 +499,13 @@ mod finalizer_tests {
             resource_version: Some("7".into()),
             ..Default::default()
         };
-        let json = |v: serde_json::Value| Some(FinalizerPatch::Json(serde_json::from_value(v).unwrap()));
-        let first = Some(FinalizerPatch::Merge(json!({"metadata": {"finalizers": ["mine"], "resourceVersion": "7"}})));
+        let json = |v: serde_json::Value| Some(serde_json::from_value::<json_patch::Patch>(v).unwrap());
+        let first = json(json!([
+            {"op": "test", "path": "/metadata/finalizers", "value": null},
+            {"op": "add", "path": "/metadata/finalizers", "value": ["mine"]},
+        ]));
         let rows = [
-            ("first finalizer, none listed: a compare-and-swap", meta(None), true, first.clone()),
+            ("first finalizer, none listed: created if still absent", meta(None), true, first.clone()),
             ("first finalizer, empty list: the same", meta(Some(&[])), true, first),
             (
                 "beside another target's: appended, no resourceVersion",
