@@ -102,6 +102,11 @@ fn main() {
                     peer_synced += 20;
                 }
                 eprintln!("bench:   peer one at a time: p50 {:.1} ms", percentile(&lat, 0.5));
+                // kcp-tmc on the same work: Widgets into workspaces placed on the peer's cluster.
+                let ours = b.one_at_a_time_along(Writer::Tmc, &format!("wlat{rep}"), samples, |n| b.widgets(n)).await;
+                r.add_extra("widget_sync_p50_ms", percentile(&ours, 0.5));
+                r.add_extra("widget_sync_p99_ms", percentile(&ours, 0.99));
+                eprintln!("bench:   kcp-tmc Widgets one at a time: p50 {:.1} ms", percentile(&ours, 0.5));
             }
             for (route, label) in [(b.spread(0), "one"), (b.both(), "two")] {
                 let floor = b.steady(Writer::Floor, &route, &format!("sfloor{label}{rep}"), steady, 20).await;
@@ -129,6 +134,10 @@ fn main() {
                 r.add_extra("peer_steady_p50_ms", percentile(&lat, 0.5));
                 peer_synced += steady;
                 eprintln!("bench:   peer steady: p99 {:.1} ms", percentile(&lat, 0.99));
+                let ours = b.steady(Writer::Tmc, &b.widgets(0), &format!("wsteady{rep}"), steady, 20).await;
+                r.add_extra("widget_steady_p50_ms", percentile(&ours, 0.5));
+                r.add_extra("widget_steady_p99_ms", percentile(&ours, 0.99));
+                eprintln!("bench:   kcp-tmc Widgets steady: p99 {:.1} ms", percentile(&ours, 0.99));
             }
             let before = b.manager_metrics().await;
             let (status, status_floor, status_vw) = b.status_latency(&format!("status{rep}"), status_samples).await;
@@ -158,6 +167,9 @@ fn main() {
                 r.add("peer_burst_objects_per_s", rate);
                 peer_synced += peer_burst;
                 eprintln!("bench:   peer burst of {peer_burst}: {rate:.0}/s");
+                let ours = b.burst_along(Writer::Tmc, &format!("wburst{rep}"), peer_burst, |n| b.widgets(n)).await;
+                r.add_extra("widget_burst_objects_per_s", ours);
+                eprintln!("bench:   kcp-tmc Widgets burst of {peer_burst}: {ours:.0}/s");
             }
             if restart.is_none() {
                 r.add("rss_hwm_mb_10k", proc_mb(b.manager_pid(), "VmHWM"));

@@ -4,9 +4,9 @@
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt, stream};
-use kube::api::PostParams;
+use kube::api::{Api, DynamicObject, PostParams};
 
-use crate::setup::{Bench, TWO, cm};
+use crate::setup::{Bench, TWO, cm, widget, widget_resource};
 
 /// Who makes the writes: the bare client (kcp write, then the cluster writes itself) or kcp-tmc
 /// (the kcp write only; the syncer makes the cluster write).
@@ -16,29 +16,44 @@ pub enum Writer {
     Tmc,
 }
 
-/// Where an object goes: the workspace, and the clusters it must reach.
+/// Where an object goes: the workspace, and the clusters it must reach; a Widget rather than a
+/// ConfigMap when `widget`.
 #[derive(Clone, Debug)]
 pub struct Route {
     pub workspace: String,
     pub clusters: Vec<usize>,
+    pub widget: bool,
 }
 
 impl Bench {
     /// The route of sample `n` spread over the one-target workspaces.
     pub fn spread(&self, n: usize) -> Route {
         let i = n % self.workspaces.len();
-        Route { workspace: self.workspaces[i].clone(), clusters: vec![i % 2] }
+        Route { workspace: self.workspaces[i].clone(), clusters: vec![i % 2], widget: false }
+    }
+
+    /// The route of Widget `n`, spread over the one-target workspaces placed on the first
+    /// cluster: the cluster the peer publishes its Widgets from.
+    pub fn widgets(&self, n: usize) -> Route {
+        let on_first: Vec<&String> = self.workspaces.iter().step_by(2).collect();
+        Route { workspace: on_first[n % on_first.len()].clone(), clusters: vec![0], widget: true }
     }
 
     /// The route into the workspace placed on both clusters.
     pub fn both(&self) -> Route {
-        Route { workspace: TWO.into(), clusters: vec![0, 1] }
+        Route { workspace: TWO.into(), clusters: vec![0, 1], widget: false }
     }
 
     /// One object written by `writer` along `route`; returns when its writes are made (not when
     /// it arrived).
     async fn write(&self, writer: Writer, route: &Route, name: &str) -> Result<(), kube::Error> {
         let ns = if writer == Writer::Floor { "floor" } else { "load" };
+        if route.widget {
+            assert!(writer == Writer::Tmc, "the floor writes ConfigMaps");
+            let kcp = self.clients.path(&route.workspace.parse().unwrap());
+            let api = Api::<DynamicObject>::namespaced_with(kcp, ns, &widget_resource());
+            return api.create(&PostParams::default(), &widget(name)).await.map(|_| ());
+        }
         self.kcp_api(&route.workspace, ns).create(&PostParams::default(), &cm(name)).await?;
         if writer == Writer::Floor {
             // The bare client writes every cluster at once, as a syncer per target would.
@@ -53,9 +68,20 @@ impl Bench {
 
     /// kcp write → object in the cluster(s), one object at a time (no queueing); milliseconds.
     pub async fn one_at_a_time(&self, writer: Writer, prefix: &str, samples: usize) -> Vec<f64> {
+        self.one_at_a_time_along(writer, prefix, samples, |n| self.spread(n)).await
+    }
+
+    /// [`Bench::one_at_a_time`] along `route(n)` for object `n`.
+    pub async fn one_at_a_time_along(
+        &self,
+        writer: Writer,
+        prefix: &str,
+        samples: usize,
+        route: impl Fn(usize) -> Route,
+    ) -> Vec<f64> {
         let mut out = vec![];
         for n in 0..samples {
-            let route = self.spread(n);
+            let route = route(n);
             let name = format!("{prefix}-{n}");
             let t = Instant::now();
             self.write(writer, &route, &name).await.unwrap();
@@ -85,16 +111,22 @@ impl Bench {
     /// all arrived in their clusters (both writers timed until the watch delivers). Prints
     /// progress every 5 s.
     pub async fn burst(&self, writer: Writer, prefix: &str, count: usize) -> f64 {
+        self.burst_along(writer, prefix, count, |n| self.spread(n)).await
+    }
+
+    /// [`Bench::burst`] along `route(n)` for object `n`.
+    pub async fn burst_along(&self, writer: Writer, prefix: &str, count: usize, route: impl Fn(usize) -> Route) -> f64 {
         let t = Instant::now();
         let progress = tokio::spawn(progress(self.arrivals.clone(), prefix.to_string(), count, t));
+        let route = &route;
         stream::iter(0..count)
-            .map(|n| async move { self.write(writer, &self.spread(n), &format!("{prefix}-{n}")).await })
+            .map(|n| async move { self.write(writer, &route(n), &format!("{prefix}-{n}")).await })
             .buffer_unordered(32)
             .try_collect::<Vec<_>>()
             .await
             .unwrap();
         for n in 0..count {
-            self.wait_arrived(&format!("{prefix}-{n}"), &self.spread(n).clusters, Duration::from_secs(900)).await;
+            self.wait_arrived(&format!("{prefix}-{n}"), &route(n).clusters, Duration::from_secs(900)).await;
         }
         progress.abort();
         count as f64 / t.elapsed().as_secs_f64()

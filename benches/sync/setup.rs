@@ -10,7 +10,8 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use kcp_tmc::kcp::{ClusterClients, LogicalClusterName, workspace};
 use kcp_tmc::syncer::naming::target_key;
-use kube::api::{Api, PostParams};
+use kube::api::{Api, DynamicObject, PostParams};
+use kube::core::{ApiResource, GroupVersionKind};
 use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::json;
 
@@ -18,6 +19,41 @@ use crate::{cluster, env};
 
 /// When each ConfigMap name first appeared in each cluster (by cluster index).
 pub type Arrivals = Arc<Mutex<HashMap<(usize, String), Instant>>>;
+
+/// The Widget CRD both kcp-tmc (exported with `tmc install --workload-crd`, served by both
+/// clusters) and the peer (published from the first cluster) sync: namespaced, a small spec, a status subresource (the agent
+/// syncs status back, so this is the shape it is built for).
+pub const WIDGET_CRD: &str = r#"
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: widgets.bench.example.com}
+spec:
+  group: bench.example.com
+  scope: Namespaced
+  names: {plural: widgets, singular: widget, kind: Widget, listKind: WidgetList}
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    subresources: {status: {}}
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec:
+            type: object
+            properties:
+              size: {type: integer}
+              payload: {type: string}
+          status:
+            type: object
+            properties:
+              ready: {type: boolean}
+"#;
+
+/// What the bench's SyncTargets sync: the defaults and the Widgets.
+const APIS: &str = "{group: apps, kind: Deployment}, {group: '', kind: Service}, {group: '', kind: ConfigMap}, \
+                    {group: '', kind: Secret}, {group: bench.example.com, kind: Widget}";
 
 /// The workspace whose namespace `load` is placed on both clusters.
 pub const TWO: &str = "root:bench-two";
@@ -45,17 +81,37 @@ pub fn cm(name: &str) -> ConfigMap {
     .unwrap()
 }
 
-/// Records the first time each ConfigMap name appears in any namespace of cluster `index`.
+/// Records the first time each ConfigMap or Widget name appears in any namespace of cluster
+/// `index` (the names of one run share a prefix no other run uses).
 fn watch_arrivals(index: usize, client: kube::Client, arrivals: Arrivals) {
-    tokio::spawn(async move {
-        let api: Api<ConfigMap> = Api::all(client);
-        let cfg = watcher::Config::default().labels("bench=yes");
-        let mut events = watcher(api, cfg).default_backoff().applied_objects().boxed();
-        while let Some(Ok(obj)) = events.next().await {
-            let name = obj.metadata.name.unwrap_or_default();
-            arrivals.lock().unwrap().entry((index, name)).or_insert_with(Instant::now);
-        }
-    });
+    let configmaps = Api::<DynamicObject>::all_with(client.clone(), &ApiResource::erase::<ConfigMap>(&()));
+    let widgets = Api::<DynamicObject>::all_with(client, &widget_resource());
+    // The peer's Widgets land in the first cluster too, under names kcp-tmc's runs also use: only
+    // kcp-tmc's are recorded.
+    for (api, labels) in [(configmaps, "bench=yes"), (widgets, "bench=yes,bench-writer=kcp-tmc")] {
+        let arrivals = arrivals.clone();
+        tokio::spawn(async move {
+            let cfg = watcher::Config::default().labels(labels);
+            let mut events = watcher(api, cfg).default_backoff().applied_objects().boxed();
+            while let Some(Ok(obj)) = events.next().await {
+                let name = obj.metadata.name.unwrap_or_default();
+                arrivals.lock().unwrap().entry((index, name)).or_insert_with(Instant::now);
+            }
+        });
+    }
+}
+
+/// The Widgets of the CRD above.
+pub fn widget_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("bench.example.com", "v1", "Widget"), "widgets")
+}
+
+/// A Widget of the same size as [`cm`]'s ConfigMap, written for kcp-tmc.
+pub fn widget(name: &str) -> DynamicObject {
+    let labels = json!({"bench": "yes", "bench-writer": "kcp-tmc"});
+    serde_json::from_value(json!({"apiVersion": "bench.example.com/v1", "kind": "Widget",
+        "metadata": {"name": name, "labels": labels}, "spec": {"size": 1, "payload": "x".repeat(200)}}))
+    .unwrap()
 }
 
 /// The unbound workspace beside bench workspace `ws` that holds the floor's ConfigMaps.
@@ -87,8 +143,9 @@ async fn tenant(kcp: &env::Kcp, clients: &ClusterClients, ws: &str, on: &[&clust
         let name = format!("c{t}");
         let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": "default"}, "stringData": {"kubeconfig": c.kubeconfig_text()}});
         kcp.kubectl(ws, &["apply", "-f", "-"], Some(&secret.to_string())).unwrap();
+        // The default APIs and the Widgets both clusters serve.
         let st = format!(
-            "apiVersion: sync.kcp.io/v1alpha1\nkind: SyncTarget\nmetadata: {{name: {name}}}\nspec: {{kubeconfigSecretRef: {{namespace: default, name: {name}}}}}\n"
+            "apiVersion: sync.kcp.io/v1alpha1\nkind: SyncTarget\nmetadata: {{name: {name}}}\nspec: {{kubeconfigSecretRef: {{namespace: default, name: {name}}}, supportedAPIs: [{APIS}]}}\n"
         );
         kcp.kubectl(ws, &["apply", "-f", "-"], Some(&st)).unwrap();
         labels.push(format!("state.tmc.kcp.io/{}: Sync", target_key(&logical, &name)));
@@ -117,8 +174,16 @@ pub async fn setup(workspaces: usize) -> Bench {
         started.push(c.await.unwrap().unwrap());
     }
     let kubeconfig = kcp.kubeconfig.display().to_string();
-    let (code, out, err) =
-        env::tmc(&["install", "--kubeconfig", &kubeconfig, "--workspace", "root:tmc", "--create-workspace"]);
+    // kcp-tmc exports the peer's Widget CRD beside the built-in APIs, and both clusters serve it.
+    let crd = kcp.dir.path().join("widgets.yaml");
+    std::fs::write(&crd, WIDGET_CRD).unwrap();
+    for c in &started {
+        c.kubectl_stdin(&["apply", "-f", "-"], WIDGET_CRD).unwrap();
+        c.kubectl(&["wait", "--for=condition=Established", "crd/widgets.bench.example.com", "--timeout=60s"]).unwrap();
+    }
+    let crd = crd.display().to_string();
+    let install = ["install", "--kubeconfig", &kubeconfig, "--workspace", "root:tmc", "--create-workspace"];
+    let (code, out, err) = env::tmc(&[&install[..], &["--workload-crd", &crd]].concat());
     assert_eq!(code, 0, "{out}{err}");
     let manager = start_manager(&kcp, "manager.log");
     let clients = kcp.clients().await;

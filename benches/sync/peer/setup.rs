@@ -15,36 +15,6 @@ pub const PROVIDER: &str = "root:peer";
 /// Namespace of the service cluster where the agent keeps its per-object state Secrets.
 const AGENT_NAMESPACE: &str = "peer-agent";
 
-/// The test CRD in the service cluster: namespaced, a small spec, a status subresource (the agent
-/// syncs status back, so this is the shape it is built for).
-const WIDGET_CRD: &str = r#"
-apiVersion: apiextensions.k8s.io/v1
-kind: CustomResourceDefinition
-metadata: {name: widgets.bench.example.com}
-spec:
-  group: bench.example.com
-  scope: Namespaced
-  names: {plural: widgets, singular: widget, kind: Widget, listKind: WidgetList}
-  versions:
-  - name: v1
-    served: true
-    storage: true
-    subresources: {status: {}}
-    schema:
-      openAPIV3Schema:
-        type: object
-        properties:
-          spec:
-            type: object
-            properties:
-              size: {type: integer}
-              payload: {type: string}
-          status:
-            type: object
-            properties:
-              ready: {type: boolean}
-"#;
-
 /// One PublishedResource with the defaults: the kcp group stays `bench.example.com`, objects land
 /// in a namespace named after the tenant's logical cluster under hashed names.
 const PUBLISHED_RESOURCE: &str = r#"
@@ -92,7 +62,7 @@ pub fn binary() -> PathBuf {
 pub fn service_cluster(cluster: &cluster::Cluster, bin: &Path) {
     let crd = bin.with_file_name("publishedresources.yaml");
     cluster.kubectl(&["apply", "-f", &crd.display().to_string()]).unwrap();
-    cluster.kubectl_stdin(&["apply", "-f", "-"], WIDGET_CRD).unwrap();
+    cluster.kubectl_stdin(&["apply", "-f", "-"], crate::setup::WIDGET_CRD).unwrap();
     for name in ["publishedresources.syncagent.kcp.io", "widgets.bench.example.com"] {
         cluster.kubectl(&["wait", "--for=condition=Established", &format!("crd/{name}"), "--timeout=60s"]).unwrap();
     }
