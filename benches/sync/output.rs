@@ -274,6 +274,16 @@ fn peer_section(md: &mut String, r: &Results, s: &Settings) {
         show("peer_rss_mb", 1),
         s.peer_synced
     );
+    if s.peer_synced < 10_000 {
+        let _ = writeln!(
+            md,
+            "\nThe peer's burst is {} objects, not 10,000 (`TMC_BENCH_PEER_BURST`): at its ~15 objects/s, set by its \
+             client's fixed rate limit, 10,000 objects take ~11 minutes per repetition. So `peer_rss_mb_10k` stays \
+             empty (the peer never held 10,000 objects) and its VmHWM is shown at the {} objects it held; \
+             `TMC_BENCH_PEER_BURST=10000 make bench` measures it.",
+            s.peer_burst, s.peer_synced
+        );
+    }
 }
 
 /// Where the time of the one-at-a-time and steady figures goes, from the manager's own

@@ -243,7 +243,18 @@ impl Tmc {
     /// [`Tmc::spawn`] with extra environment; `RUST_LOG` there replaces the default.
     pub fn spawn_with_env(args: &[&str], log: PathBuf, env: &[(&str, &str)]) -> Tmc {
         let file = std::fs::File::create(&log).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_tmc"))
+        // `TMC_WRAP="heaptrack -o /tmp/heap/tmc"` runs every tmc process under a profiler.
+        let wrap: Vec<String> =
+            std::env::var("TMC_WRAP").unwrap_or_default().split_whitespace().map(String::from).collect();
+        let mut command = match wrap.split_first() {
+            Some((tool, tool_args)) => {
+                let mut c = Command::new(tool);
+                c.args(tool_args).arg(env!("CARGO_BIN_EXE_tmc"));
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_tmc")),
+        };
+        let child = command
             .args(args)
             .env("RUST_LOG", "info,kcp_tmc=debug")
             .env("NO_COLOR", "1")
