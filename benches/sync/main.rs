@@ -8,7 +8,7 @@
 //! Knobs: `TMC_BENCH_WORKSPACES` (10), `TMC_BENCH_OBJECTS` (burst sizes, `1000,10000`; the last
 //! is the headline), `TMC_BENCH_SAMPLES` (100 one-at-a-time objects), `TMC_BENCH_STEADY`
 //! (300 objects at 20/s), `TMC_BENCH_STATUS` (50 Deployments), `TMC_BENCH_REPEAT` (3),
-//! `TMC_BENCH_PEER_BURST` (1000). `TMC_WRAP="heaptrack -o DIR/tmc"` runs the manager under a
+//! `TMC_BENCH_PEER_BURST` (1000), `TMC_BENCH_PEER_LARGE` (10000, the peer's large burst, once). `TMC_WRAP="heaptrack -o DIR/tmc"` runs the manager under a
 //! profiler (see docs/performance.md).
 //! Output: `docs/benchmarks.md` and `docs/benchmarks.json` (or `TMC_BENCH_OUT`, a directory).
 
@@ -55,6 +55,8 @@ fn main() {
     let status_samples = knob("TMC_BENCH_STATUS", 50);
     let sizes = burst_sizes();
     let peer_burst = knob("TMC_BENCH_PEER_BURST", 1000);
+    // The peer's 10,000-object burst takes ~11 minutes at its rate: once, in the first repetition.
+    let peer_large = knob("TMC_BENCH_PEER_LARGE", 10_000);
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     rt.block_on(async move {
         let t0 = Instant::now();
@@ -172,6 +174,15 @@ fn main() {
                 let ours = b.burst_along(Writer::Tmc, &format!("wburst{rep}"), peer_burst, |n| b.widgets(n)).await;
                 r.add_extra("widget_burst_objects_per_s", ours);
                 eprintln!("bench:   kcp-tmc Widgets burst of {peer_burst}: {ours:.0}/s");
+                if rep == 0 && peer_large > 0 {
+                    let rate = peer_large as f64 / p.burst(peer_large).await;
+                    r.add_extra("peer_burst_large_objects_per_s", rate);
+                    peer_synced += peer_large;
+                    eprintln!("bench:   peer burst of {peer_large}: {rate:.0}/s");
+                    let ours = b.burst_along(Writer::Tmc, "wburstlarge", peer_large, |n| b.widgets(n)).await;
+                    r.add_extra("widget_burst_large_objects_per_s", ours);
+                    eprintln!("bench:   kcp-tmc Widgets burst of {peer_large}: {ours:.0}/s");
+                }
             }
             if restart.is_none() {
                 r.add("rss_hwm_mb_10k", proc_mb(b.manager_pid(), "VmHWM"));
@@ -206,6 +217,7 @@ fn main() {
             status_samples,
             sizes,
             peer_burst,
+            peer_large,
             peer_synced,
             peer_ran,
         };
