@@ -137,6 +137,21 @@ fn kcp_namespace_moving(targets: &[&str], awaiting: &[&str]) -> Value {
         "annotations": {"kcp.io/cluster": WS, AWAITING_EVIDENCE_ANNOTATION: awaiting}}})
 }
 
+/// A cluster that has neither the downstream namespace nor the copy: it creates the namespace
+/// and takes the apply.
+fn cluster_taking_a_new_copy() -> Answer {
+    Box::new(|method, path, _| match method {
+        "GET" => not_found(),
+        "POST" if path.ends_with("/selfsubjectreviews") => not_found(),
+        "POST" if path == "/api/v1/namespaces" => Reply::Json(
+            201,
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": downstream_namespace(), "uid": "dns-uid"}}),
+        ),
+        "PATCH" => ok(cluster_configmap(true)),
+        _ => unexpected(),
+    })
+}
+
 /// The kcp ConfigMap, with this target's finalizer or not.
 fn kcp_configmap(finalizer: bool) -> Value {
     let finalizers = if finalizer { json!([syncer_finalizer(&key_of_target())]) } else { json!([]) };
@@ -305,51 +320,44 @@ async fn new_object_finalizer_namespace_then_apply() {
 
 async fn new_object(assigned: &'static [&'static str], awaiting: &'static [&'static str], evidence: bool) {
     bounded(async move {
-    let dns = downstream_namespace();
-    let kcp_ns = format!("/clusters/{WS}/api/v1/namespaces/{NS}");
-    let kcp_object = format!("{kcp_ns}/configmaps/{NAME}");
-    let f = fixture(
-        Some((kcp_namespace_moving(assigned, awaiting), kcp_configmap(false))),
-        Box::new(move |method, path, _| match method {
-            "PATCH" if path.ends_with("/configmaps/cm") => ok(kcp_configmap(true)),
-            "GET" | "PATCH" if path.ends_with(&format!("/namespaces/{NS}")) => ok(kcp_namespace_moving(assigned, awaiting)),
-            _ => unexpected(),
-        }),
-        Box::new(|method, path, _| match method {
-            "GET" => not_found(),
-            "POST" if path.ends_with("/selfsubjectreviews") => not_found(),
-            "POST" if path == "/api/v1/namespaces" => Reply::Json(
-                201,
-                json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": downstream_namespace(), "uid": "dns-uid"}}),
-            ),
-            "PATCH" => ok(cluster_configmap(true)),
-            _ => unexpected(),
-        }),
-    );
-    assert_eq!(f.sync().await.unwrap(), None);
-    let (kcp, cluster) = f.requests();
-    // Finalizer first (nothing reaches the cluster unguarded), the namespace claimed then
-    // recorded with its UID, and last the evidence of the apply if a move may wait for it.
-    let mut want = vec![
-        format!("PATCH {kcp_object}"),
-        format!("GET {kcp_ns}"),
-        format!("PATCH {kcp_ns}"),
-        format!("PATCH {kcp_ns}"),
-    ];
-    if evidence {
-        want.push(format!("PATCH {kcp_object}"));
-    }
-    assert_eq!(kcp, want, "assigned to {assigned:?}, awaiting {awaiting:?}");
-    assert_eq!(
-        cluster,
-        [
-            format!("GET /api/v1/namespaces/{dns}"),
-            "POST /apis/authentication.k8s.io/v1/selfsubjectreviews".to_string(),
-            "POST /api/v1/namespaces".to_string(),
-            format!("GET /api/v1/namespaces/{dns}/configmaps/{NAME}"),
-            format!("PATCH /api/v1/namespaces/{dns}/configmaps/{NAME}"),
-        ]
-    );
+        let dns = downstream_namespace();
+        let kcp_ns = format!("/clusters/{WS}/api/v1/namespaces/{NS}");
+        let kcp_object = format!("{kcp_ns}/configmaps/{NAME}");
+        let f = fixture(
+            Some((kcp_namespace_moving(assigned, awaiting), kcp_configmap(false))),
+            Box::new(move |method, path, _| match method {
+                "PATCH" if path.ends_with("/configmaps/cm") => ok(kcp_configmap(true)),
+                "GET" | "PATCH" if path.ends_with(&format!("/namespaces/{NS}")) => {
+                    ok(kcp_namespace_moving(assigned, awaiting))
+                }
+                _ => unexpected(),
+            }),
+            cluster_taking_a_new_copy(),
+        );
+        assert_eq!(f.sync().await.unwrap(), None);
+        let (kcp, cluster) = f.requests();
+        // Finalizer first (nothing reaches the cluster unguarded), the namespace claimed then
+        // recorded with its UID, and last the evidence of the apply if a move may wait for it.
+        let mut want = vec![
+            format!("PATCH {kcp_object}"),
+            format!("GET {kcp_ns}"),
+            format!("PATCH {kcp_ns}"),
+            format!("PATCH {kcp_ns}"),
+        ];
+        if evidence {
+            want.push(format!("PATCH {kcp_object}"));
+        }
+        assert_eq!(kcp, want, "assigned to {assigned:?}, awaiting {awaiting:?}");
+        assert_eq!(
+            cluster,
+            [
+                format!("GET /api/v1/namespaces/{dns}"),
+                "POST /apis/authentication.k8s.io/v1/selfsubjectreviews".to_string(),
+                "POST /api/v1/namespaces".to_string(),
+                format!("GET /api/v1/namespaces/{dns}/configmaps/{NAME}"),
+                format!("PATCH /api/v1/namespaces/{dns}/configmaps/{NAME}"),
+            ]
+        );
     })
     .await;
 }
@@ -525,16 +533,7 @@ async fn lost_first_finalizer_race(code: u16, reason: &'static str) {
                 "GET" | "PATCH" if path.ends_with(&format!("/namespaces/{NS}")) => ok(kcp_namespace(true)),
                 _ => unexpected(),
             }),
-            Box::new(|method, path, _| match method {
-                "GET" => not_found(),
-                "POST" if path.ends_with("/selfsubjectreviews") => not_found(),
-                "POST" if path == "/api/v1/namespaces" => Reply::Json(
-                    201,
-                    json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": downstream_namespace(), "uid": "dns-uid"}}),
-                ),
-                "PATCH" => ok(cluster_configmap(true)),
-                _ => unexpected(),
-            }),
+            cluster_taking_a_new_copy(),
         );
         assert_eq!(f.sync().await.unwrap(), None);
         let (kcp, cluster) = f.requests();
