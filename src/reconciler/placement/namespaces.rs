@@ -106,10 +106,10 @@ impl Controller {
             }
             verdict.is_ok()
         });
-        if self.note_move(key, lacking.into_inner().filter(|_| plan.waiting)) {
+        if self.note_move(key, lacking.into_inner().filter(|_| plan.waiting())) {
             self.enqueue_placements_of(&key.cluster);
         }
-        let requeue = plan.waiting.then_some(Duration::from_secs(2));
+        let requeue = plan.waiting().then_some(Duration::from_secs(2));
         // A frozen key's workload annotation is left alone: narrowing it to the valid
         // Placements' selections would take objects the stuck one placed off the target.
         let workloads: BTreeMap<String, assign::Workloads> =
@@ -128,7 +128,7 @@ impl Controller {
         let api: Api<Namespace> = Api::all(self.clients.cluster(&key.cluster));
         match api.patch(&key.name, &PatchParams::default(), &Patch::Merge(&json!({ "metadata": patch }))).await {
             Ok(_) => {
-                tracing::info!(add = ?plan.add, remove = ?plan.remove, waiting = plan.waiting, "assignment labels updated")
+                tracing::info!(add = ?plan.add, remove = ?plan.remove, waiting = plan.waiting(), "assignment labels updated")
             }
             Err(kube::Error::Api(s)) if s.is_not_found() => return Ok(None),
             Err(e) => return Err(ReconcileError::PatchNamespace(e)),
