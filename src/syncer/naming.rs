@@ -15,6 +15,9 @@ use crate::kcp::LogicalClusterName;
 
 pub use crate::apis::names::{ORIGIN_CLUSTER_LABEL, PREFIX, TARGET_LABEL, target_key};
 
+/// Annotation on downstream objects: hash of the applied object, to notice removed fields.
+pub const SPEC_HASH_ANNOTATION: &str = "tmc.kcp.io/spec-hash";
+
 /// Annotation on a downstream namespace: the JSON [`Locator`] of the kcp namespace it holds.
 pub const LOCATOR_ANNOTATION: &str = "tmc.kcp.io/namespace-locator";
 

@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 
 use self::stores::{AutoscalerStore, NamespaceStore, Slice};
 use super::access::watched_per_namespace;
-use super::naming::{LOCATOR_ANNOTATION, Locator, TARGET_LABEL};
+use super::naming::{LOCATOR_ANNOTATION, Locator, SPEC_HASH_ANNOTATION, TARGET_LABEL};
 use super::resources::SyncedResource;
 use super::upstream::SyncKey;
 use crate::kcp::{ClusterKey, LogicalClusterName};
@@ -105,6 +105,26 @@ pub fn status_view(obj: &serde_json::Value, spec_hash_annotation: &str) -> serde
         },
         "status": obj["status"],
     })
+}
+
+/// Compares a downstream object with the `desired` one (whose hash is `desired_hash`): what is
+/// kept of it when it matches, and the first difference when it does not. The status view is
+/// taken either way, for status-up (`status_up`: its resource's status comes up).
+pub fn compare(
+    obj: &DynamicObject,
+    desired: &serde_json::Value,
+    desired_hash: &str,
+    status_up: bool,
+) -> (Compared, Option<String>) {
+    let whole = serde_json::to_value(obj).unwrap_or_default();
+    let difference = (!crate::json::is_subset(desired, &whole))
+        .then(|| crate::json::first_difference(desired, &whole).unwrap_or_else(|| "differs".into()));
+    let compared = Compared {
+        resource_version: obj.metadata.resource_version.clone(),
+        desired_hash: desired_hash.to_string(),
+        status_view: status_up.then(|| status_view(&whole, SPEC_HASH_ANNOTATION)),
+    };
+    (compared, difference)
 }
 
 /// Whether resourceVersion `a` is later than `b`. resourceVersions are opaque, but a
@@ -185,14 +205,14 @@ impl Downstream {
         objects.get(&(resource, namespace.to_string(), name.to_string())).cloned()
     }
 
-    /// Caches an object the syncer just wrote, unless the watch already delivered a newer one.
-    pub fn record(&self, resource: usize, obj: DynamicObject) {
-        let id = (resource, obj.metadata.namespace.clone().unwrap_or_default(), obj.name_any());
+    /// Caches what the cluster answered to a write of the syncer (its verdict when it matched
+    /// what was written, see [`compare`]), unless the watch already delivered a newer version.
+    pub fn record(&self, resource: usize, namespace: &str, name: &str, cached: Cached) {
+        let id = (resource, namespace.to_string(), name.to_string());
         let mut objects = self.objects.write().expect("downstream cache poisoned");
-        let rv = obj.metadata.resource_version.as_deref();
-        let newer_cached = objects.get(&id).is_some_and(|cached| newer(cached.resource_version(), rv));
+        let newer_cached = objects.get(&id).is_some_and(|c| newer(c.resource_version(), cached.resource_version()));
         if !newer_cached {
-            objects.insert(id, Cached::Whole(Arc::new(reflector::strip(obj))));
+            objects.insert(id, cached);
         }
     }
 

@@ -84,6 +84,16 @@ impl Store for NamespaceStore {
     }
 }
 
+/// Whether the `cached` entry stays when the watch delivers `arrived`: a write the syncer
+/// recorded after the version the watch (or a list under way) reports is newer; and the same
+/// version already compared is the same object (a resourceVersion names one state), so its
+/// verdict stands instead of a whole copy that would wait for the next comparison.
+fn supersedes(cached: &Cached, arrived: &Cached) -> bool {
+    let same_version = cached.resource_version().is_some() && cached.resource_version() == arrived.resource_version();
+    newer(cached.resource_version(), arrived.resource_version())
+        || (same_version && matches!(cached, Cached::Matched(_)))
+}
+
 /// The objects one downstream watch owns in the shared cache: those of its resource, in its
 /// namespace (or all namespaces).
 pub(super) struct Slice {
@@ -102,7 +112,10 @@ impl Store for Slice {
     type Key = ObjectId;
     type Item = Cached;
     fn upsert(&self, key: &ObjectId, item: Cached) {
-        self.objects.write().expect("downstream cache poisoned").insert(key.clone(), item);
+        let mut objects = self.objects.write().expect("downstream cache poisoned");
+        if !objects.get(key).is_some_and(|cached| supersedes(cached, &item)) {
+            objects.insert(key.clone(), item);
+        }
     }
     fn remove(&self, key: &ObjectId) {
         self.objects.write().expect("downstream cache poisoned").remove(key);
@@ -114,9 +127,8 @@ impl Store for Slice {
         vanished.iter().for_each(|k| {
             objects.remove(k);
         });
-        // A write the syncer recorded while the list was under way is newer than the list.
         for (key, item) in fresh {
-            if !objects.get(&key).is_some_and(|cached| newer(cached.resource_version(), item.resource_version())) {
+            if !objects.get(&key).is_some_and(|cached| supersedes(cached, &item)) {
                 objects.insert(key, item);
             }
         }

@@ -33,7 +33,7 @@ use crate::runtime::worker::{Loop, Workers};
 use crate::server::Metrics;
 use crate::server::metrics::{SyncOp, queue};
 use crate::syncer::access::{Access, namespace_role};
-use crate::syncer::downstream::{self, Cached, Compared, Downstream};
+use crate::syncer::downstream::{self, Cached, Downstream};
 use crate::syncer::events::Events;
 use crate::syncer::naming::{Locator, TargetRef};
 use crate::syncer::redact;
@@ -42,8 +42,7 @@ use crate::syncer::upstream::{Read, SyncKey, Upstream};
 
 /// The field manager of every downstream write.
 pub const FIELD_MANAGER: &str = "tmc-syncer";
-/// Annotation on downstream objects: hash of the applied object, to notice removed fields.
-pub const SPEC_HASH_ANNOTATION: &str = "tmc.kcp.io/spec-hash";
+pub use crate::syncer::naming::SPEC_HASH_ANNOTATION;
 
 /// Annotation on an upstream object that allows its syncer to take over a downstream object of
 /// the same name that it did not create.
@@ -327,21 +326,13 @@ impl Engine {
             None => (None, false),
             Some(Cached::Matched(c)) => (c.status_view.clone(), c.desired_hash == hash),
             Some(Cached::Whole(obj)) => {
-                let whole = serde_json::to_value(obj.as_ref()).unwrap_or_default();
-                let matches = crate::json::is_subset(&desired, &whole);
-                let view = resource.status_up.then(|| downstream::status_view(&whole, SPEC_HASH_ANNOTATION));
-                if matches {
-                    let compared = Compared {
-                        resource_version: obj.metadata.resource_version.clone(),
-                        desired_hash: hash.clone(),
-                        status_view: view.clone(),
-                    };
-                    self.downstream.matched(index, &dns, &key.name, compared);
-                } else {
-                    let why = crate::json::first_difference(&desired, &whole);
-                    tracing::debug!(difference = ?why, "downstream differs");
+                let (compared, difference) = downstream::compare(obj, &desired, &hash, resource.status_up);
+                let view = compared.status_view.clone();
+                match &difference {
+                    None => self.downstream.matched(index, &dns, &key.name, compared),
+                    Some(why) => tracing::debug!(difference = %why, "downstream differs"),
                 }
-                (view, matches)
+                (view, difference.is_none())
             }
         };
         if !in_sync {
@@ -351,9 +342,15 @@ impl Engine {
             self.telemetry.op(&resource.api.plural, SyncOp::Apply, applied.is_ok(), started);
             match applied {
                 // Cache what the cluster answered, so a sync that runs before the watch event
-                // arrives sees this state instead of applying again.
+                // arrives sees this state instead of applying again; as the verdict when it
+                // matched (the usual case), so the cache never holds a whole copy of it.
                 Ok(applied) => {
-                    self.downstream.record(index, applied);
+                    let (compared, difference) = downstream::compare(&applied, &desired, &hash, resource.status_up);
+                    let cached = match difference {
+                        None => Cached::Matched(Arc::new(compared)),
+                        Some(_) => Cached::Whole(Arc::new(crate::runtime::reflector::strip(applied))),
+                    };
+                    self.downstream.record(index, &dns, &key.name, cached);
                     self.telemetry.applied(&SyncKey { resource: Some(index), key: key.clone() });
                 }
                 Err(e) => {
