@@ -7,6 +7,8 @@
 
 pub mod apis;
 pub mod cli;
+#[cfg(test)]
+mod heap_tests;
 pub mod json;
 pub mod kcp;
 pub mod leader;

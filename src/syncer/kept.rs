@@ -5,16 +5,16 @@
 //! namespace is assigned to some target and its encoding is at most a limit; of every other
 //! object it keeps the metadata that routing, finalizer clean-up and Placement read. A tenant's
 //! unplaced namespaces then cost the manager a few hundred bytes per object whatever their
-//! contents, and no single object costs more than the limit. A sync that needs a metadata-only
+//! contents (~680 bytes for a ConfigMap from kcp, see `heap_tests`), and no single object costs more than the limit. A sync that needs a metadata-only
 //! object whole reads it from kcp.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{DynamicObject, ObjectMeta};
 
 use super::transform::is_ours;
-use crate::kcp::cluster::CLUSTER_ANNOTATION;
 
 /// Default for the largest encoded object (bytes of JSON, managedFields dropped) the view keeps
 /// whole: above typical Deployments, Services and configuration, far below the 1 MiB objects
@@ -28,28 +28,87 @@ const KEPT_FIELDS: &[&str] = &["type"];
 /// A kept top-level string longer than this is dropped (a Secret type is a short name).
 const KEPT_FIELD_MAX_LEN: usize = 256;
 
-/// One upstream object as the shared view holds it.
-#[derive(Clone, Debug)]
-pub struct Held {
-    /// The object, or only its metadata when `whole` is false.
-    pub object: Arc<DynamicObject>,
-    pub whole: bool,
+/// One upstream object as the shared view holds it: whole, or only what routing, deletion,
+/// finalizer release and Placement read of it.
+#[derive(Clone)]
+pub struct Held(Repr);
+
+#[derive(Clone)]
+enum Repr {
+    Whole(Arc<DynamicObject>),
+    Metadata(Slim),
+}
+
+/// Names the object, never its contents: a held Secret's data must not reach a log line.
+impl std::fmt::Debug for Held {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Held")
+            .field("namespace", &self.namespace())
+            .field("resource_version", &self.resource_version())
+            .field("whole", &self.is_whole())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Held {
     /// Keeps `obj` whole when its namespace is `placed` and it `fits` under the limit; its
     /// metadata only otherwise.
     pub fn new(obj: DynamicObject, placed: bool, fits: bool) -> Self {
-        if placed && fits {
-            Self { object: Arc::new(obj), whole: true }
-        } else {
-            Self { object: Arc::new(metadata_only(&obj)), whole: false }
-        }
+        if placed && fits { Self::whole(Arc::new(obj)) } else { Self(Repr::Metadata(Slim::of(&obj))) }
+    }
+
+    /// `obj` kept whole.
+    pub fn whole(obj: Arc<DynamicObject>) -> Self {
+        Self(Repr::Whole(obj))
+    }
+
+    pub fn is_whole(&self) -> bool {
+        matches!(self.0, Repr::Whole(_))
     }
 
     /// The metadata-only form of this (itself when it is one already).
     pub fn slimmed(&self) -> Self {
-        if self.whole { Self { object: Arc::new(metadata_only(&self.object)), whole: false } } else { self.clone() }
+        match &self.0 {
+            Repr::Whole(obj) => Self(Repr::Metadata(Slim::of(obj))),
+            Repr::Metadata(_) => self.clone(),
+        }
+    }
+
+    /// The object: whole, or (metadata only) rebuilt from what is kept, without its apiVersion
+    /// and kind, its contents and any annotation but kcp-tmc's own.
+    pub fn object(&self) -> Arc<DynamicObject> {
+        match &self.0 {
+            Repr::Whole(obj) => obj.clone(),
+            Repr::Metadata(slim) => Arc::new(slim.object()),
+        }
+    }
+
+    pub fn namespace(&self) -> Option<&str> {
+        match &self.0 {
+            Repr::Whole(obj) => obj.metadata.namespace.as_deref(),
+            Repr::Metadata(slim) => slim.namespace.as_deref(),
+        }
+    }
+
+    pub fn resource_version(&self) -> Option<&str> {
+        match &self.0 {
+            Repr::Whole(obj) => obj.metadata.resource_version.as_deref(),
+            Repr::Metadata(slim) => slim.resource_version.as_deref(),
+        }
+    }
+
+    /// The object's finalizers and the keys of its annotations (of a metadata-only object:
+    /// kcp-tmc's own), where the markers of syncers are.
+    pub fn markers(&self) -> (Vec<&str>, Vec<&str>) {
+        match &self.0 {
+            Repr::Whole(obj) => (
+                obj.metadata.finalizers.iter().flatten().map(String::as_str).collect(),
+                obj.metadata.annotations.iter().flat_map(|a| a.keys()).map(String::as_str).collect(),
+            ),
+            Repr::Metadata(slim) => {
+                (slim.finalizers.iter().map(|f| &**f).collect(), slim.annotations.iter().map(|(k, _)| &**k).collect())
+            }
+        }
     }
 }
 
@@ -84,40 +143,82 @@ impl std::io::Write for Counter {
     }
 }
 
-/// The part of `obj` that routing, deletion, finalizer release and Placement read: identity,
-/// versions, deletion state, labels (workload selectors), finalizers, the `kcp.io/cluster`
-/// annotation and kcp-tmc's own annotations, and [`KEPT_FIELDS`]. Everything a tenant chose to
-/// put in it (data, spec, status, other annotations, owner references) is left out.
-pub fn metadata_only(obj: &DynamicObject) -> DynamicObject {
-    let m = &obj.metadata;
-    let annotations: BTreeMap<String, String> = m
-        .annotations
-        .iter()
-        .flatten()
-        .filter(|(k, _)| k.as_str() == CLUSTER_ANNOTATION || is_ours(k))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    let metadata = ObjectMeta {
-        name: m.name.clone(),
-        namespace: m.namespace.clone(),
-        uid: m.uid.clone(),
-        resource_version: m.resource_version.clone(),
-        generation: m.generation,
-        creation_timestamp: m.creation_timestamp.clone(),
-        deletion_timestamp: m.deletion_timestamp.clone(),
-        deletion_grace_period_seconds: m.deletion_grace_period_seconds,
-        labels: m.labels.clone(),
-        finalizers: m.finalizers.clone(),
-        annotations: (!annotations.is_empty()).then_some(annotations),
-        ..ObjectMeta::default()
-    };
-    let mut data = serde_json::Map::new();
-    for field in KEPT_FIELDS {
-        if let Some(v) = obj.data.get(field).filter(|v| v.as_str().is_some_and(|s| s.len() <= KEPT_FIELD_MAX_LEN)) {
-            data.insert(field.to_string(), v.clone());
+/// Sorted (key, value) pairs: what a one-entry `BTreeMap` holds in ~40 bytes instead of the
+/// ~540 of the B-tree leaf it allocates (room for eleven entries).
+type Pairs = Box<[(Box<str>, Box<str>)]>;
+
+/// The metadata-only form: identity, versions, deletion state, labels (workload selectors),
+/// finalizers, kcp-tmc's own annotations, and [`KEPT_FIELDS`]. Everything a tenant chose to put
+/// in the object (data, spec, status, other annotations, owner references) is left out, and so
+/// are its apiVersion and kind (the view's slot names them) and its `kcp.io/cluster` annotation
+/// (the view's key holds the logical cluster).
+#[derive(Clone, Debug, PartialEq)]
+struct Slim {
+    name: Option<Box<str>>,
+    namespace: Option<Box<str>>,
+    uid: Option<Box<str>>,
+    resource_version: Option<Box<str>>,
+    generation: Option<i64>,
+    deletion_timestamp: Option<Time>,
+    labels: Pairs,
+    finalizers: Box<[Box<str>]>,
+    annotations: Pairs,
+    fields: Pairs,
+}
+
+fn boxed(s: &Option<String>) -> Option<Box<str>> {
+    s.as_deref().map(Box::from)
+}
+
+fn pairs<'a>(entries: impl Iterator<Item = (&'a String, &'a String)>) -> Pairs {
+    entries.map(|(k, v)| (Box::from(k.as_str()), Box::from(v.as_str()))).collect()
+}
+
+fn map(pairs: &Pairs) -> Option<BTreeMap<String, String>> {
+    (!pairs.is_empty()).then(|| pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+}
+
+impl Slim {
+    fn of(obj: &DynamicObject) -> Self {
+        let m = &obj.metadata;
+        let fields = KEPT_FIELDS
+            .iter()
+            .filter_map(|field| {
+                let value = obj.data.get(field)?.as_str().filter(|s| s.len() <= KEPT_FIELD_MAX_LEN)?;
+                Some((Box::from(*field), Box::from(value)))
+            })
+            .collect();
+        Self {
+            name: boxed(&m.name),
+            namespace: boxed(&m.namespace),
+            uid: boxed(&m.uid),
+            resource_version: boxed(&m.resource_version),
+            generation: m.generation,
+            deletion_timestamp: m.deletion_timestamp.clone(),
+            labels: pairs(m.labels.iter().flatten()),
+            finalizers: m.finalizers.iter().flatten().map(|f| Box::from(f.as_str())).collect(),
+            annotations: pairs(m.annotations.iter().flatten().filter(|(k, _)| is_ours(k))),
+            fields,
         }
     }
-    DynamicObject { types: obj.types.clone(), metadata, data: serde_json::Value::Object(data) }
+
+    fn object(&self) -> DynamicObject {
+        let string = |s: &Option<Box<str>>| s.as_deref().map(str::to_string);
+        let metadata = ObjectMeta {
+            name: string(&self.name),
+            namespace: string(&self.namespace),
+            uid: string(&self.uid),
+            resource_version: string(&self.resource_version),
+            generation: self.generation,
+            deletion_timestamp: self.deletion_timestamp.clone(),
+            labels: map(&self.labels),
+            finalizers: (!self.finalizers.is_empty()).then(|| self.finalizers.iter().map(|f| f.to_string()).collect()),
+            annotations: map(&self.annotations),
+            ..ObjectMeta::default()
+        };
+        let data = self.fields.iter().map(|(k, v)| (k.to_string(), serde_json::Value::from(&**v))).collect();
+        DynamicObject { types: None, metadata, data: serde_json::Value::Object(data) }
+    }
 }
 
 #[cfg(test)]
@@ -126,6 +227,11 @@ mod tests {
 
     use super::*;
     use crate::syncer::transform::skip_reason;
+
+    /// The metadata-only form of `obj`, as [`Held`] rebuilds it.
+    fn metadata_only(obj: &DynamicObject) -> DynamicObject {
+        Slim::of(obj).object()
+    }
 
     fn object(v: Value) -> DynamicObject {
         serde_json::from_value(v).expect("test objects parse")
@@ -160,8 +266,9 @@ mod tests {
             [(true, true, true), (true, false, false), (false, true, false), (false, false, false)]
         {
             let held = Held::new(obj.clone(), placed, fits);
-            assert_eq!(held.whole, whole, "placed {placed} fits {fits}");
-            assert_eq!(held.object.data.get("data").is_some(), whole, "placed {placed} fits {fits}");
+            assert_eq!(held.is_whole(), whole, "placed {placed} fits {fits}");
+            assert_eq!(held.object().data.get("data").is_some(), whole, "placed {placed} fits {fits}");
+            assert_eq!((held.namespace(), held.resource_version()), (Some("app"), Some("42")));
         }
     }
 
@@ -177,10 +284,9 @@ mod tests {
         assert_eq!(m.labels.as_ref().unwrap()["app"], "web");
         assert_eq!(m.finalizers.as_deref(), Some(&["tmc.kcp.io/syncer-abc".to_string()][..]));
         let keys: Vec<&str> = m.annotations.as_ref().unwrap().keys().map(String::as_str).collect();
-        assert_eq!(keys, ["kcp.io/cluster", "status.tmc.kcp.io/abc", "tmc.kcp.io/adopt"]);
+        assert_eq!(keys, ["status.tmc.kcp.io/abc", "tmc.kcp.io/adopt"], "kcp-tmc's own, not kcp.io/cluster");
         assert!(m.owner_references.is_none() && m.managed_fields.is_none());
         assert_eq!(slim.data, json!({"type": "Opaque"}));
-        assert_eq!(crate::kcp::ClusterKey::of(&slim).unwrap().to_string(), "ws1|app/s");
         assert!(serde_json::to_vec(&slim).unwrap().len() < 1024, "a metadata-only object is small");
     }
 
@@ -226,11 +332,33 @@ mod tests {
     }
 
     #[test]
-    fn slimming_is_idempotent() {
+    fn slimming_is_idempotent_and_keeps_the_markers() {
         let held = Held::new(strip(secret("s", "Opaque", 10)), true, true);
         let slim = held.slimmed();
-        assert!(!slim.whole && slim.object.data.get("data").is_none());
+        assert!(!slim.is_whole() && slim.object().data.get("data").is_none());
         let again = slim.slimmed();
-        assert!(Arc::ptr_eq(&slim.object, &again.object), "a metadata-only object is not copied again");
+        assert_eq!(slim.object(), again.object());
+        assert_eq!(slim.markers(), (vec!["tmc.kcp.io/syncer-abc"], vec!["status.tmc.kcp.io/abc", "tmc.kcp.io/adopt"]));
+        let (finalizers, annotations) = held.markers();
+        assert_eq!(finalizers, ["tmc.kcp.io/syncer-abc"]);
+        assert!(annotations.contains(&"team") && annotations.contains(&"kcp.io/cluster"), "whole: every annotation");
+    }
+
+    #[test]
+    fn rebuilt_like_the_object_it_was_taken_from() {
+        let mut obj = strip(secret("s", "Opaque", 10));
+        obj.metadata.deletion_timestamp = Some(Time(jiff::Timestamp::UNIX_EPOCH));
+        let labels = BTreeMap::from([("b".to_string(), "2".to_string()), ("a".to_string(), "1".to_string())]);
+        obj.metadata.labels = Some(labels.clone());
+        let rebuilt = Held::new(obj.clone(), false, true).object();
+        let m = &rebuilt.metadata;
+        assert_eq!(m.labels.as_ref(), Some(&labels));
+        assert_eq!(m.deletion_timestamp, obj.metadata.deletion_timestamp);
+        assert_eq!((m.uid.as_deref(), m.generation), (Some("u1"), Some(3)));
+        // Empty collections come back absent, as the API server would send them.
+        obj.metadata.labels = Some(BTreeMap::new());
+        obj.metadata.finalizers = Some(vec![]);
+        let rebuilt = Held::new(obj, false, true).object();
+        assert!(rebuilt.metadata.labels.is_none() && rebuilt.metadata.finalizers.is_none());
     }
 }

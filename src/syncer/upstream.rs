@@ -74,7 +74,7 @@ struct SlotStore {
 
 impl SlotStore {
     fn checked(&self, key: &ClusterKey, held: Held) -> Held {
-        if held.whole && !self.view.placed(key) { held.slimmed() } else { held }
+        if held.is_whole() && !self.view.placed(key) { held.slimmed() } else { held }
     }
 }
 
@@ -309,13 +309,13 @@ impl Upstream {
 
     /// Every cached object, of every resource and workspace, for which `pred` holds. The objects
     /// may be metadata only (see [`Upstream::object`]).
-    pub fn find(&self, pred: impl Fn(&DynamicObject) -> bool) -> Vec<(usize, ClusterKey, Arc<DynamicObject>)> {
+    pub fn find(&self, pred: impl Fn(&Held) -> bool) -> Vec<(usize, ClusterKey, Arc<DynamicObject>)> {
         let slots = self.slots.read().expect("slots poisoned").clone();
         let mut out = vec![];
         for (index, slot) in slots.iter().enumerate() {
-            for key in slot.cache.all_keys(|h| pred(&h.object)) {
+            for key in slot.cache.all_keys(|h| pred(h)) {
                 if let Some(held) = slot.cache.get(&key) {
-                    out.push((index, key, held.object.clone()));
+                    out.push((index, key, held.object()));
                 }
             }
         }
@@ -326,7 +326,7 @@ impl Upstream {
     /// may be missing (namespace placed nowhere, or larger than the limit): what is to be copied
     /// comes from [`Upstream::whole`].
     pub fn object(&self, resource: usize, key: &ClusterKey) -> Option<Arc<DynamicObject>> {
-        Some(self.slot(resource)?.cache.get(key)?.object.clone())
+        Some(self.slot(resource)?.cache.get(key)?.object())
     }
 
     /// The object of `key` whole, read from kcp when the view holds only its metadata (see
@@ -338,21 +338,21 @@ impl Upstream {
     pub async fn whole(&self, resource: usize, key: &ClusterKey) -> Result<Read, kube::Error> {
         let Some(slot) = self.slot(resource) else { return Ok(Read::Gone) };
         let Some(held) = slot.cache.get(key) else { return Ok(Read::Gone) };
-        if held.whole {
-            return Ok(Read::Whole(held.object.clone()));
+        if held.is_whole() {
+            return Ok(Read::Whole(held.object()));
         }
         let client = self.clients.cluster(&key.cluster);
         let api: Api<DynamicObject> =
             Api::namespaced_with(client, key.namespace.as_deref().unwrap_or_default(), &slot.resource.api);
         let Some(read) = api.get_opt(&key.name).await? else { return Ok(Read::Gone) };
         let read = kept::strip(read);
-        let version = held.object.metadata.resource_version.clone();
+        let version = held.resource_version().map(str::to_string);
         let fits = kept::fits(&read, self.whole_object_limit);
         let newer = read.metadata.resource_version != version;
         let _writing = slot.writing.lock().expect("slot writer poisoned");
         let current = slot.cache.get(key);
         // Kept for the next sync unless a watch event replaced the entry meanwhile.
-        let untouched = current.is_some_and(|c| !c.whole && c.object.metadata.resource_version == version);
+        let untouched = current.is_some_and(|c| !c.is_whole() && c.resource_version() == version.as_deref());
         if newer {
             if untouched {
                 slot.cache.insert(key, Held::new(read, self.placed(key), fits));
@@ -361,7 +361,7 @@ impl Upstream {
         }
         let read = Arc::new(read);
         if fits && self.placed(key) && untouched {
-            slot.cache.insert(key, Held { object: read.clone(), whole: true });
+            slot.cache.insert(key, Held::whole(read.clone()));
         }
         Ok(Read::Whole(read))
     }
@@ -420,16 +420,19 @@ impl Upstream {
             .iter()
             .filter(|slot| {
                 let kind = &slot.resource.api.kind;
-                let in_scope =
-                    |o: &DynamicObject| o.metadata.namespace.as_ref().is_some_and(|n| namespaces.contains(n));
+                let in_scope = |h: &Held| h.namespace().is_some_and(|n| namespaces.contains(n));
                 // A metadata-only object keeps what `skip_reason` reads.
                 // Objects no syncer copies (a namespace's kube-root-ca.crt, token Secrets) need
                 // nothing; only ConfigMaps and Secrets have such, so only they pay for the check.
-                let synced = |o: &DynamicObject| {
+                let synced = |h: &Held| {
                     !matches!(kind.as_str(), "ConfigMap" | "Secret")
-                        || super::transform::skip_reason(kind, &serde_json::to_value(o).unwrap_or_default()).is_none()
+                        || super::transform::skip_reason(
+                            kind,
+                            &serde_json::to_value(h.object().as_ref()).unwrap_or_default(),
+                        )
+                        .is_none()
                 };
-                !slot.cache.keys_in(cluster, |h| in_scope(&h.object) && synced(&h.object)).is_empty()
+                !slot.cache.keys_in(cluster, |h| in_scope(h) && synced(h)).is_empty()
             })
             .map(|slot| (slot.resource.api.group.clone(), slot.resource.api.kind.clone()))
             .collect()
@@ -440,8 +443,7 @@ impl Upstream {
         let Some(slot) = self.slot(index) else { return vec![] };
         let mut out = vec![];
         for ns in self.namespaces.all_keys(|a| a.targets.contains(target_key)) {
-            let keys =
-                slot.cache.keys_in(&ns.cluster, |h| h.object.metadata.namespace.as_deref() == Some(ns.name.as_str()));
+            let keys = slot.cache.keys_in(&ns.cluster, |h| h.namespace() == Some(ns.name.as_str()));
             out.extend(keys.into_iter().map(|key| SyncKey { resource: Some(index), key }));
         }
         out
@@ -451,7 +453,7 @@ impl Upstream {
         let mut out = vec![SyncKey { resource: None, key: ClusterKey::new(cluster.clone(), None, namespace) }];
         let slots = self.slots.read().expect("slots poisoned").clone();
         for (index, slot) in slots.iter().enumerate() {
-            let keys = slot.cache.keys_in(cluster, |h| h.object.metadata.namespace.as_deref() == Some(namespace));
+            let keys = slot.cache.keys_in(cluster, |h| h.namespace() == Some(namespace));
             out.extend(keys.into_iter().map(|key| SyncKey { resource: Some(index), key }));
         }
         out
@@ -512,9 +514,7 @@ impl Upstream {
         let slots = self.slots.read().expect("slots poisoned").clone();
         for slot in slots {
             let _writing = slot.writing.lock().expect("slot writer poisoned");
-            let whole = slot
-                .cache
-                .keys_in(&ns.cluster, |h| h.whole && h.object.metadata.namespace.as_deref() == Some(&ns.name));
+            let whole = slot.cache.keys_in(&ns.cluster, |h| h.is_whole() && h.namespace() == Some(ns.name.as_str()));
             for key in whole {
                 if let Some(held) = slot.cache.get(&key) {
                     slot.cache.insert(&key, held.slimmed());
@@ -545,7 +545,7 @@ impl Upstream {
         .on_listed({
             let (slot, endpoint, plural) = (slot.clone(), self.clients.base_url().to_string(), resource.plural.clone());
             move || {
-                let (objects, whole) = (slot.cache.len(), slot.cache.all_keys(|h| h.whole).len());
+                let (objects, whole) = (slot.cache.len(), slot.cache.all_keys(|h| h.is_whole()).len());
                 tracing::info!(endpoint, resource = %plural, objects, whole, "listed a resource in kcp");
             }
         });

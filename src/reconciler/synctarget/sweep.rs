@@ -35,10 +35,24 @@ pub enum Verdict {
 
 /// The target keys whose syncer finalizer or per-target status annotation `meta` carries.
 pub fn marker_keys(meta: &ObjectMeta) -> BTreeSet<String> {
-    let finalizers = meta.finalizers.iter().flatten().filter_map(|f| f.strip_prefix(SYNCER_FINALIZER_PREFIX));
-    let annotations =
-        meta.annotations.iter().flat_map(|a| a.keys()).filter_map(|k| k.strip_prefix(STATUS_ANNOTATION_PREFIX));
+    let finalizers = meta.finalizers.iter().flatten().map(String::as_str);
+    markers_in(finalizers, meta.annotations.iter().flat_map(|a| a.keys()).map(String::as_str))
+}
+
+/// The target keys among an object's `finalizers` and `annotation_keys` (see [`marker_keys`]).
+pub fn markers_in<'a>(
+    finalizers: impl IntoIterator<Item = &'a str>,
+    annotation_keys: impl IntoIterator<Item = &'a str>,
+) -> BTreeSet<String> {
+    let finalizers = finalizers.into_iter().filter_map(|f| f.strip_prefix(SYNCER_FINALIZER_PREFIX));
+    let annotations = annotation_keys.into_iter().filter_map(|k| k.strip_prefix(STATUS_ANNOTATION_PREFIX));
     finalizers.chain(annotations).filter(|k| !k.is_empty()).map(str::to_string).collect()
+}
+
+/// The target keys whose markers the object `held` in kcp's view carries.
+pub fn held_markers(held: &crate::syncer::kept::Held) -> BTreeSet<String> {
+    let (finalizers, annotation_keys) = held.markers();
+    markers_in(finalizers, annotation_keys)
 }
 
 /// The verdict for the marker of `target_key` on an object that has been deleting for
@@ -145,6 +159,12 @@ mod tests {
         };
         assert_eq!(marker_keys(&meta), ["aaa".to_string(), "bbb".to_string()].into());
         assert!(marker_keys(&ObjectMeta::default()).is_empty());
+        // The same markers on an object the view holds whole or metadata only.
+        let obj = kube::api::DynamicObject { types: None, metadata: meta, data: serde_json::json!({}) };
+        for (placed, what) in [(true, "whole"), (false, "metadata only")] {
+            let held = crate::syncer::kept::Held::new(obj.clone(), placed, true);
+            assert_eq!(held_markers(&held), ["aaa".to_string(), "bbb".to_string()].into(), "{what}");
+        }
     }
 
     #[test]

@@ -171,7 +171,7 @@ impl Supervisor {
         self.stopped.lock().expect("supervisor poisoned").remove(key);
         let target_key = crate::apis::names::target_key(&key.cluster, &key.name);
         let keys = BTreeSet::from([target_key.clone()]);
-        let held = self.upstream.find(|o| super::sweep::marker_keys(&o.metadata).contains(&target_key));
+        let held = self.upstream.find(|h| super::sweep::held_markers(h).contains(&target_key));
         for (index, object_key, obj) in &held {
             release_markers(&self.upstream, *index, object_key, obj, &keys).await?;
         }
