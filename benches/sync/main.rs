@@ -16,6 +16,7 @@
 #[allow(dead_code)]
 #[path = "../../tests/e2e/cluster.rs"]
 mod cluster;
+mod cpu;
 #[allow(dead_code)]
 #[path = "../../tests/e2e/env.rs"]
 mod env;
@@ -156,11 +157,21 @@ fn main() {
                 percentile(&status_vw, 0.5)
             );
             for (k, &count) in sizes.iter().enumerate() {
+                // The largest burst is profiled: CPU seconds by program (see `cpu.rs`).
+                let last = k + 1 == sizes.len();
+                let cpu = cpu::snapshot();
                 let floor = b.burst(Writer::Floor, &format!("fburst{rep}x{k}"), count).await;
+                if last {
+                    cpu::record(&mut r, "burst_floor", &cpu);
+                }
+                let cpu = cpu::snapshot();
                 let sync = b.burst(Writer::Tmc, &format!("burst{rep}x{k}"), count).await;
+                if last {
+                    cpu::record(&mut r, "burst", &cpu);
+                }
                 r.add_extra(&format!("burst_{count}_objects_per_s"), sync);
                 r.add_extra(&format!("burst_{count}_floor_objects_per_s"), floor);
-                if k + 1 == sizes.len() {
+                if last {
                     r.add("burst_objects_per_s", sync);
                     r.add("burst_floor_objects_per_s", floor);
                 }

@@ -111,6 +111,7 @@ pub fn write(r: &Results, restart: Option<&Restart>, s: &Settings) {
         verdict(m("status_p50_ms"), 1.5 * m("status_vw_floor_p50_ms"), true)
     );
     profile_section(&mut md, r, s.samples);
+    cpu_section(&mut md, r, s.sizes.last().copied().unwrap_or(0));
     let _ = writeln!(
         md,
         "\n## Burst\n\nConfigMaps over the one-target workspaces, 32 writes in flight, until all arrived in their clusters.\n"
@@ -318,4 +319,30 @@ fn profile_section(md: &mut String, r: &Results, samples: usize) {
         show("profile_status_manager_ms", 1)
     );
     let _ = writeln!(md, "| … its status write | {} |", show("profile_status_write_ms", 1));
+}
+
+/// Where the machine's CPU went in the largest burst, floor and kcp-tmc (see `cpu.rs`).
+fn cpu_section(md: &mut String, r: &Results, count: usize) {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let _ = writeln!(
+        md,
+        "\n### Where the CPU goes (burst of {count})\n\n\
+         CPU seconds of each program over the burst, from /proc (all its processes, user + system), and its share \
+         of the machine ({cores} cores × the burst's wall time). Medians over the repetitions.\n\n\
+         | program | floor | kcp-tmc |\n|---|---|---|"
+    );
+    let cell = |phase: &str, row: &str| {
+        let (spent, wall) = (r.get(&format!("cpu_{phase}_{row}_s")), r.get(&format!("cpu_{phase}_wall_s")));
+        if spent.0.is_empty() {
+            return "n/a".to_string();
+        }
+        format!("{:.1} s ({:.0}%)", spent.median(), 100.0 * spent.median() / (wall.median() * cores))
+    };
+    let rows =
+        crate::cpu::PROGRAMS.iter().map(|(c, name)| (*c, *name)).chain([("bench", "the bench"), ("other", "other")]);
+    for (row, name) in rows {
+        let _ = writeln!(md, "| {name} | {} | {} |", cell("burst_floor", row), cell("burst", row));
+    }
+    let wall = |phase: &str| r.get(&format!("cpu_{phase}_wall_s")).show(1);
+    let _ = writeln!(md, "| wall time, s | {} | {} |", wall("burst_floor"), wall("burst"));
 }
