@@ -1,6 +1,8 @@
 //! The heartbeat: a probe of the cluster on a timer, reported as `status.lastSyncTime` (with
 //! `status.syncedResources`) and, in push mode, to the SyncTarget reconciler as [`Probe`].
 
+use std::time::Duration;
+
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use serde_json::json;
@@ -63,9 +65,7 @@ impl Engine {
                     } });
                     match targets.patch_status(&self.target.name, &PatchParams::default(), &Patch::Merge(&patch)).await
                     {
-                        // Counted only when reported: a deleted SyncTarget (404) must not get
-                        // its series back after the manager dropped them.
-                        Ok(_) => self.record_synced_objects(),
+                        Ok(_) => {}
                         Err(e) => {
                             tracing::warn!(target = %self.target.name, error = %error_message(&e), "heartbeat write failed")
                         }
@@ -84,7 +84,27 @@ impl Engine {
     }
 }
 
+/// How often `tmc_synced_objects` is refreshed from the cluster views. Once per heartbeat (20 s)
+/// made a restarted manager look unsettled for up to a heartbeat after its views had listed.
+const COUNT_INTERVAL: Duration = Duration::from_secs(1);
+
 impl Engine {
+    /// Refreshes `tmc_synced_objects` every [`COUNT_INTERVAL`] until `cancel` fires. The
+    /// SyncTarget reconciler cancels a syncer before it drops the target's series, and the
+    /// check right before each recording keeps a stopped syncer from bringing them back.
+    pub(super) async fn count_synced(self, cancel: CancellationToken) {
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(COUNT_INTERVAL) => {}
+            }
+            if cancel.is_cancelled() {
+                return;
+            }
+            self.record_synced_objects();
+        }
+    }
+
     /// `tmc_synced_objects` from the downstream caches, per synced resource.
     /// Every resource whose downstream watch runs is reported, so one emptied reads 0.
     fn record_synced_objects(&self) {

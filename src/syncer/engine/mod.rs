@@ -196,6 +196,10 @@ impl Engine {
         let workers = self.clone().workers();
         let (this, c) = (self.clone(), cancel.clone());
         tasks.spawn(guard::supervise("heartbeat", cancel.clone(), move || this.clone().heartbeat(c.clone())));
+        let (this, c) = (self.clone(), cancel.clone());
+        tasks.spawn(guard::supervise("synced-object counts", cancel.clone(), move || {
+            this.clone().count_synced(c.clone())
+        }));
         cancel.cancelled().await;
         self.upstream.unsubscribe(&self.target_key);
         tasks.abort_all();
