@@ -68,6 +68,7 @@ impl ClusterClients {
         }
         let mut config = config.clone();
         config.cluster_url = url;
+        crate::net::identify(&mut config);
         let base = Client::try_from(config).map_err(|source| ClientError::Build { url: endpoint.into(), source })?;
         Ok(Self { base_url: endpoint.trim_end_matches('/').to_string(), base, scoped: Default::default() })
     }

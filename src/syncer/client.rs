@@ -46,7 +46,8 @@ fn rate_limit(qps: u32) -> tower::limit::RateLimitLayer {
 
 /// A client for `config` (pull mode) that starts at most `qps` requests per second (at least
 /// one); the rest wait their turn. Watches count once, when they start.
-pub fn cluster_client(config: kube::Config, qps: u32) -> Result<kube::Client, kube::Error> {
+pub fn cluster_client(mut config: kube::Config, qps: u32) -> Result<kube::Client, kube::Error> {
+    crate::net::identify(&mut config);
     let builder = kube::client::ClientBuilder::try_from(config)?.with_layer(&DEADLINE);
     Ok(builder.with_layer(&rate_limit(qps)).build())
 }
@@ -55,13 +56,14 @@ pub fn cluster_client(config: kube::Config, qps: u32) -> Result<kube::Client, ku
 /// connection pool that dials only what `access` allows, with bounded answers and the same
 /// rate limit as [`cluster_client`].
 pub fn push_cluster_client(
-    config: kube::Config,
+    mut config: kube::Config,
     qps: u32,
     access: &ClusterAccess,
 ) -> Result<kube::Client, ClientError> {
     if config.proxy_url.is_some() {
         return Err(ClientError::Proxy);
     }
+    crate::net::identify(&mut config);
     let connector = access.dialer.connector(&config.cluster_url, config.connect_timeout);
     let https = config.rustls_https_connector_with_connector(connector)?;
     let pool: hyper_util::client::legacy::Client<_, Body> =
