@@ -13,6 +13,7 @@
 //! Output: `docs/benchmarks.md` and `docs/benchmarks.json` (or `TMC_BENCH_OUT`, a directory).
 
 // The e2e suite's environment, shared; the bench uses only part of it.
+mod audit;
 #[allow(dead_code)]
 #[path = "../../tests/e2e/cluster.rs"]
 mod cluster;

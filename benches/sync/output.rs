@@ -147,7 +147,7 @@ pub fn write(r: &Results, restart: Option<&Restart>, s: &Settings) {
         );
         let _ = writeln!(
             md,
-            "| writes to stored objects in kcp and the clusters (SyncTarget status, access reviews and the servers' Leases aside; see below) | {} | 0 | {} |",
+            "| writes by kcp-tmc to stored objects in kcp and the clusters (SyncTarget status, access reviews, the servers' Leases and writes kcp's audit log gives to other clients aside; see below) | {} | 0 | {} |",
             x.writes(),
             verdict(x.writes() as f64, 0.0, true)
         );
@@ -155,6 +155,11 @@ pub fn write(r: &Results, restart: Option<&Restart>, s: &Settings) {
             md,
             "| writes by resource (API servers' `apiserver_request_total`) | kcp {:?}; clusters {:?} | | |",
             x.kcp_writes, x.cluster_writes
+        );
+        let _ = writeln!(
+            md,
+            "| kcp's writes by client (kcp's audit log; workload kinds, Leases and reviews not audited) | {:?} | | |",
+            x.kcp_writers
         );
         let _ = writeln!(md, "| VmHWM of the restarted manager | {:.1} MB | | |", x.hwm_mb);
     }

@@ -25,6 +25,9 @@ pub struct Restart {
     /// before the SIGTERM until 5 s after settling.
     pub kcp_writes: BTreeMap<String, u64>,
     pub cluster_writes: BTreeMap<String, u64>,
+    /// kcp's writes over the same span by `resource by <client>`, from kcp's audit log (which
+    /// leaves out the workload kinds, see [`crate::audit`]).
+    pub kcp_writers: BTreeMap<String, u64>,
     /// Objects the old manager's syncers held in their clusters (`tmc_synced_objects`).
     pub synced: u64,
     pub hwm_mb: f64,
@@ -36,10 +39,23 @@ impl Restart {
     /// shown apart), access reviews (POSTs that store nothing: kcp's virtual workspaces authorize
     /// through SubjectAccessReviews, the syncer asks who it is) and Leases (the servers' own; the
     /// bench's manager runs without leader election).
+    /// Less the writes kcp's audit log attributes to other clients (kcp's own controllers, the
+    /// peer): every other write, audited or not, is charged to kcp-tmc.
     pub fn writes(&self) -> u64 {
         let counted = |r: &str| r != "synctargets/status" && !r.ends_with("reviews") && r != "leases";
         let kcp = self.kcp_writes.iter().filter(|(r, _)| counted(r)).map(|(_, n)| n);
-        kcp.chain(self.cluster_writes.iter().filter(|(r, _)| counted(r)).map(|(_, n)| n)).sum()
+        let all: u64 = kcp.chain(self.cluster_writes.iter().filter(|(r, _)| counted(r)).map(|(_, n)| n)).sum();
+        all.saturating_sub(self.others())
+    }
+
+    /// Writes to counted kinds in kcp that the audit log attributes to a client other than
+    /// kcp-tmc.
+    pub fn others(&self) -> u64 {
+        let by_others = |k: &str| {
+            let (resource, client) = k.split_once(" by ").unwrap_or((k, ""));
+            client != "kcp-tmc" && resource != "synctargets/status" && resource != "leases"
+        };
+        self.kcp_writers.iter().filter(|(k, _)| by_others(k)).map(|(_, n)| n).sum()
     }
 }
 
@@ -124,6 +140,7 @@ impl Bench {
     pub async fn restart(&mut self) -> Restart {
         let synced = metric_sum(&self.manager_metrics().await, "tmc_synced_objects") as u64;
         let (kcp_before, clusters_before) = (write_counts(&self.kcp_metrics()), self.cluster_writes());
+        let audited = self.audit.mark();
         self.manager.process.signal("TERM");
         let stopping = Instant::now();
         while self.manager.process.running() {
@@ -160,6 +177,7 @@ impl Bench {
             settled_s: settled.as_secs_f64(),
             kcp_writes: delta(&kcp_before, &write_counts(&self.kcp_metrics())),
             cluster_writes: delta(&clusters_before, &self.cluster_writes()),
+            kcp_writers: self.audit.writers_since(audited),
             synced,
             hwm_mb: proc_mb(self.manager_pid(), "VmHWM"),
         }

@@ -15,6 +15,7 @@ use kube::core::{ApiResource, GroupVersionKind};
 use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::json;
 
+use crate::audit::AuditLog;
 use crate::{cluster, env};
 
 /// When each ConfigMap name first appeared in each cluster (by cluster index).
@@ -72,6 +73,8 @@ pub struct Bench {
     pub virtual_workspace: ClusterClients,
     pub manager: env::ManagerProcess,
     pub arrivals: Arrivals,
+    /// kcp's audit log: who wrote what during the restart.
+    pub audit: AuditLog,
 }
 
 pub fn cm(name: &str) -> ConfigMap {
@@ -168,7 +171,8 @@ pub async fn setup(workspaces: usize) -> Bench {
         .into_iter()
         .map(|n| tokio::task::spawn_blocking(move || cluster::Cluster::start(n)))
         .collect();
-    let kcp = env::Kcp::start().await;
+    let audit = AuditLog::new();
+    let kcp = env::Kcp::start_on(env::free_port(), &audit.flags()).await;
     let mut started = vec![];
     for c in clusters {
         started.push(c.await.unwrap().unwrap());
@@ -223,6 +227,7 @@ pub async fn setup(workspaces: usize) -> Bench {
         virtual_workspace,
         manager,
         arrivals,
+        audit,
     }
 }
 
