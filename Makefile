@@ -2,7 +2,8 @@
 #
 #   make run    build everything, start a local kcp, install the APIs, bind a sample tenant
 #               workspace, run the manager, apply a sample SyncTarget; prints what to try
-#   make test   every test: unit tests and the end-to-end tests against a real kcp
+#   make test   every test: unit tests, the image test and the end-to-end tests against a real kcp
+#   make image  the container image as an OCI archive, without a daemon (target/image/kcp-tmc.oci.tar)
 #   make soak   30 minutes of churn with a manager restart; memory, errors and state judged
 #               (TMC_SOAK_MINUTES=3 for a short run; results in docs/reliability.md)
 #   make chaos  faults against real servers (kill -9, SIGSTOP, restarts, compaction, a TCP proxy);
@@ -14,12 +15,12 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: all build test unit e2e soak chaos run kcp kcp-bin servers bench coverage generate fmt lint clean-cache help
+.PHONY: all build test unit e2e soak chaos run kcp kcp-bin servers bench coverage generate fmt lint clean-cache help image image-rootfs
 
 all: build
 
 help:
-	@sed -n '1,14p' Makefile
+	@sed -n '1,15p' Makefile
 
 build:
 	$(CARGO) build --bins
@@ -27,13 +28,15 @@ build:
 kcp-bin:
 	@tests/servers.sh kcp >/dev/null
 
-## kcp, etcd, kube-apiserver/-controller-manager/-scheduler and kwok built, Prometheus fetched from Debian; cached.
+## kcp, etcd, kube-apiserver/-controller-manager/-scheduler, kwok and helm built, Prometheus fetched from Debian; cached.
 servers:
 	@tests/servers.sh all
 
-## Unit tests, then the e2e suite against a real kcp and two real clusters (built first, with progress).
-test: servers
-	TMC_KCP_BIN=$$(tests/servers.sh kcp) $(CARGO) test --no-fail-fast
+## Unit tests, the image test (the image is built first) and the e2e suite against a real kcp and
+## real clusters, which also lints and renders the chart with a real helm (built first, with progress).
+test: servers image
+	TMC_KCP_BIN=$$(tests/servers.sh kcp) TMC_HELM_BIN=$$(tests/servers.sh helm) \
+	TMC_IMAGE_ARCHIVE=$(CURDIR)/$(IMAGE_DIR)/kcp-tmc.oci.tar $(CARGO) test --no-fail-fast
 
 unit:
 	$(CARGO) test --lib --bins
@@ -70,6 +73,32 @@ coverage: servers
 bench: servers
 	TMC_KCP_BIN=$$(tests/servers.sh kcp) TMC_PEER_BIN=$$(tests/servers.sh api-syncagent) $(CARGO) bench --bench sync
 	$(CARGO) bench --bench placement
+
+## The container image, without a container daemon: `tmc` built statically, a root filesystem
+## assembled (binary, CA bundle, user 65532), Containerfile built by buildah (installed with
+## apt-get on first use) → target/image/kcp-tmc.oci.tar (an OCI archive: `skopeo copy
+## oci-archive:target/image/kcp-tmc.oci.tar docker://<registry>/kcp-tmc:<tag>` publishes it).
+VERSION := v$(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
+HOST_TARGET := $(shell rustc -vV | sed -n 's/^host: //p')
+IMAGE_DIR := target/image
+BUILDAH := buildah --storage-driver vfs
+image-rootfs:
+	@echo ">> building tmc $(VERSION) statically for $(HOST_TARGET)"
+	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build --release --locked --target $(HOST_TARGET) --bin tmc
+	rm -rf $(IMAGE_DIR)/rootfs
+	mkdir -p $(IMAGE_DIR)/rootfs/usr/local/bin $(IMAGE_DIR)/rootfs/etc/ssl/certs
+	install -m 0755 target/$(HOST_TARGET)/release/tmc $(IMAGE_DIR)/rootfs/usr/local/bin/tmc
+	install -m 0644 /etc/ssl/certs/ca-certificates.crt $(IMAGE_DIR)/rootfs/etc/ssl/certs/ca-certificates.crt
+	printf 'root:x:0:0:root:/:/sbin/nologin\ntmc:x:65532:65532:kcp-tmc:/:/sbin/nologin\n' >$(IMAGE_DIR)/rootfs/etc/passwd
+	printf 'root:x:0:\ntmc:x:65532:\n' >$(IMAGE_DIR)/rootfs/etc/group
+
+image: image-rootfs
+	@command -v buildah >/dev/null || { echo ">> installing buildah (a daemonless OCI image builder) with apt-get"; apt-get install -y -q buildah >/dev/null; }
+	$(BUILDAH) build --isolation chroot --quiet -f Containerfile -t localhost/kcp-tmc:$(VERSION) $(IMAGE_DIR)/rootfs
+	rm -f $(IMAGE_DIR)/kcp-tmc.oci.tar
+	$(BUILDAH) push --quiet localhost/kcp-tmc:$(VERSION) oci-archive:$(IMAGE_DIR)/kcp-tmc.oci.tar:kcp-tmc:$(VERSION)
+	$(BUILDAH) rmi localhost/kcp-tmc:$(VERSION) >/dev/null
+	@echo ">> wrote $(IMAGE_DIR)/kcp-tmc.oci.tar"
 
 ## Regenerate crds/, config/kcp/ and config/samples/apibinding.yaml from the Rust types.
 generate:
