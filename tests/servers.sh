@@ -9,6 +9,7 @@
 #   tests/servers.sh kwok     # -> $CACHE/bin/kwok-<version>/kwok
 #   tests/servers.sh prometheus  # -> $CACHE/bin/prometheus-<version>/ (prometheus, promtool), from Debian's package
 #   tests/servers.sh all      # all of the above; prints nothing
+#   tests/servers.sh helm     # -> $CACHE/bin/helm-<version>/helm (lints and renders charts/kcp-tmc in the e2e suite)
 #   tests/servers.sh api-syncagent  # -> $CACHE/bin/api-syncagent-<version>/api-syncagent, the benchmark peer
 #                                   # (only `make bench` needs it, so `all` leaves it out)
 #
@@ -24,6 +25,7 @@ KUBE_VERSION=v1.34.3
 ETCD_VERSION=v3.6.5
 KWOK_VERSION=v0.8.0
 SYNCAGENT_VERSION=v0.7.0
+HELM_VERSION=v4.3.2
 # kcp v0.32.3 requires virtual-workspace-framework at an unpublished v0.32 state; v0.31.2 is the
 # newest the proxy serves and lacks one function, which kcp-server/vwf-shim adds.
 VWF_VERSION=v0.31.2
@@ -180,6 +182,21 @@ build_kwok() {
   echo "$out"
 }
 
+# Helm's own module installs with `go install` (no replace directives), like kwok.
+build_helm() {
+  local out=$cache/bin/helm-$HELM_VERSION
+  if [[ -x $out/helm ]]; then echo "$out/helm"; return; fi
+  log "building helm $HELM_VERSION from the Go module proxy into $out (cold: 3-10 minutes on 2 cores)"
+  mkdir -p "$out"
+  (
+    export GOTOOLCHAIN=local CGO_ENABLED=0 GOBIN=$out
+    export GOFLAGS="$(go env GOFLAGS) -trimpath"
+    go install -v -ldflags "-s -w -X helm.sh/helm/v4/internal/version.version=$HELM_VERSION" "helm.sh/helm/v4/cmd/helm@$HELM_VERSION" 2>&1 | progress helm
+    exit "${PIPESTATUS[0]}"
+  )
+  echo "$out/helm"
+}
+
 # Prometheus is not built: Debian's package (the version this machine's apt lists) is downloaded
 # with apt-get and unpacked, which takes seconds instead of a Go build of its web UI.
 fetch_prometheus() {
@@ -215,7 +232,8 @@ case "${1:-}" in
   etcd) build_etcd ;;
   kwok) build_kwok ;;
   prometheus) fetch_prometheus ;;
+  helm) build_helm ;;
   api-syncagent) build_syncagent ;;
-  all) build_kcp >/dev/null; build_etcd >/dev/null; build_kwok >/dev/null; build_kube >/dev/null; fetch_prometheus >/dev/null ;;
-  *) echo "usage: $0 kcp|kube|etcd|kwok|prometheus|api-syncagent|all" >&2; exit 2 ;;
+  all) build_kcp >/dev/null; build_etcd >/dev/null; build_kwok >/dev/null; build_kube >/dev/null; fetch_prometheus >/dev/null; build_helm >/dev/null ;;
+  *) echo "usage: $0 kcp|kube|etcd|kwok|prometheus|helm|api-syncagent|all" >&2; exit 2 ;;
 esac

@@ -174,3 +174,18 @@ fn alert_rules_are_identical_and_name_real_metrics() {
         serde_yaml::from_str(&std::fs::read_to_string(dir.join("scrape-config.yaml")).unwrap()).unwrap();
     assert_eq!(scrape[0]["job_name"], "tmc-manager", "the job TmcManagerDown matches on");
 }
+
+#[test]
+fn chart_carries_the_shipped_alerts_and_the_crate_version() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let shipped = std::fs::read_to_string(root.join("config/prometheus/alerts.yaml")).unwrap();
+    let carried = std::fs::read_to_string(root.join("charts/kcp-tmc/files/alerts.yaml")).unwrap();
+    assert_eq!(
+        carried, shipped,
+        "charts/kcp-tmc/files/alerts.yaml differs from config/prometheus/alerts.yaml: copy it"
+    );
+    let chart: Value =
+        serde_yaml::from_str(&std::fs::read_to_string(root.join("charts/kcp-tmc/Chart.yaml")).unwrap()).unwrap();
+    assert_eq!(chart["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(chart["appVersion"], format!("v{}", env!("CARGO_PKG_VERSION")));
+}

@@ -13,6 +13,7 @@ mod apis;
 mod cli;
 mod cluster;
 mod conflicts;
+mod deploy;
 mod env;
 mod hostile;
 mod install;
@@ -149,6 +150,7 @@ fn all_tests() -> Vec<(&'static str, TestFn)> {
         syncer::unreachable_cluster_does_not_block_deletion,
         syncer::pull_mode_syncer_runs_beside_the_cluster,
         syncer::syncer_manifest_is_accepted_by_a_real_cluster,
+        deploy::chart_lints_renders_the_shipped_manager_and_is_accepted_by_a_real_cluster,
         syncer::autoscaled_replicas_are_not_fought,
         apis::custom_apis_sync_where_both_sides_serve_them,
         conflicts::foreign_downstream_namespace_is_reported_not_overwritten,
