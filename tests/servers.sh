@@ -8,8 +8,8 @@
 #   tests/servers.sh etcd     # -> $CACHE/bin/etcd-<version>/etcd
 #   tests/servers.sh kwok     # -> $CACHE/bin/kwok-<version>/kwok
 #   tests/servers.sh prometheus  # -> $CACHE/bin/prometheus-<version>/ (prometheus, promtool), from Debian's package
-#   tests/servers.sh all      # all of the above; prints nothing
 #   tests/servers.sh helm     # -> $CACHE/bin/helm-<version>/helm (lints and renders charts/kcp-tmc in the e2e suite)
+#   tests/servers.sh all      # all of the above; prints nothing
 #   tests/servers.sh api-syncagent  # -> $CACHE/bin/api-syncagent-<version>/api-syncagent, the benchmark peer
 #                                   # (only `make bench` needs it, so `all` leaves it out)
 #

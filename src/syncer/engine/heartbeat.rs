@@ -63,12 +63,10 @@ impl Engine {
                         "lastSyncTime": now.to_string(),
                         "syncedResources": self.synced_resources(),
                     } });
-                    match targets.patch_status(&self.target.name, &PatchParams::default(), &Patch::Merge(&patch)).await
-                    {
-                        Ok(_) => {}
-                        Err(e) => {
-                            tracing::warn!(target = %self.target.name, error = %error_message(&e), "heartbeat write failed")
-                        }
+                    let written =
+                        targets.patch_status(&self.target.name, &PatchParams::default(), &Patch::Merge(&patch)).await;
+                    if let Err(e) = written {
+                        tracing::warn!(target = %self.target.name, error = %error_message(&e), "heartbeat write failed")
                     }
                 }
                 Err(e) => {
