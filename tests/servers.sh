@@ -160,17 +160,24 @@ build_etcd() {
   echo "$dir"
 }
 
-build_kwok() {
-  local out=$cache/bin/kwok-$KWOK_VERSION
-  if [[ -x $out/kwok && -f $out/stages.yaml ]]; then echo "$out"; return; fi
-  log "building kwok $KWOK_VERSION from the Go module proxy into $out"
+# go_install OUT NAME LDFLAGS PACKAGE@VERSION: `go install` of a module without replace
+# directives into OUT, statically, with progress lines named NAME.
+go_install() {
+  local out=$1 name=$2 ld=$3 pkg=$4
   mkdir -p "$out"
   (
     export GOTOOLCHAIN=local CGO_ENABLED=0 GOBIN=$out
     export GOFLAGS="$(go env GOFLAGS) -trimpath"
-    go install -v -ldflags "-s -w" "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION" 2>&1 | progress kwok
+    go install -v -ldflags "$ld" "$pkg" 2>&1 | progress "$name"
     exit "${PIPESTATUS[0]}"
   )
+}
+
+build_kwok() {
+  local out=$cache/bin/kwok-$KWOK_VERSION
+  if [[ -x $out/kwok && -f $out/stages.yaml ]]; then echo "$out"; return; fi
+  log "building kwok $KWOK_VERSION from the Go module proxy into $out"
+  go_install "$out" kwok "-s -w" "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION"
   # The "fast" stages shipped in the kwok module: nodes become Ready at once, pods become Ready
   # once scheduled, complete and get deleted.
   local src
@@ -182,18 +189,12 @@ build_kwok() {
   echo "$out"
 }
 
-# Helm's own module installs with `go install` (no replace directives), like kwok.
+# Helm's own module has no replace directives, so `go install` takes it, like kwok.
 build_helm() {
   local out=$cache/bin/helm-$HELM_VERSION
   if [[ -x $out/helm ]]; then echo "$out/helm"; return; fi
   log "building helm $HELM_VERSION from the Go module proxy into $out (cold: 3-10 minutes on 2 cores)"
-  mkdir -p "$out"
-  (
-    export GOTOOLCHAIN=local CGO_ENABLED=0 GOBIN=$out
-    export GOFLAGS="$(go env GOFLAGS) -trimpath"
-    go install -v -ldflags "-s -w -X helm.sh/helm/v4/internal/version.version=$HELM_VERSION" "helm.sh/helm/v4/cmd/helm@$HELM_VERSION" 2>&1 | progress helm
-    exit "${PIPESTATUS[0]}"
-  )
+  go_install "$out" helm "-s -w -X helm.sh/helm/v4/internal/version.version=$HELM_VERSION" "helm.sh/helm/v4/cmd/helm@$HELM_VERSION"
   echo "$out/helm"
 }
 
