@@ -70,7 +70,7 @@ fn read_from(path: &Path, offset: u64) -> String {
 
 /// The client of a `User-Agent`: its first word before a slash (`kcp-tmc/0.1.0` → `kcp-tmc`,
 /// `kcp/v1.34.3+kcp-v0.32.3 (linux/amd64) …` → `kcp`).
-pub fn client_of(user_agent: &str) -> &str {
+fn client_of(user_agent: &str) -> &str {
     match user_agent.split(['/', ' ']).next() {
         Some(c) if !c.is_empty() => c,
         _ => "(no user agent)",

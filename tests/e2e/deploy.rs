@@ -126,8 +126,9 @@ pub async fn chart_lints_renders_the_shipped_manager_and_is_accepted_by_a_real_c
     // The cluster's own validation and admission accept the rendered objects.
     let cluster = &w.clusters[0];
     cluster.kubectl(&["create", "namespace", NAMESPACE])?;
-    let manifest = helm(&["template", "tmc", CHART, "--namespace", NAMESPACE])?;
-    let out = cluster.kubectl_stdin(&["apply", "--dry-run=server", "-f", "-"], &manifest)?;
+    // The default rendering from above, as one List.
+    let manifest = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": objects});
+    let out = cluster.kubectl_stdin(&["apply", "--dry-run=server", "-f", "-"], &manifest.to_string())?;
     for object in ["serviceaccount/tmc-kcp-tmc", "service/tmc-kcp-tmc-metrics", "deployment.apps/tmc-kcp-tmc"] {
         ensure!(out.contains(&format!("{object} created (server dry run)")), "{object} not accepted:\n{out}");
     }
