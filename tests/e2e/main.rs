@@ -30,6 +30,7 @@ mod status;
 mod stranded;
 mod syncer;
 mod synctarget;
+mod unguarded;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -156,6 +157,7 @@ fn all_tests() -> Vec<(&'static str, TestFn)> {
         conflicts::foreign_downstream_namespace_is_reported_not_overwritten,
         conflicts::objects_too_large_for_the_cluster_are_reported,
         relist::copy_deleted_while_the_api_server_was_down_is_restored,
+        unguarded::copies_without_a_finalizer_are_cleaned_up_after_a_kill,
         placement::placement_selects_a_labelled_subset_and_deletion_cleans_up,
         placement::placement_is_sticky_and_respects_cordon_and_drain,
         placement::placement_across_workspaces_needs_consent,

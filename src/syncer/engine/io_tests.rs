@@ -302,7 +302,7 @@ async fn foreign_object_is_not_ours_and_nothing_is_written() {
     .await;
 }
 
-/// A new object: finalizer, namespace, apply; and the evidence of the apply only when a move of
+/// A new object: finalizer beside namespace and apply; and the evidence of the apply only when a move of
 /// the namespace waits on this target (not for a namespace that merely runs on two).
 #[tokio::test]
 async fn new_object_finalizer_namespace_then_apply() {
@@ -336,18 +336,19 @@ async fn new_object(assigned: &'static [&'static str], awaiting: &'static [&'sta
         );
         assert_eq!(f.sync().await.unwrap(), None);
         let (kcp, cluster) = f.requests();
-        // Finalizer first (nothing reaches the cluster unguarded), the namespace claimed then
-        // recorded with its UID, and last the evidence of the apply if a move may wait for it.
-        let mut want = vec![
-            format!("PATCH {kcp_object}"),
-            format!("GET {kcp_ns}"),
-            format!("PATCH {kcp_ns}"),
-            format!("PATCH {kcp_ns}"),
-        ];
+        // The finalizer is written beside the copy, not before it (see `sync_object`): the
+        // object's and the namespace's requests interleave, each in its own order; the namespace
+        // is claimed then recorded with its UID, and last comes the evidence of the apply if a
+        // move may wait for it.
+        let of = |path: &str| kcp.iter().filter(|r| r.ends_with(path)).cloned().collect::<Vec<_>>();
+        let mut object = vec![format!("PATCH {kcp_object}")];
         if evidence {
-            want.push(format!("PATCH {kcp_object}"));
+            object.push(format!("PATCH {kcp_object}"));
+            assert_eq!(kcp.last(), Some(&format!("PATCH {kcp_object}")), "evidence after the apply: {kcp:?}");
         }
-        assert_eq!(kcp, want, "assigned to {assigned:?}, awaiting {awaiting:?}");
+        assert_eq!(of(&kcp_object), object, "assigned to {assigned:?}, awaiting {awaiting:?}");
+        assert_eq!(of(&kcp_ns), [format!("GET {kcp_ns}"), format!("PATCH {kcp_ns}"), format!("PATCH {kcp_ns}")]);
+        assert_eq!(kcp.len(), object.len() + 3, "nothing else written to kcp: {kcp:?}");
         assert_eq!(
             cluster,
             [
@@ -433,16 +434,32 @@ async fn copy_missing_from_a_relist_is_applied_again() {
     .await;
 }
 
+/// Answers kcp's namespace requests as [`new_object`] does, and the object's with `object`.
+fn kcp_with_namespace(object: impl Fn(&str) -> Reply + Send + 'static) -> Answer {
+    Box::new(move |method, path, _| match method {
+        "GET" | "PATCH" if path.ends_with(&format!("/namespaces/{NS}")) => ok(kcp_namespace(true)),
+        _ if path.ends_with(&format!("/configmaps/{NAME}")) => object(method),
+        _ => unexpected(),
+    })
+}
+
+/// The copy is written beside the finalizer, so it reaches the cluster even when the
+/// finalizer does not land; the deletion's own event brings the key back, and the plan deletes
+/// a copy of an object being deleted (`plan` tests).
+fn copy_written(cluster: &[String]) {
+    let copy = format!("PATCH /api/v1/namespaces/{}/configmaps/{NAME}", downstream_namespace());
+    assert_eq!(cluster.last(), Some(&copy), "the copy was applied beside the finalizer: {cluster:?}");
+}
+
 /// The kcp view shows a live object, but kcp has started deleting it: the finalizer is refused
-/// (422). The object is read again, no finalizer is added, and nothing reaches the cluster; the
-/// deletion's own event brings the key back.
+/// (422). The object is read again, no finalizer is added, and the sync is not an error.
 #[tokio::test]
-async fn object_deleted_under_the_finalizer_write_is_not_applied() {
+async fn object_deleted_under_the_finalizer_write_gets_no_finalizer() {
     bounded(async {
         let kcp_object = format!("/clusters/{WS}/api/v1/namespaces/{NS}/configmaps/{NAME}");
         let f = fixture(
             Some((kcp_namespace(true), kcp_configmap(false))),
-            Box::new(|method, _, _| match method {
+            kcp_with_namespace(|method| match method {
                 "PATCH" => Reply::Json(
                     422,
                     json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Invalid", "code": 422,
@@ -455,20 +472,23 @@ async fn object_deleted_under_the_finalizer_write_is_not_applied() {
                 }
                 _ => unexpected(),
             }),
-            Box::new(|_, _, _| unexpected()),
+            cluster_taking_a_new_copy(),
         );
         assert_eq!(f.sync().await.unwrap(), None);
         // The refused creation of the list is taken for the other target's list first, so the
         // append is tried before the read finds the deletion.
+        let (kcp, cluster) = f.requests();
+        let object: Vec<_> = kcp.iter().filter(|r| r.ends_with(&kcp_object)).cloned().collect();
         let (patch, get) = (format!("PATCH {kcp_object}"), format!("GET {kcp_object}"));
-        assert_eq!(f.requests(), (vec![patch.clone(), patch, get], vec![]));
+        assert_eq!(object, [patch.clone(), patch, get]);
+        copy_written(&cluster);
     })
     .await;
 }
 
 /// The race the soak found: the first finalizer's compare-and-swap loses to the other target's
 /// syncer (409), and the append that follows at once meets the tenant's delete (422). The read
-/// then sees the deletion: no finalizer, no copy, no error.
+/// then sees the deletion: no finalizer, no error.
 #[tokio::test]
 async fn lost_finalizer_race_then_deletion_is_not_an_error() {
     bounded(async {
@@ -476,7 +496,7 @@ async fn lost_finalizer_race_then_deletion_is_not_an_error() {
         let patches = Arc::new(Mutex::new(0));
         let f = fixture(
             Some((kcp_namespace(true), kcp_configmap(false))),
-            Box::new(move |method, _, _| match method {
+            kcp_with_namespace(move |method| match method {
                 "PATCH" => {
                     let mut n = patches.lock().unwrap();
                     *n += 1;
@@ -491,13 +511,14 @@ async fn lost_finalizer_race_then_deletion_is_not_an_error() {
                 }
                 _ => unexpected(),
             }),
-            Box::new(|_, _, _| unexpected()),
+            cluster_taking_a_new_copy(),
         );
         assert_eq!(f.sync().await.unwrap(), None);
         let (kcp, cluster) = f.requests();
+        let object: Vec<_> = kcp.iter().filter(|r| r.ends_with(&kcp_object)).cloned().collect();
         let (patch, get) = (format!("PATCH {kcp_object}"), format!("GET {kcp_object}"));
-        assert_eq!(kcp, [patch.clone(), patch, get]);
-        assert_eq!(cluster, Vec::<String>::new(), "nothing applied for an object being deleted");
+        assert_eq!(object, [patch.clone(), patch, get]);
+        copy_written(&cluster);
     })
     .await;
 }

@@ -10,6 +10,7 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 mod apis;
+mod copy;
 mod evidence;
 mod heartbeat;
 #[cfg(test)]
@@ -33,11 +34,10 @@ use crate::runtime::worker::{Loop, Workers};
 use crate::server::Metrics;
 use crate::server::metrics::{SyncOp, queue};
 use crate::syncer::access::{Access, namespace_role};
-use crate::syncer::downstream::{self, Cached, Downstream};
+use crate::syncer::downstream::Downstream;
 use crate::syncer::events::Events;
 use crate::syncer::naming::{Locator, TargetRef};
-use crate::syncer::redact;
-use crate::syncer::transform::{self, Destination};
+use crate::syncer::transform;
 use crate::syncer::upstream::{Read, SyncKey, Upstream};
 
 /// The field manager of every downstream write.
@@ -288,7 +288,7 @@ impl Engine {
             Removal::Apply => {}
             Removal::Done(requeue) => return Ok(requeue),
         }
-        let mut current = self.downstream.object(index, &dns, &key.name);
+        let current = self.downstream.object(index, &dns, &key.name);
         // The shared view may hold only the object's metadata (see `syncer::kept`): the contents
         // come whole, in the version decided on, or not at all. A newer version in kcp is now in
         // the view: decided again on it, at once.
@@ -299,84 +299,22 @@ impl Engine {
             Read::Newer => return Ok(Some(Duration::ZERO)),
         };
         let value = serde_json::to_value(obj.as_ref()).unwrap_or_default();
-        if !self.set_finalizer(&resource.api, key, &obj, true).await? {
+        // The finalizer is written to kcp while the copy is written to the cluster: a new object
+        // reaches its cluster after the slower of the two writes, not after both (the finalizer
+        // through the virtual workspace was most of the one-at-a-time latency). Safe in either
+        // order: a copy whose kcp object is deleted before the finalizer lands is found by the
+        // cluster view (labelled for this target, no kcp object) and deleted, after a restart
+        // too; an object being deleted gets no finalizer, and its deletion brings the key back.
+        let target =
+            copy::Target { index, resource: &resource, key, locator: &locator, namespace: &dns, api: &down_api };
+        let (finalized, copied) = tokio::join!(
+            self.set_finalizer(&resource.api, key, &obj, true),
+            self.copy_down(&target, &obj, &value, current)
+        );
+        if !finalized? {
             return Ok(None);
         }
-        if let Err(e) = self.ensure_namespace(&key.cluster, &dns, &locator).await {
-            let note = format!("not synced to {}: {e}", self.target.name);
-            let reason = match e {
-                SyncError::ForeignNamespace { .. } => "DownstreamNamespaceConflict",
-                _ => "DownstreamNamespaceFailed",
-            };
-            self.events.warn(&key.cluster, &resource.api, &obj, reason, note).await;
-            return Err(e);
-        }
-        if current.is_none() {
-            // Not in the cluster view (it has not listed this namespace yet, e.g. just after a
-            // restart, or the object is new): what the cluster holds is read once, and a copy
-            // found there is compared like a cached one, so an unchanged copy is not written again.
-            let found = self.check_take_over(&down_api, &resource.api, key, &obj).await?;
-            current = found.map(|o| Cached::Whole(Arc::new(crate::runtime::reflector::strip(o))));
-        }
-        let dest = Destination { namespace: &dns, target_key: &self.target_key, origin_cluster: key.cluster.as_str() };
-        let mut desired = transform::desired(&value, &dest);
-        if resource.api.kind == "Deployment" && self.downstream.autoscaled(&dns, &key.name) {
-            transform::leave_replicas_to_autoscaler(&mut desired);
-        }
-        let hash = crate::json::sha256_hex(desired.to_string().as_bytes(), 8);
-        desired["metadata"]["annotations"][SPEC_HASH_ANNOTATION] = json!(hash);
-        // What status-up reads of the downstream object, and whether it matches `desired`.
-        let (current_view, in_sync) = match &current {
-            None => (None, false),
-            Some(Cached::Matched(c)) => (c.status_view.clone(), c.desired_hash == hash),
-            Some(Cached::Whole(obj)) => {
-                let (compared, difference) = downstream::compare(obj, &desired, &hash, resource.status_up);
-                let view = compared.status_view.clone();
-                match &difference {
-                    None => self.downstream.matched(index, &dns, &key.name, compared),
-                    Some(why) => tracing::debug!(difference = %why, "downstream differs"),
-                }
-                (view, difference.is_none())
-            }
-        };
-        if !in_sync {
-            let params = PatchParams::apply(FIELD_MANAGER).force();
-            let started = std::time::Instant::now();
-            let applied = down_api.patch(&key.name, &params, &Patch::Apply(&desired)).await;
-            self.telemetry.op(&resource.api.plural, SyncOp::Apply, applied.is_ok(), started);
-            match applied {
-                // Cache what the cluster answered, so a sync that runs before the watch event
-                // arrives sees this state instead of applying again; as the verdict when it
-                // matched (the usual case), so the cache never holds a whole copy of it.
-                Ok(applied) => {
-                    let (compared, difference) = downstream::compare(&applied, &desired, &hash, resource.status_up);
-                    let cached = match difference {
-                        None => Cached::Matched(Arc::new(compared)),
-                        Some(_) => Cached::Whole(Arc::new(crate::runtime::reflector::strip(applied))),
-                    };
-                    self.downstream.record(index, &dns, &key.name, cached);
-                    self.telemetry.applied(&SyncKey { resource: Some(index), key: key.clone() });
-                }
-                Err(e) => {
-                    // The cluster refused the object (invalid or immutable field, …) or failed to
-                    // store it (too large for its etcd, …): tell the tenant on their object, and
-                    // retry with backoff. An unreachable cluster is the SyncTarget's condition.
-                    // What the cluster said about a Secret may quote its data: scrubbed first.
-                    if let kube::Error::Api(s) = &e {
-                        let (reason, verb) =
-                            if s.code < 500 { ("SyncRejected", "rejected") } else { ("SyncFailed", "failed to store") };
-                        // Values of a refused Secret cut out first, then the rest bounded to one line.
-                        let said = redact::scrub(&desired, &s.message);
-                        let message = crate::net::response::bounded_line(&said, crate::net::response::MESSAGE_MAX);
-                        let note = format!("{} {verb} it ({}): {message}; retrying", self.target.name, s.code);
-                        self.events.warn(&key.cluster, &resource.api, &obj, reason, note).await;
-                    }
-                    let message = redact::scrub(&desired, &error_message(&e));
-                    return Err(SyncError::Api { action: "apply downstream".into(), message });
-                }
-            }
-            tracing::info!(namespace = %dns, "applied downstream");
-        }
+        let copy::Copied { hash, status_view: current_view } = copied?;
         self.record_evidence(&resource.api, key, &obj, &hash, current_view.as_ref()).await?;
         if resource.status_up
             && let Some(current) = current_view
@@ -448,7 +386,23 @@ impl Engine {
                     return match written {
                         Ok(_) => Ok(true),
                         Err(kube::Error::Api(s)) if s.is_not_found() => Ok(!present),
-                        Err(e) => Err(api_err(if present { "add finalizer" } else { "remove finalizer" })(e)),
+                        Err(e) => {
+                            let action = if present { "add finalizer" } else { "remove finalizer" };
+                            // Refused (an admission policy of the tenant's, missing rights): the
+                            // tenant is told on the object; the copy is kept and this retried.
+                            if let kube::Error::Api(s) = &e
+                                && (400..500).contains(&s.code)
+                            {
+                                let said =
+                                    crate::net::response::bounded_line(&s.message, crate::net::response::MESSAGE_MAX);
+                                let note = format!(
+                                    "kcp refused to {action} for {} ({}): {said}; retrying",
+                                    self.target.name, s.code
+                                );
+                                self.events.warn(&key.cluster, resource, obj, "FinalizerRefused", note).await;
+                            }
+                            Err(api_err(action)(e))
+                        }
                     };
                 }
             }
