@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use futures::StreamExt;
 use kube::api::{Api, DynamicObject};
 use kube::core::{ApiResource, GroupVersionKind};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::watcher;
 use serde_json::Value;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -49,7 +49,7 @@ pub async fn watch_endpoints(
 ) {
     let api: Api<DynamicObject> = Api::all_with(clients.cluster(&cluster), &endpoint_slice_resource());
     let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
-    let mut events = watcher(api, config).default_backoff().boxed();
+    let mut events = crate::runtime::rewatch::retried(watcher(api, config).boxed());
     let mut seen_in_relist = false;
     loop {
         // Not `runtime::next_or_cancelled`: `kcp` sits below `runtime` and imports nothing of it.

@@ -6,6 +6,7 @@ pub mod cache;
 pub mod guard;
 pub mod queue;
 pub mod reflector;
+pub mod rewatch;
 pub mod worker;
 
 use std::time::Duration;

@@ -253,7 +253,7 @@ impl<O: Resource + Send + 'static, S: Store> Reflector<O, S> {
     }
 }
 
-/// A stream of `watcher` events with kube's default backoff, ready for [`Reflector::run`].
+/// A stream of `watcher` events, retried as [`super::rewatch`] says, ready for [`Reflector::run`].
 pub fn watch<O>(
     api: kube::Api<O>,
     config: watcher::Config,
@@ -261,8 +261,7 @@ pub fn watch<O>(
 where
     O: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
 {
-    use kube::runtime::WatchStreamExt;
-    watcher(api, config).default_backoff().boxed()
+    super::rewatch::retried(watcher(api, config).boxed())
 }
 
 /// Keys of `changes`, deduplicated, in order.

@@ -199,7 +199,7 @@ pub async fn follow_supported_apis(
     let api: kube::Api<kube::api::DynamicObject> =
         kube::Api::all_with(client, &kube::core::ApiResource::erase::<SyncTarget>(&()));
     let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
-    let mut events = watcher(api, config).default_backoff().applied_objects().boxed();
+    let mut events = crate::runtime::rewatch::retried(watcher(api, config).boxed()).applied_objects().boxed();
     while let Some(event) = crate::runtime::next_or_cancelled(&mut events, &cancel).await {
         let obj = match event {
             Ok(obj) => obj,
