@@ -4,6 +4,8 @@
 # to stderr.
 #
 #   tests/servers.sh kcp      # -> $CACHE/bin/kcp-<version>/kcp
+#   tests/servers.sh kcp-sharded  # -> $CACHE/bin/kcp-sharded-<version>/ (kcp, kcp-front-proxy, cache-server,
+#                                 #    sharded-test-server: a two-shard kcp, see tests/sharded.sh)
 #   tests/servers.sh kube     # -> $CACHE/bin/kube-<version>/ (kube-apiserver, -controller-manager, -scheduler)
 #   tests/servers.sh etcd     # -> $CACHE/bin/etcd-<version>/etcd
 #   tests/servers.sh kwok     # -> $CACHE/bin/kwok-<version>/kwok
@@ -58,14 +60,15 @@ vwf_overlay() {
   cp "$here/kcp-server/vwf-shim/path_segment_name.go.in" "$work/.vwf-overlay/pkg/forwardingregistry/zz_path_segment_name.go"
 }
 
-build_kcp() {
-  local out=$cache/bin/kcp-$KCP_VERSION/kcp
-  if [[ -x $out ]]; then echo "$out"; return; fi
-  log "building kcp $KCP_VERSION from the Go module proxy into $out"
-  log "a cold build takes 10-40 minutes on 2 cores; later runs reuse the cached binary"
-  local work=$cache/build/kcp-$KCP_VERSION
+# kcp_go_build OUT_DIR NAME PACKAGE...: builds kcp's commands from the wrapper module
+# tests/kcp-server into OUT_DIR (a fresh build directory each time; Go's build cache makes a
+# second command of the same module cheap).
+kcp_go_build() {
+  local out=$1 name=$2
+  shift 2
+  local work=$cache/build/$name-$KCP_VERSION
   rm -rf "$work"
-  mkdir -p "$work" "$(dirname "$out")"
+  mkdir -p "$work" "$out"
   cp "$here/kcp-server/go.mod" "$here/kcp-server/go.sum" "$work/"
   echo 'package kcpserver' >"$work/doc.go"
   vwf_overlay "$work"
@@ -79,10 +82,37 @@ build_kcp() {
     # the committed go.sum pins their hashes instead.
     export GONOSUMDB='github.com/kcp-dev/*' GOTOOLCHAIN=local CGO_ENABLED=0
     export GOFLAGS="$(go env GOFLAGS) -trimpath"
-    go build -v -ldflags "$ld" -o "$out.tmp" github.com/kcp-dev/kcp/cmd/kcp 2>&1 | progress kcp
+    go build -v -ldflags "$ld" -o "$out/" "$@" 2>&1 | progress "$name"
     exit "${PIPESTATUS[0]}"
   )
-  mv "$out.tmp" "$out"
+}
+
+build_kcp() {
+  local out=$cache/bin/kcp-$KCP_VERSION/kcp
+  if [[ -x $out ]]; then echo "$out"; return; fi
+  log "building kcp $KCP_VERSION from the Go module proxy into $out"
+  log "a cold build takes 10-40 minutes on 2 cores; later runs reuse the cached binary"
+  rm -rf "$out.tmp"
+  kcp_go_build "$out.tmp" kcp github.com/kcp-dev/kcp/cmd/kcp
+  mv "$out.tmp/kcp" "$out"
+  rm -rf "$out.tmp"
+  log "built $out"
+  echo "$out"
+}
+
+# kcp's sharded topology (tests/sharded.sh): the front-proxy, the cache server and kcp's own
+# sharded-test-server (which makes the PKI and starts them), beside a link to the kcp above.
+build_kcp_sharded() {
+  local kcp out=$cache/bin/kcp-sharded-$KCP_VERSION
+  kcp=$(build_kcp)
+  if [[ -f $out/.complete ]]; then echo "$out"; return; fi
+  log "building kcp-front-proxy, cache-server and sharded-test-server $KCP_VERSION into $out"
+  log "with kcp built, a build takes 1-5 minutes on 2 cores"
+  rm -rf "$out"
+  kcp_go_build "$out" kcp-sharded github.com/kcp-dev/kcp/cmd/kcp-front-proxy \
+    github.com/kcp-dev/kcp/cmd/cache-server github.com/kcp-dev/kcp/cmd/sharded-test-server
+  ln -s "$kcp" "$out/kcp"
+  touch "$out/.complete"
   log "built $out"
   echo "$out"
 }
@@ -229,12 +259,13 @@ fetch_prometheus() {
 
 case "${1:-}" in
   kcp) build_kcp ;;
+  kcp-sharded) build_kcp_sharded ;;
   kube) build_kube ;;
   etcd) build_etcd ;;
   kwok) build_kwok ;;
   prometheus) fetch_prometheus ;;
   helm) build_helm ;;
   api-syncagent) build_syncagent ;;
-  all) build_kcp >/dev/null; build_etcd >/dev/null; build_kwok >/dev/null; build_kube >/dev/null; fetch_prometheus >/dev/null; build_helm >/dev/null ;;
-  *) echo "usage: $0 kcp|kube|etcd|kwok|prometheus|helm|api-syncagent|all" >&2; exit 2 ;;
+  all) build_kcp >/dev/null; build_kcp_sharded >/dev/null; build_etcd >/dev/null; build_kwok >/dev/null; build_kube >/dev/null; fetch_prometheus >/dev/null; build_helm >/dev/null ;;
+  *) echo "usage: $0 kcp|kcp-sharded|kube|etcd|kwok|prometheus|helm|api-syncagent|all" >&2; exit 2 ;;
 esac

@@ -119,7 +119,11 @@ impl Kcp {
     async fn wait_ready(&self) {
         let started = Instant::now();
         let deadline = started + Duration::from_secs(180);
-        while !self.kubeconfig.exists() {
+        // kcp writes the file in more than one step: wait until it names its current context.
+        let written = |path: &Path| {
+            kube::config::Kubeconfig::read_from(path).is_ok_and(|k| k.current_context.is_some_and(|c| !c.is_empty()))
+        };
+        while !written(&self.kubeconfig) {
             assert!(Instant::now() < deadline, "kcp wrote no admin.kubeconfig; see {}", self.log().display());
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
@@ -177,26 +181,33 @@ impl Kcp {
 
     /// Runs kubectl against the workspace `path`, feeding `stdin`; returns stdout.
     pub fn kubectl(&self, path: &str, args: &[&str], stdin: Option<&str>) -> Result<String, String> {
-        use std::io::Write;
-        let mut child = Command::new("kubectl")
-            .arg(format!("--kubeconfig={}", self.kubeconfig.display()))
-            .arg(format!("--server={}", self.server(path)))
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("kubectl: {e}"))?;
-        if let Some(input) = stdin {
-            child.stdin.take().unwrap().write_all(input.as_bytes()).map_err(|e| e.to_string())?;
-        }
-        drop(child.stdin.take());
-        let out = child.wait_with_output().map_err(|e| e.to_string())?;
-        if !out.status.success() {
-            return Err(format!("kubectl {args:?} in {path}: {}", String::from_utf8_lossy(&out.stderr)));
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        kubectl_at(&self.kubeconfig, &self.server(path), args, stdin)
+            .map_err(|e| format!("kubectl {args:?} in {path}: {e}"))
     }
+}
+
+/// Runs kubectl with `kubeconfig` against `server`, feeding `stdin`; returns stdout, or stderr
+/// as the error.
+pub fn kubectl_at(kubeconfig: &Path, server: &str, args: &[&str], stdin: Option<&str>) -> Result<String, String> {
+    use std::io::Write;
+    let mut child = Command::new("kubectl")
+        .arg(format!("--kubeconfig={}", kubeconfig.display()))
+        .arg(format!("--server={server}"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("kubectl: {e}"))?;
+    if let Some(input) = stdin {
+        child.stdin.take().unwrap().write_all(input.as_bytes()).map_err(|e| e.to_string())?;
+    }
+    drop(child.stdin.take());
+    let out = child.wait_with_output().map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// A process of the `tmc` binary under test, killed on drop, logging to a file.

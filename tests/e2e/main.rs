@@ -26,6 +26,7 @@ mod prometheus;
 mod rbac;
 mod relist;
 mod restart;
+mod sharded;
 mod status;
 mod stranded;
 mod syncer;
@@ -111,6 +112,8 @@ fn serial_tests() -> Vec<(&'static str, TestFn)> {
         stranded::finalizers_of_targets_gone_while_down_are_released_at_start,
         stranded::deletion_times_out_when_the_targets_syncer_cannot_run,
         restart::restart_with_unrelated_objects_deletes_nothing,
+        // kcp's ports of a sharded topology are fixed: one at a time.
+        sharded::manager_follows_both_shards_of_a_sharded_kcp,
     ]
 }
 
