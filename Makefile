@@ -15,7 +15,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: all build test unit e2e soak chaos run kcp kcp-bin servers bench coverage generate fmt lint clean-cache help image image-rootfs
+.PHONY: all build test unit e2e soak chaos run run-sharded kcp kcp-bin servers bench coverage generate fmt lint clean-cache help image image-rootfs
 
 all: build
 
@@ -56,6 +56,10 @@ chaos: servers
 ## A local kcp with the APIs installed, a bound tenant workspace, the manager and a sample.
 run: servers build
 	tests/run-local.sh
+
+## `make run` on a two-shard kcp behind its front-proxy (tests/run-sharded.sh).
+run-sharded: servers build
+	tests/run-sharded.sh
 
 ## Only a local kcp (no kcp-tmc), for a person to use.
 kcp: kcp-bin
