@@ -390,8 +390,10 @@ impl Engine {
                             let action = if present { "add finalizer" } else { "remove finalizer" };
                             // Refused (an admission policy of the tenant's, missing rights): the
                             // tenant is told on the object; the copy is kept and this retried.
+                            // A 409 is other writers winning three times in a row, not a refusal.
                             if let kube::Error::Api(s) = &e
                                 && (400..500).contains(&s.code)
+                                && s.code != 409
                             {
                                 let said =
                                     crate::net::response::bounded_line(&s.message, crate::net::response::MESSAGE_MAX);
