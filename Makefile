@@ -15,7 +15,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: all build test unit e2e soak chaos run run-sharded kcp kcp-bin servers bench coverage generate fmt lint clean-cache help image image-rootfs
+.PHONY: all build test unit e2e e2e-sharded soak chaos run run-sharded kcp kcp-bin servers bench coverage generate fmt lint clean-cache help image image-rootfs
 
 all: build
 
@@ -43,6 +43,10 @@ unit:
 
 e2e: servers
 	TMC_KCP_BIN=$$(tests/servers.sh kcp) $(CARGO) test --test e2e
+
+## The two-shard kcp e2e test alone (not yet in `make test`; see tests/e2e/main.rs).
+e2e-sharded: servers
+	TMC_E2E_SHARDED=1 TMC_KCP_BIN=$$(tests/servers.sh kcp) $(CARGO) test --test e2e -- sharded
 
 ## Soak (release build): churn across 20 workspaces and 2 clusters for TMC_SOAK_MINUTES (default
 ## 30) with a manager restart at half time; samples in target/soak/, verdicts on stdout.

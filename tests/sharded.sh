@@ -49,7 +49,12 @@ wait_for() {
   local what=$1 timeout=$2 start=$SECONDS
   shift 2
   until "$@" >/dev/null 2>&1; do
-    ((SECONDS - start < timeout)) || die "$what not ready after ${timeout}s; see the logs in $dir"
+    if ((SECONDS - start >= timeout)); then
+      for f in "$dir"/sharded-test-server.log "$dir"/kcp-0.log "$dir"/kcp-front-proxy.log "$dir"/shard-1.log; do
+        [[ -f $f ]] && { log "last lines of $f:"; tail -n 15 "$f" >&2; }
+      done
+      die "$what not ready after ${timeout}s; see the logs in $dir"
+    fi
     sleep 1
   done
   log "$what ready after $((SECONDS - start))s"
