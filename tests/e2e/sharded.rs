@@ -282,6 +282,8 @@ pub async fn manager_follows_both_shards_of_a_sharded_kcp(w: std::sync::Arc<Worl
     }
     let written = cluster.write_requests("configmaps")? - writes;
     ensure!(written == 1, "the restart cost {written} ConfigMap writes in the cluster, want 1 (the new object)");
-    println!("shard-1 restarted: a new object synced {followed:.1?} after it served again; 1 ConfigMap write, copies unchanged");
+    println!(
+        "shard-1 restarted: a new object synced {followed:.1?} after it served again; 1 ConfigMap write, copies unchanged"
+    );
     Ok(())
 }
