@@ -154,8 +154,40 @@ impl Bench {
         http_get(&self.manager.metrics, "/metrics").await.map(|(_, body)| body).unwrap_or_default()
     }
 
+    /// Waits until the running manager has no key queued and none waiting for a retry, seen for
+    /// a full second, so that what the restart writes is the restart's cost and not work the old
+    /// manager had left (a finalizer write that lost a race retries after its key's backoff,
+    /// and since the copy no longer waits for the finalizer, "every copy in the cluster" does not
+    /// imply "every finalizer written"). Gives up after 120 s and says what was left.
+    async fn wait_quiet(&self) {
+        let start = Instant::now();
+        let mut quiet_since: Option<Instant> = None;
+        loop {
+            let metrics = self.manager_metrics().await;
+            let (depth, failing) =
+                (metric_sum(&metrics, "tmc_workqueue_depth"), metric_sum(&metrics, "tmc_workqueue_failing_keys"));
+            if depth == 0.0 && failing == 0.0 {
+                let since = *quiet_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= Duration::from_secs(1) {
+                    eprintln!("bench: restart: the old manager is quiet after {:.1} s", start.elapsed().as_secs_f64());
+                    return;
+                }
+            } else {
+                quiet_since = None;
+            }
+            if start.elapsed() > Duration::from_secs(120) {
+                eprintln!(
+                    "bench: restart: the old manager still has {depth} keys queued and {failing} failing after 120 s; restarting anyway"
+                );
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// SIGTERM to the manager, a new one started, timed and counted (see the module docs).
     pub async fn restart(&mut self) -> Restart {
+        self.wait_quiet().await;
         let synced = metric_sum(&self.manager_metrics().await, "tmc_synced_objects") as u64;
         let (kcp_before, clusters_before) = (write_counts(&self.kcp_metrics()), self.cluster_writes());
         let audited = self.audit.mark();
@@ -170,7 +202,8 @@ impl Bench {
         let health = self.manager.health.clone();
         let mut ready = None;
         let mut settled_since: Option<Instant> = None;
-        // Settled: ready, the cluster views hold what the old manager held, no key waits; seen
+        // Settled: ready, the cluster views hold what the old manager held, no key waits (to run
+        // or for a retry); seen
         // for one full second (a queue can be empty between two waves of a relist).
         while settled_since.is_none_or(|s| s.elapsed() < Duration::from_secs(1)) {
             assert!(started.elapsed() < Duration::from_secs(600), "not settled within 600 s of the restart");
@@ -181,7 +214,8 @@ impl Bench {
             let metrics = self.manager_metrics().await;
             let calm = ready.is_some()
                 && metric_sum(&metrics, "tmc_synced_objects") as u64 >= synced
-                && metric_sum(&metrics, "tmc_workqueue_depth") == 0.0;
+                && metric_sum(&metrics, "tmc_workqueue_depth") == 0.0
+                && metric_sum(&metrics, "tmc_workqueue_failing_keys") == 0.0;
             settled_since = match (calm, settled_since) {
                 (true, None) => Some(Instant::now()),
                 (true, since) => since,

@@ -97,6 +97,13 @@ impl<K: Clone + Eq + Hash + Send + 'static> WorkQueue<K> {
         }
     }
 
+    /// Records how many keys wait for a retry; called with the lock held, like the depth.
+    fn report_failing(&self, s: &State<K>) {
+        if let Some(m) = &self.metrics {
+            m.set_failing(s.failures.len());
+        }
+    }
+
     /// The state survives a panic while it was locked: every operation leaves it consistent
     /// before anything can panic, and the workers must go on (see [`super::guard`]).
     fn lock(&self) -> std::sync::MutexGuard<'_, State<K>> {
@@ -160,7 +167,9 @@ impl<K: Clone + Eq + Hash + Send + 'static> WorkQueue<K> {
             let mut s = self.lock();
             let f = s.failures.entry(key.clone()).or_insert(0);
             *f += 1;
-            *f
+            let failures = *f;
+            self.report_failing(&s);
+            failures
         };
         if let Some(m) = &self.metrics {
             m.retry();
@@ -191,7 +200,10 @@ impl<K: Clone + Eq + Hash + Send + 'static> WorkQueue<K> {
 
     /// Clears the failure count of `key` (after a successful reconcile).
     pub fn forget(&self, key: &K) {
-        self.lock().failures.remove(key);
+        let mut s = self.lock();
+        if s.failures.remove(key).is_some() {
+            self.report_failing(&s);
+        }
     }
 
     /// How often `key` has failed since it was last forgotten.
@@ -335,10 +347,23 @@ mod tests {
         assert!(has(r#"tmc_workqueue_depth{queue="test"} 2"#));
         let k = q.next().await.unwrap();
         assert!(has(r#"tmc_workqueue_depth{queue="test"} 1"#));
+        assert!(has(r#"tmc_workqueue_failing_keys{queue="test"} 0"#));
         q.complete(&k, &Err::<Option<Duration>, ()>(()));
         assert!(has(r#"tmc_workqueue_retries_total{queue="test"} 1"#));
+        assert!(has(r#"tmc_workqueue_failing_keys{queue="test"} 1"#), "a failed key waits for its retry");
+        let b = q.next().await.unwrap();
+        q.complete::<()>(&b, &Ok(None));
+        assert!(has(r#"tmc_workqueue_failing_keys{queue="test"} 1"#), "another key's success leaves it");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let k = q.next().await.unwrap();
+        q.complete::<()>(&k, &Ok(None));
+        assert!(has(r#"tmc_workqueue_failing_keys{queue="test"} 0"#), "its own success clears it");
+        q.add("a");
+        let k = q.next().await.unwrap();
+        q.complete(&k, &Err::<Option<Duration>, ()>(()));
         drop(q);
         assert!(has(r#"tmc_workqueue_depth{queue="test"} 0"#), "a dropped queue's share goes");
+        assert!(has(r#"tmc_workqueue_failing_keys{queue="test"} 0"#), "and its failing keys");
     }
 
     #[tokio::test]

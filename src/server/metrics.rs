@@ -78,11 +78,12 @@ struct Families {
     target_ready: IntGaugeVec,
     heartbeat_age: GaugeVec,
     queue_depth: IntGaugeVec,
+    queue_failing: IntGaugeVec,
     queue_retries: IntCounterVec,
     synced_objects: IntGaugeVec,
     /// The depth each live [`QueueMetrics`] reported, by queue name and reporter id: the gauge
     /// is their sum, since one name covers a queue per kcp shard or per SyncTarget.
-    queue_shares: Mutex<HashMap<&'static str, HashMap<u64, usize>>>,
+    queue_shares: Mutex<HashMap<(&'static str, QueueGauge), Shares>>,
     next_reporter: AtomicU64,
     /// When each SyncTarget's syncer last reported in: `tmc_heartbeat_age_seconds` is computed
     /// from it at every scrape, so the age keeps growing after the heartbeats (and with them the
@@ -179,6 +180,11 @@ impl Metrics {
                 TARGET,
             ),
             queue_depth: r.gauge("tmc_workqueue_depth", "Keys waiting in a work queue, by queue.", &["queue"]),
+            queue_failing: r.gauge(
+                "tmc_workqueue_failing_keys",
+                "Keys whose last attempt failed and that wait for a retry with backoff, by queue.",
+                &["queue"],
+            ),
             queue_retries: r.counter(
                 "tmc_workqueue_retries_total",
                 "Keys put back into a work queue after a failure, by queue.",
@@ -291,21 +297,28 @@ impl Metrics {
         let reporter = QueueMetrics { metrics: self.clone(), queue, id };
         // Present at zero from the start, like the reconcile counters.
         reporter.set_depth(0);
+        reporter.set_failing(0);
         self.0.queue_retries.with_label_values(&[queue]);
         reporter
     }
 
-    /// Sets reporter `id`'s share of `queue`'s depth (`None` removes it) and exports the sum.
-    fn share_queue_depth(&self, queue: &'static str, id: u64, depth: Option<usize>) {
+    /// Sets reporter `id`'s share of one of `queue`'s gauges (`None` removes it) and exports
+    /// the sum.
+    fn share_queue_gauge(&self, queue: &'static str, gauge: QueueGauge, id: u64, value: Option<usize>) {
         let mut shares = self.0.queue_shares.lock().unwrap_or_else(|e| e.into_inner());
-        let of_queue = shares.entry(queue).or_default();
-        match depth {
-            Some(d) => of_queue.insert(id, d),
+        let of_queue = shares.entry((queue, gauge)).or_default();
+        match value {
+            Some(v) => of_queue.insert(id, v),
             None => of_queue.remove(&id),
         };
         let sum: usize = of_queue.values().sum();
         // Set under the lock, so two reporters cannot export their sums out of order.
-        self.set_queue_depth(queue, sum);
+        match gauge {
+            QueueGauge::Depth => self.set_queue_depth(queue, sum),
+            QueueGauge::Failing => {
+                self.0.queue_failing.with_label_values(&[queue]).set(i64::try_from(sum).unwrap_or(i64::MAX))
+            }
+        }
     }
 
     /// Keys waiting in `queue`, a fixed name such as "synctarget", never a per-object one.
@@ -335,6 +348,16 @@ impl Metrics {
     pub const CONTENT_TYPE: &str = prometheus::TEXT_FORMAT;
 }
 
+/// Each live reporter's share of one gauge, by reporter id.
+type Shares = HashMap<u64, usize>;
+
+/// The per-queue gauges that several queues of one name add up to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum QueueGauge {
+    Depth,
+    Failing,
+}
+
 /// What one work queue records: its depth (its share of the queue name's sum) and its
 /// retries. Dropping it (with its queue) removes its share.
 pub struct QueueMetrics {
@@ -345,7 +368,11 @@ pub struct QueueMetrics {
 
 impl QueueMetrics {
     pub fn set_depth(&self, depth: usize) {
-        self.metrics.share_queue_depth(self.queue, self.id, Some(depth));
+        self.metrics.share_queue_gauge(self.queue, QueueGauge::Depth, self.id, Some(depth));
+    }
+
+    pub fn set_failing(&self, keys: usize) {
+        self.metrics.share_queue_gauge(self.queue, QueueGauge::Failing, self.id, Some(keys));
     }
 
     pub fn retry(&self) {
@@ -355,7 +382,8 @@ impl QueueMetrics {
 
 impl Drop for QueueMetrics {
     fn drop(&mut self) {
-        self.metrics.share_queue_depth(self.queue, self.id, None);
+        self.metrics.share_queue_gauge(self.queue, QueueGauge::Depth, self.id, None);
+        self.metrics.share_queue_gauge(self.queue, QueueGauge::Failing, self.id, None);
     }
 }
 

@@ -16,6 +16,7 @@ fn recorded() -> Metrics {
     m.set_heartbeat_age("key-a", Duration::from_secs(5));
     m.set_queue_depth("synctarget", 7);
     m.queue_retry("synctarget");
+    m.share_queue_gauge("syncer", QueueGauge::Failing, 99, Some(2));
     m.set_synced_objects("key-a", "deployments", 12);
     m.set_synced_objects("key-b", "deployments", 1);
     m
@@ -42,6 +43,7 @@ fn families_and_labels_are_encoded() {
         r#"tmc_heartbeat_age_seconds{sync_target="key-a"} 5"#,
         r#"tmc_workqueue_depth{queue="synctarget"} 7"#,
         r#"tmc_workqueue_retries_total{queue="synctarget"} 1"#,
+        r#"tmc_workqueue_failing_keys{queue="syncer"} 2"#,
         r#"tmc_synced_objects{resource="deployments",sync_target="key-a"} 12"#,
     ];
     for want in cases {
@@ -63,6 +65,7 @@ fn every_family_has_one_help_and_one_type() {
         ("tmc_heartbeat_age_seconds", "gauge"),
         ("tmc_workqueue_depth", "gauge"),
         ("tmc_workqueue_retries_total", "counter"),
+        ("tmc_workqueue_failing_keys", "gauge"),
         ("tmc_synced_objects", "gauge"),
     ];
     for (name, kind) in families {
