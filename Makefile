@@ -44,9 +44,9 @@ unit:
 e2e: servers
 	TMC_KCP_BIN=$$(tests/servers.sh kcp) $(CARGO) test --test e2e
 
-## The two-shard kcp e2e test alone (not yet in `make test`; see tests/e2e/main.rs).
+## The two-shard kcp e2e test alone (it is part of `make test` too).
 e2e-sharded: servers
-	TMC_E2E_SHARDED=1 TMC_KCP_BIN=$$(tests/servers.sh kcp) $(CARGO) test --test e2e -- sharded
+	TMC_KCP_BIN=$$(tests/servers.sh kcp) $(CARGO) test --test e2e -- sharded
 
 ## Soak (release build): churn across 20 workspaces and 2 clusters for TMC_SOAK_MINUTES (default
 ## 30) with a manager restart at half time; samples in target/soak/, verdicts on stdout.

@@ -48,7 +48,13 @@ kill_group() {
 wait_for() {
   local what=$1 timeout=$2 start=$SECONDS
   shift 2
-  until "$@" >/dev/null 2>&1; do
+  local rc
+  while true; do
+    rc=0
+    "$@" >/dev/null 2>&1 || rc=$?
+    ((rc == 0)) && break
+    # 99: what is waited for cannot come any more (its process is gone).
+    ((rc == 99)) && return 1
     if ((SECONDS - start >= timeout)); then
       for f in "$dir"/sharded-test-server.log "$dir"/kcp-0.log "$dir"/kcp-front-proxy.log "$dir"/shard-1.log; do
         [[ -f $f ]] && { log "last lines of $f:"; tail -n 15 "$f" >&2; }
@@ -104,6 +110,27 @@ start_shard() {
   wait_for "shard-1 (:6445)" 300 shard_ready
 }
 
+# Starts the root shard, the cache server and the front-proxy from scratch; fails when
+# sharded-test-server exits before it writes ready-to-test.
+start_topology() {
+  rm -rf "$dir/.kcp" "$dir/.kcp-0" "$dir/.kcp-1" "$dir/.kcp-cache" "$dir/.kcp-front-proxy"
+  log "starting the root shard, the cache server and the front-proxy (sharded-test-server) in $dir"
+  # Its children inherit the environment: no fsync for their etcds (test data only).
+  NO_GORUN=true KCP_ASSET_KCP=$bin/kcp KCP_ASSET_KCP_FRONT_PROXY=$bin/kcp-front-proxy \
+    KCP_ASSET_CACHE_SERVER=$bin/cache-server UNSAFE_E2E_HACK_DISABLE_ETCD_FSYNC=true \
+    setsid "$bin/sharded-test-server" --number-of-shards=1 --work-dir-path="$dir" --log-dir-path="$dir" \
+    --quiet --shard-embedded-etcd-wal-size-bytes=5000 >"$dir/sharded-test-server.log" 2>&1 &
+  echo $! >"$dir/topology.pid"
+  wait_for "root shard, cache server and front-proxy" 300 topology_ready
+}
+
+# 0 once ready-to-test exists; 99 (stop waiting) when sharded-test-server is gone.
+topology_ready() {
+  [[ -f $dir/.kcp/ready-to-test ]] && return 0
+  ps -o stat= -p "$(cat "$dir/topology.pid")" 2>/dev/null | grep -qv '^Z' || return 99
+  return 1
+}
+
 case $cmd in
   up)
     bin=$("$here/servers.sh" kcp-sharded)
@@ -112,16 +139,19 @@ case $cmd in
         die "port $p is taken: another sharded kcp runs (tests/sharded.sh down DIR stops one started here)"
       fi
     done
-    rm -rf "$dir/.kcp" "$dir/.kcp-0" "$dir/.kcp-1" "$dir/.kcp-cache" "$dir/.kcp-front-proxy"
     echo "$bin" >"$dir/bin"
-    log "starting the root shard, the cache server and the front-proxy (sharded-test-server) in $dir"
-    # Its children inherit the environment: no fsync for their etcds (test data only).
-    NO_GORUN=true KCP_ASSET_KCP=$bin/kcp KCP_ASSET_KCP_FRONT_PROXY=$bin/kcp-front-proxy \
-      KCP_ASSET_CACHE_SERVER=$bin/cache-server UNSAFE_E2E_HACK_DISABLE_ETCD_FSYNC=true \
-      setsid "$bin/sharded-test-server" --number-of-shards=1 --work-dir-path="$dir" --log-dir-path="$dir" \
-      --quiet --shard-embedded-etcd-wal-size-bytes=5000 >"$dir/sharded-test-server.log" 2>&1 &
-    echo $! >"$dir/topology.pid"
-    wait_for "root shard, cache server and front-proxy" 300 test -f "$dir/.kcp/ready-to-test"
+    # sharded-test-server labels the Shards through the front-proxy as soon as the proxy answers
+    # /readyz, which can be a moment before the proxy has loaded its client CA: the request is
+    # then anonymous, refused ("User \"\" cannot patch ... shards/root"), and sharded-test-server
+    # exits. Seen on a loaded machine (the full e2e suite); a fresh start is the remedy.
+    for attempt in 1 2 3; do
+      if start_topology; then break; fi
+      ((attempt < 3)) || die "the topology did not start in 3 attempts; see the logs in $dir"
+      log "sharded-test-server exited before it was ready (attempt $attempt):"
+      grep -E 'forbidden|error|failed' "$dir/sharded-test-server.log" | grep -v '^CACHE W' | tail -n 5 >&2 || true
+      kill_group "$dir/topology.pid" TERM
+      mv "$dir/sharded-test-server.log" "$dir/sharded-test-server.attempt-$attempt.log"
+    done
     log "starting shard-1"
     UNSAFE_E2E_HACK_DISABLE_ETCD_FSYNC=true start_shard
     wait_for "both shards behind the front-proxy" 120 shards_listed

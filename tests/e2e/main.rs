@@ -115,15 +115,8 @@ fn serial_tests() -> Vec<(&'static str, TestFn)> {
     ]
 }
 
-/// The sharded-kcp test (kcp's fixed ports: one at a time, after the serial ones), run only with
-/// `TMC_E2E_SHARDED=1` (`make e2e-sharded`): its topology failed to start once inside the full
-/// suite (not reproduced alone), so until that is understood it is not part of `make test` —
-/// and not counted there as passed or skipped.
+/// The sharded-kcp test: kcp's fixed ports, so one at a time, after the serial ones.
 fn sharded_tests() -> Vec<(&'static str, TestFn)> {
-    if std::env::var_os("TMC_E2E_SHARDED").is_none() {
-        println!("sharded e2e not run: TMC_E2E_SHARDED=1 (make e2e-sharded) runs it");
-        return vec![];
-    }
     tests![sharded::manager_follows_both_shards_of_a_sharded_kcp]
 }
 
