@@ -11,6 +11,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::kcp::client::ClientError;
+use crate::kcp::endpoints::{EndpointUrls, ShardFilter};
 use crate::kcp::paths::Paths;
 use crate::kcp::{ClusterClients, LogicalClusterName, WorkspacePath, endpoints, workspace};
 use crate::leader::{self, LeaderError};
@@ -46,6 +47,8 @@ pub struct ManagerConfig {
     pub readiness: Readiness,
     /// With leader election, only the replica holding the Lease runs the controllers.
     pub leader_election: Option<leader::Settings>,
+    /// Which shards' endpoints this manager runs controllers for (`--shards`).
+    pub shards: ShardFilter,
 }
 
 /// Errors that stop the manager.
@@ -120,7 +123,7 @@ async fn run_controllers(
     let paths = Paths::new(server.clone());
     tracing::info!(workspace = %config.workspace, cluster = %export_cluster, export = %config.export_name, "watching the APIExport's endpoint slice");
 
-    let (tx, mut rx) = watch::channel(BTreeSet::new());
+    let (tx, mut rx) = watch::channel(EndpointUrls::new());
     let listed: Arc<AtomicBool> = Default::default();
     let slice_watch = tokio::spawn(endpoints::watch_endpoints(
         server,
@@ -138,15 +141,31 @@ async fn run_controllers(
     tokio::spawn(report_readiness(config.readiness.clone(), listed, synced.clone(), cancel.child_token()));
     let mut running: HashMap<String, (CancellationToken, JoinHandle<()>)> = HashMap::new();
     loop {
-        let urls = rx.borrow_and_update().clone();
-        if urls.is_empty() {
+        let listed = rx.borrow_and_update().clone();
+        if listed.is_empty() {
             tracing::info!(
                 export = %config.export_name,
                 "no virtual-workspace endpoint yet: one appears once a workspace binds the APIExport"
             );
         }
+        let urls = config.shards.followed(&listed);
+        if let Some(shards) = config.shards.shards() {
+            let others: BTreeSet<&String> = listed.keys().filter(|u| !urls.contains(*u)).collect();
+            tracing::info!(?shards, followed = ?urls, not_followed = ?others, "--shards: endpoints of other shards are left to their managers");
+        }
         synced.lock().expect("readiness checks poisoned").retain(|url, _| urls.contains(url));
-        sweep_endpoints.set_urls(&urls);
+        // The sweeper judges against every listed endpoint, followed or not: another manager's
+        // shards hold targets whose finalizers this one must not take for orphans.
+        let all: BTreeSet<String> = listed.keys().cloned().collect();
+        sweep_endpoints.set_urls(&all);
+        for url in all.iter().filter(|u| !urls.contains(*u)) {
+            if !sweep_endpoints.observed(url) {
+                match ClusterClients::new(&config.kube_config, url) {
+                    Ok(clients) => sweep_endpoints.observe(url, clients, cancel.child_token()),
+                    Err(e) => tracing::error!(endpoint = %url, error = %e, "cannot use endpoint"),
+                }
+            }
+        }
         running.retain(|url, (stop, _)| {
             let keep = urls.contains(url);
             if !keep {

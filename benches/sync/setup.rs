@@ -211,7 +211,7 @@ pub async fn setup(workspaces: usize) -> Bench {
         Api::all_with(clients.path(&"root:tmc".parse().unwrap()), &kcp_tmc::kcp::endpoints::endpoint_slice_resource());
     let slice = slices.get("tmc.kcp.io").await.unwrap();
     let urls = kcp_tmc::kcp::endpoints::endpoint_urls(&serde_json::to_value(slice).unwrap());
-    let url = urls.iter().next().expect("the export has a virtual-workspace URL");
+    let url = urls.keys().next().expect("the export has a virtual-workspace URL");
     let virtual_workspace = ClusterClients::new(&kcp.config().await, url).unwrap();
     let arrivals: Arrivals = Default::default();
     for (i, c) in downstream.iter().enumerate() {

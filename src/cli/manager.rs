@@ -7,6 +7,7 @@ use clap::Args;
 use tokio_util::sync::CancellationToken;
 
 use super::{CliError, KcpArgs, cancel_on_signal, load_kube_config, ops, parse_duration};
+use crate::kcp::endpoints::ShardFilter;
 use crate::leader;
 use crate::manager::{self, ManagerConfig};
 use crate::net::address::{AddressPolicy, Cidr};
@@ -121,6 +122,14 @@ pub struct ManagerArgs {
     #[arg(long, env = "TMC_HEALTH_BIND_ADDRESS", default_value = "0.0.0.0:8081")]
     pub health_bind_address: SocketAddr,
 
+    /// Follow only these kcp shards' virtual-workspace endpoints (shard names as in
+    /// `kubectl get shards` in root; repeatable or comma-separated). Empty: every shard. Run one
+    /// manager (or replica set) per group of shards to spread the load; with
+    /// --leader-elect each group elects its own leader on the Lease
+    /// `<--leader-election-lease-name>-<shards sorted, joined with '.'>`.
+    #[arg(long, env = "TMC_SHARDS", value_name = "SHARD", value_delimiter = ',')]
+    pub shards: Vec<String>,
+
     #[command(flatten)]
     pub leader_election: LeaderElectionArgs,
 }
@@ -157,7 +166,7 @@ pub struct LeaderElectionArgs {
 }
 
 impl LeaderElectionArgs {
-    fn settings(&self) -> Result<Option<leader::Settings>, CliError> {
+    fn settings(&self, shards: &ShardFilter) -> Result<Option<leader::Settings>, CliError> {
         if !self.leader_elect {
             return Ok(None);
         }
@@ -168,13 +177,22 @@ impl LeaderElectionArgs {
         )
         .map_err(CliError::Failed)?;
         Ok(Some(leader::Settings {
-            lease_name: self.leader_election_lease_name.clone(),
+            lease_name: leader::decide::lease_name(&self.leader_election_lease_name, shards.shards()),
             identity: self.leader_election_identity.clone().unwrap_or_else(leader::default_identity),
             lease_duration: self.leader_election_lease_duration,
             renew_deadline: self.leader_election_renew_deadline,
             retry_period: self.leader_election_retry_period,
         }))
     }
+}
+
+/// A kcp Shard's name: a Kubernetes object name (DNS subdomain).
+fn is_shard_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && s.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && s.ends_with(|c: char| c.is_ascii_alphanumeric())
 }
 
 pub async fn run(args: ManagerArgs) -> Result<(), CliError> {
@@ -187,7 +205,13 @@ pub async fn run(args: ManagerArgs) -> Result<(), CliError> {
     if args.syncer_heartbeat_interval.is_zero() {
         return Err(CliError::Failed("--syncer-heartbeat-interval must be greater than zero".into()));
     }
-    let leader_election = args.leader_election.settings()?;
+    let shards = ShardFilter::only(args.shards.iter().map(|s| s.trim().to_string()));
+    if let Some(bad) = args.shards.iter().map(|s| s.trim()).filter(|s| !s.is_empty()).find(|s| !is_shard_name(s)) {
+        return Err(CliError::Failed(format!(
+            "--shards: {bad:?} is not a shard name (lowercase letters, digits, '-' and '.'; see `kubectl get shards` in root)"
+        )));
+    }
+    let leader_election = args.leader_election.settings(&shards)?;
     let kube_config = load_kube_config(&args.kcp).await?;
     let listeners = ops::bind(&[
         ("--metrics-bind-address", args.metrics_bind_address),
@@ -246,6 +270,7 @@ pub async fn run(args: ManagerArgs) -> Result<(), CliError> {
         metrics: metrics.clone(),
         readiness: readiness.clone(),
         leader_election,
+        shards,
     };
     let cancel = CancellationToken::new();
     tokio::spawn(cancel_on_signal(cancel.clone()));
@@ -257,4 +282,28 @@ pub async fn run(args: ManagerArgs) -> Result<(), CliError> {
     };
     let (result, ()) = tokio::join!(work, ops::serve(listeners, metrics, readiness, cancel.clone()));
     result.map_err(|e| CliError::Failed(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shard_names() {
+        let cases = [
+            ("root", true),
+            ("shard-1", true),
+            ("eu.west-2", true),
+            ("", false),
+            ("Root", false),
+            ("-a", false),
+            ("a-", false),
+            ("a/b", false),
+            ("a b", false),
+        ];
+        for (name, want) in cases {
+            assert_eq!(is_shard_name(name), want, "{name:?}");
+        }
+        assert!(!is_shard_name(&"a".repeat(254)));
+    }
 }

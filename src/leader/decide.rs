@@ -98,9 +98,50 @@ pub fn validate(duration: Duration, renew_deadline: Duration, retry_period: Dura
     Ok(())
 }
 
+/// The Lease a manager following only `shards` (`--shards`) elects its leader on:
+/// `<base>-<the shards sorted, joined with '.'>`, so managers of disjoint shard sets each lead
+/// their own and replicas of the same set share one. Too long for a Lease name (253), the shard
+/// part becomes a hash of it. All shards (no filter) keep `base`.
+pub fn lease_name(base: &str, shards: Option<&std::collections::BTreeSet<String>>) -> String {
+    use sha2::{Digest, Sha256};
+    let Some(shards) = shards.filter(|s| !s.is_empty()) else { return base.to_string() };
+    let joined = shards.iter().map(String::as_str).collect::<Vec<_>>().join(".");
+    let name = format!("{base}-{joined}");
+    if name.len() <= 253 {
+        return name;
+    }
+    let digest = Sha256::digest(joined.as_bytes());
+    let hex: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    format!("{base}-shards-{hex}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lease_names() {
+        let set = |s: &[&str]| s.iter().map(|s| s.to_string()).collect::<std::collections::BTreeSet<_>>();
+        let long: Vec<String> = (0..40).map(|i| format!("shard-number-{i}")).collect();
+        let long: Vec<&str> = long.iter().map(String::as_str).collect();
+        let cases: Vec<(Option<std::collections::BTreeSet<String>>, &str)> = vec![
+            (None, "tmc-manager"),
+            (Some(set(&[])), "tmc-manager"),
+            (Some(set(&["root"])), "tmc-manager-root"),
+            (Some(set(&["shard-1", "root"])), "tmc-manager-root.shard-1"),
+            (Some(set(&long)), "tmc-manager-shards-"),
+        ];
+        for (shards, want) in cases {
+            let got = lease_name("tmc-manager", shards.as_ref());
+            assert!(got.starts_with(want) && got.len() <= 253, "{shards:?}: {got}");
+            if !want.ends_with('-') {
+                assert_eq!(got, want);
+            }
+        }
+        let hashed = lease_name("tmc-manager", Some(&set(&long)));
+        assert_eq!(hashed.len(), "tmc-manager-shards-".len() + 16);
+        assert_eq!(hashed, lease_name("tmc-manager", Some(&set(&long))), "stable");
+    }
 
     const S: fn(u64) -> Duration = Duration::from_secs;
 

@@ -93,6 +93,7 @@ pub async fn chart_lints_renders_the_shipped_manager_and_is_accepted_by_a_real_c
         "kcp.workspace=root:org:tmc",
         "clusterAddressDeny={10.244.0.0/16,10.96.0.0/12}",
         "extraArgs={--syncer-workers=8}",
+        "shards={root,shard-1}",
     ])?;
     let args = &find(&custom, "Deployment")?["spec"]["template"]["spec"]["containers"][0]["args"];
     let want = serde_json::json!([
@@ -101,6 +102,7 @@ pub async fn chart_lints_renders_the_shipped_manager_and_is_accepted_by_a_real_c
         "--workspace=root:org:tmc",
         "--log-format=json",
         "--cluster-address-deny=10.244.0.0/16,10.96.0.0/12",
+        "--shards=root,shard-1",
         "--syncer-workers=8"
     ]);
     ensure!(*args == want, "args {args}");

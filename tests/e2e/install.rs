@@ -50,8 +50,10 @@ pub async fn endpoint_follows_bindings_and_schema_upgrades(w: Arc<World>) -> Tes
         Ok(Some(urls().await?).filter(|u| !u.is_empty()))
     })
     .await?;
-    let url = found.iter().next().unwrap();
+    let (url, shard) = found.iter().next().unwrap();
     ensure!(url.ends_with(&format!("/services/apiexport/{provider_cluster}/{export_name}")), "endpoint {url}");
+    // The shard that wrote the URL is named by the slice's managedFields (what --shards reads).
+    ensure!(shard.as_deref() == Some("root"), "endpoint {url}: shard {shard:?}, want the single kcp's \"root\"");
     eventually("synctargets served in the tenant", Duration::from_secs(30), || async {
         Ok(w.kcp.kubectl(tenant, &["get", "synctargets"], None).ok().map(|_| ()))
     })

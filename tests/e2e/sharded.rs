@@ -3,7 +3,8 @@
 //! front-proxy. Tenants are pinned to a shard with their Workspace's location selector, and the
 //! manager must follow each shard's virtual-workspace URL from the endpoint slice, reconcile
 //! SyncTargets and Placements on both shards and sync workloads from both; a restarted shard is
-//! followed without losing or rewriting anything.
+//! followed without losing or rewriting anything. Then two managers split the shards
+//! (`--shards`, item 3), each leading on its own Lease.
 //!
 //! kcp's ports are fixed (6443–6445), so the topology runs as a serial test, once per run.
 
@@ -217,12 +218,12 @@ pub async fn manager_follows_both_shards_of_a_sharded_kcp(w: std::sync::Arc<Worl
     println!("endpoint slice: {urls:?}");
 
     let args = ["--cluster-address-allow", "127.0.0.1/32", "--syncer-heartbeat-interval", "2s"];
-    let _manager = Tmc::manager(&admin, PROVIDER, &args, kcp.log("manager")).process;
+    let manager = Tmc::manager(&admin, PROVIDER, &args, kcp.log("manager")).process;
     // A SyncTarget on each shard (tenant sh-a's on cluster 0, sh-b's on cluster 1), placed by a
     // Placement of the tenant's; a Deployment and a ConfigMap in each placed namespace.
-    let mut placed = vec![];
+    let (mut placed, mut keys) = (vec![], vec![]);
     for (i, (tenant, shard)) in TENANTS.into_iter().enumerate() {
-        kcp.register(tenant, "phys", shard, &w.clusters[i]).await?;
+        keys.push(kcp.register(tenant, "phys", shard, &w.clusters[i]).await?);
         let ns =
             json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "web", "labels": {"app": "web"}}});
         kcp.kubectl(tenant, &["apply", "-f", "-"], Some(&ns.to_string()))?;
@@ -285,5 +286,86 @@ pub async fn manager_follows_both_shards_of_a_sharded_kcp(w: std::sync::Arc<Worl
     println!(
         "shard-1 restarted: a new object synced {followed:.1?} after it served again; 1 ConfigMap write, copies unchanged"
     );
+    drop(manager);
+    managers_split_the_shards(&kcp, &admin, &placed, &keys).await
+}
+
+/// Item 3 of issue 12: a manager per shard (`--shards`), each electing its leader on its own
+/// Lease, each syncing only its shard's tenants: with the shard-1 manager killed, sh-b's new
+/// objects wait for it while sh-a's keep syncing, and its replacement picks them up.
+async fn managers_split_the_shards(
+    kcp: &Sharded,
+    admin: &str,
+    placed: &[(&str, String, &Cluster)],
+    keys: &[String],
+) -> TestResult {
+    let start = |shard: &str| {
+        let identity = format!("{shard}-manager");
+        let args = [
+            "--cluster-address-allow",
+            "127.0.0.1/32",
+            "--syncer-heartbeat-interval",
+            "2s",
+            "--shards",
+            shard,
+            "--leader-elect",
+            "--leader-election-identity",
+            &identity,
+        ];
+        Tmc::manager(admin, PROVIDER, &args, kcp.log(&format!("manager-{shard}")))
+    };
+    let lease_holder = |shard: &str| {
+        let lease = format!("tmc-manager-{shard}");
+        kcp.kubectl(
+            PROVIDER,
+            &["-n", "default", "get", "lease", &lease, "-o", "jsonpath={.spec.holderIdentity}", "--ignore-not-found"],
+            None,
+        )
+    };
+    let root = start("root");
+    let mut shard1 = start("shard-1");
+    for shard in ["root", "shard-1"] {
+        eventually(&format!("the Lease tmc-manager-{shard} held by {shard}-manager"), WAIT, || async {
+            Ok((lease_holder(shard)? == format!("{shard}-manager")).then_some(()))
+        })
+        .await?;
+    }
+    for ((tenant, dns, cluster), name) in placed.iter().zip(["split-a", "split-b"]) {
+        kcp.kubectl(tenant, &["-n", "web", "create", "configmap", name], None)?;
+        wait_copy(cluster, dns, "configmap", name).await?;
+    }
+    // Each manager's syncers hold only its own shard's target (its metrics name the key).
+    for (m, own, other) in [(&root, &keys[0], &keys[1]), (&shard1, &keys[1], &keys[0])] {
+        let (_, metrics) = crate::ops::get(&format!("http://{}/metrics", m.metrics)).await?;
+        let synced = |key: &str| {
+            metrics
+                .lines()
+                .any(|l| l.starts_with("tmc_synced_objects{") && l.contains(&format!("sync_target=\"{key}\"")))
+        };
+        ensure!(
+            synced(own) && !synced(other),
+            "a --shards manager's syncers: own target {own} {}, other shard's {other} {}",
+            synced(own),
+            synced(other)
+        );
+    }
+    println!("two managers (--shards root, --shards shard-1): each leads its own Lease and syncs its own shard");
+
+    // The shard-1 manager killed: sh-b's new object waits, sh-a's syncs; a new shard-1 manager
+    // takes the Lease over (after it expires) and syncs what waited.
+    drop(shard1);
+    let ((a, a_dns, a_cluster), (b, b_dns, b_cluster)) = (&placed[0], &placed[1]);
+    kcp.kubectl(b, &["-n", "web", "create", "configmap", "waits"], None)?;
+    kcp.kubectl(a, &["-n", "web", "create", "configmap", "goes-on"], None)?;
+    wait_copy(a_cluster, a_dns, "configmap", "goes-on").await?;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    ensure!(
+        copy(b_cluster, b_dns, "configmap", "waits")?.is_none(),
+        "sh-b's object was synced with its shard's manager dead: the root manager followed shard-1"
+    );
+    shard1 = start("shard-1");
+    wait_copy(b_cluster, b_dns, "configmap", "waits").await?;
+    drop((root, shard1));
+    println!("shard-1's manager killed: sh-a synced on, sh-b waited for the replacement, which synced it");
     Ok(())
 }

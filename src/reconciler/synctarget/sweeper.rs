@@ -13,22 +13,31 @@
 //! Sharded kcp: a manager runs one set of controllers per virtual-workspace endpoint (shard). A
 //! cross-workspace workload can carry the finalizer of a SyncTarget on another shard, so a key is
 //! orphaned only when it is unknown to every endpoint's SyncTarget cache, and nothing is decided
-//! while any endpoint's cache is unsynced or the endpoint slice has not been read.
+//! while any endpoint's cache is unsynced or the endpoint slice has not been read. A manager
+//! that follows only some shards (`--shards`) still watches the SyncTargets of the others, for
+//! this judgement alone.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use kube::api::{Api, PartialObjectMeta};
+use kube::runtime::watcher;
 use tokio_util::sync::CancellationToken;
 
 use super::Controller;
 use super::sweep::{self, Syncer, Verdict};
 use crate::apis::names::target_key;
+use crate::apis::sync::v1alpha1::SyncTarget;
+use crate::kcp::ClusterClients;
 use crate::kcp::ClusterKey;
+use crate::runtime::cache::ClusterCache;
+use crate::runtime::reflector::{self, Reflector, Synced, cluster_key};
 
-/// The SyncTarget controllers of every endpoint this manager serves, so that each endpoint's
-/// sweeper judges keys against all of them. Cheap to clone.
+/// The SyncTarget controllers of every endpoint this manager serves, and a watch of the
+/// SyncTargets of every endpoint it leaves to other managers (`--shards`), so that each
+/// endpoint's sweeper judges keys against all of them. Cheap to clone.
 #[derive(Clone)]
 pub struct Endpoints {
     /// Set once the APIExport's endpoint slice has been read.
@@ -36,27 +45,66 @@ pub struct Endpoints {
     inner: Arc<Mutex<Registered>>,
 }
 
-/// The endpoint URLs the slice lists, and the controller started for each.
-type Registered = (BTreeSet<String>, HashMap<String, Controller>);
+/// What the sweeper knows of one endpoint.
+enum Member {
+    /// This manager runs the endpoint's controllers.
+    Served(Box<Controller>),
+    /// Another manager does; only its SyncTargets' keys are watched.
+    Observed(Observer),
+}
+
+/// The endpoint URLs the slice lists, and what is known of each.
+type Registered = (BTreeSet<String>, HashMap<String, Member>);
 
 impl Endpoints {
     pub fn new(listed: Arc<AtomicBool>) -> Self {
         Self { listed, inner: Default::default() }
     }
 
-    /// The endpoint URLs the slice lists now; controllers of others are forgotten.
+    /// The endpoint URLs the slice lists now (followed or not); what was known of others is
+    /// forgotten.
     pub fn set_urls(&self, urls: &BTreeSet<String>) {
         let mut inner = self.inner.lock().expect("endpoints poisoned");
-        inner.1.retain(|url, _| urls.contains(url));
+        inner.1.retain(|url, member| {
+            let keep = urls.contains(url);
+            if let (false, Member::Observed(o)) = (keep, member) {
+                o.stop.cancel();
+            }
+            keep
+        });
         inner.0 = urls.clone();
     }
 
+    /// Whether `url`'s SyncTargets are watched for another manager's shard (a controller this
+    /// manager stopped for it is replaced by [`Self::observe`]).
+    pub fn observed(&self, url: &str) -> bool {
+        matches!(self.inner.lock().expect("endpoints poisoned").1.get(url), Some(Member::Observed(_)))
+    }
+
+    /// Registers the controller this manager runs for `url` (replacing an observer).
     pub fn insert(&self, url: &str, controller: Controller) {
-        self.inner.lock().expect("endpoints poisoned").1.insert(url.to_string(), controller);
+        self.register(url, Member::Served(Box::new(controller)));
+    }
+
+    /// Watches the SyncTargets behind `url`, an endpoint another manager serves (replacing the
+    /// controller this one ran for it, if any), until `stop` fires or the endpoint is replaced
+    /// or gone.
+    pub fn observe(&self, url: &str, clients: ClusterClients, stop: CancellationToken) {
+        let observer = Observer { targets: Default::default(), synced: Default::default(), stop };
+        tokio::spawn(observer.clone().watch(clients));
+        self.register(url, Member::Observed(observer));
+    }
+
+    fn register(&self, url: &str, member: Member) {
+        let old = self.inner.lock().expect("endpoints poisoned").1.insert(url.to_string(), member);
+        if let Some(Member::Observed(o)) = old {
+            o.stop.cancel();
+        }
     }
 
     /// Every SyncTarget of every endpoint by target key, or `None` while the slice is unread or
-    /// any listed endpoint has no controller or an unsynced SyncTarget cache.
+    /// any listed endpoint is unregistered or has not listed its SyncTargets. Another
+    /// manager's targets count as acting: their syncers are that manager's business.
     pub fn known(&self) -> Option<HashMap<String, Syncer>> {
         if !self.listed.load(Ordering::Acquire) {
             return None;
@@ -64,10 +112,36 @@ impl Endpoints {
         let inner = self.inner.lock().expect("endpoints poisoned");
         let mut known = HashMap::new();
         for url in &inner.0 {
-            let controller = inner.1.get(url).filter(|c| c.is_synced())?;
-            known.extend(controller.syncer_states());
+            match inner.1.get(url)? {
+                Member::Served(c) if c.is_synced() => known.extend(c.syncer_states()),
+                Member::Observed(o) if o.synced.is_synced() => known.extend(o.keys()),
+                _ => return None,
+            }
         }
         Some(known)
+    }
+}
+
+/// A metadata watch of the SyncTargets behind an endpoint this manager does not serve.
+#[derive(Clone)]
+struct Observer {
+    targets: ClusterCache<()>,
+    synced: Synced,
+    stop: CancellationToken,
+}
+
+impl Observer {
+    fn keys(&self) -> impl Iterator<Item = (String, Syncer)> {
+        let keys = self.targets.all_keys(|_| true);
+        keys.into_iter().map(|k| (target_key(&k.cluster, &k.name), Syncer::Acting))
+    }
+
+    async fn watch(self, clients: ClusterClients) {
+        let api: Api<PartialObjectMeta<SyncTarget>> = Api::all(clients.wildcard());
+        let reflector = Reflector::new(self.targets.clone(), cluster_key, |_, _| ()).with_synced(self.synced.clone());
+        let what = format!("SyncTarget metadata at {} (another manager's shard)", clients.base_url());
+        let events = reflector::watch(api, watcher::Config::default());
+        reflector.run(events, self.stop.clone(), &what, |_| {}).await;
     }
 }
 
@@ -202,5 +276,49 @@ impl Controller {
             );
             self.events.warn(&key.cluster, &resource.api, obj, "DownstreamOrphaned", note).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kcp::LogicalClusterName;
+
+    fn observer(targets: &[(&str, &str)], synced: bool) -> Observer {
+        let o = Observer { targets: Default::default(), synced: Default::default(), stop: CancellationToken::new() };
+        for (cluster, name) in targets {
+            o.targets.insert(&ClusterKey::new(LogicalClusterName::new(*cluster).unwrap(), None, *name), ());
+        }
+        if synced {
+            o.synced.mark_synced();
+        }
+        o
+    }
+
+    /// Another manager's shard: nothing is decided until its SyncTargets have listed, and then
+    /// its targets count as acting, so their markers are never taken for orphans.
+    #[test]
+    fn other_managers_shards_are_judged_alive_once_listed() {
+        let listed = Arc::new(AtomicBool::new(false));
+        let endpoints = Endpoints::new(listed.clone());
+        let urls: BTreeSet<String> = ["https://a".to_string()].into();
+        endpoints.set_urls(&urls);
+        assert!(endpoints.known().is_none(), "the slice is unread");
+        listed.store(true, Ordering::Release);
+        assert!(endpoints.known().is_none(), "nothing registered for a listed URL");
+        endpoints.register("https://a", Member::Observed(observer(&[("c1", "t")], false)));
+        assert!(endpoints.observed("https://a"));
+        assert!(endpoints.known().is_none(), "its SyncTargets have not listed");
+        let listed_observer = observer(&[("c1", "t"), ("c2", "u")], true);
+        let stop = listed_observer.stop.clone();
+        endpoints.register("https://a", Member::Observed(listed_observer));
+        let known = endpoints.known().expect("every listed endpoint has listed");
+        let want: HashMap<String, Syncer> = [("c1", "t"), ("c2", "u")]
+            .map(|(c, n)| (target_key(&LogicalClusterName::new(c).unwrap(), n), Syncer::Acting))
+            .into();
+        assert_eq!(known, want);
+        endpoints.set_urls(&BTreeSet::new());
+        assert!(stop.is_cancelled(), "an endpoint that leaves the slice stops its watch");
+        assert_eq!(endpoints.known(), Some(HashMap::new()));
     }
 }
