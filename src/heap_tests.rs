@@ -84,3 +84,31 @@ fn an_unplaced_object_costs_the_view_under_a_kilobyte() {
     println!("an unplaced ConfigMap costs the view {per_object} bytes");
     assert!(per_object <= 1000, "an unplaced ConfigMap costs the view {per_object} bytes (at most 1,000)");
 }
+
+/// What the view holds per object of a placed namespace: kept whole, as its JSON encoding plus
+/// the metadata-only form (what routing reads without decoding), not as a decoded tree of
+/// strings and maps (issue 11's memory budget: 5 KB per synced object).
+#[test]
+fn a_placed_object_is_kept_encoded() {
+    let keys: Vec<ClusterKey> = (0..1000).map(|n| ClusterKey::of(&configmap(n)).expect("a key")).collect();
+    let encoded = serde_json::to_vec(&configmap(0)).expect("encodes").len() as isize;
+    let cache: ClusterCache<Held> = ClusterCache::default();
+    let before = held_bytes();
+    for (n, key) in keys.iter().enumerate() {
+        cache.insert(key, Held::new(configmap(n), true, true));
+    }
+    let per_object = (held_bytes() - before) / 1000;
+    let decoded = {
+        let before = held_bytes();
+        let objects: Vec<_> = (0..100).map(configmap).collect();
+        let per = (held_bytes() - before) / 100;
+        drop(objects);
+        per
+    };
+    println!("a placed ConfigMap of {encoded} bytes of JSON costs the view {per_object} bytes (decoded: {decoded})");
+    assert!(
+        per_object <= encoded + 1000,
+        "a placed ConfigMap costs the view {per_object} bytes, over its {encoded}-byte encoding plus 1,000"
+    );
+    assert!(per_object < decoded, "kept encoded ({per_object} bytes) costs less than decoded ({decoded})");
+}

@@ -35,8 +35,31 @@ pub struct Held(Repr);
 
 #[derive(Clone)]
 enum Repr {
-    Whole(Arc<DynamicObject>),
+    Whole(Arc<Encoded>),
     Metadata(Slim),
+}
+
+/// A whole object kept as its JSON encoding, with its metadata-only form beside it for what is
+/// read often (namespace, version, markers). Decoded, a 200-byte ConfigMap from kcp takes
+/// ~3.5 KB of heap (every string and map entry its own allocation); encoded it takes its length
+/// plus the slim form. Decoding again costs microseconds, once per sync of the object.
+struct Encoded {
+    slim: Slim,
+    json: Box<[u8]>,
+}
+
+impl Encoded {
+    fn of(obj: &DynamicObject) -> Self {
+        // A `DynamicObject` is JSON already (string keys, JSON values): encoding cannot fail.
+        let json = serde_json::to_vec(obj).expect("a DynamicObject encodes as JSON").into_boxed_slice();
+        Self { slim: Slim::of(obj), json }
+    }
+
+    fn decode(&self) -> DynamicObject {
+        // What `of` wrote decodes: the same types, and no deeper nesting than the object the
+        // watch already decoded with the same limits.
+        serde_json::from_slice(&self.json).expect("a kept encoding decodes")
+    }
 }
 
 /// Names the object, never its contents: a held Secret's data must not reach a log line.
@@ -54,12 +77,12 @@ impl Held {
     /// Keeps `obj` whole when its namespace is `placed` and it `fits` under the limit; its
     /// metadata only otherwise.
     pub fn new(obj: DynamicObject, placed: bool, fits: bool) -> Self {
-        if placed && fits { Self::whole(Arc::new(obj)) } else { Self(Repr::Metadata(Slim::of(&obj))) }
+        if placed && fits { Self::whole(&obj) } else { Self(Repr::Metadata(Slim::of(&obj))) }
     }
 
     /// `obj` kept whole.
-    pub fn whole(obj: Arc<DynamicObject>) -> Self {
-        Self(Repr::Whole(obj))
+    pub fn whole(obj: &DynamicObject) -> Self {
+        Self(Repr::Whole(Arc::new(Encoded::of(obj))))
     }
 
     pub fn is_whole(&self) -> bool {
@@ -68,47 +91,44 @@ impl Held {
 
     /// The metadata-only form of this (itself when it is one already).
     pub fn slimmed(&self) -> Self {
+        Self(Repr::Metadata(self.slim().clone()))
+    }
+
+    fn slim(&self) -> &Slim {
         match &self.0 {
-            Repr::Whole(obj) => Self(Repr::Metadata(Slim::of(obj))),
-            Repr::Metadata(_) => self.clone(),
+            Repr::Whole(encoded) => &encoded.slim,
+            Repr::Metadata(slim) => slim,
         }
     }
 
-    /// The object: whole, or (metadata only) rebuilt from what is kept, without its apiVersion
-    /// and kind, its contents and any annotation but kcp-tmc's own.
+    /// The object: whole (decoded), or (metadata only) rebuilt from what is kept, without its
+    /// apiVersion and kind, its contents and any annotation but kcp-tmc's own.
     pub fn object(&self) -> Arc<DynamicObject> {
         match &self.0 {
-            Repr::Whole(obj) => obj.clone(),
+            Repr::Whole(encoded) => Arc::new(encoded.decode()),
             Repr::Metadata(slim) => Arc::new(slim.object()),
         }
     }
 
+    /// The object's metadata-only form, whether or not it is kept whole: what routing and
+    /// [`super::transform::skip_reason`] read, without decoding the contents.
+    pub fn metadata_object(&self) -> DynamicObject {
+        self.slim().object()
+    }
+
     pub fn namespace(&self) -> Option<&str> {
-        match &self.0 {
-            Repr::Whole(obj) => obj.metadata.namespace.as_deref(),
-            Repr::Metadata(slim) => slim.namespace.as_deref(),
-        }
+        self.slim().namespace.as_deref()
     }
 
     pub fn resource_version(&self) -> Option<&str> {
-        match &self.0 {
-            Repr::Whole(obj) => obj.metadata.resource_version.as_deref(),
-            Repr::Metadata(slim) => slim.resource_version.as_deref(),
-        }
+        self.slim().resource_version.as_deref()
     }
 
-    /// The object's finalizers and the keys of its annotations (of a metadata-only object:
-    /// kcp-tmc's own), where the markers of syncers are.
+    /// The object's finalizers and kcp-tmc's own annotation keys, where the markers of syncers
+    /// are.
     pub fn markers(&self) -> (Vec<&str>, Vec<&str>) {
-        match &self.0 {
-            Repr::Whole(obj) => (
-                obj.metadata.finalizers.iter().flatten().map(String::as_str).collect(),
-                obj.metadata.annotations.iter().flat_map(|a| a.keys()).map(String::as_str).collect(),
-            ),
-            Repr::Metadata(slim) => {
-                (slim.finalizers.iter().map(|f| &**f).collect(), slim.annotations.iter().map(|(k, _)| &**k).collect())
-            }
-        }
+        let slim = self.slim();
+        (slim.finalizers.iter().map(|f| &**f).collect(), slim.annotations.iter().map(|(k, _)| &**k).collect())
     }
 }
 
@@ -339,9 +359,16 @@ mod tests {
         let again = slim.slimmed();
         assert_eq!(slim.object(), again.object());
         assert_eq!(slim.markers(), (vec!["tmc.kcp.io/syncer-abc"], vec!["status.tmc.kcp.io/abc", "tmc.kcp.io/adopt"]));
-        let (finalizers, annotations) = held.markers();
-        assert_eq!(finalizers, ["tmc.kcp.io/syncer-abc"]);
-        assert!(annotations.contains(&"team") && annotations.contains(&"kcp.io/cluster"), "whole: every annotation");
+        assert_eq!(held.markers(), slim.markers(), "whole or not, the same markers");
+        assert_eq!(held.object().data["data"]["blob"], "A".repeat(10), "whole: decoded with its contents");
+    }
+
+    #[test]
+    fn whole_objects_decode_as_they_came() {
+        let obj = strip(secret("s", "Opaque", 100));
+        let held = Held::new(obj.clone(), true, true);
+        assert_eq!(*held.object(), obj);
+        assert_eq!(held.metadata_object(), metadata_only(&obj), "the metadata form without decoding");
     }
 
     #[test]

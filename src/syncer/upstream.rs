@@ -359,11 +359,10 @@ impl Upstream {
             }
             return Ok(Read::Newer);
         }
-        let read = Arc::new(read);
         if fits && self.placed(key) && untouched {
-            slot.cache.insert(key, Held::whole(read.clone()));
+            slot.cache.insert(key, Held::whole(&read));
         }
-        Ok(Read::Whole(read))
+        Ok(Read::Whole(Arc::new(read)))
     }
 
     /// Whether the kcp namespace `key.cluster`/`namespace` is assigned to `target_key`.
@@ -428,7 +427,7 @@ impl Upstream {
                     !matches!(kind.as_str(), "ConfigMap" | "Secret")
                         || super::transform::skip_reason(
                             kind,
-                            &serde_json::to_value(h.object().as_ref()).unwrap_or_default(),
+                            &serde_json::to_value(h.metadata_object()).unwrap_or_default(),
                         )
                         .is_none()
                 };
