@@ -64,9 +64,11 @@ pub fn record(r: &mut Results, phase: &str, before: &Snapshot) {
     let after = snapshot();
     let tick = clock_ticks_per_second();
     r.add_extra(&format!("cpu_{phase}_wall_s"), before.at.elapsed().as_secs_f64());
-    for (row, t) in &after.ticks {
-        let spent = t.saturating_sub(before.ticks.get(row).copied().unwrap_or(0));
-        r.add_extra(&format!("cpu_{phase}_{row}_s"), spent as f64 / tick);
+    // Every row, 0 for a program not running: the values of one phase line up by repetition.
+    let rows = PROGRAMS.iter().map(|(c, _)| *c).chain(["bench", "other"]);
+    for row in rows {
+        let (now, then) = (after.ticks.get(row).copied().unwrap_or(0), before.ticks.get(row).copied().unwrap_or(0));
+        r.add_extra(&format!("cpu_{phase}_{row}_s"), now.saturating_sub(then) as f64 / tick);
     }
 }
 

@@ -84,7 +84,11 @@ fn main() {
             eprintln!("bench: repetition {}/{repeat} at {:.0?}", rep + 1, t0.elapsed());
             let floor = b.one_at_a_time(Writer::Floor, &format!("floor{rep}"), samples).await;
             let before = b.manager_metrics().await;
+            // CPU by program in every repetition: the later ones are slower for kcp-tmc, and
+            // what else runs meanwhile (the peer's agent, kcp's own work) is the question.
+            let cpu = cpu::snapshot();
             let sync = b.one_at_a_time(Writer::Tmc, &format!("lat{rep}"), samples).await;
+            cpu::record(&mut r, "one", &cpu);
             profile::record(&mut r, "one", &before, &b.manager_metrics().await, samples);
             r.add("sync_floor_p50_ms", percentile(&floor, 0.5));
             r.add("sync_floor_p99_ms", percentile(&floor, 0.99));
@@ -117,7 +121,9 @@ fn main() {
             for (route, label) in [(b.spread(0), "one"), (b.both(), "two")] {
                 let floor = b.steady(Writer::Floor, &route, &format!("sfloor{label}{rep}"), steady, 20).await;
                 let before = b.manager_metrics().await;
+                let cpu = cpu::snapshot();
                 let sync = b.steady(Writer::Tmc, &route, &format!("steady{label}{rep}"), steady, 20).await;
+                cpu::record(&mut r, &format!("steady_{label}"), &cpu);
                 profile::record(&mut r, &format!("steady_{label}"), &before, &b.manager_metrics().await, steady);
                 r.add_extra(&format!("steady_{label}_p50_ms"), percentile(&sync, 0.5));
                 r.add_extra(&format!("steady_{label}_p99_ms"), percentile(&sync, 0.99));

@@ -350,4 +350,40 @@ fn cpu_section(md: &mut String, r: &Results, count: usize) {
     }
     let wall = |phase: &str| r.get(&format!("cpu_{phase}_wall_s")).show(1);
     let _ = writeln!(md, "| wall time, s | {} | {} |", wall("burst_floor"), wall("burst"));
+    for (phase, what) in [("one", "one at a time"), ("steady_two", "steady, two clusters")] {
+        cpu_by_repetition(md, r, phase, what, cores);
+    }
+}
+
+/// CPU by program during one of kcp-tmc's latency runs, each repetition apart (not medians):
+/// what else loaded the machine while kcp-tmc was timed.
+fn cpu_by_repetition(md: &mut String, r: &Results, phase: &str, what: &str, cores: f64) {
+    let walls = r.get(&format!("cpu_{phase}_wall_s")).0;
+    if walls.is_empty() {
+        return;
+    }
+    let heads: String = (1..=walls.len()).map(|n| format!(" repetition {n} |")).collect();
+    let _ = writeln!(
+        md,
+        "\n#### CPU while kcp-tmc ran \"{what}\", by repetition\n\n\
+         Share of the machine ({cores} cores × the run's wall time) each program used.\n\n\
+         | program |{heads}\n|---|{}",
+        "---|".repeat(walls.len())
+    );
+    let rows =
+        crate::cpu::PROGRAMS.iter().map(|(c, name)| (*c, *name)).chain([("bench", "the bench"), ("other", "other")]);
+    for (row, name) in rows {
+        let spent = r.get(&format!("cpu_{phase}_{row}_s")).0;
+        let cells: String = walls
+            .iter()
+            .enumerate()
+            .map(|(i, wall)| match spent.get(i) {
+                Some(s) => format!(" {:.0}% |", 100.0 * s / (wall * cores)),
+                None => " n/a |".to_string(),
+            })
+            .collect();
+        let _ = writeln!(md, "| {name} |{cells}");
+    }
+    let cells: String = walls.iter().map(|w| format!(" {w:.1} |")).collect();
+    let _ = writeln!(md, "| wall time, s |{cells}");
 }
