@@ -53,6 +53,7 @@ pub async fn invalid_input_says_what_to_fix(w: Arc<World>) -> TestResult {
             "--metrics-bind-address: cannot listen on",
         ),
         (vec!["manager", "--workspace", "root", "--health-bind-address", "8081"], 2, "invalid socket address"),
+        (vec!["manager", "--workspace", "root", "--shards", "root,Shard_2"], 1, "\"Shard_2\" is not a shard name"),
     ];
     for (args, want_code, want_text) in cases {
         let (code, out, err) = env::tmc(&args);
