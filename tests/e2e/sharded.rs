@@ -334,20 +334,19 @@ async fn managers_split_the_shards(
         kcp.kubectl(tenant, &["-n", "web", "create", "configmap", name], None)?;
         wait_copy(cluster, dns, "configmap", name).await?;
     }
-    // Each manager's syncers hold only its own shard's target (its metrics name the key).
+    // Each manager's syncers hold only its own shard's target (its metrics name the key; the
+    // gauge is refreshed every second, so the own target's series is waited for).
     for (m, own, other) in [(&root, &keys[0], &keys[1]), (&shard1, &keys[1], &keys[0])] {
-        let (_, metrics) = crate::ops::get(&format!("http://{}/metrics", m.metrics)).await?;
-        let synced = |key: &str| {
-            metrics
-                .lines()
-                .any(|l| l.starts_with("tmc_synced_objects{") && l.contains(&format!("sync_target=\"{key}\"")))
+        let synced = |metrics: &str, key: &str| {
+            let label = format!("sync_target=\"{key}\"");
+            metrics.lines().any(|l| l.starts_with("tmc_synced_objects{") && l.contains(&label))
         };
-        ensure!(
-            synced(own) && !synced(other),
-            "a --shards manager's syncers: own target {own} {}, other shard's {other} {}",
-            synced(own),
-            synced(other)
-        );
+        let metrics = eventually(&format!("{own} in the metrics of its shard's manager"), WAIT, || async {
+            let (_, metrics) = crate::ops::get(&format!("http://{}/metrics", m.metrics)).await?;
+            Ok(synced(&metrics, own).then_some(metrics))
+        })
+        .await?;
+        ensure!(!synced(&metrics, other), "a --shards manager's syncers hold the other shard's target {other}");
     }
     println!("two managers (--shards root, --shards shard-1): each leads its own Lease and syncs its own shard");
 
