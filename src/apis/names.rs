@@ -6,6 +6,20 @@ use std::collections::BTreeSet;
 
 use serde_json::Value;
 
+/// A DNS label (RFC 1123): a namespace's name, one part of a subdomain.
+pub fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+/// A DNS subdomain (RFC 1123): most objects' names (Secrets, kcp's Shards).
+pub fn is_dns_subdomain(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 253 && s.split('.').all(is_dns_label)
+}
+
 /// Label and annotation prefix of everything kcp-tmc writes.
 pub const PREFIX: &str = "tmc.kcp.io";
 /// Label on every downstream object: the [`target_key`] of the SyncTarget that wrote it.

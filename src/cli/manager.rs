@@ -7,6 +7,7 @@ use clap::Args;
 use tokio_util::sync::CancellationToken;
 
 use super::{CliError, KcpArgs, cancel_on_signal, load_kube_config, ops, parse_duration};
+use crate::apis::names::is_dns_subdomain;
 use crate::kcp::endpoints::ShardFilter;
 use crate::leader;
 use crate::manager::{self, ManagerConfig};
@@ -186,15 +187,6 @@ impl LeaderElectionArgs {
     }
 }
 
-/// A kcp Shard's name: a Kubernetes object name (DNS subdomain).
-fn is_shard_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 253
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
-        && s.starts_with(|c: char| c.is_ascii_alphanumeric())
-        && s.ends_with(|c: char| c.is_ascii_alphanumeric())
-}
-
 pub async fn run(args: ManagerArgs) -> Result<(), CliError> {
     if args.heartbeat_threshold.is_zero() {
         return Err(CliError::Failed("--heartbeat-threshold must be greater than zero".into()));
@@ -206,7 +198,7 @@ pub async fn run(args: ManagerArgs) -> Result<(), CliError> {
         return Err(CliError::Failed("--syncer-heartbeat-interval must be greater than zero".into()));
     }
     let shards = ShardFilter::only(args.shards.iter().map(|s| s.trim().to_string()));
-    if let Some(bad) = args.shards.iter().map(|s| s.trim()).filter(|s| !s.is_empty()).find(|s| !is_shard_name(s)) {
+    if let Some(bad) = args.shards.iter().map(|s| s.trim()).filter(|s| !s.is_empty()).find(|s| !is_dns_subdomain(s)) {
         return Err(CliError::Failed(format!(
             "--shards: {bad:?} is not a shard name (lowercase letters, digits, '-' and '.'; see `kubectl get shards` in root)"
         )));
@@ -300,10 +292,12 @@ mod tests {
             ("a-", false),
             ("a/b", false),
             ("a b", false),
+            ("a..b", false),
         ];
+        // A kcp Shard's name is an object name: a DNS subdomain.
         for (name, want) in cases {
-            assert_eq!(is_shard_name(name), want, "{name:?}");
+            assert_eq!(is_dns_subdomain(name), want, "{name:?}");
         }
-        assert!(!is_shard_name(&"a".repeat(254)));
+        assert!(!is_dns_subdomain(&"a".repeat(254)));
     }
 }

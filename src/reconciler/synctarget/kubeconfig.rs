@@ -47,10 +47,10 @@ pub fn validate_ref(secret_ref: &KubeconfigSecretRef) -> Option<Credentials> {
         reason: "InvalidSpec",
         message: format!("spec.kubeconfigSecretRef.{field} {value:?} is not a valid {rule}"),
     };
-    if !is_dns_label(&secret_ref.namespace) {
+    if !crate::apis::names::is_dns_label(&secret_ref.namespace) {
         return Some(bad("namespace", &secret_ref.namespace, "namespace name (lower-case DNS label)"));
     }
-    if !is_dns_subdomain(&secret_ref.name) {
+    if !crate::apis::names::is_dns_subdomain(&secret_ref.name) {
         return Some(bad("name", &secret_ref.name, "Secret name (lower-case DNS subdomain)"));
     }
     if secret_ref.key.is_empty()
@@ -106,18 +106,6 @@ pub fn classify(
         }
         Err(e) => (problem(e.reason(), e.to_string()), None),
     }
-}
-
-fn is_dns_label(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !s.starts_with('-')
-        && !s.ends_with('-')
-}
-
-fn is_dns_subdomain(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 253 && s.split('.').all(is_dns_label)
 }
 
 #[cfg(test)]
