@@ -22,6 +22,7 @@ use crate::server::metrics::controller;
 use crate::server::{Metrics, Readiness};
 use crate::syncer::client::ClusterAccess;
 use crate::syncer::engine::EngineSettings;
+use crate::syncer::engine::scope::Views;
 use crate::syncer::upstream::Upstream;
 
 /// Everything `tmc manager` needs to run.
@@ -139,7 +140,11 @@ async fn run_controllers(
     // against all shards (a cross-workspace object may hold another shard's target's finalizer).
     let sweep_endpoints = synctarget::sweeper::Endpoints::new(listed.clone());
     tokio::spawn(report_readiness(config.readiness.clone(), listed, synced.clone(), cancel.child_token()));
-    let mut running: HashMap<String, (CancellationToken, JoinHandle<()>)> = HashMap::new();
+    // Every followed endpoint's view of kcp, for the guests of targets serving other shards.
+    let views = Views::default();
+    // Every followed endpoint's SyncTargets, for Placements whose location is on another shard.
+    let directory = placement::Directory::default();
+    let mut running: HashMap<String, (CancellationToken, JoinHandle<()>, Upstream)> = HashMap::new();
     loop {
         let listed = rx.borrow_and_update().clone();
         if listed.is_empty() {
@@ -166,11 +171,12 @@ async fn run_controllers(
                 }
             }
         }
-        running.retain(|url, (stop, _)| {
+        running.retain(|url, (stop, _, _)| {
             let keep = urls.contains(url);
             if !keep {
                 tracing::info!(endpoint = %url, "endpoint gone; stopping its controllers");
                 stop.cancel();
+                directory.remove(url);
             }
             keep
         });
@@ -191,14 +197,16 @@ async fn run_controllers(
                         config.syncer.clone(),
                         config.cluster_access.clone(),
                         stop.clone(),
-                    );
+                    )
+                    .with_views(url, views.clone());
                     let placements = placement::Controller::new(
                         clients.clone(),
                         paths.clone(),
                         upstream.clone(),
                         config.placement.clone(),
                         config.metrics.clone(),
-                    );
+                    )
+                    .in_directory(url, &directory);
                     let controller = synctarget::Controller::new(
                         clients,
                         config.synctarget.clone(),
@@ -212,22 +220,26 @@ async fn run_controllers(
                     let check: SyncedCheck = Box::new(move || st.is_synced() && pl.is_synced());
                     synced.lock().expect("readiness checks poisoned").insert(url_for_check, check);
                     let task = tokio::spawn({
-                        let stop = stop.clone();
+                        let (stop, upstream) = (stop.clone(), upstream.clone());
                         async move {
                             tokio::join!(upstream.run(), controller.run(stop.clone()), placements.run(stop));
                         }
                     });
-                    running.insert(url.clone(), (stop, task));
+                    running.insert(url.clone(), (stop, task, upstream));
                 }
                 Err(e) => tracing::error!(endpoint = %url, error = %e, "cannot use endpoint"),
             }
         }
+        let followed = running.iter().map(|(url, (_, _, upstream))| (url.clone(), upstream.clone())).collect();
+        let complete = listed.keys().all(|url| running.contains_key(url));
+        views.set(followed, complete);
+        directory.set_complete(complete);
         tokio::select! {
             _ = cancel.cancelled() => break,
             changed = rx.changed() => if changed.is_err() { break },
         }
     }
-    for (_, (stop, handle)) in running {
+    for (_, (stop, handle, _)) in running {
         stop.cancel();
         let _ = handle.await;
     }

@@ -115,6 +115,11 @@ impl<T> ClusterCache<T> {
             .collect()
     }
 
+    /// Whether any object of `cluster` is cached.
+    pub fn has_cluster(&self, cluster: &LogicalClusterName) -> bool {
+        self.inner.read().unwrap_or_else(PoisonError::into_inner).contains_key(cluster)
+    }
+
     pub fn len(&self) -> usize {
         self.inner.read().unwrap_or_else(PoisonError::into_inner).values().map(HashMap::len).sum()
     }
@@ -177,9 +182,13 @@ mod tests {
         got.sort();
         assert_eq!(got, vec![key("a", None, "x")]);
         assert!(cache.keys_in(&LogicalClusterName::new("c").unwrap(), |_| true).is_empty());
+        assert!(cache.has_cluster(&LogicalClusterName::new("b").unwrap()));
+        assert!(!cache.has_cluster(&LogicalClusterName::new("c").unwrap()));
         let mut all = cache.all_keys(|v| *v == 1);
         all.sort();
         assert_eq!(all, vec![key("a", None, "x"), key("b", None, "x")]);
         assert!(!cache.is_empty());
+        cache.remove(&key("b", None, "x"));
+        assert!(!cache.has_cluster(&LogicalClusterName::new("b").unwrap()), "an emptied cluster is gone");
     }
 }

@@ -106,13 +106,16 @@ impl Store for NamespaceStore {
     type Key = ClusterKey;
     type Item = Assignment;
     fn upsert(&self, key: &ClusterKey, now: Assignment) {
+        self.0.present.insert(key, ());
         self.0.namespace_changed(key, now);
     }
     fn remove(&self, key: &ClusterKey) {
+        self.0.present.remove(key);
         self.0.namespace_changed(key, Assignment::default());
     }
     fn replace(&self, fresh: Vec<(ClusterKey, Assignment)>) -> Vec<ClusterKey> {
         let listed: HashSet<ClusterKey> = fresh.iter().map(|(k, _)| k.clone()).collect();
+        self.0.present.replace_all(listed.iter().map(|k| (k.clone(), ())).collect(), |_| true);
         fresh.into_iter().for_each(|(key, now)| self.0.namespace_changed(&key, now));
         // Only assigned namespaces are cached, so only they can vanish.
         let vanished =
@@ -133,6 +136,9 @@ pub struct Upstream {
     /// Serialises [`Upstream::ensure`], so two syncers asking at once share one watch.
     adding: Arc<tokio::sync::Mutex<()>>,
     namespaces: ClusterCache<Assignment>,
+    /// Every namespace the view lists, placed or not: which workspaces this endpoint serves
+    /// (see [`Upstream::serves`]).
+    present: ClusterCache<()>,
     /// True once the namespace watch has listed: resource watches wait for it, so objects of
     /// placed namespaces are kept whole from the first list rather than each read again.
     namespaces_listed: Synced,
@@ -163,6 +169,7 @@ impl Upstream {
             slots: Default::default(),
             adding: Default::default(),
             namespaces: ClusterCache::default(),
+            present: ClusterCache::default(),
             namespaces_listed: Synced::default(),
             whole_object_limit: kept::DEFAULT_WHOLE_OBJECT_LIMIT,
             subscribers: Default::default(),
@@ -241,6 +248,7 @@ impl Upstream {
         for ns in namespaces {
             let obj: DynamicObject = serde_json::from_value(ns.clone()).expect("a namespace");
             let key = cluster_key(&obj).expect("a namespace with kcp.io/cluster");
+            self.present.insert(&key, ());
             self.namespace_changed(&key, Assignment::of(ns));
         }
         let slot = Arc::new(Slot {
@@ -290,6 +298,18 @@ impl Upstream {
     /// means "not known yet", never "absent": nothing may be deleted or released on it.
     pub fn synced(&self, index: usize) -> bool {
         self.namespaces_listed.is_synced() && self.slot(index).is_some_and(|s| s.synced.is_synced())
+    }
+
+    /// Whether `other` is this very view (a clone of it), not another view of the same URL.
+    pub fn same_view(&self, other: &Upstream) -> bool {
+        Arc::ptr_eq(&self.slots, &other.slots)
+    }
+
+    /// Whether the workspace `cluster` is served behind this view's endpoint (one of its
+    /// namespaces is listed), or `None` before the namespace watch has listed. kcp creates a
+    /// `default` namespace in every workspace, so a bound workspace is never without one.
+    pub fn serves(&self, cluster: &LogicalClusterName) -> Option<bool> {
+        self.namespaces_listed.is_synced().then(|| self.present.has_cluster(cluster))
     }
 
     /// Registers the syncer of `target_key`; it is sent every object currently assigned to it,

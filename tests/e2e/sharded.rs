@@ -286,8 +286,88 @@ pub async fn manager_follows_both_shards_of_a_sharded_kcp(w: std::sync::Arc<Worl
     println!(
         "shard-1 restarted: a new object synced {followed:.1?} after it served again; 1 ConfigMap write, copies unchanged"
     );
+    a_target_serves_a_tenant_on_the_other_shard(&kcp, &placed[0], &keys[0]).await?;
     drop(manager);
     managers_split_the_shards(&kcp, &admin, &placed, &keys).await
+}
+
+/// The Scheduled condition's reason of `tenant`'s Placement `name`.
+fn scheduled(kcp: &Sharded, tenant: &str, name: &str) -> Result<(String, Value), String> {
+    let p: Value = serde_json::from_str(&kcp.kubectl(tenant, &["get", "placement", name, "-o", "json"], None)?)
+        .map_err(|e| e.to_string())?;
+    Ok((crate::placement::condition(&p, "Scheduled").1.to_string(), p))
+}
+
+/// Item 2, second sentence: sh-a's target (on the root shard) serves tenant sh-b (on shard-1)
+/// only with consent. Refused first (`WorkspaceNotAllowed`, nothing assigned); allowed, the
+/// tenant's objects reach sh-a's cluster and their status comes back through shard-1, and the
+/// copy stays put (the target's own syncer, which cannot see shard-1's workspaces, leaves it to
+/// the guest syncer that can); consent withdrawn, the copy leaves and the finalizer goes.
+async fn a_target_serves_a_tenant_on_the_other_shard(
+    kcp: &Sharded,
+    (host, _, cluster): &(&str, String, &Cluster),
+    key: &str,
+) -> TestResult {
+    let tenant = TENANTS[1].0;
+    let ns =
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "remote", "labels": {"app": "remote"}}});
+    kcp.kubectl(tenant, &["apply", "-f", "-"], Some(&ns.to_string()))?;
+    kcp.kubectl(tenant, &["-n", "remote", "create", "configmap", "cfg", "--from-literal=from=shard-1"], None)?;
+    kcp.kubectl(tenant, &["-n", "remote", "apply", "-f", "-"], Some(&deployment("api", 1)))?;
+    let location = json!({"workspace": host});
+    kcp.kubectl(tenant, &["apply", "-f", "-"], Some(&placement("remote", "remote", location, None)))?;
+    eventually("the cross-shard Placement refused without consent", WAIT, || async {
+        let (reason, p) = scheduled(kcp, tenant, "remote")?;
+        Ok((reason == "WorkspaceNotAllowed").then_some(p))
+    })
+    .await?;
+    let labels = |ns: &str| kcp.kubectl(tenant, &["get", "namespace", ns, "-o", "jsonpath={.metadata.labels}"], None);
+    ensure!(!labels("remote")?.contains(key), "assigned without consent: {}", labels("remote")?);
+
+    let allow = json!({"spec": {"allowedWorkspaces": [tenant]}}).to_string();
+    kcp.kubectl(host, &["patch", "synctarget", "phys", "--type=merge", "-p", &allow], None)?;
+    let p = eventually("the cross-shard Placement scheduled once allowed", WAIT, || async {
+        let (reason, p) = scheduled(kcp, tenant, "remote")?;
+        Ok((reason == "Scheduled").then_some(p))
+    })
+    .await?;
+    ensure!(p["status"]["selectedTargets"][0]["workspace"] == *host, "status {}", p["status"]);
+    let target = TargetRef { cluster: kcp.cluster(host).await?.to_string(), name: "phys".into() };
+    let dns = Locator::new(target, &kcp.cluster(tenant).await?, "remote").downstream_namespace();
+    let was = identity(&wait_copy(cluster, &dns, "configmap", "cfg").await?);
+    eventually("the Deployment's status back in shard-1's kcp", WAIT, || async {
+        let out = kcp.kubectl(tenant, &["-n", "remote", "get", "deployment", "api", "-o", "json"], None)?;
+        let d: Value = serde_json::from_str(&out).map_err(|e| e.to_string())?;
+        Ok((d["status"]["availableReplicas"] == 1).then_some(()))
+    })
+    .await?;
+    let finalizers = || {
+        kcp.kubectl(tenant, &["-n", "remote", "get", "configmap", "cfg", "-o", "jsonpath={.metadata.finalizers}"], None)
+    };
+    ensure!(finalizers()?.contains(key), "no finalizer of {key} on sh-b's ConfigMap: {}", finalizers()?);
+    // The target's own syncer sees the copy too (same label, same cluster) but not its kcp
+    // object: had it taken "not in my view" for "deleted", the copy would be gone or new.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let now = identity(&copy(cluster, &dns, "configmap", "cfg")?.ok_or("the cross-shard copy was deleted")?);
+    ensure!(now == was, "the cross-shard copy was rewritten or recreated: {was:?} → {now:?}");
+    println!("root's target serves shard-1's tenant with consent: copied, status back, copy left alone for 5 s");
+
+    let revoke = json!({"spec": {"allowedWorkspaces": null}}).to_string();
+    kcp.kubectl(host, &["patch", "synctarget", "phys", "--type=merge", "-p", &revoke], None)?;
+    eventually("the copy removed once consent is withdrawn", WAIT, || async {
+        Ok(copy(cluster, &dns, "configmap", "cfg")?.is_none().then_some(()))
+    })
+    .await?;
+    eventually("the finalizer released once consent is withdrawn", WAIT, || async {
+        Ok((!finalizers()?.contains(key)).then_some(()))
+    })
+    .await?;
+    let (reason, _) = scheduled(kcp, tenant, "remote")?;
+    ensure!(reason == "WorkspaceNotAllowed", "after revocation the Placement says {reason}");
+    // Left to the split managers below, it would wait for a shard neither follows alone.
+    kcp.kubectl(tenant, &["delete", "placement", "remote"], None)?;
+    println!("consent withdrawn: the copy left the cluster and the finalizer the object");
+    Ok(())
 }
 
 /// Item 3 of issue 12: a manager per shard (`--shards`), each electing its leader on its own

@@ -67,8 +67,7 @@ impl Controller {
         if by_hand.is_empty() {
             return;
         }
-        let targets: Vec<_> =
-            self.targets.all_keys(|_| true).into_iter().filter_map(|k| Some((self.targets.get(&k)?, k))).collect();
+        let targets = self.directory.all_targets();
         let as_consent = || {
             targets.iter().map(|(t, k)| Consent {
                 cluster: &k.cluster,

@@ -126,7 +126,7 @@ impl Controller {
     /// far as the manager's view of kcp holds the namespace's objects (a kind the view does not
     /// watch is judged by the target's Ready alone).
     pub(super) fn runs(&self, target: &ClusterKey, tkey: &str, ns: &ClusterKey) -> Result<(), Lacking> {
-        let Some(t) = self.targets.get(target) else { return Err(Lacking::TargetNotReady) };
+        let Ok(Some(t)) = self.directory.target(target) else { return Err(Lacking::TargetNotReady) };
         let syncing = syncing_kinds(&t);
         let slots: Vec<_> = (0..).map_while(|i| self.upstream.resource(i).map(|r| (i, r))).collect();
         let view_synced = slots

@@ -9,6 +9,7 @@
 
 pub mod assign;
 pub mod consent;
+mod directory;
 mod events;
 mod handover;
 mod location;
@@ -18,6 +19,8 @@ pub mod schedule;
 pub use crate::apis::placement::selector;
 pub mod status;
 mod watch;
+
+pub use directory::Directory;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -68,6 +71,8 @@ pub enum ReconcileError {
     #[error("patching the namespace's assignment labels failed: {0}")]
     PatchNamespace(#[source] kube::Error),
     #[error(transparent)]
+    Targets(#[from] directory::Unknown),
+    #[error(transparent)]
     Panicked(#[from] crate::runtime::guard::Panicked),
 }
 
@@ -86,7 +91,10 @@ pub struct Controller {
     /// The push-mode syncers' view of kcp: tells whether a target already runs a namespace.
     upstream: Upstream,
     placements: ClusterCache<Placement>,
+    /// This endpoint's SyncTargets (its watch fills it); read through `directory`.
     targets: ClusterCache<SyncTarget>,
+    /// The SyncTargets of every endpoint the manager follows, this one's among them.
+    directory: Directory,
     namespaces: ClusterCache<PartialObjectMeta<Namespace>>,
     /// What of each SyncTarget scheduling depends on, to ignore heartbeat-only changes.
     fingerprints: Arc<Mutex<HashMap<ClusterKey, String>>>,
@@ -118,7 +126,7 @@ impl Controller {
         settings: Settings,
         metrics: Metrics,
     ) -> Self {
-        Self {
+        let this = Self {
             queue: WorkQueue::with_metrics(settings.backoff, metrics.queue(queue::PLACEMENT)),
             metrics,
             events: events::Events::new(clients.clone()),
@@ -128,12 +136,37 @@ impl Controller {
             upstream,
             placements: Default::default(),
             targets: Default::default(),
+            directory: Default::default(),
             namespaces: Default::default(),
             fingerprints: Default::default(),
             evictions: Default::default(),
             moves: Default::default(),
             synced: Default::default(),
             settings,
+        };
+        // Alone, it is the whole directory.
+        this.directory.set_complete(true);
+        this.directory.insert("", this.member());
+        this
+    }
+
+    /// Registers this endpoint (`url`) in the manager-wide `directory` and reads SyncTargets
+    /// from it, so its Placements may use the targets of workspaces on other shards.
+    pub fn in_directory(mut self, url: &str, directory: &Directory) -> Self {
+        directory.insert(url, self.member());
+        self.directory = directory.clone();
+        self
+    }
+
+    fn member(&self) -> directory::Member {
+        let (queue, placements) = (self.queue.clone(), self.placements.clone());
+        directory::Member {
+            targets: self.targets.clone(),
+            namespaces: self.namespaces.clone(),
+            synced: self.synced.clone(),
+            poke: Arc::new(move || {
+                placements.all_keys(|_| true).into_iter().for_each(|k| queue.add(Key::Placement(k)))
+            }),
         }
     }
 

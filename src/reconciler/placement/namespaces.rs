@@ -79,7 +79,7 @@ impl Controller {
         let target = ClusterKey::new(target_cluster.clone(), None, t.name.clone());
         if target_cluster != *cluster {
             let own = self.paths.path_of(cluster).await?;
-            if !self.targets.get(&target).is_some_and(|st| consents(&st, &own)) {
+            if !self.directory.target(&target)?.is_some_and(|st| consents(&st, &own)) {
                 return Ok(None);
             }
         }

@@ -179,7 +179,8 @@ impl Controller {
     ) -> bool {
         let last_known = self.paths.last_known_cluster(path);
         placed_there(&current.selected_targets, path, own, last_known.as_ref(), |k| {
-            self.targets.get(k).is_some_and(|t| consents(&t, own_path))
+            // Unknown counts as not consenting: a forged entry must tell nothing.
+            self.directory.target(k).ok().flatten().is_some_and(|t| consents(&t, own_path))
         })
     }
 
@@ -211,8 +212,7 @@ impl Controller {
             },
         };
         let foreign = loc_cluster != key.cluster;
-        let targets: Vec<_> =
-            self.targets.keys_in(&loc_cluster, |_| true).into_iter().filter_map(|k| self.targets.get(&k)).collect();
+        let targets = self.directory.targets_in(&loc_cluster)?;
         let ns_selector = &spec.namespace_selector;
         let selected_namespaces: BTreeSet<String> = self
             .namespaces

@@ -87,8 +87,9 @@ impl Controller {
                         None => prints.remove(key).is_some() || change.gone(),
                     };
                 }
+                // Placements on every shard may use this endpoint's targets.
                 if changed {
-                    self.placements.all_keys(|_| true).into_iter().for_each(|k| self.queue.add(Key::Placement(k)));
+                    self.directory.poke_all();
                 }
             })
             .await

@@ -1,6 +1,11 @@
 //! Push mode: the syncers the manager runs itself, one per SyncTarget whose
 //! `kubeconfigSecretRef` holds a usable kubeconfig. Started when the credentials load,
 //! restarted when the kubeconfig changes, stopped when they break or the target is deleted.
+//!
+//! Sharded kcp: a target that allows other workspaces may serve tenants on other shards, whose
+//! objects only their shard's endpoint serves. Once its allowed set is not empty, its syncer
+//! (the host) gets a guest syncer over every other endpoint the manager follows, with the same
+//! credentials; see [`crate::syncer::engine::scope`] for who looks after which workspace.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -13,6 +18,7 @@ use crate::apis::sync::v1alpha1::SupportedApi;
 use crate::kcp::{ClusterKey, LogicalClusterName};
 use crate::syncer::client::{ClusterAccess, push_cluster_client};
 use crate::syncer::credentials::InlineCredentials;
+use crate::syncer::engine::scope::{Followed, Scope, Views};
 use crate::syncer::engine::{Engine, EngineSettings, Probe};
 use crate::syncer::upstream::Upstream;
 
@@ -44,6 +50,8 @@ pub struct Supervisor {
     changes_rx: Arc<Mutex<Option<mpsc::UnboundedReceiver<ClusterKey>>>>,
     /// The running engines, so that a shutdown can wait for their in-flight writes.
     engines: Arc<Mutex<JoinSet<()>>>,
+    /// This endpoint's URL and the views of every endpoint the manager follows, for guests.
+    views: Option<(String, Views)>,
 }
 
 impl Supervisor {
@@ -59,7 +67,15 @@ impl Supervisor {
             changes,
             changes_rx: Arc::new(Mutex::new(Some(rx))),
             engines: Default::default(),
+            views: None,
         }
+    }
+
+    /// Runs, beside each syncer whose target allows other workspaces, a guest over every other
+    /// endpoint in `views` (this supervisor's own endpoint being `url`).
+    pub fn with_views(mut self, url: &str, views: Views) -> Self {
+        self.views = Some((url.to_string(), views));
+        self
     }
 
     /// How push-mode syncers reach their clusters (the SyncTarget reconciler checks a server
@@ -124,17 +140,30 @@ impl Supervisor {
         let (probe_tx, probe) = watch::channel(Probe::Pending);
         let (wanted, wanted_rx) = watch::channel(apis);
         let (allowed, allowed_rx) = watch::channel(allowed);
-        let engine = Engine::new(
-            key.cluster.clone(),
-            &key.name,
-            self.upstream.clone(),
-            client,
-            self.settings.clone(),
-            probe_tx,
-            wanted_rx,
-        )
-        .with_allowed_clusters(allowed_rx);
+        let make = {
+            let (key, settings) = (key.clone(), self.settings.clone());
+            let (wanted, allowed) = (wanted_rx.clone(), allowed_rx.clone());
+            move |upstream: Upstream, probe: watch::Sender<Probe>| {
+                Engine::new(
+                    key.cluster.clone(),
+                    &key.name,
+                    upstream,
+                    client.clone(),
+                    settings.clone(),
+                    probe,
+                    wanted.clone(),
+                )
+                .with_allowed_clusters(allowed.clone())
+            }
+        };
+        let mut engine = make(self.upstream.clone(), probe_tx);
         let cancel = self.parent.child_token();
+        if let Some((url, views)) = &self.views {
+            engine = engine.with_scope(Scope::Host { url: url.clone(), views: views.subscribe() });
+            let guests =
+                keep_guests(make, url.clone(), views.subscribe(), allowed_rx, self.engines.clone(), cancel.clone());
+            tokio::spawn(guests);
+        }
         let mut watch_probe = probe.clone();
         let previous = self
             .running
@@ -194,6 +223,49 @@ impl Supervisor {
         if let Some(r) = self.running.lock().expect("supervisor poisoned").remove(key) {
             tracing::info!(target = %key, "stopping syncer");
             r.cancel.cancel();
+        }
+    }
+}
+
+/// Keeps a guest syncer (built by `make` over another endpoint's view) on every endpoint in
+/// `views` but `url`, from the moment the target allows any other workspace until `cancel`
+/// (the host stops): a guest stays when consent is withdrawn, to clean up what it copied. A
+/// view replaced (its endpoint's controllers restarted) gets a new guest; a view gone, none.
+async fn keep_guests(
+    make: impl Fn(Upstream, watch::Sender<Probe>) -> Engine,
+    url: String,
+    mut views: watch::Receiver<Followed>,
+    mut allowed: watch::Receiver<BTreeSet<LogicalClusterName>>,
+    engines: Arc<Mutex<JoinSet<()>>>,
+    cancel: CancellationToken,
+) {
+    let mut guests: HashMap<String, (Upstream, CancellationToken)> = HashMap::new();
+    let mut wanted = false;
+    loop {
+        wanted |= !allowed.borrow_and_update().is_empty();
+        let followed = views.borrow_and_update().clone();
+        let others: HashMap<&String, &Upstream> = followed.views.iter().filter(|(u, _)| **u != url && wanted).collect();
+        guests.retain(|u, (view, stop)| {
+            let keep = others.get(u).is_some_and(|v| v.same_view(view));
+            if !keep {
+                stop.cancel();
+            }
+            keep
+        });
+        for (u, view) in others {
+            if guests.contains_key(u) {
+                continue;
+            }
+            let stop = cancel.child_token();
+            let engine = make(view.clone(), watch::channel(Probe::Pending).0).with_scope(Scope::Guest);
+            tracing::info!(target_key = engine.target_key(), endpoint = %u, "starting a guest syncer for the workspaces of another shard");
+            engines.lock().expect("supervisor poisoned").spawn(engine.run(stop.clone()));
+            guests.insert(u.clone(), (view.clone(), stop));
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            changed = views.changed() => if changed.is_err() { return },
+            changed = allowed.changed() => if changed.is_err() { return },
         }
     }
 }

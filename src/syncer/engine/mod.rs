@@ -18,6 +18,7 @@ mod io_tests;
 mod namespaces;
 mod plan;
 mod remove;
+pub mod scope;
 mod status_up;
 mod telemetry;
 mod unconditional;
@@ -26,6 +27,7 @@ pub use self::apis::follow_supported_apis;
 pub use self::heartbeat::Probe;
 
 use self::remove::Removal;
+use self::scope::{Route, Scope};
 use crate::apis::sync::v1alpha1::SupportedApi;
 use crate::kcp::{ClusterKey, LogicalClusterName, error_message};
 use crate::runtime::guard;
@@ -109,6 +111,8 @@ pub struct Engine {
     /// Logical clusters of other workspaces the target allows (`spec.allowedWorkspaces`).
     allowed: tokio::sync::watch::Receiver<BTreeSet<LogicalClusterName>>,
     telemetry: Arc<telemetry::Telemetry>,
+    /// Whose keys it looks after, when its target serves tenants on several shards.
+    scope: Scope,
 }
 
 impl Engine {
@@ -142,7 +146,15 @@ impl Engine {
             started: Default::default(),
             report_changed: Default::default(),
             allowed: tokio::sync::watch::channel(BTreeSet::new()).1,
+            scope: Scope::Sole,
         }
+    }
+
+    /// Runs as a host with guests, or as a guest (see [`scope`]). A guest writes nothing to its
+    /// SyncTarget (no heartbeat, no counts): the host reports the cluster.
+    pub fn with_scope(mut self, scope: Scope) -> Self {
+        self.scope = scope;
+        self
     }
 
     /// Follows the logical clusters of other workspaces whose namespaces this target may run.
@@ -194,12 +206,14 @@ impl Engine {
         let (this, c) = (self.clone(), cancel.clone());
         tasks.spawn(guard::supervise("supported APIs", cancel.clone(), move || this.clone().manage_apis(c.clone())));
         let workers = self.clone().workers();
-        let (this, c) = (self.clone(), cancel.clone());
-        tasks.spawn(guard::supervise("heartbeat", cancel.clone(), move || this.clone().heartbeat(c.clone())));
-        let (this, c) = (self.clone(), cancel.clone());
-        tasks.spawn(guard::supervise("synced-object counts", cancel.clone(), move || {
-            this.clone().count_synced(c.clone())
-        }));
+        if !self.scope.is_guest() {
+            let (this, c) = (self.clone(), cancel.clone());
+            tasks.spawn(guard::supervise("heartbeat", cancel.clone(), move || this.clone().heartbeat(c.clone())));
+            let (this, c) = (self.clone(), cancel.clone());
+            tasks.spawn(guard::supervise("synced-object counts", cancel.clone(), move || {
+                this.clone().count_synced(c.clone())
+            }));
+        }
         cancel.cancelled().await;
         self.upstream.unsubscribe(&self.target_key);
         tasks.abort_all();
@@ -234,11 +248,31 @@ impl Engine {
         Api::namespaced_with(client, key.namespace.as_deref().unwrap_or_default(), api)
     }
 
+    /// Whether this syncer looks after the keys of `cluster` (see [`scope`]).
+    fn route(&self, cluster: &LogicalClusterName) -> Route {
+        match &self.scope {
+            Scope::Sole => Route::Mine,
+            Scope::Guest => scope::guest_route(self.upstream.serves(cluster)),
+            Scope::Host { url, views } => {
+                let followed = views.borrow().clone();
+                let peers: Vec<Option<bool>> =
+                    followed.views.iter().filter(|(u, _)| *u != url).map(|(_, view)| view.serves(cluster)).collect();
+                let own = *cluster == self.target_cluster;
+                scope::host_route(own, self.consents(cluster), self.upstream.serves(cluster), &peers, followed.complete)
+            }
+        }
+    }
+
     fn finalizer(&self) -> String {
         syncer_finalizer(&self.target_key)
     }
 
     async fn sync(&self, key: &SyncKey) -> Result<Option<Duration>, SyncError> {
+        match self.route(&key.key.cluster) {
+            Route::Mine => {}
+            Route::Others => return Ok(None),
+            Route::Unknown => return Ok(Some(plan::WAIT_FOR_VIEW)),
+        }
         match key.resource {
             Some(index) => self.sync_object(index, &key.key).await,
             None => self.sync_namespace(&key.key).await,
