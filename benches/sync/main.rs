@@ -78,6 +78,11 @@ fn main() {
             Ok("none") => None,
             _ => Some(peer::Peer::start(&b.kcp, &b.clusters[0], workspaces).await),
         };
+        // Each tool is timed with the other idle: the agent is stopped except while it is timed
+        // (the manager is never stopped: its SyncTargets would go stale and fail over).
+        if let Some(p) = &peer {
+            p.pause();
+        }
         let mut peer_synced = 0;
         let mut restart = None;
         for rep in 0..repeat {
@@ -100,6 +105,7 @@ fn main() {
                 percentile(&floor, 0.5)
             );
             if let Some(p) = &peer {
+                p.resume().await;
                 let lat = p.latency(samples, std::time::Duration::ZERO).await;
                 r.add("peer_sync_p50_ms", percentile(&lat, 0.5));
                 r.add("peer_sync_p99_ms", percentile(&lat, 0.99));
@@ -112,6 +118,7 @@ fn main() {
                     peer_synced += 20;
                 }
                 eprintln!("bench:   peer one at a time: p50 {:.1} ms", percentile(&lat, 0.5));
+                p.pause();
                 // kcp-tmc on the same work: Widgets into workspaces placed on the peer's cluster.
                 let ours = b.one_at_a_time_along(Writer::Tmc, &format!("wlat{rep}"), samples, |n| b.widgets(n)).await;
                 r.add_extra("widget_sync_p50_ms", percentile(&ours, 0.5));
@@ -141,11 +148,13 @@ fn main() {
                 );
             }
             if let Some(p) = &peer {
+                p.resume().await;
                 let lat = p.steady(steady, 20).await;
                 r.add("peer_steady_p99_ms", percentile(&lat, 0.99));
                 r.add_extra("peer_steady_p50_ms", percentile(&lat, 0.5));
                 peer_synced += steady;
                 eprintln!("bench:   peer steady: p99 {:.1} ms", percentile(&lat, 0.99));
+                p.pause();
                 let ours = b.steady(Writer::Tmc, &b.widgets(0), &format!("wsteady{rep}"), steady, 20).await;
                 r.add_extra("widget_steady_p50_ms", percentile(&ours, 0.5));
                 r.add_extra("widget_steady_p99_ms", percentile(&ours, 0.99));
@@ -185,18 +194,22 @@ fn main() {
                 eprintln!("bench:   burst of {count}: {sync:.0}/s (floor {floor:.0}/s)");
             }
             if let Some(p) = &peer {
+                p.resume().await;
                 let rate = peer_burst as f64 / p.burst(peer_burst).await;
                 r.add("peer_burst_objects_per_s", rate);
                 peer_synced += peer_burst;
                 eprintln!("bench:   peer burst of {peer_burst}: {rate:.0}/s");
+                p.pause();
                 let ours = b.burst_along(Writer::Tmc, &format!("wburst{rep}"), peer_burst, |n| b.widgets(n)).await;
                 r.add_extra("widget_burst_objects_per_s", ours);
                 eprintln!("bench:   kcp-tmc Widgets burst of {peer_burst}: {ours:.0}/s");
                 if rep == 0 && peer_large > 0 {
+                    p.resume().await;
                     let rate = peer_large as f64 / p.burst(peer_large).await;
                     r.add_extra("peer_burst_large_objects_per_s", rate);
                     peer_synced += peer_large;
                     eprintln!("bench:   peer burst of {peer_large}: {rate:.0}/s");
+                    p.pause();
                     let ours = b.burst_along(Writer::Tmc, "wburstlarge", peer_large, |n| b.widgets(n)).await;
                     r.add_extra("widget_burst_large_objects_per_s", ours);
                     eprintln!("bench:   kcp-tmc Widgets burst of {peer_large}: {ours:.0}/s");

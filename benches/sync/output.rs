@@ -216,7 +216,10 @@ fn peer_section(md: &mut String, r: &Results, s: &Settings) {
          kcp-tmc syncs the same Widget CRD (exported with `tmc install --workload-crd`) into the same cluster, from \
          workspaces placed there, in the same repetitions: the Widget rows are the like-for-like comparison; the \
          ConfigMap rows (kcp-tmc's headline figures above) are shown beside them. The agent's Events to tenants are \
-         refused (its export claims none), so it does slightly less work per object.\n",
+         refused (its export claims none), so it does slightly less work per object. Each tool is timed with the other \
+         idle: the agent is stopped (SIGSTOP; it runs without leader election) except during its own runs, and \
+         resumed with one untimed Widget before each; the manager is not stopped (its SyncTargets would go stale and \
+         fail over) but has nothing to do during the agent's runs.\n",
         s.workspaces
     );
     let _ = writeln!(md, "| measurement | kcp-tmc | peer | target | verdict |\n|---|---|---|---|---|");

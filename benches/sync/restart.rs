@@ -191,6 +191,7 @@ impl Bench {
         let synced = metric_sum(&self.manager_metrics().await, "tmc_synced_objects") as u64;
         let (kcp_before, clusters_before) = (write_counts(&self.kcp_metrics()), self.cluster_writes());
         let audited = self.audit.mark();
+        let kcp_log_from = std::fs::metadata(self.kcp.log()).map_or(0, |m| m.len());
         self.manager.process.signal("TERM");
         let stopping = Instant::now();
         while self.manager.process.running() {
@@ -224,6 +225,7 @@ impl Bench {
         }
         let settled = settled_since.unwrap().duration_since(started);
         tokio::time::sleep(Duration::from_secs(5)).await;
+        keep_kcp_log(&self.kcp.log(), kcp_log_from);
         Restart {
             ready_s: ready.unwrap().as_secs_f64(),
             settled_s: settled.as_secs_f64(),
@@ -263,5 +265,32 @@ impl Bench {
         let after = proc_mb(self.manager_pid(), "VmHWM");
         eprintln!("bench: unplaced: VmHWM {before:.1} MB → {after:.1} MB over {count} ConfigMaps of 1 KiB");
         (after - before).max(0.0) * 1024.0 / count as f64
+    }
+}
+
+/// Keeps what kcp logged from `from` (the restart's span) in `target/bench-restart-kcp.log`, and
+/// says how many of its lines name ClusterRoleBindings: writes to them were counted in some
+/// restarts, and no client of the audit log made them (see docs/performance.md).
+fn keep_kcp_log(log: &std::path::Path, from: u64) {
+    use std::io::{Read, Seek};
+    let mut text = String::new();
+    let read = std::fs::File::open(log).and_then(|mut f| {
+        f.seek(std::io::SeekFrom::Start(from))?;
+        f.read_to_string(&mut text)
+    });
+    if let Err(e) = read {
+        eprintln!("bench: restart: cannot read kcp's log {}: {e}", log.display());
+        return;
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| "target".into(), std::path::PathBuf::from);
+    let kept = target.join("bench-restart-kcp.log");
+    let crbs = text.lines().filter(|l| l.to_lowercase().contains("clusterrolebinding")).count();
+    match std::fs::write(&kept, &text) {
+        Ok(()) => eprintln!(
+            "bench: restart: kcp logged {} lines meanwhile, {crbs} naming ClusterRoleBindings (kept in {})",
+            text.lines().count(),
+            kept.display()
+        ),
+        Err(e) => eprintln!("bench: restart: cannot keep kcp's log in {}: {e}", kept.display()),
     }
 }

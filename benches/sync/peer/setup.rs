@@ -37,6 +37,13 @@ impl Agent {
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
+
+    /// Sends `signal` (`STOP` or `CONT`) to the agent. It runs without leader election (its
+    /// default), so a stopped agent loses no Lease and simply resumes.
+    pub fn signal(&self, signal: &str) {
+        let sent = Command::new("kill").arg(format!("-{signal}")).arg(self.pid().to_string()).status();
+        assert!(sent.is_ok_and(|s| s.success()), "kill -{signal} {} failed", self.pid());
+    }
 }
 
 impl Drop for Agent {

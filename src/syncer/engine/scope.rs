@@ -118,7 +118,8 @@ mod tests {
     fn host_route_table() {
         let (t, f) = (Some(true), Some(false));
         // (own workspace, consented, own view, peers, complete) → route
-        let cases: [(bool, bool, Option<bool>, &[Option<bool>], bool, Route); 12] = [
+        type Case<'a> = (bool, bool, Option<bool>, &'a [Option<bool>], bool, Route);
+        let cases: [Case; 12] = [
             (true, true, None, &[None], false, Mine),
             (false, false, f, &[t], true, Mine),
             (false, true, t, &[None], false, Mine),
