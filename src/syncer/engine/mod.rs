@@ -254,7 +254,8 @@ impl Engine {
             Scope::Sole => Route::Mine,
             Scope::Guest => scope::guest_route(self.upstream.serves(cluster)),
             Scope::Host { url, views } => {
-                let followed = views.borrow().clone();
+                // Borrowed, not cloned: this runs on every sync, and nothing here awaits.
+                let followed = views.borrow();
                 let peers: Vec<Option<bool>> =
                     followed.views.iter().filter(|(u, _)| *u != url).map(|(_, view)| view.serves(cluster)).collect();
                 let own = *cluster == self.target_cluster;
