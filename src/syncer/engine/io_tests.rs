@@ -629,3 +629,50 @@ async fn a_404_that_is_not_not_found_is_retried() {
     })
     .await;
 }
+
+/// Sharded kcp (see `scope`): a key of a workspace on another shard is left alone by a guest
+/// whose view does not serve it, and by the host while a guest's view has not listed (then
+/// "not in my view" would be taken for "deleted") or once a guest's view serves it. Nothing is
+/// read or written in either server meanwhile.
+#[tokio::test]
+async fn syncers_of_one_target_leave_other_shards_workspaces_alone() {
+    use super::scope::{Scope, Views};
+    bounded(async {
+        let cluster_of_copy = Box::new(
+            |method: &str, _: &str, _: &str| {
+                if method == "GET" { ok(cluster_configmap(true)) } else { unexpected() }
+            },
+        );
+        let f = fixture(
+            Some((kcp_namespace(true), kcp_configmap(true))),
+            Box::new(|_, _, _| unexpected()),
+            cluster_of_copy,
+        );
+        let remote = LogicalClusterName::new("remotews").unwrap();
+        let key = SyncKey { resource: Some(f.index), key: ClusterKey::new(remote.clone(), Some(NS.into()), NAME) };
+
+        let guest = f.engine.clone().with_scope(Scope::Guest);
+        assert_eq!(guest.sync(&key).await.unwrap(), None, "a guest leaves workspaces its view does not list");
+
+        // The host allows the remote workspace, which the other endpoint's view serves.
+        let other_view = Upstream::new(f.engine.upstream.clients.clone(), CancellationToken::new());
+        let views = Views::default();
+        let followed =
+            [("https://a".to_string(), f.engine.upstream.clone()), ("https://b".to_string(), other_view.clone())];
+        views.set(followed.into_iter().collect(), true);
+        let (_allowed, allowed_rx) = tokio::sync::watch::channel([remote.clone()].into_iter().collect());
+        let host = f
+            .engine
+            .clone()
+            .with_allowed_clusters(allowed_rx)
+            .with_scope(Scope::Host { url: "https://a".into(), views: views.subscribe() });
+        assert_eq!(host.sync(&key).await.unwrap(), Some(plan::WAIT_FOR_VIEW), "the other view has not listed");
+        let remote_namespace = json!({"apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": NS, "annotations": {"kcp.io/cluster": "remotews"}}});
+        let configmaps = default_resources().into_iter().find(|r| r.api.kind == "ConfigMap").unwrap();
+        other_view.fill_for_test(&configmaps, &[remote_namespace], vec![], true);
+        assert_eq!(host.sync(&key).await.unwrap(), None, "the other shard's guest looks after it");
+        assert_eq!(f.requests(), (vec![], vec![]), "nothing read or written for another shard's workspace");
+    })
+    .await;
+}
