@@ -244,7 +244,11 @@ async fn keep_guests(
     loop {
         wanted |= !allowed.borrow_and_update().is_empty();
         let followed = views.borrow_and_update().clone();
-        let others: HashMap<&String, &Upstream> = followed.views.iter().filter(|(u, _)| **u != url && wanted).collect();
+        // Until the target allows another workspace, no guest is wanted anywhere.
+        let others: HashMap<&String, &Upstream> = match wanted {
+            true => followed.views.iter().filter(|(u, _)| **u != url).collect(),
+            false => HashMap::new(),
+        };
         guests.retain(|u, (view, stop)| {
             let keep = others.get(u).is_some_and(|v| v.same_view(view));
             if !keep {

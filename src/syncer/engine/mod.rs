@@ -253,14 +253,16 @@ impl Engine {
         match &self.scope {
             Scope::Sole => Route::Mine,
             Scope::Guest => scope::guest_route(self.upstream.serves(cluster)),
-            Scope::Host { url, views } => {
-                // Borrowed, not cloned: this runs on every sync, and nothing here awaits.
-                let followed = views.borrow();
-                let peers: Vec<Option<bool>> =
-                    followed.views.iter().filter(|(u, _)| *u != url).map(|(_, view)| view.serves(cluster)).collect();
-                let own = *cluster == self.target_cluster;
-                scope::host_route(own, self.consents(cluster), self.upstream.serves(cluster), &peers, followed.complete)
-            }
+            Scope::Host { url, views } => scope::host_route(
+                *cluster == self.target_cluster,
+                || self.consents(cluster),
+                || self.upstream.serves(cluster),
+                || {
+                    let followed = views.borrow();
+                    let peers = followed.views.iter().filter(|(u, _)| *u != url).map(|(_, v)| v.serves(cluster));
+                    (peers.collect(), followed.complete)
+                },
+            ),
         }
     }
 

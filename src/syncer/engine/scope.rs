@@ -36,16 +36,23 @@ pub enum Route {
 /// every guest's view has listed and none serves it (the workspace is gone or unbound).
 /// `complete` is false when the manager leaves some shards to others (`--shards`): then no
 /// workspace outside the host's view is ever taken for gone.
+///
+/// The views are asked lazily (`own_view`, then `others`: the peers' answers and `complete`):
+/// this runs on every sync, and most keys are of the target's own workspace.
 pub fn host_route(
     own_workspace: bool,
-    consented: bool,
-    own_view: Option<bool>,
-    peers: &[Option<bool>],
-    complete: bool,
+    consented: impl FnOnce() -> bool,
+    own_view: impl FnOnce() -> Option<bool>,
+    others: impl FnOnce() -> (Vec<Option<bool>>, bool),
 ) -> Route {
-    if own_workspace || !consented || own_view == Some(true) {
+    if own_workspace || !consented() {
         return Route::Mine;
     }
+    let own_view = own_view();
+    if own_view == Some(true) {
+        return Route::Mine;
+    }
+    let (peers, complete) = others();
     if own_view.is_none() || peers.iter().any(Option::is_none) {
         return Route::Unknown;
     }
@@ -135,7 +142,7 @@ mod tests {
         ];
         for (own, consented, view, peers, complete, want) in cases {
             assert_eq!(
-                host_route(own, consented, view, peers, complete),
+                host_route(own, || consented, || view, || (peers.to_vec(), complete)),
                 want,
                 "own={own} consented={consented} view={view:?} peers={peers:?} complete={complete}"
             );
