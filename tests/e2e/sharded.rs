@@ -159,10 +159,10 @@ impl Sharded {
         self.kubectl(ws, &["get", "synctarget", name, "-o", "jsonpath={.status.lastSyncTime}"], None)
     }
 
-    async fn downstream_ns(&self, ws: &str, target: &str, ns: &str) -> Result<String, String> {
-        let cluster = self.cluster(ws).await?;
-        let target = TargetRef { cluster: cluster.to_string(), name: target.to_string() };
-        Ok(Locator::new(target, &cluster, ns).downstream_namespace())
+    /// The downstream namespace of `tenant`'s namespace `ns` on the SyncTarget `target_ws`/`target`.
+    async fn downstream_ns(&self, target_ws: &str, target: &str, tenant: &str, ns: &str) -> Result<String, String> {
+        let target = TargetRef { cluster: self.cluster(target_ws).await?.to_string(), name: target.to_string() };
+        Ok(Locator::new(target, &self.cluster(tenant).await?, ns).downstream_namespace())
     }
 }
 
@@ -232,7 +232,7 @@ pub async fn manager_follows_both_shards_of_a_sharded_kcp(w: std::sync::Arc<Worl
         kcp.kubectl(tenant, &["-n", "web", "apply", "-f", "-"], Some(&deployment("web", 2)))?;
         let literal = format!("--from-literal=shard={shard}");
         kcp.kubectl(tenant, &["-n", "web", "create", "configmap", "cfg", &literal], None)?;
-        placed.push((tenant, kcp.downstream_ns(tenant, "phys", "web").await?, &w.clusters[i]));
+        placed.push((tenant, kcp.downstream_ns(tenant, "phys", tenant, "web").await?, &w.clusters[i]));
     }
     let mut before = vec![];
     for (tenant, dns, cluster) in &placed {
@@ -332,8 +332,7 @@ async fn a_target_serves_a_tenant_on_the_other_shard(
     })
     .await?;
     ensure!(p["status"]["selectedTargets"][0]["workspace"] == *host, "status {}", p["status"]);
-    let target = TargetRef { cluster: kcp.cluster(host).await?.to_string(), name: "phys".into() };
-    let dns = Locator::new(target, &kcp.cluster(tenant).await?, "remote").downstream_namespace();
+    let dns = kcp.downstream_ns(host, "phys", tenant, "remote").await?;
     let was = identity(&wait_copy(cluster, &dns, "configmap", "cfg").await?);
     eventually("the Deployment's status back in shard-1's kcp", WAIT, || async {
         let out = kcp.kubectl(tenant, &["-n", "remote", "get", "deployment", "api", "-o", "json"], None)?;

@@ -5,6 +5,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 
 use super::status::Credentials;
+use crate::apis::names::{is_dns_label, is_dns_subdomain};
 use crate::apis::sync::v1alpha1::KubeconfigSecretRef;
 use crate::syncer::credentials::{self, InlineCredentials, Policy};
 
@@ -47,10 +48,10 @@ pub fn validate_ref(secret_ref: &KubeconfigSecretRef) -> Option<Credentials> {
         reason: "InvalidSpec",
         message: format!("spec.kubeconfigSecretRef.{field} {value:?} is not a valid {rule}"),
     };
-    if !crate::apis::names::is_dns_label(&secret_ref.namespace) {
+    if !is_dns_label(&secret_ref.namespace) {
         return Some(bad("namespace", &secret_ref.namespace, "namespace name (lower-case DNS label)"));
     }
-    if !crate::apis::names::is_dns_subdomain(&secret_ref.name) {
+    if !is_dns_subdomain(&secret_ref.name) {
         return Some(bad("name", &secret_ref.name, "Secret name (lower-case DNS subdomain)"));
     }
     if secret_ref.key.is_empty()
