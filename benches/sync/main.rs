@@ -18,6 +18,7 @@ mod audit;
 #[path = "../../tests/e2e/cluster.rs"]
 mod cluster;
 mod cpu;
+mod delivery;
 #[allow(dead_code)]
 #[path = "../../tests/e2e/env.rs"]
 mod env;
@@ -95,6 +96,7 @@ fn main() {
             let sync = b.one_at_a_time(Writer::Tmc, &format!("lat{rep}"), samples).await;
             cpu::record(&mut r, "one", &cpu);
             profile::record(&mut r, "one", &before, &b.manager_metrics().await, samples);
+            delivery::record(&mut r, "one", &b.split(&format!("lat{rep}"), samples, |n| b.spread(n).clusters));
             r.add("sync_floor_p50_ms", percentile(&floor, 0.5));
             r.add("sync_floor_p99_ms", percentile(&floor, 0.99));
             r.add("sync_p50_ms", percentile(&sync, 0.5));
@@ -132,6 +134,8 @@ fn main() {
                 let sync = b.steady(Writer::Tmc, &route, &format!("steady{label}{rep}"), steady, 20).await;
                 cpu::record(&mut r, &format!("steady_{label}"), &cpu);
                 profile::record(&mut r, &format!("steady_{label}"), &before, &b.manager_metrics().await, steady);
+                let split = b.split(&format!("steady{label}{rep}"), steady, |_| route.clusters.clone());
+                delivery::record(&mut r, &format!("steady_{label}"), &split);
                 r.add_extra(&format!("steady_{label}_p50_ms"), percentile(&sync, 0.5));
                 r.add_extra(&format!("steady_{label}_p99_ms"), percentile(&sync, 0.99));
                 r.add_extra(&format!("steady_{label}_floor_p50_ms"), percentile(&floor, 0.5));

@@ -48,6 +48,9 @@ impl Bench {
     /// it arrived).
     async fn write(&self, writer: Writer, route: &Route, name: &str) -> Result<(), kube::Error> {
         let ns = if writer == Writer::Floor { "floor" } else { "load" };
+        if writer == Writer::Tmc {
+            self.written.lock().unwrap().insert(name.to_string(), Instant::now());
+        }
         if route.widget {
             assert!(writer == Writer::Tmc, "the floor writes ConfigMaps");
             let kcp = self.clients.path(&route.workspace.parse().unwrap());

@@ -303,7 +303,9 @@ fn profile_section(md: &mut String, r: &Results, samples: usize) {
          From the manager's `tmc_sync_latency_seconds` (a change seen in kcp → the copy applied) and \
          `tmc_syncer_operation_duration_seconds` (each write, its retries included), scraped before and after each \
          run; means in ms, and writes per object. The rest of the end-to-end figure is kcp's watch delivering the \
-         change to the manager and the cluster's watch delivering the copy to the bench.\n"
+         change to the manager and the cluster's watch delivering the copy to the bench; the bench's own watch of \
+         the virtual workspace (the watch the syncer reads) splits each object's time at the moment kcp delivered \
+         it.\n"
     );
     let titles: Vec<&str> = crate::profile::RUNS.iter().map(|(_, t)| *t).collect();
     let _ = writeln!(md, "| part | {} |\n|---|{}", titles.join(" | "), "---|".repeat(titles.len()));
@@ -313,6 +315,16 @@ fn profile_section(md: &mut String, r: &Results, samples: usize) {
     };
     row(md, "manager: seen in kcp → applied in the cluster, mean ms", &|run| {
         show(&format!("profile_{run}_manager_ms"), 1)
+    });
+    row(md, "kcp: written → delivered by the virtual workspace's watch, p50 / p99 ms", &|run| {
+        format!("{} / {}", show(&format!("delivery_{run}_p50_ms"), 1), show(&format!("delivery_{run}_p99_ms"), 1))
+    });
+    row(md, "delivered → in every cluster, p50 / p99 ms", &|run| {
+        let (p50, p99) = (format!("after_delivery_{run}_p50_ms"), format!("after_delivery_{run}_p99_ms"));
+        format!("{} / {}", show(&p50, 1), show(&p99, 1))
+    });
+    row(md, "the slowest 1%: share of their time before delivery, %", &|run| {
+        show(&format!("delivery_{run}_tail_share_pct"), 0)
     });
     for op in crate::profile::OPERATIONS {
         row(md, &format!("… {op} write, mean ms (per object)"), &|run| {

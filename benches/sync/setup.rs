@@ -73,6 +73,10 @@ pub struct Bench {
     pub virtual_workspace: ClusterClients,
     pub manager: env::ManagerProcess,
     pub arrivals: Arrivals,
+    /// When each kcp-tmc write started, and when the virtual workspace's watch delivered it
+    /// (see `delivery.rs`).
+    pub written: crate::delivery::Moments,
+    pub delivered: crate::delivery::Moments,
     /// kcp's audit log: who wrote what during the restart.
     pub audit: AuditLog,
 }
@@ -217,6 +221,7 @@ pub async fn setup(workspaces: usize) -> Bench {
     for (i, c) in downstream.iter().enumerate() {
         watch_arrivals(i, c.clone(), arrivals.clone());
     }
+    let delivered = crate::delivery::watch(&virtual_workspace);
     Bench {
         kcp,
         clusters: started,
@@ -227,6 +232,8 @@ pub async fn setup(workspaces: usize) -> Bench {
         virtual_workspace,
         manager,
         arrivals,
+        written: Default::default(),
+        delivered,
         audit,
     }
 }
