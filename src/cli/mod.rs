@@ -7,6 +7,7 @@ mod logging;
 mod manager;
 mod manifest;
 mod ops;
+mod preview;
 mod status;
 mod status_view;
 mod syncer;
@@ -54,9 +55,20 @@ pub enum Command {
     /// Show Placements, SyncTargets (readiness, heartbeat, synced objects) and objects that
     /// failed to sync, for one or more tenant workspaces.
     Status(status::StatusArgs),
+    /// Work with Placements before applying them.
+    #[command(subcommand)]
+    Placement(PlacementCommand),
     /// Write the generated files: crds/, config/kcp/, the sample APIBinding, config/syncer/ and
     /// docs/api.md.
     Generate(generate::GenerateArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PlacementCommand {
+    /// Show, for a Placement manifest, which SyncTargets the manager would choose and why
+    /// each other one is not chosen (labels, Ready, cordon, drain, consent, kinds, number of
+    /// targets), read with your own kubeconfig; nothing is written.
+    Preview(preview::PreviewArgs),
 }
 
 /// How to reach kcp; shared by the subcommands that talk to it.
@@ -163,6 +175,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Syncer(args) => block_on(syncer::run(args)),
         Command::SyncerManifest(args) => manifest::run(&args),
         Command::Status(args) => block_on(status::run(args)),
+        Command::Placement(PlacementCommand::Preview(args)) => block_on(preview::run(args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -22,6 +22,7 @@ mod lifecycle;
 mod moves;
 mod ops;
 mod placement;
+mod preview;
 mod prometheus;
 mod rbac;
 mod relist;
@@ -170,6 +171,7 @@ fn all_tests() -> Vec<(&'static str, TestFn)> {
         placement::placement_fails_over_from_an_unreachable_cluster,
         placement::workload_selector_limits_what_is_synced,
         placement::placement_needs_targets_that_sync_the_namespaces_kinds,
+        preview::placement_preview_says_what_the_manager_then_does,
         moves::placement_move_waits_for_evidence_and_a_refusing_target_keeps_the_workload,
         lifecycle::deleting_a_synctarget_releases_its_objects,
         rbac::manager_runs_with_the_shipped_kcp_rbac,

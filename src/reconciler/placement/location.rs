@@ -65,7 +65,7 @@ pub(super) fn placed_there(
 }
 
 /// The Placement's `locationSelector.workspace`, parsed; `None` means its own workspace.
-pub(super) fn location_path(spec: &PlacementSpec) -> Result<Option<WorkspacePath>, selector::Invalid> {
+pub(crate) fn location_path(spec: &PlacementSpec) -> Result<Option<WorkspacePath>, selector::Invalid> {
     let Some(text) = spec.location_selector.workspace.as_deref() else { return Ok(None) };
     text.parse().map(Some).map_err(|_| selector::Invalid {
         field: "spec.locationSelector.workspace".into(),

@@ -11,6 +11,7 @@ pub mod assign;
 pub mod consent;
 mod directory;
 mod events;
+pub mod explain;
 mod handover;
 mod location;
 mod namespaces;
@@ -21,6 +22,9 @@ pub mod status;
 mod watch;
 
 pub use directory::Directory;
+// What `tmc placement preview` shares with the reconciler, so both decide alike.
+pub(crate) use location::location_path;
+pub(crate) use reconcile::{consents, view as target_view};
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};

@@ -19,7 +19,7 @@ use crate::kcp::{ClusterKey, LogicalClusterName, WorkspacePath};
 
 /// What the scheduler sees of a SyncTarget; `needed` are the (group, kind)s of the objects in
 /// the namespaces to place, which a fresh target must report as `Syncing`.
-fn view(t: &SyncTarget, allows: bool, needed: &BTreeSet<(String, String)>) -> TargetView {
+pub(crate) fn view(t: &SyncTarget, allows: bool, needed: &BTreeSet<(String, String)>) -> TargetView {
     let conditions = t.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
     let ready = conditions.iter().find(|c| c.type_ == CONDITION_READY);
     let syncing = syncing_kinds(t);
@@ -47,7 +47,7 @@ pub(super) fn syncing_kinds(t: &SyncTarget) -> BTreeSet<(String, String)> {
 }
 
 /// Whether the target lists the workspace `path` in `spec.allowedWorkspaces`.
-pub(super) fn consents(t: &SyncTarget, path: &WorkspacePath) -> bool {
+pub(crate) fn consents(t: &SyncTarget, path: &WorkspacePath) -> bool {
     t.spec.allowed_workspaces.iter().any(|w| w == path.as_str())
 }
 

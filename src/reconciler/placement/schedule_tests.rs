@@ -1,4 +1,5 @@
 use super::*;
+use crate::reconciler::placement::explain::{Candidate, Why, explain};
 
 fn t(name: &str) -> TargetView {
     TargetView {
@@ -28,10 +29,11 @@ struct Case {
     foreign: bool,
 }
 
-fn run(c: &Case) -> Decision {
+/// `f` of the scheduler's input for case `c`.
+fn with_input<R>(c: &Case, f: impl FnOnce(&Input<'_>) -> R) -> R {
     let labels = [("env".to_string(), "prod".to_string())].into();
     let current = names(c.current);
-    schedule(&Input {
+    f(&Input {
         placement: "ws|pl",
         match_labels: &labels,
         match_expressions: &[],
@@ -45,6 +47,15 @@ fn run(c: &Case) -> Decision {
     })
 }
 
+fn run(c: &Case) -> Decision {
+    with_input(c, schedule)
+}
+
+/// What the preview shows for case `c`.
+fn explained(c: &Case) -> Vec<Candidate> {
+    with_input(c, |input| explain(input, &schedule(input)))
+}
+
 fn case(targets: Vec<TargetView>, current: &'static [&'static str], number: Option<i32>) -> Case {
     Case { targets, current, number, budget: 10, foreign: false }
 }
@@ -55,14 +66,15 @@ fn not_ready_for(mut target: TargetView, secs: i64) -> TargetView {
     target
 }
 
-#[test]
-fn selection_table() {
+type Row = (&'static str, Case, &'static [&'static str], Outcome);
+
+fn selection_cases() -> Vec<Row> {
     let unlabelled = TargetView { labels: BTreeMap::new(), ..t("other") };
     let cordoned = TargetView { unschedulable: true, ..t("b") };
     let draining = TargetView { evict_after: Some(now() - jiff::SignedDuration::from_secs(1)), ..t("b") };
     let denied = TargetView { allows: false, ..t("a") };
     let no_apis = TargetView { apis_available: false, ..t("b") };
-    let cases: Vec<(&str, Case, &[&str], Outcome)> = vec![
+    vec![
         (
             "all matching when unset",
             case(vec![t("a"), t("b"), unlabelled.clone()], &[], None),
@@ -106,8 +118,12 @@ fn selection_table() {
             Outcome::Scheduled,
         ),
         ("stale current names ignored", case(vec![t("a")], &["gone"], Some(1)), &["a"], Outcome::Scheduled),
-    ];
-    for (name, c, want, outcome) in cases {
+    ]
+}
+
+#[test]
+fn selection_table() {
+    for (name, c, want, outcome) in selection_cases() {
         let d = run(&c);
         assert_eq!(d.selected, names(want), "{name}");
         assert_eq!(d.outcome, outcome, "{name}");
@@ -116,15 +132,14 @@ fn selection_table() {
 
 /// Another workspace's targets: without consent nothing about them shows, so a Placement
 /// probing a workspace reads the same whatever that workspace holds.
-#[test]
-fn foreign_targets_without_consent_are_invisible() {
+fn foreign_cases() -> Vec<Row> {
     let denied = |name: &str| TargetView { allows: false, ..t(name) };
     let unlabelled = |allows: bool| TargetView { labels: BTreeMap::new(), allows, ..t("u") };
     let foreign = |targets: Vec<TargetView>, current: &'static [&'static str]| Case {
         foreign: true,
         ..case(targets, current, None)
     };
-    let cases: Vec<(&str, Case, &[&str], Outcome)> = vec![
+    vec![
         ("no targets at all", foreign(vec![], &[]), &[], Outcome::WorkspaceNotAllowed),
         ("matching, no consent", foreign(vec![denied("a"), denied("b")], &[]), &[], Outcome::WorkspaceNotAllowed),
         ("not matching, no consent", foreign(vec![unlabelled(false)], &[]), &[], Outcome::WorkspaceNotAllowed),
@@ -142,8 +157,12 @@ fn foreign_targets_without_consent_are_invisible() {
         ),
         ("only the consenting one is chosen", foreign(vec![denied("a"), t("b")], &[]), &["b"], Outcome::Scheduled),
         ("own workspace without targets", case(vec![], &[], None), &[], Outcome::NoMatchingTargets),
-    ];
-    for (name, c, want, outcome) in cases {
+    ]
+}
+
+#[test]
+fn foreign_targets_without_consent_are_invisible() {
+    for (name, c, want, outcome) in foreign_cases() {
         let d = run(&c);
         assert_eq!((d.selected, d.outcome), (names(want), outcome), "{name}");
     }
@@ -240,4 +259,72 @@ fn times_at_the_end_of_the_range_neither_panic_nor_hold_forever() {
     // A grace that ends past the representable range is not over.
     assert_eq!(grace_ends(end, end, Duration::from_secs(3600)), None);
     assert_eq!(grace_ends(end, now(), Duration::from_secs(1)), Some(now() + Duration::from_secs(1)));
+}
+
+/// The preview's explanation never disagrees with the decision: over every scheduling case
+/// (and the rate-limited ones), a target is shown chosen exactly when `schedule` chose it, and
+/// every target is listed once.
+#[test]
+fn explanations_agree_with_every_decision() {
+    let limited = [
+        ("no budget", case(vec![not_ready_for(t("a"), 300), t("b")], &["a"], Some(1)).with_budget(0)),
+        ("trimmed", case(vec![t("a"), t("b"), t("c")], &["a", "b", "c"], Some(1)).with_budget(0)),
+    ];
+    let rows = selection_cases().into_iter().chain(foreign_cases()).map(|(name, c, _, _)| (name, c));
+    for (name, c) in rows.chain(limited) {
+        let d = run(&c);
+        let shown = explained(&c);
+        let chosen: BTreeSet<String> = shown.iter().filter(|c| c.chosen).map(|c| c.name.clone()).collect();
+        assert_eq!(chosen, d.selected, "{name}");
+        assert_eq!(shown.len(), c.targets.len(), "{name}");
+    }
+}
+
+/// The rule named for each target, one case per rule.
+#[test]
+fn each_target_is_explained_by_the_rule_that_decided_it() {
+    use Why::*;
+    let past = Some(now() - jiff::SignedDuration::from_secs(1));
+    let cases: Vec<(&str, Case, &str, Why)> = vec![
+        ("fresh", case(vec![t("a")], &[], None), "a", Chosen),
+        ("current", case(vec![t("a")], &["a"], None), "a", Kept),
+        ("current, unready in grace", case(vec![not_ready_for(t("a"), 60)], &["a"], None), "a", KeptNotReady),
+        (
+            "current, cordoned",
+            case(vec![TargetView { unschedulable: true, ..t("a") }], &["a"], None),
+            "a",
+            KeptCordoned,
+        ),
+        (
+            "no consent",
+            Case { foreign: true, ..case(vec![TargetView { allows: false, ..t("a") }, t("b")], &[], None) },
+            "a",
+            NotAllowed,
+        ),
+        (
+            "labels",
+            case(vec![TargetView { labels: BTreeMap::new(), ..t("a") }, t("b")], &[], None),
+            "a",
+            LabelsDoNotMatch,
+        ),
+        ("drained", case(vec![TargetView { evict_after: past, ..t("a") }, t("b")], &["a"], Some(1)), "a", Drained),
+        ("failed over", case(vec![not_ready_for(t("a"), 300), t("b")], &["a"], Some(1)), "a", FailedOver),
+        ("unready", case(vec![not_ready_for(t("a"), 5), t("b")], &[], None), "a", NotReady),
+        ("cordoned", case(vec![TargetView { unschedulable: true, ..t("a") }, t("b")], &[], None), "a", Cordoned),
+        ("draining", case(vec![TargetView { evict_after: past, ..t("a") }, t("b")], &[], None), "a", Draining),
+        ("kinds", case(vec![TargetView { apis_available: false, ..t("a") }, t("b")], &[], None), "a", ApisUnavailable),
+        ("kept elsewhere", case(vec![t("a"), t("b")], &["b"], Some(1)), "a", NumberOfTargetsFilled),
+        (
+            "trimmed",
+            case(vec![t("a"), t("b"), t("c")], &["a", "b", "c"], Some(1)).with_budget(0),
+            "?",
+            NumberOfTargetsFilled,
+        ),
+    ];
+    for (name, c, target, want) in cases {
+        let shown = explained(&c);
+        // "?": any target not chosen (which one the rank trims is the hash's business).
+        let row = shown.iter().find(|s| if target == "?" { !s.chosen } else { s.name == target }).unwrap();
+        assert_eq!(row.why, want, "{name}: {shown:?}");
+    }
 }
