@@ -296,6 +296,7 @@ fn peer_section(md: &mut String, r: &Results, s: &Settings) {
 /// Where the time of the one-at-a-time and steady figures goes, from the manager's own
 /// histograms (see `profile.rs`).
 fn profile_section(md: &mut String, r: &Results, samples: usize) {
+    use crate::profile::SLOW_MS;
     let show = |k: &str, d: usize| r.get(k).show(d);
     let _ = writeln!(
         md,
@@ -316,6 +317,9 @@ fn profile_section(md: &mut String, r: &Results, samples: usize) {
     row(md, "manager: seen in kcp → applied in the cluster, mean ms", &|run| {
         show(&format!("profile_{run}_manager_ms"), 1)
     });
+    row(md, &format!("… share of objects over {SLOW_MS} ms, %"), &|run| {
+        show(&format!("profile_{run}_manager_slow_pct"), 1)
+    });
     row(md, "kcp: written → delivered by the virtual workspace's watch, p50 / p99 ms", &|run| {
         format!("{} / {}", show(&format!("delivery_{run}_p50_ms"), 1), show(&format!("delivery_{run}_p99_ms"), 1))
     });
@@ -327,9 +331,10 @@ fn profile_section(md: &mut String, r: &Results, samples: usize) {
         show(&format!("delivery_{run}_tail_share_pct"), 0)
     });
     for op in crate::profile::OPERATIONS {
-        row(md, &format!("… {op} write, mean ms (per object)"), &|run| {
+        row(md, &format!("… {op} write, mean ms (per object) [% over {SLOW_MS} ms]"), &|run| {
             let per = show(&format!("profile_{run}_{op}_per_object"), 2);
-            format!("{} ({per})", show(&format!("profile_{run}_{op}_ms"), 1))
+            let slow = show(&format!("profile_{run}_{op}_slow_pct"), 1);
+            format!("{} ({per}) [{slow}]", show(&format!("profile_{run}_{op}_ms"), 1))
         });
     }
     let _ = writeln!(md, "\n| status run | mean ms |\n|---|---|");

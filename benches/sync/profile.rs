@@ -13,9 +13,15 @@ pub const OPERATIONS: &[&str] = &["finalizer", "apply", "evidence", "status"];
 
 /// Sum of the samples of `family` whose labels contain `label` (all when empty).
 fn sum(metrics: &str, family: &str, label: &str) -> f64 {
+    sum_where(metrics, family, &[label])
+}
+
+/// Sum of the samples of `family` whose line contains every one of `parts`.
+fn sum_where(metrics: &str, family: &str, parts: &[&str]) -> f64 {
     metrics
         .lines()
-        .filter(|l| l.starts_with(family) && l[family.len()..].starts_with(['{', ' ']) && l.contains(label))
+        .filter(|l| l.starts_with(family) && l[family.len()..].starts_with(['{', ' ']))
+        .filter(|l| parts.iter().all(|p| l.contains(p)))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
@@ -30,6 +36,22 @@ fn delta(before: &str, after: &str, family: &str, label: &str) -> (f64, f64) {
     (if count > 0.0 { 1000.0 * total / count } else { f64::NAN }, count)
 }
 
+/// The share (%) of a histogram's observations between two scrapes that took longer than
+/// `SLOW_MS` (a bucket bound): the means above hide a tail, this shows where it is.
+fn slow_share(before: &str, after: &str, family: &str, label: &str) -> f64 {
+    let bucket = format!("le=\"{}\"", SLOW_MS / 1000.0);
+    let d = |suffix: &str, parts: &[&str]| {
+        let name = format!("{family}_{suffix}");
+        sum_where(after, &name, parts) - sum_where(before, &name, parts)
+    };
+    let (within, count) = (d("bucket", &[label, &bucket]), d("count", &[label]));
+    if count > 0.0 { 100.0 * (1.0 - within / count) } else { f64::NAN }
+}
+
+/// The bucket bound `slow_share` counts beyond, in ms (one of the histograms' bounds; the
+/// figures' tails are 50–400 ms).
+pub const SLOW_MS: f64 = 50.0;
+
 /// The runs profiled: key part and the column's title.
 pub const RUNS: &[(&str, &str)] =
     &[("one", "one at a time"), ("steady_one", "steady, one cluster"), ("steady_two", "steady, two clusters")];
@@ -41,8 +63,16 @@ pub fn record(r: &mut Results, run: &str, before: &str, after: &str, objects: us
     if latency.is_finite() {
         r.add_extra(&format!("profile_{run}_manager_ms"), latency);
     }
+    let slow = slow_share(before, after, "tmc_sync_latency_seconds", "");
+    if slow.is_finite() {
+        r.add_extra(&format!("profile_{run}_manager_slow_pct"), slow);
+    }
     for op in OPERATIONS {
         let label = format!("operation=\"{op}\"");
+        let slow = slow_share(before, after, "tmc_syncer_operation_duration_seconds", &label);
+        if slow.is_finite() {
+            r.add_extra(&format!("profile_{run}_{op}_slow_pct"), slow);
+        }
         let (mean, count) = delta(before, after, "tmc_syncer_operation_duration_seconds", &label);
         // No such write in the run: "n/a" rather than a mean of nothing.
         if mean.is_finite() {
