@@ -120,7 +120,7 @@ metadata:
 YAML
 kubectl --kubeconfig "$kc" wait --for=jsonpath='{.status.phase}'=Bound placement/web --timeout=60s >/dev/null || true
 kubectl --kubeconfig "$kc" -n web apply -f "$repo/config/samples/deployment.yaml"
-kubectl --kubeconfig "$kc" -n web wait --for=jsonpath='{.status.availableReplicas}'=4 deployment/web --timeout=120s >/dev/null || true
+kubectl --kubeconfig "$kc" -n web wait --for=jsonpath='{.status.availableReplicas}'=2 deployment/web --timeout=120s >/dev/null || true
 
 cat <<TXT
 
@@ -131,11 +131,12 @@ kcp-tmc is running. In another terminal:
   kubectl get synctargets                      # conditions written by the manager and syncers
   kubectl get placements                       # chosen targets, placed namespaces
   kubectl get namespace web --show-labels      # the assignment labels the Placement wrote
-  kubectl -n web get deployments               # 4 available: 2 replicas on each cluster, summed
+  kubectl -n web get deployments               # web 2/2: the 2 replicas divided, one per cluster, summed
   kubectl -n web get deployment web -o yaml    # per-cluster status in status.tmc.kcp.io/<key> annotations
   kubectl --kubeconfig $state/cluster-1/kubeconfig get deployments -A -l tmc.kcp.io/target
   kubectl get synctarget east -o yaml          # pull mode, no syncer: Ready=False, WaitingForSyncer
   kubectl explain synctarget.spec              # API docs from the Rust types
+  $tmc placement preview -f $repo/config/samples/placement.yaml   # where it would go, and why
 
   # Do by hand what a syncer's heartbeat does, and watch Ready flip to True, then back to
   # False (HeartbeatStale) 40s later:

@@ -7,6 +7,7 @@ use kube::core::{ApiResource, GroupVersionKind};
 use kube::discovery::{ApiCapabilities, Scope};
 use serde_json::Value;
 
+use crate::apis::placement::replicas::{REPLICAS_ANNOTATION, parse_weights, share};
 use crate::apis::sync::v1alpha1::{SupportedApi, SyncedResourceState};
 
 pub use crate::apis::names::{
@@ -24,6 +25,10 @@ pub struct Assignment {
     pub invalid: std::collections::BTreeMap<String, String>,
     /// Assigned targets a move waits on ([`AWAITING_EVIDENCE_ANNOTATION`]): they record evidence.
     pub awaiting: BTreeSet<String>,
+    /// The weights of the targets that divide the replicas of scalable objects
+    /// ([`REPLICAS_ANNOTATION`]); `None` when nobody divides (or the annotation is unreadable:
+    /// then every target runs every replica, never fewer than asked).
+    pub weights: Option<std::collections::BTreeMap<String, u32>>,
 }
 
 impl Assignment {
@@ -45,7 +50,14 @@ impl Assignment {
         }
         let awaiting = namespace["metadata"]["annotations"][AWAITING_EVIDENCE_ANNOTATION].as_str().map(key_list);
         let awaiting = awaiting.unwrap_or_default().intersection(&targets).cloned().collect();
-        Self { targets, selectors, invalid, awaiting }
+        let weights = namespace["metadata"]["annotations"][REPLICAS_ANNOTATION].as_str().and_then(parse_weights);
+        Self { targets, selectors, invalid, awaiting, weights }
+    }
+
+    /// The share of `total` replicas `target_key` runs when the replicas are divided and it is
+    /// among the dividing targets; `None` otherwise (it runs what was asked).
+    pub fn replicas_of(&self, target_key: &str, total: i64) -> Option<i64> {
+        self.weights.as_ref().and_then(|w| share(total, w, target_key))
     }
 
     /// Whether an object with `labels` runs on `target_key` (assignment aside).
@@ -61,6 +73,10 @@ impl Assignment {
     pub fn changed_targets(&self, other: &Assignment) -> BTreeSet<String> {
         let mut out: BTreeSet<String> = self.targets.symmetric_difference(&other.targets).cloned().collect();
         out.extend(self.awaiting.symmetric_difference(&other.awaiting).cloned());
+        // New weights change every dividing target's share.
+        if self.weights != other.weights {
+            out.extend(self.targets.union(&other.targets).cloned());
+        }
         for key in self.selectors.keys().chain(other.selectors.keys()) {
             // An invalid selector replaced by another invalid one is news too (it is reported).
             if self.selectors.get(key) != other.selectors.get(key) || self.invalid.get(key) != other.invalid.get(key) {
@@ -95,12 +111,16 @@ pub fn parse_workload_selectors(value: &str) -> Result<Vec<LabelSelector>, Strin
 pub struct SyncedResource {
     pub api: ApiResource,
     pub status_up: bool,
+    /// The cluster serves a scale subresource for it: `spec.replicas` may be divided over
+    /// targets (`replicaPolicy: Divide`).
+    pub scale: bool,
 }
 
 fn resource(group: &str, version: &str, kind: &str, plural: &str, status_up: bool) -> SyncedResource {
     SyncedResource {
         api: ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural),
         status_up,
+        scale: kind == "Deployment",
     }
 }
 
@@ -166,8 +186,8 @@ pub fn classify(
             format!("{} is cluster-scoped; only namespaced APIs are synced", resource.plural),
         ));
     }
-    let status_up = caps.subresources.iter().any(|(sub, _)| sub.plural == "status");
-    Ok(SyncedResource { api: resource, status_up })
+    let has = |name: &str| caps.subresources.iter().any(|(sub, _)| sub.plural == name);
+    Ok(SyncedResource { api: resource, status_up: has("status"), scale: has("scale") })
 }
 
 #[cfg(test)]

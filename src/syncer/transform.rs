@@ -69,6 +69,19 @@ pub fn desired(upstream: &Value, dest: &Destination<'_>) -> Value {
     out
 }
 
+/// Sets `spec.replicas` of a desired object of a scalable kind to `share(total)` when that is
+/// divided (`Some`), where `total` is what the tenant asked for: `spec.replicas`, or 1 for the
+/// `apps` kinds, whose API defaults it. A custom kind without the field is left alone (its
+/// default is its API's business).
+pub fn divide_replicas(desired: &mut Value, group: &str, share: impl FnOnce(i64) -> Option<i64>) {
+    let asked = desired["spec"]["replicas"].as_i64().or((group == "apps").then_some(1));
+    if let Some(part) = asked.and_then(share)
+        && let Some(spec) = desired.get_mut("spec").and_then(Value::as_object_mut)
+    {
+        spec.insert("replicas".into(), part.into());
+    }
+}
+
 /// Drops `spec.replicas` from a desired Deployment whose replicas an autoscaler in the cluster
 /// manages: without the field, server-side apply leaves its ownership to the autoscaler.
 pub fn leave_replicas_to_autoscaler(desired: &mut Value) {
@@ -170,6 +183,27 @@ mod tests {
     fn autoscaled_deployments_leave_replicas_alone() {
         let mut d = json!({"kind": "Deployment", "spec": {"replicas": 2, "paused": false}});
         leave_replicas_to_autoscaler(&mut d);
+        assert_eq!(d["spec"], json!({"paused": false}));
+    }
+
+    #[test]
+    fn divided_replicas_replace_what_was_asked() {
+        let half = |n: i64| Some(n / 2);
+        // (group, desired, spec after)
+        let cases = [
+            ("apps", json!({"spec": {"replicas": 4}}), json!({"replicas": 2})),
+            ("apps", json!({"spec": {"paused": false}}), json!({"paused": false, "replicas": 0})),
+            ("example.dev", json!({"spec": {"replicas": 6}}), json!({"replicas": 3})),
+            ("example.dev", json!({"spec": {"size": 6}}), json!({"size": 6})),
+            ("apps", json!({"metadata": {}}), Value::Null),
+        ];
+        for (group, mut d, want) in cases {
+            divide_replicas(&mut d, group, half);
+            assert_eq!(d["spec"], want, "{group}");
+        }
+        // Not divided for this target: what was asked goes down untouched.
+        let mut d = json!({"spec": {"paused": false}});
+        divide_replicas(&mut d, "apps", |_| None);
         assert_eq!(d["spec"], json!({"paused": false}));
     }
 

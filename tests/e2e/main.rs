@@ -14,6 +14,7 @@ mod cli;
 mod cluster;
 mod conflicts;
 mod deploy;
+mod divide;
 mod env;
 mod hostile;
 mod install;
@@ -172,6 +173,7 @@ fn all_tests() -> Vec<(&'static str, TestFn)> {
         placement::workload_selector_limits_what_is_synced,
         placement::placement_needs_targets_that_sync_the_namespaces_kinds,
         preview::placement_preview_says_what_the_manager_then_does,
+        divide::divided_replicas_add_up_and_follow_scale_weights_and_outages,
         moves::placement_move_waits_for_evidence_and_a_refusing_target_keeps_the_workload,
         lifecycle::deleting_a_synctarget_releases_its_objects,
         rbac::manager_runs_with_the_shipped_kcp_rbac,

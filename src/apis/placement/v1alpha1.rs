@@ -68,6 +68,56 @@ pub struct PlacementSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub number_of_targets: Option<i32>,
+
+    /// How the replicas of the selected namespaces' Deployments (and of other kinds with a
+    /// scale subresource) are spread over the chosen targets. Unset means `Duplicate`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica_policy: Option<ReplicaPolicy>,
+}
+
+/// How replicas are spread over a Placement's targets.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplicaPolicy {
+    /// `Duplicate`: every chosen target runs `spec.replicas`. `Divide`: `spec.replicas` is
+    /// split over the chosen targets by weight, the parts adding up to it (remainders to the
+    /// largest fractions); a cordoned or draining target, or one not Ready past the failover
+    /// grace, gets none while it is out. An autoscaler in a cluster still owns its copy's
+    /// replicas. With several Placements on one namespace, the replicas are divided over the
+    /// targets of those that divide; a target chosen only by one that duplicates runs them all.
+    #[serde(rename = "type")]
+    pub type_: ReplicaPolicyType,
+
+    /// `Divide`: a SyncTarget label whose value, a whole number up to 1000, is the target's
+    /// weight. A target without the label, or with a value that is not a number, weighs 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 317))]
+    pub weight_label: Option<String>,
+
+    /// `Divide`: the weights of targets by name; they win over `weightLabel`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub weights: Vec<TargetWeight>,
+}
+
+/// Whether a Placement's targets each run every replica or divide them.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum ReplicaPolicyType {
+    /// Every chosen target runs every replica.
+    #[default]
+    Duplicate,
+    /// The replicas are divided over the chosen targets.
+    Divide,
+}
+
+/// The weight of one SyncTarget when dividing replicas.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TargetWeight {
+    /// Name of the SyncTarget (in the location workspace).
+    pub name: String,
+    /// Its weight: its share is `replicas × weight / the sum of the weights`.
+    #[schemars(range(min = 0, max = 1000))]
+    pub weight: i32,
 }
 
 /// Selects SyncTargets by their labels, in one workspace.

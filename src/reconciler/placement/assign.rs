@@ -17,6 +17,7 @@ use crate::apis::names::{
     ASSIGNMENT_SYNC, AWAITING_EVIDENCE_ANNOTATION, WORKLOAD_SELECTOR_PREFIX, assigned_targets, assignment_label,
     key_list,
 };
+use crate::apis::placement::replicas::REPLICAS_ANNOTATION;
 
 /// Annotation on a kcp namespace: the target keys whose assignment labels the Placement
 /// controller set, comma-separated and sorted.
@@ -153,9 +154,48 @@ pub fn selector_annotations(
     out
 }
 
+/// The merge-patch value of the namespace's replicas annotation (`REPLICAS_ANNOTATION`) when
+/// it must change: the weights of the targets that divide, or `null` when none does; `None`
+/// when it is right already. Left alone on a namespace the controller places nothing on (a
+/// person's annotation), and while a Placement is stuck (`frozen`): nobody knows what it wants,
+/// and what runs keeps its replicas.
+pub fn replicas_annotation(
+    annotations: &BTreeMap<String, String>,
+    weights: &BTreeMap<String, u32>,
+    placed: bool,
+    frozen: bool,
+) -> Option<serde_json::Value> {
+    let want = (!weights.is_empty()).then(|| serde_json::to_string(weights).unwrap_or_default());
+    if frozen || (!placed && want.is_none()) || annotations.get(REPLICAS_ANNOTATION) == want.as_ref() {
+        return None;
+    }
+    Some(want.map_or(serde_json::Value::Null, serde_json::Value::String))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_replicas_annotation_follows_the_dividing_targets() {
+        let weights: BTreeMap<String, u32> = [("a".to_string(), 1), ("b".to_string(), 2)].into();
+        let written: BTreeMap<String, String> =
+            [(REPLICAS_ANNOTATION.to_string(), r#"{"a":1,"b":2}"#.to_string())].into();
+        let (none, nobody) = (BTreeMap::new(), BTreeMap::new());
+        let null = Some(serde_json::Value::Null);
+        // (name, annotations, weights, placed, frozen, patch)
+        let cases = [
+            ("new", &none, &weights, true, false, Some(serde_json::json!(r#"{"a":1,"b":2}"#))),
+            ("unchanged", &written, &weights, true, false, None),
+            ("nobody divides any more", &written, &nobody, true, false, null),
+            ("a person's annotation on a namespace placed by hand", &written, &nobody, false, false, None),
+            ("a stuck Placement", &written, &nobody, true, true, None),
+            ("nothing either way", &none, &nobody, true, false, None),
+        ];
+        for (name, annotations, weights, placed, frozen, want) in cases {
+            assert_eq!(replicas_annotation(annotations, weights, placed, frozen), want, "{name}");
+        }
+    }
 
     #[test]
     fn workload_selectors_union_and_annotations() {

@@ -18,6 +18,7 @@ use super::location::location_path;
 use super::reconcile::consents;
 use super::{Controller, ReconcileError, assign, selector};
 use crate::apis::names::target_key;
+use crate::apis::placement::replicas::{self, REPLICAS_ANNOTATION};
 use crate::apis::placement::v1alpha1::SelectedTarget;
 use crate::kcp::{ClusterKey, LogicalClusterName, WorkspacePath};
 
@@ -29,6 +30,9 @@ struct Wanted {
     /// Keys chosen by Placements with an invalid selector: their labels and workload annotations
     /// are left as they are.
     frozen: BTreeSet<String>,
+    /// Target key → weight, for the targets of Placements that divide replicas (the largest
+    /// weight when several do).
+    weights: BTreeMap<String, u32>,
 }
 
 impl Controller {
@@ -41,6 +45,7 @@ impl Controller {
         labels: &BTreeMap<String, String>,
     ) -> Result<Wanted, ReconcileError> {
         let mut out = Wanted::default();
+        let now = jiff::Timestamp::now();
         for pk in self.placements.keys_in(cluster, |_| true) {
             let Some(p) = self.placements.get(&pk) else { continue };
             if p.metadata.deletion_timestamp.is_some() {
@@ -59,6 +64,13 @@ impl Controller {
                 }
                 let workloads =
                     assign::widen(out.targets.get(&tkey).map(|(_, w)| w), p.spec.workload_selector.as_ref());
+                if let Some(policy) = &p.spec.replica_policy
+                    && let Some(st) = self.directory.target(&target)?
+                    && let Some(w) = replicas::weight(policy, &st, now, self.settings.failover_grace)
+                {
+                    let entry = out.weights.entry(tkey.clone()).or_insert(w);
+                    *entry = (*entry).max(w);
+                }
                 out.targets.insert(tkey, (target, workloads));
             }
         }
@@ -94,7 +106,7 @@ impl Controller {
         let labels = ns.metadata.labels.clone().unwrap_or_default();
         let annotations = ns.metadata.annotations.clone().unwrap_or_default();
         self.report_unconsented(key, &ns, &labels, &annotations).await;
-        let Wanted { targets: desired, frozen } = self.wanted(&key.cluster, &labels).await?;
+        let Wanted { targets: desired, frozen, weights } = self.wanted(&key.cluster, &labels).await?;
         let keys: BTreeSet<String> = desired.keys().cloned().collect();
         // The first desired target that does not run the namespace yet, and what it lacks.
         let lacking = RefCell::new(None);
@@ -114,13 +126,17 @@ impl Controller {
         // Placements' selections would take objects the stuck one placed off the target.
         let workloads: BTreeMap<String, assign::Workloads> =
             desired.iter().filter(|(k, _)| !frozen.contains(*k)).map(|(k, (_, w))| (k.clone(), w.clone())).collect();
-        let selectors = assign::selector_annotations(&annotations, &workloads, &plan.managed, &plan.remove);
+        let mut annotated = assign::selector_annotations(&annotations, &workloads, &plan.managed, &plan.remove);
+        let placed = !plan.managed.is_empty() || !assign::managed_keys(&annotations).is_empty();
+        if let Some(value) = assign::replicas_annotation(&annotations, &weights, placed, !frozen.is_empty()) {
+            annotated.insert(REPLICAS_ANNOTATION.into(), value);
+        }
         let mut patch = match plan.patch(&annotations) {
             Some(patch) => patch,
-            None if selectors.is_empty() => return Ok(requeue),
+            None if annotated.is_empty() => return Ok(requeue),
             None => json!({ "annotations": {} }),
         };
-        for (name, value) in selectors {
+        for (name, value) in annotated {
             patch["annotations"][name] = value;
         }
         // resourceVersion makes the patch a compare-and-swap against a concurrent label change.

@@ -65,6 +65,12 @@ impl Engine {
         }
         let dest = Destination { namespace: dns, target_key: &self.target_key, origin_cluster: key.cluster.as_str() };
         let mut desired = transform::desired(value, &dest);
+        if resource.scale
+            && let Some(ns) = key.namespace.as_deref()
+        {
+            let share = |total| self.upstream.replicas_of(&key.cluster, ns, &self.target_key, total);
+            transform::divide_replicas(&mut desired, &resource.api.group, share);
+        }
         if resource.api.kind == "Deployment" && self.downstream.autoscaled(dns, &key.name) {
             transform::leave_replicas_to_autoscaler(&mut desired);
         }

@@ -62,6 +62,19 @@ impl Upstream {
         self.namespaces.get(&ns_key).is_some_and(|a| a.selects(target_key, labels))
     }
 
+    /// The replicas `target_key` runs of an object in `namespace` that asks for `total`, when
+    /// they are divided (see [`Assignment::replicas_of`]).
+    pub fn replicas_of(
+        &self,
+        cluster: &LogicalClusterName,
+        namespace: &str,
+        target_key: &str,
+        total: i64,
+    ) -> Option<i64> {
+        let ns_key = ClusterKey::new(cluster.clone(), None, namespace);
+        self.namespaces.get(&ns_key).and_then(|a| a.replicas_of(target_key, total))
+    }
+
     /// Why the namespace's workload selector for `target_key` is invalid (it selects nothing).
     pub fn invalid_selector(&self, cluster: &LogicalClusterName, namespace: &str, target_key: &str) -> Option<String> {
         let ns_key = ClusterKey::new(cluster.clone(), None, namespace);
