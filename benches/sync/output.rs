@@ -320,6 +320,13 @@ fn profile_section(md: &mut String, r: &Results, samples: usize) {
     row(md, &format!("… share of objects over {SLOW_MS} ms, %"), &|run| {
         show(&format!("profile_{run}_manager_slow_pct"), 1)
     });
+    row(md, &format!("… waiting in the syncers' queue for a worker, mean ms [% over {SLOW_MS} ms]"), &|run| {
+        format!(
+            "{} [{}]",
+            show(&format!("profile_{run}_queue_wait_ms"), 1),
+            show(&format!("profile_{run}_queue_slow_pct"), 1)
+        )
+    });
     row(md, "kcp: written → delivered by the virtual workspace's watch, p50 / p99 ms", &|run| {
         format!("{} / {}", show(&format!("delivery_{run}_p50_ms"), 1), show(&format!("delivery_{run}_p99_ms"), 1))
     });

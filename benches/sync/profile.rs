@@ -67,6 +67,14 @@ pub fn record(r: &mut Results, run: &str, before: &str, after: &str, objects: us
     if slow.is_finite() {
         r.add_extra(&format!("profile_{run}_manager_slow_pct"), slow);
     }
+    // The syncers' queue: how long keys (every event's, not only new objects') waited for a worker.
+    let queue = "queue=\"syncer\"";
+    let (wait, _) = delta(before, after, "tmc_workqueue_wait_seconds", queue);
+    let slow = slow_share(before, after, "tmc_workqueue_wait_seconds", queue);
+    if wait.is_finite() && slow.is_finite() {
+        r.add_extra(&format!("profile_{run}_queue_wait_ms"), wait);
+        r.add_extra(&format!("profile_{run}_queue_slow_pct"), slow);
+    }
     for op in OPERATIONS {
         let label = format!("operation=\"{op}\"");
         let slow = slow_share(before, after, "tmc_syncer_operation_duration_seconds", &label);

@@ -51,6 +51,9 @@ struct State<K> {
     dirty: HashSet<K>,
     scheduled: HashMap<K, Instant>,
     failures: HashMap<K, u32>,
+    /// When each key of `ready` was queued (only with metrics): its wait is recorded when a
+    /// worker takes it.
+    since: HashMap<K, Instant>,
     shut_down: bool,
 }
 
@@ -82,6 +85,7 @@ impl<K: Clone + Eq + Hash + Send + 'static> WorkQueue<K> {
                 dirty: HashSet::new(),
                 scheduled: HashMap::new(),
                 failures: HashMap::new(),
+                since: HashMap::new(),
                 shut_down: false,
             }),
             notify: Notify::new(),
@@ -121,6 +125,9 @@ impl<K: Clone + Eq + Hash + Send + 'static> WorkQueue<K> {
             return;
         }
         if s.queued.insert(key.clone()) {
+            if self.metrics.is_some() {
+                s.since.insert(key.clone(), Instant::now());
+            }
             s.ready.push_back(key);
             self.report_depth(&s);
             drop(s);
@@ -224,6 +231,9 @@ impl<K: Clone + Eq + Hash + Send + 'static> WorkQueue<K> {
                     s.queued.remove(&key);
                     s.processing.insert(key.clone());
                     self.report_depth(&s);
+                    if let (Some(m), Some(at)) = (&self.metrics, s.since.remove(&key)) {
+                        m.waited(at.elapsed());
+                    }
                     return Some(key);
                 }
             }
@@ -358,6 +368,15 @@ mod tests {
         let k = q.next().await.unwrap();
         q.complete::<()>(&k, &Ok(None));
         assert!(has(r#"tmc_workqueue_failing_keys{queue="test"} 0"#), "its own success clears it");
+        // How long each key waited for a worker: four takes so far (the retry of "a" waited
+        // ~0.5 s, from its backoff's end to the next take), the last 3 s.
+        q.add("c");
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let c = q.next().await.unwrap();
+        q.complete::<()>(&c, &Ok(None));
+        assert!(has(r#"tmc_workqueue_wait_seconds_count{queue="test"} 4"#));
+        assert!(has(r#"tmc_workqueue_wait_seconds_bucket{queue="test",le="0.25"} 2"#));
+        assert!(has(r#"tmc_workqueue_wait_seconds_bucket{queue="test",le="2.5"} 3"#));
         q.add("a");
         let k = q.next().await.unwrap();
         q.complete(&k, &Err::<Option<Duration>, ()>(()));

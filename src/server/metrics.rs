@@ -80,6 +80,7 @@ struct Families {
     queue_depth: IntGaugeVec,
     queue_failing: IntGaugeVec,
     queue_retries: IntCounterVec,
+    queue_wait: HistogramVec,
     synced_objects: IntGaugeVec,
     /// The depth each live [`QueueMetrics`] reported, by queue name and reporter id: the gauge
     /// is their sum, since one name covers a queue per kcp shard or per SyncTarget.
@@ -188,6 +189,11 @@ impl Metrics {
             queue_retries: r.counter(
                 "tmc_workqueue_retries_total",
                 "Keys put back into a work queue after a failure, by queue.",
+                &["queue"],
+            ),
+            queue_wait: r.histogram(
+                "tmc_workqueue_wait_seconds",
+                "Time a key waited in a work queue before a worker took it, by queue.",
                 &["queue"],
             ),
             synced_objects: r.gauge(
@@ -377,6 +383,11 @@ impl QueueMetrics {
 
     pub fn retry(&self) {
         self.metrics.queue_retry(self.queue);
+    }
+
+    /// A worker took a key that had waited `waited` since it was queued.
+    pub fn waited(&self, waited: std::time::Duration) {
+        self.metrics.0.queue_wait.with_label_values(&[self.queue]).observe(waited.as_secs_f64());
     }
 }
 

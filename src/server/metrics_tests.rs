@@ -17,6 +17,7 @@ fn recorded() -> Metrics {
     m.set_queue_depth("synctarget", 7);
     m.queue_retry("synctarget");
     m.share_queue_gauge("syncer", QueueGauge::Failing, 99, Some(2));
+    m.queue("syncer").waited(Duration::from_millis(7));
     m.set_synced_objects("key-a", "deployments", 12);
     m.set_synced_objects("key-b", "deployments", 1);
     m
@@ -66,6 +67,7 @@ fn every_family_has_one_help_and_one_type() {
         ("tmc_workqueue_depth", "gauge"),
         ("tmc_workqueue_retries_total", "counter"),
         ("tmc_workqueue_failing_keys", "gauge"),
+        ("tmc_workqueue_wait_seconds", "histogram"),
         ("tmc_synced_objects", "gauge"),
     ];
     for (name, kind) in families {
