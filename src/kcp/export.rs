@@ -54,7 +54,13 @@ pub fn own_crds() -> Vec<CustomResourceDefinition> {
 /// must be namespaced and must not collide with an API already exported or claimed.
 pub fn schemas(extra: &[CustomResourceDefinition]) -> Result<Vec<ResourceSchema>, SchemaError> {
     let mut crds = own_crds();
-    crds.extend([workload::deployment_crd(), workload::service_crd()]);
+    crds.extend([
+        workload::deployment_crd(),
+        workload::statefulset_crd(),
+        workload::daemonset_crd(),
+        workload::job_crd(),
+        workload::service_crd(),
+    ]);
     for crd in extra {
         let (group, plural) = (&crd.spec.group, &crd.spec.names.plural);
         if crd.spec.scope != "Namespaced" {
@@ -117,7 +123,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn exports_all_four_resources() {
+    fn exports_every_resource() {
         let s = schemas(&[]).unwrap();
         let names: Vec<(&str, &str)> = s.iter().map(|s| (s.group.as_str(), s.plural.as_str())).collect();
         assert_eq!(
@@ -126,12 +132,15 @@ mod tests {
                 ("sync.kcp.io", "synctargets"),
                 ("placement.kcp.io", "placements"),
                 ("apps", "deployments"),
+                ("apps", "statefulsets"),
+                ("apps", "daemonsets"),
+                ("batch", "jobs"),
                 ("", "services")
             ]
         );
         let export = api_export("tmc.kcp.io", &s);
         let res = export["spec"]["resources"].as_array().unwrap();
-        assert_eq!(res.len(), 4);
+        assert_eq!(res.len(), s.len());
         for (r, s) in res.iter().zip(&s) {
             assert_eq!(r["schema"], s.name.as_str());
             assert_eq!(r["storage"], json!({"crd": {}}));

@@ -1,12 +1,14 @@
-//! Schemas for the workload APIs kcp does not serve itself (Deployments, Services).
+//! Schemas for the workload APIs kcp does not serve itself (Deployments, StatefulSets,
+//! DaemonSets, Jobs, Services).
 //!
-//! kcp serves ConfigMaps, Secrets and Namespaces natively but not `deployments.apps` or core
-//! `services`; tenants get them from kcp-tmc's APIExport. Their schemas are generated from
+//! kcp serves ConfigMaps, Secrets and Namespaces natively but none of these; tenants get them
+//! from kcp-tmc's APIExport. Their schemas are generated from
 //! k8s-openapi's own types, with the same schemars settings kube uses for CRDs, then made
 //! structural: `metadata` is left to the server, and the scale and status subresources and
 //! familiar printer columns are added.
 
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
     CustomResourceColumnDefinition, CustomResourceDefinition, CustomResourceDefinitionNames,
@@ -32,6 +34,45 @@ pub fn deployment_crd() -> CustomResourceDefinition {
         label_selector_path: None,
     };
     crd("apps", names, schema_of::<Deployment>(), columns, Some(scale))
+}
+
+/// The CRD-shaped definition of `statefulsets.apps/v1`.
+pub fn statefulset_crd() -> CustomResourceDefinition {
+    let names = names("StatefulSet", "statefulsets", "statefulset", &["sts"], &["all"]);
+    let columns = vec![
+        column("Ready", "integer", ".status.readyReplicas", "Pods ready"),
+        column("Age", "date", ".metadata.creationTimestamp", ""),
+    ];
+    let scale = CustomResourceSubresourceScale {
+        spec_replicas_path: ".spec.replicas".into(),
+        status_replicas_path: ".status.replicas".into(),
+        label_selector_path: None,
+    };
+    crd("apps", names, schema_of::<StatefulSet>(), columns, Some(scale))
+}
+
+/// The CRD-shaped definition of `daemonsets.apps/v1`.
+pub fn daemonset_crd() -> CustomResourceDefinition {
+    let names = names("DaemonSet", "daemonsets", "daemonset", &["ds"], &["all"]);
+    let columns = vec![
+        column("Desired", "integer", ".status.desiredNumberScheduled", "Pods wanted, over every cluster"),
+        column("Ready", "integer", ".status.numberReady", "Pods ready"),
+        column("Available", "integer", ".status.numberAvailable", "Pods available"),
+        column("Age", "date", ".metadata.creationTimestamp", ""),
+    ];
+    crd("apps", names, schema_of::<DaemonSet>(), columns, None)
+}
+
+/// The CRD-shaped definition of `jobs.batch/v1`.
+pub fn job_crd() -> CustomResourceDefinition {
+    let names = names("Job", "jobs", "job", &[], &["all"]);
+    let columns = vec![
+        column("Succeeded", "integer", ".status.succeeded", "Pods succeeded, over every cluster"),
+        column("Active", "integer", ".status.active", "Pods running"),
+        column("Complete", "string", r#".status.conditions[?(@.type=="Complete")].status"#, "Complete everywhere"),
+        column("Age", "date", ".metadata.creationTimestamp", ""),
+    ];
+    crd("batch", names, schema_of::<Job>(), columns, None)
 }
 
 /// The CRD-shaped definition of core `services/v1`.
@@ -182,6 +223,25 @@ mod tests {
             Some(json!({})),
             "status subresource must be {{}}, not null"
         );
+    }
+
+    #[test]
+    fn more_workload_schemas_are_structural_and_scale_where_kubernetes_does() {
+        // (definition, group, plural, has a scale subresource)
+        let cases = [
+            (statefulset_crd(), "apps", "statefulsets", true),
+            (daemonset_crd(), "apps", "daemonsets", false),
+            (job_crd(), "batch", "jobs", false),
+        ];
+        for (crd, group, plural, scales) in cases {
+            let s = schema(&crd);
+            let mut refs = vec![];
+            find_refs(&s, &mut refs);
+            assert!(refs.is_empty(), "{plural}: schemas must be inlined: {refs:?}");
+            assert_eq!((crd.spec.group.as_str(), crd.spec.names.plural.as_str()), (group, plural));
+            assert_eq!(crd.spec.versions[0].subresources.as_ref().unwrap().scale.is_some(), scales, "{plural}");
+            assert!(s["properties"]["status"].is_object(), "{plural}");
+        }
     }
 
     #[test]

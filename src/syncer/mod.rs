@@ -14,6 +14,7 @@
 //! - [`client`]: the push-mode cluster client, built on [`crate::net`]'s dialer and answer bounds.
 
 pub mod access;
+pub mod aggregate;
 pub mod client;
 pub mod credentials;
 pub mod discovery;

@@ -18,6 +18,7 @@ mod divide;
 mod env;
 mod hostile;
 mod install;
+mod kinds;
 mod leader;
 mod lifecycle;
 mod moves;
@@ -174,6 +175,7 @@ fn all_tests() -> Vec<(&'static str, TestFn)> {
         placement::placement_needs_targets_that_sync_the_namespaces_kinds,
         preview::placement_preview_says_what_the_manager_then_does,
         divide::divided_replicas_add_up_and_follow_scale_weights_and_outages,
+        kinds::status_of_more_kinds_adds_up_across_clusters,
         moves::placement_move_waits_for_evidence_and_a_refusing_target_keeps_the_workload,
         lifecycle::deleting_a_synctarget_releases_its_objects,
         rbac::manager_runs_with_the_shipped_kcp_rbac,
