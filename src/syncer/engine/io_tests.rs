@@ -203,8 +203,11 @@ fn fixture(listed: Option<(Value, Value)>, kcp_answer: Answer, cluster_answer: A
 }
 
 impl Fixture {
+    /// One sync, and the finalizer write it started off the worker, if any.
     async fn sync(&self) -> Result<Option<Duration>, super::SyncError> {
-        self.engine.sync(&SyncKey { resource: Some(self.index), key: self.key.clone() }).await
+        let synced = self.engine.sync(&SyncKey { resource: Some(self.index), key: self.key.clone() }).await;
+        self.engine.finalizing.idle().await;
+        synced
     }
 
     fn requests(&self) -> (Vec<String>, Vec<String>) {
@@ -609,8 +612,9 @@ async fn newer_version_in_kcp_is_taken_into_the_view() {
 }
 
 /// kcp's virtual workspace answers "404 page not found" (plain text, no Status) while it starts
-/// after a restart. That is not "the object is gone": the sync fails and is retried, instead of
-/// being dropped as done (the chaos suite lost objects to that after kill -9 of kcp).
+/// after a restart. That is not "the object is gone": the finalizer write fails and the key is
+/// retried with backoff, instead of being dropped as done (the chaos suite lost objects to that
+/// after kill -9 of kcp). The copy, written beside it, lands.
 #[tokio::test]
 async fn a_404_that_is_not_not_found_is_retried() {
     bounded(async {
@@ -620,12 +624,18 @@ async fn a_404_that_is_not_not_found_is_retried() {
                 "PATCH" if path.ends_with(&format!("/configmaps/{NAME}")) => {
                     Reply::Json(404, json!("404 page not found"))
                 }
+                "GET" | "PATCH" if path.ends_with(&format!("/namespaces/{NS}")) => ok(kcp_namespace(true)),
                 _ => unexpected(),
             }),
-            Box::new(|_, _, _| unexpected()),
+            cluster_taking_a_new_copy(),
         );
-        let err = f.sync().await.unwrap_err();
-        assert!(err.to_string().contains("add finalizer"), "{err}");
+        assert_eq!(f.sync().await.unwrap(), None, "the worker is free once the copy is written");
+        let key = SyncKey { resource: Some(f.index), key: f.key.clone() };
+        assert_eq!(f.engine.queue.failures(&key), 1, "the finalizer's failure re-queues the key with backoff");
+        let (kcp, cluster) = f.requests();
+        let finalizer = format!("PATCH /clusters/{WS}/api/v1/namespaces/{NS}/configmaps/{NAME}");
+        assert_eq!(kcp.iter().filter(|r| **r == finalizer).count(), 1, "{kcp:?}");
+        copy_written(&cluster);
     })
     .await;
 }

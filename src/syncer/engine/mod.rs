@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 mod apis;
 mod copy;
 mod evidence;
+mod finalizing;
 mod heartbeat;
 #[cfg(test)]
 mod io_tests;
@@ -113,6 +114,8 @@ pub struct Engine {
     telemetry: Arc<telemetry::Telemetry>,
     /// Whose keys it looks after, when its target serves tenants on several shards.
     scope: Scope,
+    /// Keys whose finalizer is being added off the worker.
+    finalizing: finalizing::InFlight,
 }
 
 impl Engine {
@@ -147,6 +150,7 @@ impl Engine {
             report_changed: Default::default(),
             allowed: tokio::sync::watch::channel(BTreeSet::new()).1,
             scope: Scope::Sole,
+            finalizing: Default::default(),
         }
     }
 
@@ -337,21 +341,25 @@ impl Engine {
         };
         let value = serde_json::to_value(obj.as_ref()).unwrap_or_default();
         // The finalizer is written to kcp while the copy is written to the cluster: a new object
-        // reaches its cluster after the slower of the two writes, not after both (the finalizer
-        // through the virtual workspace was most of the one-at-a-time latency). Safe in either
-        // order: a copy whose kcp object is deleted before the finalizer lands is found by the
-        // cluster view (labelled for this target, no kcp object) and deleted, after a restart
-        // too; an object being deleted gets no finalizer, and its deletion brings the key back.
+        // reaches its cluster after its copy's write, not after both (the finalizer through the
+        // virtual workspace was most of the one-at-a-time latency). Safe in either order: a copy
+        // whose kcp object is deleted before the finalizer lands is found by the cluster view
+        // (labelled for this target, no kcp object) and deleted, after a restart too; an object
+        // being deleted gets no finalizer, and its deletion brings the key back.
         let target =
             copy::Target { index, resource: &resource, key, locator: &locator, namespace: &dns, api: &down_api };
-        let (finalized, copied) = tokio::join!(
-            self.set_finalizer(&resource.api, key, &obj, true),
-            self.copy_down(&target, &obj, &value, current)
-        );
-        if !finalized? {
+        let ours = obj.metadata.finalizers.iter().flatten().any(|f| *f == finalizer);
+        let deleting = obj.metadata.deletion_timestamp.is_some();
+        if !ours && !deleting {
+            // Beside the copy, and off the worker (see `finalizing`).
+            let sync_key = SyncKey { resource: Some(index), key: key.clone() };
+            self.add_finalizer_off_worker(sync_key, resource.api.clone(), obj.clone());
+        }
+        let copy::Copied { hash, status_view: current_view } = self.copy_down(&target, &obj, &value, current).await?;
+        // An object being deleted gets no finalizer; its deletion's own event brings the key back.
+        if deleting && !ours {
             return Ok(None);
         }
-        let copy::Copied { hash, status_view: current_view } = copied?;
         self.record_evidence(&resource.api, key, &obj, &hash, current_view.as_ref()).await?;
         if resource.status_up
             && let Some(current) = current_view
