@@ -47,7 +47,6 @@ impl InFlight {
     }
 
     /// Waits until no write is in flight.
-    #[cfg(test)]
     pub(super) async fn idle(&self) {
         loop {
             let notified = self.idle.notified();

@@ -222,8 +222,12 @@ impl Engine {
         self.upstream.unsubscribe(&self.target_key);
         tasks.abort_all();
         while tasks.join_next().await.is_some() {}
-        // Workers finish the sync in hand (bounded) rather than being cut off between two writes.
+        // Workers finish the sync in hand (bounded) rather than being cut off between two writes,
+        // and so do the finalizer writes they started: a restarted syncer then has none to redo.
         workers.stop().await;
+        if tokio::time::timeout(crate::runtime::DRAIN_TIMEOUT, self.finalizing.idle()).await.is_err() {
+            tracing::warn!(timeout = ?crate::runtime::DRAIN_TIMEOUT, "finalizer writes did not finish in time");
+        }
     }
 
     fn workers(self) -> Workers<SyncKey> {
