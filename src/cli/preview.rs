@@ -16,16 +16,16 @@ use std::time::Duration;
 use clap::Args;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, DynamicObject, ListParams};
-use kube::core::{ApiResource, GroupVersionKind};
 use serde::Serialize;
 
 use super::status::Output;
 use super::{CliError, parse_duration, parse_workspace};
 use crate::apis::placement::v1alpha1::Placement;
-use crate::apis::sync::v1alpha1::SyncTarget;
+use crate::apis::sync::v1alpha1::{SupportedApi, SyncTarget, SyncedResourceState};
 use crate::kcp::{ClusterClients, ClusterKey, LogicalClusterName, WorkspacePath, error_message};
 use crate::reconciler::placement::explain::{self, Why};
 use crate::reconciler::placement::{consents, location_path, schedule, selector, target_view};
+use crate::syncer::discovery;
 
 #[derive(Debug, Args)]
 pub struct PreviewArgs {
@@ -208,29 +208,41 @@ where
     }
 }
 
-/// The kinds the selected namespaces hold, among those any target syncs (the kinds the manager
-/// watches), skipping objects no syncer copies — as the reconciler counts them.
+/// The kinds the selected namespaces hold, among those any target reports (in any state: a kind
+/// every target misses still counts, as in the reconciler), skipping objects no syncer copies.
+/// Each kind is looked up in the workspace's discovery; one kcp does not serve there holds none.
 async fn needed_kinds(
     client: &kube::Client,
     workspace: &WorkspacePath,
     namespaces: &BTreeSet<&str>,
     targets: &[SyncTarget],
 ) -> Result<BTreeSet<(String, String)>, PreviewError> {
-    let kinds: BTreeSet<(String, String, String, String)> = targets
+    let kinds: BTreeSet<(String, String)> = targets
         .iter()
         .flat_map(|t| t.status.iter().flat_map(|s| s.synced_resources.iter()))
-        .filter_map(|r| Some((r.group.clone(), r.kind.clone(), r.version.clone()?, r.resource.clone()?)))
+        .map(|r| (r.group.clone(), r.kind.clone()))
         .collect();
+    let apis: Vec<SupportedApi> = kinds.into_iter().map(|(group, kind)| SupportedApi { group, kind }).collect();
     let mut needed = BTreeSet::new();
-    for (group, kind, version, plural) in kinds {
-        let resource = ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(&group, &version, &kind), &plural);
-        let objects = list(Api::<DynamicObject>::all_with(client.clone(), &resource), workspace, &plural, true).await?;
+    for (api, found) in discovery::discover(client, &apis).await {
+        let resource = match found {
+            Ok(resource) => resource.api,
+            Err(why) if why.state == SyncedResourceState::DiscoveryFailed => {
+                let what = format!("the API group {:?}", api.group);
+                return Err(PreviewError::Read { workspace: workspace.clone(), what, message: why.message });
+            }
+            // Not served in the workspace (or not namespaced): it holds nothing to place.
+            Err(_) => continue,
+        };
+        let listed = Api::<DynamicObject>::all_with(client.clone(), &resource);
+        let objects = list(listed, workspace, &resource.plural, true).await?;
         let holds = objects.iter().any(|o| {
             o.metadata.namespace.as_deref().is_some_and(|n| namespaces.contains(n))
-                && crate::syncer::transform::skip_reason(&kind, &serde_json::to_value(o).unwrap_or_default()).is_none()
+                && crate::syncer::transform::skip_reason(&api.kind, &serde_json::to_value(o).unwrap_or_default())
+                    .is_none()
         });
         if holds {
-            needed.insert((group, kind));
+            needed.insert((api.group, api.kind));
         }
     }
     Ok(needed)
