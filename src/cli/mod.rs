@@ -71,9 +71,9 @@ pub enum PlacementCommand {
     Preview(preview::PreviewArgs),
 }
 
-/// How to reach kcp; shared by the subcommands that talk to it.
+/// Which kubeconfig reaches kcp; shared by every subcommand that talks to kcp as its caller.
 #[derive(Clone, Debug, Args)]
-pub struct KcpArgs {
+pub struct KubeconfigArgs {
     /// Path to a kubeconfig for kcp. Without it, $KUBECONFIG, ~/.kube/config or the in-cluster
     /// service account are tried, in that order.
     #[arg(long, env = "TMC_KUBECONFIG")]
@@ -82,6 +82,21 @@ pub struct KcpArgs {
     /// Context in the kubeconfig to use (default: its current context).
     #[arg(long, env = "TMC_CONTEXT")]
     pub context: Option<String>,
+}
+
+impl KubeconfigArgs {
+    /// The kubeconfig named, or the inferred one, at the context named.
+    pub async fn load(&self) -> Result<kube::Config, CliError> {
+        let options = kube::config::KubeConfigOptions { context: self.context.clone(), ..Default::default() };
+        kube_config_from(self.kubeconfig.as_ref(), &options).await
+    }
+}
+
+/// How to reach kcp; shared by the subcommands that talk to it.
+#[derive(Clone, Debug, Args)]
+pub struct KcpArgs {
+    #[command(flatten)]
+    pub kcp: KubeconfigArgs,
 
     /// Path of the workspace that holds (or will hold) the APIExport, e.g. root:tmc.
     #[arg(long, env = "TMC_WORKSPACE", value_parser = parse_workspace)]
@@ -143,8 +158,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 async fn load_kube_config(args: &KcpArgs) -> Result<kube::Config, CliError> {
-    let options = kube::config::KubeConfigOptions { context: args.context.clone(), ..Default::default() };
-    kube_config_from(args.kubeconfig.as_ref(), &options).await
+    args.kcp.load().await
 }
 
 /// The kubeconfig at `path`, or the inferred one (`$KUBECONFIG`, `~/.kube/config`, in-cluster).

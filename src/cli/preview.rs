@@ -19,7 +19,7 @@ use kube::api::{Api, DynamicObject, ListParams};
 use serde::Serialize;
 
 use super::status::Output;
-use super::{CliError, parse_duration, parse_workspace};
+use super::{CliError, KubeconfigArgs, parse_duration, parse_workspace};
 use crate::apis::placement::v1alpha1::Placement;
 use crate::apis::sync::v1alpha1::{SupportedApi, SyncTarget, SyncedResourceState};
 use crate::kcp::{ClusterClients, ClusterKey, LogicalClusterName, WorkspacePath, error_message};
@@ -29,14 +29,8 @@ use crate::syncer::discovery;
 
 #[derive(Debug, Args)]
 pub struct PreviewArgs {
-    /// Path to a kubeconfig for kcp. Without it, $KUBECONFIG, ~/.kube/config or the in-cluster
-    /// service account are tried, in that order.
-    #[arg(long, env = "TMC_KUBECONFIG")]
-    pub kubeconfig: Option<PathBuf>,
-
-    /// Context in the kubeconfig to use (default: its current context).
-    #[arg(long, env = "TMC_CONTEXT")]
-    pub context: Option<String>,
+    #[command(flatten)]
+    pub kcp: KubeconfigArgs,
 
     /// The Placement to preview: a YAML or JSON file, `-` for standard input.
     #[arg(short = 'f', long = "filename", env = "TMC_PREVIEW_FILE")]
@@ -296,8 +290,7 @@ async fn read(
 pub async fn run(args: PreviewArgs) -> Result<(), CliError> {
     let failed = |e: PreviewError| CliError::Failed(e.to_string());
     let placement = read_file(&args.file).map_err(failed)?;
-    let options = kube::config::KubeConfigOptions { context: args.context.clone(), ..Default::default() };
-    let config = super::kube_config_from(args.kubeconfig.as_ref(), &options).await?;
+    let config = args.kcp.load().await?;
     let workspace = match args.workspace {
         Some(w) => w,
         None => workspace_of_url(&config.cluster_url.to_string()).ok_or(PreviewError::NoWorkspace).map_err(failed)?,

@@ -3,14 +3,12 @@
 //! sync (their Warning Events). Reads through the kcp server with the caller's own kubeconfig,
 //! so it shows what that person may see; the rendering is in `status_view`.
 
-use std::path::PathBuf;
-
 use clap::{Args, ValueEnum};
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ListParams};
 
 use super::status_view::{self, WorkspaceStatus};
-use super::{CliError, parse_workspace};
+use super::{CliError, KubeconfigArgs, parse_workspace};
 use crate::apis::placement::v1alpha1::Placement;
 use crate::apis::sync::v1alpha1::SyncTarget;
 use crate::kcp::{ClusterClients, WorkspacePath, error_message};
@@ -23,14 +21,8 @@ pub enum Output {
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
-    /// Path to a kubeconfig for kcp. Without it, $KUBECONFIG, ~/.kube/config or the in-cluster
-    /// service account are tried, in that order.
-    #[arg(long, env = "TMC_KUBECONFIG")]
-    pub kubeconfig: Option<PathBuf>,
-
-    /// Context in the kubeconfig to use (default: its current context).
-    #[arg(long, env = "TMC_CONTEXT")]
-    pub context: Option<String>,
+    #[command(flatten)]
+    pub kcp: KubeconfigArgs,
 
     /// A tenant workspace to show, e.g. root:team (one that binds kcp-tmc's APIExport). Repeat,
     /// or separate with commas, for several.
@@ -85,8 +77,7 @@ async fn workspace_status(
 }
 
 pub async fn run(args: StatusArgs) -> Result<(), CliError> {
-    let options = kube::config::KubeConfigOptions { context: args.context.clone(), ..Default::default() };
-    let config = super::kube_config_from(args.kubeconfig.as_ref(), &options).await?;
+    let config = args.kcp.load().await?;
     let clients = ClusterClients::for_server(&config).map_err(|e| CliError::Failed(e.to_string()))?;
     let now = jiff::Timestamp::now();
     let mut views = vec![];

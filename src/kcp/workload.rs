@@ -28,12 +28,7 @@ pub fn deployment_crd() -> CustomResourceDefinition {
         column("Available", "integer", ".status.availableReplicas", "Pods available"),
         column("Age", "date", ".metadata.creationTimestamp", ""),
     ];
-    let scale = CustomResourceSubresourceScale {
-        spec_replicas_path: ".spec.replicas".into(),
-        status_replicas_path: ".status.replicas".into(),
-        label_selector_path: None,
-    };
-    crd("apps", names, schema_of::<Deployment>(), columns, Some(scale))
+    crd("apps", names, schema_of::<Deployment>(), columns, Some(replicas_scale()))
 }
 
 /// The CRD-shaped definition of `statefulsets.apps/v1`.
@@ -43,12 +38,7 @@ pub fn statefulset_crd() -> CustomResourceDefinition {
         column("Ready", "integer", ".status.readyReplicas", "Pods ready"),
         column("Age", "date", ".metadata.creationTimestamp", ""),
     ];
-    let scale = CustomResourceSubresourceScale {
-        spec_replicas_path: ".spec.replicas".into(),
-        status_replicas_path: ".status.replicas".into(),
-        label_selector_path: None,
-    };
-    crd("apps", names, schema_of::<StatefulSet>(), columns, Some(scale))
+    crd("apps", names, schema_of::<StatefulSet>(), columns, Some(replicas_scale()))
 }
 
 /// The CRD-shaped definition of `daemonsets.apps/v1`.
@@ -84,6 +74,15 @@ pub fn service_crd() -> CustomResourceDefinition {
         column("Age", "date", ".metadata.creationTimestamp", ""),
     ];
     crd("", names, schema_of::<Service>(), columns, None)
+}
+
+/// The scale subresource of the `apps` kinds: `spec.replicas` and `status.replicas`.
+fn replicas_scale() -> CustomResourceSubresourceScale {
+    CustomResourceSubresourceScale {
+        spec_replicas_path: ".spec.replicas".into(),
+        status_replicas_path: ".status.replicas".into(),
+        label_selector_path: None,
+    }
 }
 
 fn names(
