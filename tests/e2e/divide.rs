@@ -82,8 +82,7 @@ pub async fn divided_replicas_add_up_and_follow_scale_weights_and_outages(w: Arc
     // The first cluster becomes unreachable: past the failover grace (10 s here) the second
     // runs all five.
     let kubeconfig = w.clusters[0].kubeconfig_text();
-    let server = kubeconfig.lines().find_map(|l| l.trim().strip_prefix("server: ")).ok_or("no server")?.to_string();
-    let dead = kubeconfig.replace(&server, &format!("https://127.0.0.1:{}", crate::env::free_port()));
+    let dead = crate::syncer::unreachable_kubeconfig(&w, 0)?;
     let set_kubeconfig = |text: &str| {
         let patch = json!({ "stringData": { "kubeconfig": text } }).to_string();
         w.kcp.kubectl(ws, &["-n", "default", "patch", "secret", "da-kubeconfig", "--type=merge", "-p", &patch], None)

@@ -249,8 +249,7 @@ pub async fn placement_fails_over_from_an_unreachable_cluster(w: Arc<World>) -> 
 
     // The chosen cluster becomes unreachable; after the grace (10s here) the namespace moves.
     let kubeconfig = w.clusters[from].kubeconfig_text();
-    let server = kubeconfig.lines().find_map(|l| l.trim().strip_prefix("server: ")).ok_or("no server")?.to_string();
-    let dead = kubeconfig.replace(&server, &format!("https://127.0.0.1:{}", crate::env::free_port()));
+    let dead = crate::syncer::unreachable_kubeconfig(&w, from)?;
     let patch = json!({ "stringData": { "kubeconfig": dead } }).to_string();
     w.kcp.kubectl(
         ws,

@@ -43,6 +43,14 @@ pub async fn register(w: &World, ws: &str, name: &str, index: usize) -> Result<S
     Ok(target_key(&cluster, name))
 }
 
+/// Cluster `index`'s kubeconfig with its server moved to a free port nothing listens on: a
+/// cluster that became unreachable.
+pub fn unreachable_kubeconfig(w: &World, index: usize) -> Result<String, String> {
+    let kubeconfig = w.clusters[index].kubeconfig_text();
+    let server = kubeconfig.lines().find_map(|l| l.trim().strip_prefix("server: ")).ok_or("no server")?.to_string();
+    Ok(kubeconfig.replace(&server, &format!("https://127.0.0.1:{}", crate::env::free_port())))
+}
+
 /// Creates the kcp namespace `ns` in `ws` assigned to the target `key`.
 pub fn assigned_namespace(w: &World, ws: &str, ns: &str, key: &str) -> Result<(), String> {
     let yaml = format!(
