@@ -134,6 +134,8 @@ kcp-tmc is running. In another terminal:
   kubectl -n web get deployments               # web 2/2: the 2 replicas divided, one per cluster, summed
   kubectl -n web get deployment web -o yaml    # per-cluster status in status.tmc.kcp.io/<key> annotations
   kubectl --kubeconfig $state/cluster-1/kubeconfig get deployments -A -l tmc.kcp.io/target
+  kubectl get placement web -o jsonpath='{.status.overrides}'   # override cluster-2-canary: where it applies
+  kubectl --kubeconfig $state/cluster-2/kubeconfig get deployments -A -l tmc.kcp.io/target -o yaml | grep tier
   kubectl get synctarget east -o yaml          # pull mode, no syncer: Ready=False, WaitingForSyncer
   kubectl explain synctarget.spec              # API docs from the Rust types
   $tmc placement preview -f $repo/config/samples/placement.yaml   # where it would go, and why

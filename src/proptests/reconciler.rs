@@ -203,6 +203,7 @@ proptest! {
             previous: &previous,
             now,
             held: None,
+            overrides: vec![],
         };
         let s = placement_status::desired(&facts);
         let _ = placement_status::differs(&s, None);

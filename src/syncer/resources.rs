@@ -7,6 +7,7 @@ use kube::core::{ApiResource, GroupVersionKind};
 use kube::discovery::{ApiCapabilities, Scope};
 use serde_json::Value;
 
+use crate::apis::placement::overrides::{self, OVERRIDES_PREFIX, TargetOverride};
 use crate::apis::placement::replicas::{REPLICAS_ANNOTATION, parse_weights, share};
 use crate::apis::sync::v1alpha1::{SupportedApi, SyncedResourceState};
 
@@ -29,6 +30,10 @@ pub struct Assignment {
     /// ([`REPLICAS_ANNOTATION`]); `None` when nobody divides (or the annotation is unreadable:
     /// then every target runs every replica, never fewer than asked).
     pub weights: Option<std::collections::BTreeMap<String, u32>>,
+    /// Per assigned target, the overrides that change its copies ([`OVERRIDES_PREFIX`]), or why
+    /// the annotation is unreadable (then nothing of the namespace is written there: syncing
+    /// copies without the changes meant for them would sync something wrong).
+    pub overrides: std::collections::BTreeMap<String, Result<Vec<TargetOverride>, String>>,
 }
 
 impl Assignment {
@@ -51,7 +56,23 @@ impl Assignment {
         let awaiting = namespace["metadata"]["annotations"][AWAITING_EVIDENCE_ANNOTATION].as_str().map(key_list);
         let awaiting = awaiting.unwrap_or_default().intersection(&targets).cloned().collect();
         let weights = namespace["metadata"]["annotations"][REPLICAS_ANNOTATION].as_str().and_then(parse_weights);
-        Self { targets, selectors, invalid, awaiting, weights }
+        let annotations = namespace["metadata"]["annotations"].as_object().into_iter().flatten();
+        let overrides = annotations
+            .filter_map(|(k, v)| Some((k.strip_prefix(OVERRIDES_PREFIX)?, v)))
+            .filter(|(key, _)| targets.contains(*key))
+            .map(|(key, v)| (key.to_string(), overrides::parse(v.as_str().unwrap_or_default())))
+            .collect();
+        Self { targets, selectors, invalid, awaiting, weights, overrides }
+    }
+
+    /// The overrides that change `target_key`'s copies (none when the annotation is absent), or
+    /// why they are unknown.
+    pub fn overrides_of(&self, target_key: &str) -> Result<&[TargetOverride], String> {
+        match self.overrides.get(target_key) {
+            None => Ok(&[]),
+            Some(Ok(list)) => Ok(list),
+            Some(Err(why)) => Err(why.clone()),
+        }
     }
 
     /// The share of `total` replicas `target_key` runs when the replicas are divided and it is
@@ -76,6 +97,11 @@ impl Assignment {
         // New weights change every dividing target's share.
         if self.weights != other.weights {
             out.extend(self.targets.union(&other.targets).cloned());
+        }
+        for key in self.overrides.keys().chain(other.overrides.keys()) {
+            if self.overrides.get(key) != other.overrides.get(key) {
+                out.insert(key.clone());
+            }
         }
         for key in self.selectors.keys().chain(other.selectors.keys()) {
             // An invalid selector replaced by another invalid one is news too (it is reported).

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use serde_json::{Map, Value, json};
 
 use super::naming::{ORIGIN_CLUSTER_LABEL, PREFIX, TARGET_LABEL};
+use crate::apis::placement::overrides::{self, TargetOverride};
 use crate::kcp::cluster::CLUSTER_ANNOTATION;
 
 /// Metadata annotations that never go downstream.
@@ -42,17 +43,8 @@ pub fn skip_reason(kind: &str, upstream: &Value) -> Option<Skip> {
 /// The object to server-side apply downstream for `upstream`.
 pub fn desired(upstream: &Value, dest: &Destination<'_>) -> Value {
     let meta = &upstream["metadata"];
-    let mut labels = string_map(&meta["labels"]);
-    labels.retain(|k, _| !is_ours(k));
-    labels.insert(TARGET_LABEL.into(), dest.target_key.into());
-    labels.insert(ORIGIN_CLUSTER_LABEL.into(), dest.origin_cluster.into());
-    let mut annotations = string_map(&meta["annotations"]);
-    annotations.retain(|k, _| !DROPPED_ANNOTATIONS.contains(&k.as_str()) && !is_ours(k));
-
-    let mut metadata = json!({ "name": meta["name"], "namespace": dest.namespace, "labels": labels });
-    if !annotations.is_empty() {
-        metadata["annotations"] = json!(annotations);
-    }
+    let mut metadata = json!({ "name": meta["name"], "namespace": dest.namespace, "labels": meta["labels"] });
+    metadata["annotations"] = meta["annotations"].clone();
     let mut out = Map::new();
     out.insert("apiVersion".into(), upstream["apiVersion"].clone());
     out.insert("kind".into(), upstream["kind"].clone());
@@ -65,8 +57,46 @@ pub fn desired(upstream: &Value, dest: &Destination<'_>) -> Value {
         }
     }
     let mut out = Value::Object(out);
-    drop_cluster_owned(&mut out);
+    seal(&mut out, dest);
     out
+}
+
+/// Makes a desired copy carry what every copy must and nothing a copy may not: our labels
+/// (target, origin workspace) and no other `tmc.kcp.io` keys, no kcp annotations, no fields the
+/// cluster owns. Run when the copy is built and again after overrides changed it.
+pub fn seal(copy: &mut Value, dest: &Destination<'_>) {
+    let meta = &copy["metadata"];
+    let mut labels = string_map(&meta["labels"]);
+    labels.retain(|k, _| !is_ours(k));
+    labels.insert(TARGET_LABEL.into(), dest.target_key.into());
+    labels.insert(ORIGIN_CLUSTER_LABEL.into(), dest.origin_cluster.into());
+    let mut annotations = string_map(&meta["annotations"]);
+    annotations.retain(|k, _| !DROPPED_ANNOTATIONS.contains(&k.as_str()) && !is_ours(k));
+    if let Some(meta) = copy.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.insert("labels".into(), json!(labels));
+        match annotations.is_empty() {
+            true => meta.remove("annotations"),
+            false => meta.insert("annotations".into(), json!(annotations)),
+        };
+    }
+    drop_cluster_owned(copy);
+}
+
+/// Applies the per-target overrides in `list` that select the object (`group`/`kind` named
+/// `name`) to its desired copy, then seals it again ([`seal`]). Returns the overrides applied,
+/// or why the copy must not be written: an override failed, or `list` is unknown (its
+/// annotation is unreadable). The copy is then as it was.
+pub fn override_copy(
+    copy: &mut Value,
+    list: Result<&[TargetOverride], String>,
+    (group, kind, name): (&str, &str, &str),
+    dest: &Destination<'_>,
+) -> Result<Vec<String>, String> {
+    let applied = overrides::apply(copy, list?, group, kind, name).map_err(|e| e.to_string())?;
+    if !applied.is_empty() {
+        seal(copy, dest);
+    }
+    Ok(applied)
 }
 
 /// Sets `spec.replicas` of a desired object of a scalable kind to `share(total)` when that is
@@ -205,6 +235,30 @@ mod tests {
         let mut d = json!({"spec": {"paused": false}});
         divide_replicas(&mut d, "apps", |_| None);
         assert_eq!(d["spec"], json!({"paused": false}));
+    }
+
+    #[test]
+    fn overrides_change_the_copy_but_never_its_own_labels() {
+        let upstream = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "labels": {"app": "a"}}, "data": {"k": "v"}});
+        let mut copy = desired(&upstream, &dest());
+        let list: Vec<TargetOverride> = serde_json::from_value(json!([{
+            "placement": "p", "name": "o", "objects": {"kind": "ConfigMap"},
+            "mergePatch": {"metadata": {"labels": null, "annotations": {"tmc.kcp.io/adopt": "true", "region": "eu"}}, "data": {"k": "eu"}},
+        }]))
+        .unwrap();
+        let object = ("", "ConfigMap", "c");
+        assert_eq!(override_copy(&mut copy, Ok(&list), object, &dest()), Ok(vec!["p/o".to_string()]));
+        let labels = json!({"tmc.kcp.io/target": "t1", "tmc.kcp.io/origin-cluster": "ws1"});
+        let metadata = json!({"name": "c", "namespace": "kcp-abc", "labels": labels, "annotations": {"region": "eu"}});
+        assert_eq!((copy["metadata"].clone(), copy["data"].clone()), (metadata, json!({"k": "eu"})));
+        // Overrides unknown (an unreadable annotation): nothing to write.
+        let before = copy.clone();
+        assert_eq!(override_copy(&mut copy, Err("unreadable".into()), object, &dest()), Err("unreadable".into()));
+        assert_eq!(copy, before);
+        // None selects it: the copy as built.
+        let mut plain = desired(&upstream, &dest());
+        assert_eq!(override_copy(&mut plain, Ok(&list), ("", "Secret", "c"), &dest()), Ok(vec![]));
+        assert_eq!(plain, desired(&upstream, &dest()));
     }
 
     #[test]

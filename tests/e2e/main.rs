@@ -23,6 +23,7 @@ mod leader;
 mod lifecycle;
 mod moves;
 mod ops;
+mod overrides;
 mod placement;
 mod preview;
 mod prometheus;
@@ -176,6 +177,7 @@ fn all_tests() -> Vec<(&'static str, TestFn)> {
         preview::placement_preview_says_what_the_manager_then_does,
         divide::divided_replicas_add_up_and_follow_scale_weights_and_outages,
         kinds::status_of_more_kinds_adds_up_across_clusters,
+        overrides::overrides_change_copies_per_target_and_a_bad_one_holds_them,
         moves::placement_move_waits_for_evidence_and_a_refusing_target_keeps_the_workload,
         lifecycle::deleting_a_synctarget_releases_its_objects,
         rbac::manager_runs_with_the_shipped_kcp_rbac,

@@ -73,6 +73,106 @@ pub struct PlacementSpec {
     /// scale subresource) are spread over the chosen targets. Unset means `Duplicate`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replica_policy: Option<ReplicaPolicy>,
+
+    /// Changes to the copies of some objects on some of the chosen targets only (an image
+    /// registry per region, replicas, env, annotations), without forking the manifest: each
+    /// override selects targets by SyncTarget labels and objects by kind and name, and patches
+    /// their copies there, in list order. One that cannot be applied to an object leaves that
+    /// object's copy on those targets as it was (never synced without the change) and says why
+    /// in an `OverrideFailed` event on the object; `status.overrides` shows where each applies.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
+    pub overrides: Vec<Override>,
+}
+
+/// A change to the copies of some objects on some targets.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "has(self.mergePatch) != has(self.jsonPatch)", "message": "set exactly one of mergePatch and jsonPatch"}
+]))]
+pub struct Override {
+    /// Name of the override, unique in the Placement; status and events name it.
+    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
+    pub name: String,
+
+    /// The chosen SyncTargets whose copies change, by their labels. Unset means every chosen
+    /// target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "super::selector_schema::optional_label_selector")]
+    pub target_selector: Option<LabelSelector>,
+
+    /// The objects whose copies change.
+    pub objects: OverriddenObjects,
+
+    /// A JSON merge patch (RFC 7386) applied to the copy, for example
+    /// `{"metadata": {"annotations": {"region": "eu"}}, "spec": {"replicas": 5}}`. It may not
+    /// set `apiVersion`, `kind` or `status`, and of `metadata` only labels and annotations; at
+    /// most 4 KiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "super::override_schema::merge_patch")]
+    pub merge_patch: Option<serde_json::Value>,
+
+    /// A JSON patch (RFC 6902) applied to the copy, for example
+    /// `[{"op": "replace", "path": "/spec/template/spec/containers/0/image", "value": "eu.example/web:1"}]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(min = 1, max = 16))]
+    pub json_patch: Vec<JsonPatchOperation>,
+}
+
+/// Objects of one kind in the selected namespaces, all or by name.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OverriddenObjects {
+    /// API group of the kind; empty for the core group (ConfigMap, Secret, Service, …).
+    #[serde(default)]
+    #[schemars(length(max = 253))]
+    pub group: String,
+
+    /// The kind, for example `Deployment`.
+    #[schemars(length(min = 1, max = 63))]
+    pub kind: String,
+
+    /// Names of the objects; unset means every object of the kind.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub names: Vec<String>,
+}
+
+/// One operation of a JSON patch.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "!['/apiVersion', '/kind', '/status'].exists(f, self.path == f || self.path.startsWith(f + '/'))",
+     "message": "a patch may not change apiVersion, kind or status"},
+    {"rule": "!(self.path == '/metadata' || self.path.startsWith('/metadata/')) || ['/metadata/labels', '/metadata/annotations'].exists(f, self.path == f || self.path.startsWith(f + '/'))",
+     "message": "of metadata, a patch may change only labels and annotations"}
+]))]
+pub struct JsonPatchOperation {
+    /// `add`, `remove` or `replace`.
+    pub op: JsonPatchOp,
+
+    /// JSON pointer (RFC 6901) to the field, for example `/spec/replicas`.
+    #[schemars(length(max = 512), regex(pattern = r"^(/([^/~]|~[01])*)+$"))]
+    pub path: String,
+
+    /// The new value, which `add` and `replace` need.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "super::override_schema::any_value")]
+    pub value: Option<serde_json::Value>,
+}
+
+/// What a JSON patch operation does.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum JsonPatchOp {
+    /// Adds the value (or replaces a field that exists; appends to a list at `-`).
+    Add,
+    /// Removes the field; the patch fails when it is missing.
+    Remove,
+    /// Replaces the field's value; the patch fails when it is missing.
+    Replace,
 }
 
 /// How replicas are spread over a Placement's targets.
@@ -193,4 +293,24 @@ pub struct PlacementStatus {
     /// its Targets column (a printer column's JSONPath shows only the first list element).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_names: Option<String>,
+
+    /// Where each override of `spec.overrides` applies: the chosen targets its selector
+    /// matches, or why it is invalid.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub overrides: Vec<OverrideStatus>,
+}
+
+/// Where one override applies.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OverrideStatus {
+    /// Name of the override.
+    pub name: String,
+    /// Names of the chosen SyncTargets whose copies it changes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub targets: Vec<String>,
+    /// Why it is invalid, if it is: then the objects it selects are left as they are on its
+    /// targets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invalid: Option<String>,
 }

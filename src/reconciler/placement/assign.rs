@@ -141,14 +141,30 @@ pub fn selector_annotations(
     owned: &BTreeSet<String>,
     removed: &BTreeSet<String>,
 ) -> serde_json::Map<String, serde_json::Value> {
+    let values = desired
+        .iter()
+        .map(|(k, w)| (k.clone(), w.as_ref().map(|list| serde_json::to_string(list).unwrap_or_default())))
+        .collect();
+    per_target_annotations(WORKLOAD_SELECTOR_PREFIX, annotations, &values, owned, removed)
+}
+
+/// Merge-patch entries for the annotations `<prefix><target key>` of a namespace: for targets
+/// in `desired` the controller owns (`owned`), set to their value or removed when it is `None`;
+/// removed for `removed` targets; unchanged ones left out. Other annotations are left alone.
+pub fn per_target_annotations(
+    prefix: &str,
+    annotations: &BTreeMap<String, String>,
+    desired: &BTreeMap<String, Option<String>>,
+    owned: &BTreeSet<String>,
+    removed: &BTreeSet<String>,
+) -> serde_json::Map<String, serde_json::Value> {
     let mut out = serde_json::Map::new();
-    let want = desired.iter().filter(|(k, _)| owned.contains(*k)).map(|(k, w)| (k, w.as_ref()));
+    let want = desired.iter().filter(|(k, _)| owned.contains(*k)).map(|(k, v)| (k, v.as_ref()));
     let gone = removed.iter().map(|k| (k, None));
-    for (key, workloads) in want.chain(gone) {
-        let name = format!("{WORKLOAD_SELECTOR_PREFIX}{key}");
-        let value = workloads.map(|list| serde_json::to_string(list).unwrap_or_default());
-        if annotations.get(&name) != value.as_ref() {
-            out.insert(name, value.map_or(serde_json::Value::Null, serde_json::Value::String));
+    for (key, value) in want.chain(gone) {
+        let name = format!("{prefix}{key}");
+        if annotations.get(&name) != value {
+            out.insert(name, value.map_or(serde_json::Value::Null, |v| serde_json::Value::String(v.clone())));
         }
     }
     out

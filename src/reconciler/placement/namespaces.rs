@@ -18,6 +18,7 @@ use super::location::location_path;
 use super::reconcile::consents;
 use super::{Controller, ReconcileError, assign, selector};
 use crate::apis::names::target_key;
+use crate::apis::placement::overrides::{self, OVERRIDES_PREFIX, TargetOverride};
 use crate::apis::placement::replicas::{self, REPLICAS_ANNOTATION};
 use crate::apis::placement::v1alpha1::SelectedTarget;
 use crate::kcp::{ClusterKey, LogicalClusterName, WorkspacePath};
@@ -33,6 +34,9 @@ struct Wanted {
     /// Target key → weight, for the targets of Placements that divide replicas (the largest
     /// weight when several do).
     weights: BTreeMap<String, u32>,
+    /// Target key → the overrides that change its copies, from every Placement choosing it
+    /// (ordered by Placement name, then as listed).
+    overrides: BTreeMap<String, Vec<TargetOverride>>,
 }
 
 impl Controller {
@@ -71,9 +75,18 @@ impl Controller {
                     let entry = out.weights.entry(tkey.clone()).or_insert(w);
                     *entry = (*entry).max(w);
                 }
+                if !p.spec.overrides.is_empty() {
+                    let st = self.directory.target(&target)?;
+                    let labels = st.and_then(|st| st.metadata.labels.clone()).unwrap_or_default();
+                    let name = p.metadata.name.as_deref().unwrap_or_default();
+                    let list = overrides::for_target(name, &p.spec.overrides, &labels);
+                    out.overrides.entry(tkey.clone()).or_default().extend(list);
+                }
                 out.targets.insert(tkey, (target, workloads));
             }
         }
+        // Stable: the overrides of one Placement keep their order.
+        out.overrides.values_mut().for_each(|list| list.sort_by(|a, b| a.placement.cmp(&b.placement)));
         Ok(out)
     }
 
@@ -106,7 +119,7 @@ impl Controller {
         let labels = ns.metadata.labels.clone().unwrap_or_default();
         let annotations = ns.metadata.annotations.clone().unwrap_or_default();
         self.report_unconsented(key, &ns, &labels, &annotations).await;
-        let Wanted { targets: desired, frozen, weights } = self.wanted(&key.cluster, &labels).await?;
+        let Wanted { targets: desired, frozen, weights, overrides } = self.wanted(&key.cluster, &labels).await?;
         let keys: BTreeSet<String> = desired.keys().cloned().collect();
         // The first desired target that does not run the namespace yet, and what it lacks.
         let lacking = RefCell::new(None);
@@ -127,6 +140,21 @@ impl Controller {
         let workloads: BTreeMap<String, assign::Workloads> =
             desired.iter().filter(|(k, _)| !frozen.contains(*k)).map(|(k, (_, w))| (k.clone(), w.clone())).collect();
         let mut annotated = assign::selector_annotations(&annotations, &workloads, &plan.managed, &plan.remove);
+        // Frozen keys keep their overrides too: what runs there keeps its changes.
+        let changes: BTreeMap<String, Option<String>> = workloads
+            .keys()
+            .map(|k| {
+                let list = overrides.get(k).filter(|l| !l.is_empty());
+                (k.clone(), list.map(|l| serde_json::to_string(l).unwrap_or_default()))
+            })
+            .collect();
+        annotated.extend(assign::per_target_annotations(
+            OVERRIDES_PREFIX,
+            &annotations,
+            &changes,
+            &plan.managed,
+            &plan.remove,
+        ));
         let placed = !plan.managed.is_empty() || !assign::managed_keys(&annotations).is_empty();
         if let Some(value) = assign::replicas_annotation(&annotations, &weights, placed, !frozen.is_empty()) {
             annotated.insert(REPLICAS_ANNOTATION.into(), value);

@@ -13,6 +13,7 @@ use super::location::{LocationFailure, location_failure, location_path, placed_t
 use super::schedule::{self, TargetView};
 use super::{Controller, FIELD_MANAGER, ReconcileError, selector, status};
 use crate::apis::condition::{ConditionStatus, condition_status};
+use crate::apis::placement::overrides;
 use crate::apis::placement::v1alpha1::{Placement, PlacementSpec, PlacementStatus, SelectedTarget};
 use crate::apis::sync::v1alpha1::{CONDITION_READY, SyncTarget, SyncedResourceState};
 use crate::kcp::{ClusterKey, LogicalClusterName, WorkspacePath};
@@ -67,6 +68,8 @@ struct Choice {
     placed: i32,
     requeue: Option<Duration>,
     held: Option<status::Held>,
+    /// Name and labels of the chosen targets, which overrides select by.
+    chosen: Vec<(String, BTreeMap<String, String>)>,
 }
 
 impl Choice {
@@ -82,6 +85,7 @@ impl Choice {
             placed: 0,
             requeue: None,
             held: None,
+            chosen: vec![],
         }
     }
 
@@ -98,6 +102,7 @@ impl Choice {
             placed: current.placed_namespaces.unwrap_or_default(),
             requeue: Some(Duration::from_secs(5)),
             held: Some(status::Held::LocationNotReady),
+            chosen: vec![],
         }
     }
 
@@ -113,6 +118,7 @@ impl Choice {
             placed: current.placed_namespaces.unwrap_or_default(),
             requeue: None,
             held: None,
+            chosen: vec![],
         }
     }
 }
@@ -141,6 +147,7 @@ impl Controller {
             previous: &current.conditions,
             now: jiff::Timestamp::now(),
             held: choice.held,
+            overrides: overrides::status(&placement.spec.overrides, &choice.chosen),
         });
         if !status::differs(&desired, Some(&current)) {
             return Ok(choice.requeue);
@@ -250,6 +257,11 @@ impl Controller {
             .filter(|t| t.metadata.name.as_ref().is_some_and(|n| decision.selected.contains(n)) && !is_ready(t))
             .filter_map(|t| t.metadata.name.clone())
             .collect();
+        let chosen = targets
+            .iter()
+            .filter_map(|t| Some((t.metadata.name.clone()?, t.metadata.labels.clone().unwrap_or_default())))
+            .filter(|(n, _)| decision.selected.contains(n))
+            .collect();
         let selected: Vec<SelectedTarget> = decision
             .selected
             .iter()
@@ -275,6 +287,7 @@ impl Controller {
             placed,
             requeue,
             held,
+            chosen,
         })
     }
 }

@@ -10,7 +10,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 
 use super::schedule::Outcome;
 use crate::apis::placement::selector::Invalid;
-use crate::apis::placement::v1alpha1::{PlacementPhase, PlacementStatus, SelectedTarget};
+use crate::apis::placement::v1alpha1::{OverrideStatus, PlacementPhase, PlacementStatus, SelectedTarget};
 use crate::reconciler::synctarget::status::{corrected_times, same_conditions, transition_time};
 
 /// What the status is computed from.
@@ -32,6 +32,8 @@ pub struct Facts<'a> {
     pub now: Timestamp,
     /// Why the namespaces keep their current targets for now, if they do.
     pub held: Option<Held>,
+    /// Where each override applies (`status.overrides`).
+    pub overrides: Vec<OverrideStatus>,
 }
 
 /// Why a Placement whose selectors are valid keeps what it placed instead of acting on its
@@ -103,8 +105,12 @@ pub fn desired(f: &Facts<'_>) -> PlacementStatus {
     } else {
         (false, "TargetsNotReady", format!("chosen SyncTargets not Ready: {}", f.not_ready.join(", ")))
     };
-    let conditions =
+    let mut conditions =
         vec![condition("Ready", ready.0, ready.1, ready.2, f), condition("Scheduled", scheduled, reason, message, f)];
+    if !f.overrides.is_empty() {
+        let (ok, reason, message) = overrides_valid(&f.overrides);
+        conditions.push(condition("OverridesValid", ok, reason, message, f));
+    }
     PlacementStatus {
         phase: Some(if f.selected.is_empty() { PlacementPhase::Pending } else { PlacementPhase::Bound }),
         selected_targets: f.selected.clone(),
@@ -112,6 +118,30 @@ pub fn desired(f: &Facts<'_>) -> PlacementStatus {
         observed_generation: f.generation,
         placed_namespaces: Some(f.placed_namespaces),
         target_names: Some(f.selected.iter().map(|t| t.name.as_str()).collect::<Vec<_>>().join(",")),
+        overrides: f.overrides.clone(),
+    }
+}
+
+/// The `OverridesValid` condition: the first invalid override and why, naming what it does
+/// meanwhile (its objects are held, not synced without it).
+fn overrides_valid(overrides: &[OverrideStatus]) -> (bool, &'static str, String) {
+    let invalid: Vec<&OverrideStatus> = overrides.iter().filter(|o| o.invalid.is_some()).collect();
+    match invalid.first() {
+        None => (true, "Valid", format!("{} override(s) valid", overrides.len())),
+        Some(first) => (
+            false,
+            "InvalidOverride",
+            format!(
+                "override {} is invalid: {}{}; the objects it selects are not synced to its targets until it is \
+                 fixed, and their copies there are left as they are",
+                first.name,
+                first.invalid.as_deref().unwrap_or_default(),
+                match invalid.len() {
+                    1 => String::new(),
+                    n => format!(" (and {} more)", n - 1),
+                }
+            ),
+        ),
     }
 }
 
@@ -133,6 +163,7 @@ pub fn differs(desired: &PlacementStatus, current: Option<&PlacementStatus>) -> 
         || c.observed_generation != desired.observed_generation
         || c.placed_namespaces != desired.placed_namespaces
         || c.target_names.as_deref().unwrap_or_default() != desired.target_names.as_deref().unwrap_or_default()
+        || c.overrides != desired.overrides
         || !same_conditions(&c.conditions, &desired.conditions)
         || corrected_times(&c.conditions, &desired.conditions)
 }
@@ -171,6 +202,7 @@ mod tests {
             previous: &[],
             now: "2026-01-01T00:00:00Z".parse().unwrap(),
             held: None,
+            overrides: vec![],
         }
     }
 

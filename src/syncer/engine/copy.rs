@@ -71,6 +71,19 @@ impl Engine {
             let share = |total| self.upstream.replicas_of(&key.cluster, ns, &self.target_key, total);
             transform::divide_replicas(&mut desired, &resource.api.group, share);
         }
+        if let Some(ns) = key.namespace.as_deref() {
+            let object = (resource.api.group.as_str(), resource.api.kind.as_str(), key.name.as_str());
+            let overridden = self.upstream.with_overrides(&key.cluster, ns, &self.target_key, |list| {
+                transform::override_copy(&mut desired, list, object, &dest)
+            });
+            if let Err(why) = overridden {
+                // Writing the copy without the change meant for this target would sync it wrong:
+                // what the cluster holds stays as it was until the override is fixed.
+                let note = format!("not synced to {}: {why}; its copy there is left as it was", self.target.name);
+                self.events.warn(&key.cluster, &resource.api, obj, "OverrideFailed", note).await;
+                return Err(SyncError::Override(why));
+            }
+        }
         if resource.api.kind == "Deployment" && self.downstream.autoscaled(dns, &key.name) {
             transform::leave_replicas_to_autoscaler(&mut desired);
         }

@@ -62,6 +62,8 @@ pub enum SyncError {
     ForeignNamespace { namespace: String, why: crate::syncer::naming::Conflict },
     #[error("{action}: {message}")]
     Api { action: String, message: String },
+    #[error("not synced: {0}")]
+    Override(String),
     #[error(transparent)]
     Panicked(#[from] crate::runtime::guard::Panicked),
 }

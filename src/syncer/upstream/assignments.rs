@@ -75,6 +75,22 @@ impl Upstream {
         self.namespaces.get(&ns_key).and_then(|a| a.replicas_of(target_key, total))
     }
 
+    /// Runs `f` over the overrides that change `target_key`'s copies in `namespace` (see
+    /// [`Assignment::overrides_of`]); an unassigned namespace has none.
+    pub fn with_overrides<T>(
+        &self,
+        cluster: &LogicalClusterName,
+        namespace: &str,
+        target_key: &str,
+        f: impl FnOnce(Result<&[crate::apis::placement::overrides::TargetOverride], String>) -> T,
+    ) -> T {
+        let ns_key = ClusterKey::new(cluster.clone(), None, namespace);
+        match self.namespaces.get(&ns_key) {
+            Some(a) => f(a.overrides_of(target_key)),
+            None => f(Ok(&[])),
+        }
+    }
+
     /// Why the namespace's workload selector for `target_key` is invalid (it selects nothing).
     pub fn invalid_selector(&self, cluster: &LogicalClusterName, namespace: &str, target_key: &str) -> Option<String> {
         let ns_key = ClusterKey::new(cluster.clone(), None, namespace);
