@@ -45,6 +45,15 @@ pub const WORKLOAD_SELECTOR_PREFIX: &str = "workload.tmc.kcp.io/";
 /// costs kcp no evidence writes. Written with the new assignment label, removed with the old.
 pub const AWAITING_EVIDENCE_ANNOTATION: &str = "placement.tmc.kcp.io/awaiting-evidence";
 
+/// Label on a kcp object copied back from a cluster (upsync, a Placement's `spec.upsync`): the
+/// [`target_key`] of the SyncTarget whose cluster holds the original. Such an object is never
+/// synced down, and only that target's syncer updates or deletes it.
+pub const UPSYNCED_FROM_LABEL: &str = "tmc.kcp.io/upsynced-from";
+/// Annotation on a kcp namespace: `upsync.tmc.kcp.io/<target key>: <JSON list of {group, kind}>`,
+/// the kinds that target's syncer copies back from the namespace's copy in its cluster. Written
+/// by the Placement reconciler from `spec.upsync`.
+pub const UPSYNC_PREFIX: &str = "upsync.tmc.kcp.io/";
+
 /// The keys of a comma-separated list annotation (blanks ignored).
 pub fn key_list(value: &str) -> BTreeSet<String> {
     value.split(',').map(str::trim).filter(|k| !k.is_empty()).map(str::to_string).collect()

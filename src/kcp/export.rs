@@ -31,15 +31,20 @@ pub struct Claim {
 
 /// The claims tenants accept in their APIBinding.
 /// - `secrets`: kubeconfigs referenced by `SyncTarget.spec.kubeconfigSecretRef`, and Secrets
-///   synced to clusters;
-/// - `configmaps`: ConfigMaps synced to clusters;
+///   synced to clusters; created and deleted only as copies from a cluster a Placement's
+///   `spec.upsync` asks for;
+/// - `configmaps`: ConfigMaps synced to clusters; created and deleted likewise;
 /// - `namespaces`: the unit of placement; the assignment marker is written on them;
 /// - `events`: Warnings on objects that could not be synced, and why. Claimed as core `events`:
 ///   kcp's virtual-workspace authorizer normalises `events.k8s.io` requests to the core group
 ///   before matching claims, so a claim in `events.k8s.io` never matches.
 pub const CLAIMS: &[Claim] = &[
-    Claim { group: "", resource: "secrets", verbs: &["get", "list", "watch", "update", "patch"] },
-    Claim { group: "", resource: "configmaps", verbs: &["get", "list", "watch", "update", "patch"] },
+    Claim { group: "", resource: "secrets", verbs: &["get", "list", "watch", "create", "update", "patch", "delete"] },
+    Claim {
+        group: "",
+        resource: "configmaps",
+        verbs: &["get", "list", "watch", "create", "update", "patch", "delete"],
+    },
     Claim { group: "", resource: "namespaces", verbs: &["get", "list", "watch", "update", "patch"] },
     Claim { group: "", resource: "events", verbs: &["create", "patch"] },
 ];

@@ -9,7 +9,8 @@
 //! - [`kept`]: what that view keeps of each object (whole, or metadata only) (pure);
 //! - [`downstream`]: one syncer's view of its cluster (label-selected watches);
 //! - [`access`]: the syncer's rights in the namespaces it creates (least privilege);
-//! - [`engine`]: one syncer — spec down, drift, deletion, status up, heartbeat;
+//! - [`engine`]: one syncer — spec down, drift, deletion, status up, upsync, heartbeat;
+//! - [`upsync`]: what is copied back from a cluster, and when a copy is deleted (pure);
 //! - [`events`]: Warnings on upstream objects that did not sync, and why;
 //! - [`client`]: the push-mode cluster client, built on [`crate::net`]'s dialer and answer bounds.
 
@@ -28,3 +29,4 @@ pub mod resources;
 pub mod status;
 pub mod transform;
 pub mod upstream;
+pub mod upsync;

@@ -12,9 +12,10 @@ use crate::apis::placement::replicas::{REPLICAS_ANNOTATION, parse_weights, share
 use crate::apis::sync::v1alpha1::{SupportedApi, SyncedResourceState};
 
 pub use crate::apis::names::{
-    ASSIGNMENT_LABEL_PREFIX, ASSIGNMENT_SYNC, AWAITING_EVIDENCE_ANNOTATION, WORKLOAD_SELECTOR_PREFIX, assigned_targets,
-    assignment_label, key_list,
+    ASSIGNMENT_LABEL_PREFIX, ASSIGNMENT_SYNC, AWAITING_EVIDENCE_ANNOTATION, UPSYNC_PREFIX, UPSYNCED_FROM_LABEL,
+    WORKLOAD_SELECTOR_PREFIX, assigned_targets, assignment_label, key_list,
 };
+use crate::apis::placement::v1alpha1::UpsyncedKind;
 
 /// What a kcp namespace says about where it runs: the target keys of its assignment labels, and
 /// for some of them the workload selectors that restrict which objects go there.
@@ -34,6 +35,9 @@ pub struct Assignment {
     /// the annotation is unreadable (then nothing of the namespace is written there: syncing
     /// copies without the changes meant for them would sync something wrong).
     pub overrides: std::collections::BTreeMap<String, Result<Vec<TargetOverride>, String>>,
+    /// Per assigned target, the (group, kind)s its syncer copies back ([`UPSYNC_PREFIX`]). An
+    /// unreadable annotation copies nothing back (and so deletes nothing copied back before).
+    pub upsync: std::collections::BTreeMap<String, BTreeSet<(String, String)>>,
 }
 
 impl Assignment {
@@ -62,7 +66,16 @@ impl Assignment {
             .filter(|(key, _)| targets.contains(*key))
             .map(|(key, v)| (key.to_string(), overrides::parse(v.as_str().unwrap_or_default())))
             .collect();
-        Self { targets, selectors, invalid, awaiting, weights, overrides }
+        let annotations = namespace["metadata"]["annotations"].as_object().into_iter().flatten();
+        let upsync = annotations
+            .filter_map(|(k, v)| Some((k.strip_prefix(UPSYNC_PREFIX)?, v.as_str()?)))
+            .filter(|(key, _)| targets.contains(*key))
+            .filter_map(|(key, v)| {
+                let kinds: Vec<UpsyncedKind> = serde_json::from_str(v).ok()?;
+                Some((key.to_string(), kinds.into_iter().map(|k| (k.group, k.kind)).collect()))
+            })
+            .collect();
+        Self { targets, selectors, invalid, awaiting, weights, overrides, upsync }
     }
 
     /// The overrides that change `target_key`'s copies (none when the annotation is absent), or
@@ -100,6 +113,11 @@ impl Assignment {
         }
         for key in self.overrides.keys().chain(other.overrides.keys()) {
             if self.overrides.get(key) != other.overrides.get(key) {
+                out.insert(key.clone());
+            }
+        }
+        for key in self.upsync.keys().chain(other.upsync.keys()) {
+            if self.upsync.get(key) != other.upsync.get(key) {
                 out.insert(key.clone());
             }
         }
@@ -286,6 +304,39 @@ mod tests {
             assert_eq!(got, want, "{value}");
         }
         assert!(Assignment::of(&json!({"metadata": {}})).awaiting.is_empty());
+    }
+
+    #[test]
+    fn per_target_overrides_and_upsync_kinds_are_read_for_assigned_targets() {
+        let overrides = r#"[{"placement": "p", "name": "o", "objects": {"kind": "ConfigMap"}, "mergePatch": {}}]"#;
+        let ns = json!({"metadata": {
+            "labels": {"state.tmc.kcp.io/a": "Sync", "state.tmc.kcp.io/b": "Sync"},
+            "annotations": {
+                "overrides.tmc.kcp.io/a": overrides, "overrides.tmc.kcp.io/b": "{", "overrides.tmc.kcp.io/gone": overrides,
+                "upsync.tmc.kcp.io/a": r#"[{"kind": "Secret"}, {"group": "example.dev", "kind": "Widget"}]"#,
+                "upsync.tmc.kcp.io/b": "not json", "upsync.tmc.kcp.io/gone": r#"[{"kind": "Secret"}]"#,
+            },
+        }});
+        let a = Assignment::of(&ns);
+        assert_eq!(a.overrides_of("a").map(|l| l.len()), Ok(1));
+        assert_eq!(
+            a.overrides_of("b"),
+            Err("the overrides annotation is not a JSON list of overrides".into()),
+            "fail closed"
+        );
+        assert_eq!(a.overrides_of("c").map(|l| l.len()), Ok(0), "no annotation: nothing to change");
+        assert!(!a.overrides.contains_key("gone") && !a.upsync.contains_key("gone"), "not assigned");
+        let kinds: BTreeSet<(String, String)> =
+            [("".into(), "Secret".into()), ("example.dev".into(), "Widget".into())].into();
+        assert_eq!(a.upsync.get("a"), Some(&kinds));
+        assert_eq!(a.upsync.get("b"), None, "unreadable: nothing copied back");
+        // A changed override or upsync list is news to that target only.
+        let mut changed = a.clone();
+        changed.upsync.insert("a".into(), BTreeSet::new());
+        assert_eq!(a.changed_targets(&changed), ["a".to_string()].into());
+        let mut changed = a.clone();
+        changed.overrides.insert("b".into(), Ok(vec![]));
+        assert_eq!(a.changed_targets(&changed), ["b".to_string()].into());
     }
 
     #[test]

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use serde_json::{Map, Value, json};
 
 use super::naming::{ORIGIN_CLUSTER_LABEL, PREFIX, TARGET_LABEL};
+use crate::apis::names::UPSYNCED_FROM_LABEL;
 use crate::apis::placement::overrides::{self, TargetOverride};
 use crate::kcp::cluster::CLUSTER_ANNOTATION;
 
@@ -28,11 +29,18 @@ pub struct Destination<'a> {
 pub enum Skip {
     /// Created by kcp or by the cluster in every namespace (e.g. `kube-root-ca.crt`).
     ClusterProvided,
+    /// Copied back from a cluster (`tmc.kcp.io/upsynced-from`): its original is there already,
+    /// and syncing it down again would loop.
+    Upsynced,
 }
 
-/// Objects every namespace gets from its own cluster; syncing kcp's copy would clash.
+/// Objects every namespace gets from its own cluster (syncing kcp's copy would clash), and
+/// objects copied back from a cluster.
 pub fn skip_reason(kind: &str, upstream: &Value) -> Option<Skip> {
     let name = upstream["metadata"]["name"].as_str().unwrap_or_default();
+    if upstream["metadata"]["labels"].get(UPSYNCED_FROM_LABEL).is_some() {
+        return Some(Skip::Upsynced);
+    }
     match kind {
         "ConfigMap" if name == "kube-root-ca.crt" => Some(Skip::ClusterProvided),
         "Secret" if upstream["type"] == "kubernetes.io/service-account-token" => Some(Skip::ClusterProvided),
@@ -273,6 +281,16 @@ mod tests {
             ),
             ("Secret", json!({"metadata": {"name": "t"}, "type": "Opaque"}), None),
             ("Deployment", json!({"metadata": {"name": "kube-root-ca.crt"}}), None),
+            (
+                "Secret",
+                json!({"metadata": {"name": "db", "labels": {"tmc.kcp.io/upsynced-from": "k"}}}),
+                Some(Skip::Upsynced),
+            ),
+            (
+                "Widget",
+                json!({"metadata": {"name": "w", "labels": {"tmc.kcp.io/upsynced-from": ""}}}),
+                Some(Skip::Upsynced),
+            ),
         ];
         for (kind, obj, want) in cases {
             assert_eq!(skip_reason(kind, &obj), want, "{kind} {obj}");

@@ -36,6 +36,7 @@ mod stranded;
 mod syncer;
 mod synctarget;
 mod unguarded;
+mod upsync;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -178,6 +179,7 @@ fn all_tests() -> Vec<(&'static str, TestFn)> {
         divide::divided_replicas_add_up_and_follow_scale_weights_and_outages,
         kinds::status_of_more_kinds_adds_up_across_clusters,
         overrides::overrides_change_copies_per_target_and_a_bad_one_holds_them,
+        upsync::operator_objects_come_back_to_kcp_and_never_go_down_again,
         moves::placement_move_waits_for_evidence_and_a_refusing_target_keeps_the_workload,
         lifecycle::deleting_a_synctarget_releases_its_objects,
         rbac::manager_runs_with_the_shipped_kcp_rbac,

@@ -84,6 +84,29 @@ pub struct PlacementSpec {
     #[schemars(length(max = 16))]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
     pub overrides: Vec<Override>,
+
+    /// Kinds whose objects created in a target's copy of a selected namespace — by an operator
+    /// in the cluster, not by kcp-tmc — are copied back into the namespace here, labelled
+    /// `tmc.kcp.io/upsynced-from: <target key>`, kept current and deleted when they are gone
+    /// there. Such copies are never synced down again, and never overwrite an object of the
+    /// same name that is not one (an `UpsyncConflict` event says so instead). Only kinds the
+    /// targets sync (ConfigMaps and Secrets by default) are copied back; their status is not.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 8))]
+    pub upsync: Vec<UpsyncedKind>,
+}
+
+/// A kind copied back from the clusters.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UpsyncedKind {
+    /// API group of the kind; empty for the core group.
+    #[serde(default)]
+    #[schemars(length(max = 253))]
+    pub group: String,
+    /// The kind, for example `Secret`.
+    #[schemars(length(min = 1, max = 63))]
+    pub kind: String,
 }
 
 /// A change to the copies of some objects on some targets.

@@ -17,10 +17,10 @@ use serde_json::json;
 use super::location::location_path;
 use super::reconcile::consents;
 use super::{Controller, ReconcileError, assign, selector};
-use crate::apis::names::target_key;
+use crate::apis::names::{UPSYNC_PREFIX, target_key};
 use crate::apis::placement::overrides::{self, OVERRIDES_PREFIX, TargetOverride};
 use crate::apis::placement::replicas::{self, REPLICAS_ANNOTATION};
-use crate::apis::placement::v1alpha1::SelectedTarget;
+use crate::apis::placement::v1alpha1::{SelectedTarget, UpsyncedKind};
 use crate::kcp::{ClusterKey, LogicalClusterName, WorkspacePath};
 
 /// What the Placements of a workspace ask of one of its namespaces.
@@ -37,6 +37,8 @@ struct Wanted {
     /// Target key → the overrides that change its copies, from every Placement choosing it
     /// (ordered by Placement name, then as listed).
     overrides: BTreeMap<String, Vec<TargetOverride>>,
+    /// Target key → the kinds its syncer copies back (the union over the choosing Placements).
+    upsync: BTreeMap<String, BTreeSet<UpsyncedKind>>,
 }
 
 impl Controller {
@@ -82,6 +84,9 @@ impl Controller {
                     let list = overrides::for_target(name, &p.spec.overrides, &labels);
                     out.overrides.entry(tkey.clone()).or_default().extend(list);
                 }
+                if !p.spec.upsync.is_empty() {
+                    out.upsync.entry(tkey.clone()).or_default().extend(p.spec.upsync.iter().cloned());
+                }
                 out.targets.insert(tkey, (target, workloads));
             }
         }
@@ -119,7 +124,8 @@ impl Controller {
         let labels = ns.metadata.labels.clone().unwrap_or_default();
         let annotations = ns.metadata.annotations.clone().unwrap_or_default();
         self.report_unconsented(key, &ns, &labels, &annotations).await;
-        let Wanted { targets: desired, frozen, weights, overrides } = self.wanted(&key.cluster, &labels).await?;
+        let Wanted { targets: desired, frozen, weights, overrides, upsync } =
+            self.wanted(&key.cluster, &labels).await?;
         let keys: BTreeSet<String> = desired.keys().cloned().collect();
         // The first desired target that does not run the namespace yet, and what it lacks.
         let lacking = RefCell::new(None);
@@ -140,21 +146,14 @@ impl Controller {
         let workloads: BTreeMap<String, assign::Workloads> =
             desired.iter().filter(|(k, _)| !frozen.contains(*k)).map(|(k, (_, w))| (k.clone(), w.clone())).collect();
         let mut annotated = assign::selector_annotations(&annotations, &workloads, &plan.managed, &plan.remove);
-        // Frozen keys keep their overrides too: what runs there keeps its changes.
-        let changes: BTreeMap<String, Option<String>> = workloads
-            .keys()
-            .map(|k| {
-                let list = overrides.get(k).filter(|l| !l.is_empty());
-                (k.clone(), list.map(|l| serde_json::to_string(l).unwrap_or_default()))
-            })
-            .collect();
-        annotated.extend(assign::per_target_annotations(
-            OVERRIDES_PREFIX,
-            &annotations,
-            &changes,
-            &plan.managed,
-            &plan.remove,
-        ));
+        // The overrides and the kinds copied back of the keys it owns (a frozen key keeps its
+        // own: what runs there keeps its changes).
+        let per_target = |prefix: &str, value: &dyn Fn(&str) -> Option<String>| {
+            let values = workloads.keys().map(|k| (k.clone(), value(k))).collect();
+            assign::per_target_annotations(prefix, &annotations, &values, &plan.managed, &plan.remove)
+        };
+        annotated.extend(per_target(OVERRIDES_PREFIX, &|k| overrides.get(k).filter(|l| !l.is_empty()).map(json_text)));
+        annotated.extend(per_target(UPSYNC_PREFIX, &|k| upsync.get(k).filter(|l| !l.is_empty()).map(json_text)));
         let placed = !plan.managed.is_empty() || !assign::managed_keys(&annotations).is_empty();
         if let Some(value) = assign::replicas_annotation(&annotations, &weights, placed, !frozen.is_empty()) {
             annotated.insert(REPLICAS_ANNOTATION.into(), value);
@@ -181,4 +180,8 @@ impl Controller {
         self.enqueue_placements_of(&key.cluster);
         Ok(requeue)
     }
+}
+
+fn json_text<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_string(value).unwrap_or_default()
 }

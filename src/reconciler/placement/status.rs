@@ -356,4 +356,35 @@ mod tests {
         let moved = desired(&facts(Ok(Outcome::Scheduled), &["b"], &[]));
         assert!(differs(&moved, Some(&first)));
     }
+
+    #[test]
+    fn overrides_show_where_they_apply_and_name_the_first_invalid_one() {
+        let valid = OverrideStatus { name: "eu".into(), targets: vec!["a".into()], invalid: None };
+        let bad = |n: &str| OverrideStatus {
+            name: n.into(),
+            targets: vec![],
+            invalid: Some("mergePatch may not set kind".into()),
+        };
+        // (overrides, OverridesValid (status, reason), message starts with)
+        let cases = [
+            (vec![], None, ""),
+            (vec![valid.clone()], Some(("True", "Valid")), "1 override(s) valid"),
+            (
+                vec![valid.clone(), bad("x"), bad("y")],
+                Some(("False", "InvalidOverride")),
+                "override x is invalid: mergePatch may not set kind (and 1 more); the objects it selects are not synced",
+            ),
+        ];
+        for (overrides, want, start) in cases {
+            let mut f = facts(Ok(Outcome::Scheduled), &["a"], &[]);
+            f.overrides = overrides.clone();
+            let s = desired(&f);
+            assert_eq!(s.overrides, overrides);
+            let got = s.conditions.iter().find(|c| c.type_ == "OverridesValid");
+            assert_eq!(got.map(|c| (c.status.as_str(), c.reason.as_str())), want);
+            assert!(got.is_none_or(|c| c.message.starts_with(start)), "{got:?}");
+            let without = desired(&facts(Ok(Outcome::Scheduled), &["a"], &[]));
+            assert_eq!(differs(&s, Some(&without)), !overrides.is_empty(), "a change of status.overrides is written");
+        }
+    }
 }

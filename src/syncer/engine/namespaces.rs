@@ -82,6 +82,7 @@ impl Engine {
                     }
                     self.access.ensure(name).await.map_err(api_err("bind the syncer in its namespace"))?;
                     self.downstream.remember_namespace(name, locator.clone(), &uid);
+                    self.upsyncs.wake();
                     return Ok(());
                 }
                 // The claim goes to kcp before the create: should the syncer stop between the
@@ -124,6 +125,7 @@ impl Engine {
             {
                 self.access.ensure(name).await.map_err(api_err("bind the syncer in its namespace"))?;
                 self.downstream.remember_namespace(name, locator.clone(), &uid);
+                self.upsyncs.wake();
                 return Ok(());
             }
         }

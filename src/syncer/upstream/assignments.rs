@@ -91,6 +91,19 @@ impl Upstream {
         }
     }
 
+    /// The namespaces assigned to `target_key` whose objects of some kinds it copies back, with
+    /// those (group, kind)s.
+    pub fn upsynced_namespaces(&self, target_key: &str) -> Vec<(ClusterKey, BTreeSet<(String, String)>)> {
+        let wanted = |a: &Assignment| a.upsync.get(target_key).is_some_and(|k| !k.is_empty());
+        let keys = self.namespaces.all_keys(|a| a.targets.contains(target_key) && wanted(a));
+        keys.into_iter()
+            .filter_map(|k| {
+                let kinds = self.namespaces.get(&k)?.upsync.get(target_key)?.clone();
+                Some((k, kinds))
+            })
+            .collect()
+    }
+
     /// Why the namespace's workload selector for `target_key` is invalid (it selects nothing).
     pub fn invalid_selector(&self, cluster: &LogicalClusterName, namespace: &str, target_key: &str) -> Option<String> {
         let ns_key = ClusterKey::new(cluster.clone(), None, namespace);
@@ -143,6 +156,12 @@ impl Upstream {
             })
             .map(|slot| (slot.resource.api.group.clone(), slot.resource.api.kind.clone()))
             .collect()
+    }
+
+    /// The keys of slot `index`'s objects in `namespace` of `cluster`.
+    pub fn keys_in(&self, index: usize, cluster: &LogicalClusterName, namespace: &str) -> Vec<ClusterKey> {
+        let Some(slot) = self.slot(index) else { return vec![] };
+        slot.cache.keys_in(cluster, |h| h.namespace() == Some(namespace))
     }
 
     /// The objects of slot `index` currently assigned to `target_key`.
