@@ -686,3 +686,20 @@ async fn syncers_of_one_target_leave_other_shards_workspaces_alone() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_stopping_syncer_leaves_its_replacements_subscription() {
+    let f = fixture(None, Box::new(|_, _, _| Reply::Hold), Box::new(|_, _, _| Reply::Hold));
+    let (upstream, key) = (&f.engine.upstream, key_of_target());
+    let old = upstream.subscribe(&key);
+    let mut new = upstream.subscribe(&key);
+    // The old syncer stops after its replacement subscribed.
+    drop(old);
+    upstream.unsubscribe(&key);
+    upstream.fill_for_test(&default_resources()[0], &[kcp_namespace(true)], vec![], true);
+    assert!(new.try_recv().is_ok(), "the replacement still hears of changes");
+    // Its own stop removes it: nothing is sent to a syncer that is gone.
+    drop(new);
+    upstream.unsubscribe(&key);
+    assert!(upstream.subscribe(&key).try_recv().is_ok(), "a new subscriber is sent what is assigned");
+}

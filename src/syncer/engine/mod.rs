@@ -231,9 +231,10 @@ impl Engine {
             }));
         }
         cancel.cancelled().await;
-        self.upstream.unsubscribe(&self.target_key);
         tasks.abort_all();
         while tasks.join_next().await.is_some() {}
+        // After the tasks, so this syncer's receiver is gone and only its own subscription goes.
+        self.upstream.unsubscribe(&self.target_key);
         // Workers finish the sync in hand (bounded) rather than being cut off between two writes,
         // and so do the finalizer writes they started: a restarted syncer then has none to redo.
         workers.stop().await;

@@ -253,8 +253,14 @@ impl Upstream {
         rx
     }
 
+    /// Drops `target_key`'s subscription once its receiver is gone. A syncer that stops after
+    /// its replacement subscribed (a changed kubeconfig starts the new one beside the old) must
+    /// not take the replacement's subscription with it: that syncer would hear of no change again.
     pub fn unsubscribe(&self, target_key: &str) {
-        self.subscribers.lock().expect("subscribers poisoned").remove(target_key);
+        let mut subscribers = self.subscribers.lock().expect("subscribers poisoned");
+        if subscribers.get(target_key).is_some_and(|tx| tx.is_closed()) {
+            subscribers.remove(target_key);
+        }
     }
 
     /// Every cached object, of every resource and workspace, for which `pred` holds. The objects
