@@ -46,11 +46,7 @@ impl Assignment {
     pub fn of(namespace: &Value) -> Self {
         let targets = assigned_targets(namespace);
         let (mut selectors, mut invalid) = (std::collections::BTreeMap::new(), std::collections::BTreeMap::new());
-        let annotations = namespace["metadata"]["annotations"].as_object().into_iter().flatten();
-        for (key, v) in annotations.filter_map(|(k, v)| Some((k.strip_prefix(WORKLOAD_SELECTOR_PREFIX)?, v))) {
-            if !targets.contains(key) {
-                continue;
-            }
+        for (key, v) in per_target(namespace, WORKLOAD_SELECTOR_PREFIX, &targets) {
             let parsed = parse_workload_selectors(v.as_str().unwrap_or_default());
             if let Err(why) = &parsed {
                 invalid.insert(key.to_string(), why.clone());
@@ -60,18 +56,12 @@ impl Assignment {
         let awaiting = namespace["metadata"]["annotations"][AWAITING_EVIDENCE_ANNOTATION].as_str().map(key_list);
         let awaiting = awaiting.unwrap_or_default().intersection(&targets).cloned().collect();
         let weights = namespace["metadata"]["annotations"][REPLICAS_ANNOTATION].as_str().and_then(parse_weights);
-        let annotations = namespace["metadata"]["annotations"].as_object().into_iter().flatten();
-        let overrides = annotations
-            .filter_map(|(k, v)| Some((k.strip_prefix(OVERRIDES_PREFIX)?, v)))
-            .filter(|(key, _)| targets.contains(*key))
+        let overrides = per_target(namespace, OVERRIDES_PREFIX, &targets)
             .map(|(key, v)| (key.to_string(), overrides::parse(v.as_str().unwrap_or_default())))
             .collect();
-        let annotations = namespace["metadata"]["annotations"].as_object().into_iter().flatten();
-        let upsync = annotations
-            .filter_map(|(k, v)| Some((k.strip_prefix(UPSYNC_PREFIX)?, v.as_str()?)))
-            .filter(|(key, _)| targets.contains(*key))
+        let upsync = per_target(namespace, UPSYNC_PREFIX, &targets)
             .filter_map(|(key, v)| {
-                let kinds: Vec<UpsyncedKind> = serde_json::from_str(v).ok()?;
+                let kinds: Vec<UpsyncedKind> = serde_json::from_str(v.as_str()?).ok()?;
                 Some((key.to_string(), kinds.into_iter().map(|k| (k.group, k.kind)).collect()))
             })
             .collect();
@@ -129,6 +119,17 @@ impl Assignment {
         }
         out
     }
+}
+
+/// The annotations `<prefix><target key>` of a namespace for the assigned `targets` only, as
+/// (target key, value).
+fn per_target<'a>(
+    namespace: &'a Value,
+    prefix: &'a str,
+    targets: &'a BTreeSet<String>,
+) -> impl Iterator<Item = (&'a str, &'a Value)> {
+    let annotations = namespace["metadata"]["annotations"].as_object().into_iter().flatten();
+    annotations.filter_map(move |(k, v)| Some((k.strip_prefix(prefix)?, v))).filter(|(key, _)| targets.contains(*key))
 }
 
 /// A workload-selector annotation's value: a JSON list of label selectors whose operators are

@@ -151,7 +151,8 @@ pub(crate) fn is_ours(key: &str) -> bool {
     key.split_once('/').is_some_and(|(prefix, _)| prefix == PREFIX || prefix.ends_with(&format!(".{PREFIX}")))
 }
 
-fn string_map(v: &Value) -> BTreeMap<String, String> {
+/// The string entries of a JSON object (labels, annotations); anything else is empty.
+pub(crate) fn string_map(v: &Value) -> BTreeMap<String, String> {
     v.as_object()
         .map(|m| m.iter().filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string()))).collect())
         .unwrap_or_default()

@@ -7,12 +7,10 @@
 //! the original; an object in kcp that is not such a copy is never written or deleted, however
 //! it came there — it is reported instead.
 
-use std::collections::BTreeMap;
-
 use serde_json::{Map, Value, json};
 
 use super::naming::TARGET_LABEL;
-use super::transform::{Skip, is_ours, skip_reason};
+use super::transform::{Skip, is_ours, skip_reason, string_map};
 use crate::apis::names::UPSYNCED_FROM_LABEL;
 
 /// Annotation on a copy in kcp: the hash of what was written, so an unchanged original writes
@@ -105,12 +103,6 @@ pub fn decide(desired: Option<&Value>, listed: bool, kcp: &InKcp) -> Step {
         (None, InKcp::Copy { .. }) if listed => Step::Delete,
         (None, _) => Step::Nothing,
     }
-}
-
-fn string_map(v: &Value) -> BTreeMap<String, String> {
-    v.as_object()
-        .map(|m| m.iter().filter_map(|(k, v)| v.as_str().map(|s| (k.clone(), s.to_string()))).collect())
-        .unwrap_or_default()
 }
 
 #[cfg(test)]

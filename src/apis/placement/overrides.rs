@@ -118,12 +118,11 @@ pub fn for_target(placement: &str, overrides: &[Override], labels: &BTreeMap<Str
     overrides
         .iter()
         .filter_map(|o| {
-            let invalid = check(o).err();
-            let reaches = o.target_selector.as_ref().is_none_or(|s| matches_selector(s, labels));
             let selector_invalid = o.target_selector.as_ref().is_some_and(|s| validate_selector("", s).is_err());
-            let mut change = o.clone();
-            change.target_selector = None;
-            (reaches || selector_invalid).then(|| TargetOverride { placement: placement.into(), change, invalid })
+            (reaches(o, labels) || selector_invalid).then(|| {
+                let change = Override { target_selector: None, ..o.clone() };
+                TargetOverride { placement: placement.into(), change, invalid: check(o).err() }
+            })
         })
         .collect()
 }
@@ -135,16 +134,18 @@ pub fn status(overrides: &[Override], chosen: &[(String, BTreeMap<String, String
         .iter()
         .map(|o| {
             let invalid = check(o).err();
-            let reaches = |labels: &BTreeMap<String, String>| {
-                o.target_selector.as_ref().is_none_or(|s| matches_selector(s, labels))
-            };
             let targets = match invalid {
                 Some(_) => vec![],
-                None => chosen.iter().filter(|(_, l)| reaches(l)).map(|(n, _)| n.clone()).collect(),
+                None => chosen.iter().filter(|(_, l)| reaches(o, l)).map(|(n, _)| n.clone()).collect(),
             };
             OverrideStatus { name: o.name.clone(), targets, invalid }
         })
         .collect()
+}
+
+/// Whether `o`'s `targetSelector` (unset: every chosen target) matches a target's `labels`.
+fn reaches(o: &Override, labels: &BTreeMap<String, String>) -> bool {
+    o.target_selector.as_ref().is_none_or(|s| matches_selector(s, labels))
 }
 
 /// Reads an [`OVERRIDES_PREFIX`] annotation; the error says why without echoing the value.

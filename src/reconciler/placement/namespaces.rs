@@ -70,15 +70,17 @@ impl Controller {
                 }
                 let workloads =
                     assign::widen(out.targets.get(&tkey).map(|(_, w)| w), p.spec.workload_selector.as_ref());
+                // The SyncTarget is looked up only for what needs it: weights and overrides.
+                let wants_target = p.spec.replica_policy.is_some() || !p.spec.overrides.is_empty();
+                let st = if wants_target { self.directory.target(&target)? } else { None };
                 if let Some(policy) = &p.spec.replica_policy
-                    && let Some(st) = self.directory.target(&target)?
-                    && let Some(w) = replicas::weight(policy, &st, now, self.settings.failover_grace)
+                    && let Some(st) = &st
+                    && let Some(w) = replicas::weight(policy, st, now, self.settings.failover_grace)
                 {
                     let entry = out.weights.entry(tkey.clone()).or_insert(w);
                     *entry = (*entry).max(w);
                 }
                 if !p.spec.overrides.is_empty() {
-                    let st = self.directory.target(&target)?;
                     let labels = st.and_then(|st| st.metadata.labels.clone()).unwrap_or_default();
                     let name = p.metadata.name.as_deref().unwrap_or_default();
                     let list = overrides::for_target(name, &p.spec.overrides, &labels);

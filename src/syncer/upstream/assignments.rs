@@ -166,13 +166,9 @@ impl Upstream {
 
     /// The objects of slot `index` currently assigned to `target_key`.
     pub fn assigned_keys_of(&self, target_key: &str, index: usize) -> Vec<SyncKey> {
-        let Some(slot) = self.slot(index) else { return vec![] };
-        let mut out = vec![];
-        for ns in self.namespaces.all_keys(|a| a.targets.contains(target_key)) {
-            let keys = slot.cache.keys_in(&ns.cluster, |h| h.namespace() == Some(ns.name.as_str()));
-            out.extend(keys.into_iter().map(|key| SyncKey { resource: Some(index), key }));
-        }
-        out
+        let namespaces = self.namespaces.all_keys(|a| a.targets.contains(target_key));
+        let keys = namespaces.into_iter().flat_map(|ns| self.keys_in(index, &ns.cluster, &ns.name));
+        keys.map(|key| SyncKey { resource: Some(index), key }).collect()
     }
 
     pub(super) fn keys_in_namespace(&self, cluster: &LogicalClusterName, namespace: &str) -> Vec<SyncKey> {
