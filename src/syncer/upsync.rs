@@ -7,6 +7,7 @@
 //! the original; an object in kcp that is not such a copy is never written or deleted, however
 //! it came there — it is reported instead.
 
+use kube::core::TypeMeta;
 use serde_json::{Map, Value, json};
 
 use super::naming::TARGET_LABEL;
@@ -28,10 +29,14 @@ pub fn copyable(kind: &str, original: &Value) -> bool {
     !ours && skip_reason(kind, original) != Some(Skip::ClusterProvided)
 }
 
-/// The object to apply in kcp for `original`: its labels and annotations without kcp-tmc's
-/// own, labelled with `target_key`, every field but `metadata` and `status`, and the hash of
-/// all that in [`UPSYNC_HASH_ANNOTATION`].
-pub fn desired(original: &Value, target_key: &str) -> Value {
+/// The object to apply in kcp for `original` of the kind `types`: its labels and annotations
+/// without kcp-tmc's own, labelled with `target_key`, every field but `metadata` and `status`,
+/// and the hash of all that in [`UPSYNC_HASH_ANNOTATION`].
+///
+/// `apiVersion` and `kind` come from `types`, not from the original: the items of a list carry
+/// none (a watch's events do), and an original first seen in a list — every original, after a
+/// restart — would otherwise be sent without them and refused.
+pub fn desired(original: &Value, types: &TypeMeta, target_key: &str) -> Value {
     let meta = &original["metadata"];
     let mut labels = string_map(&meta["labels"]);
     labels.retain(|k, _| !is_ours(k));
@@ -39,8 +44,11 @@ pub fn desired(original: &Value, target_key: &str) -> Value {
     let mut annotations = string_map(&meta["annotations"]);
     annotations.retain(|k, _| !is_ours(k) && !DROPPED_ANNOTATIONS.contains(&k.as_str()));
     let mut out = Map::new();
+    out.insert("apiVersion".into(), json!(types.api_version));
+    out.insert("kind".into(), json!(types.kind));
     if let Some(fields) = original.as_object() {
-        for (k, v) in fields.iter().filter(|(k, _)| !matches!(k.as_str(), "metadata" | "status")) {
+        let copied = |k: &str| !matches!(k, "apiVersion" | "kind" | "metadata" | "status");
+        for (k, v) in fields.iter().filter(|(k, _)| copied(k)) {
             out.insert(k.clone(), v.clone());
         }
     }
@@ -109,6 +117,10 @@ pub fn decide(desired: Option<&Value>, listed: bool, kcp: &InKcp) -> Step {
 mod tests {
     use super::*;
 
+    fn secrets() -> TypeMeta {
+        TypeMeta { api_version: "v1".into(), kind: "Secret".into() }
+    }
+
     fn secret() -> Value {
         json!({
             "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
@@ -122,7 +134,7 @@ mod tests {
 
     #[test]
     fn the_copy_keeps_the_object_and_names_its_target() {
-        let got = desired(&secret(), "k1");
+        let got = desired(&secret(), &secrets(), "k1");
         let hash = got["metadata"]["annotations"][UPSYNC_HASH_ANNOTATION].clone();
         assert!(hash.as_str().is_some_and(|h| h.len() == 16), "{hash}");
         assert_eq!(
@@ -135,10 +147,26 @@ mod tests {
             })
         );
         // Same original, same hash; a changed one, another.
-        assert_eq!(desired(&secret(), "k1"), got);
+        assert_eq!(desired(&secret(), &secrets(), "k1"), got);
         let mut changed = secret();
         changed["data"]["url"] = json!("eA==");
-        assert_ne!(desired(&changed, "k1")["metadata"]["annotations"][UPSYNC_HASH_ANNOTATION], hash);
+        assert_ne!(desired(&changed, &secrets(), "k1")["metadata"]["annotations"][UPSYNC_HASH_ANNOTATION], hash);
+    }
+
+    /// An original from a list (no apiVersion or kind, as after a restart) is copied with its
+    /// kind's, and hashes as the same original from a watch event does: no rewrite after a relist.
+    #[test]
+    fn an_original_from_a_list_gets_its_kind() {
+        let from_watch = desired(&secret(), &secrets(), "k1");
+        let mut listed = secret();
+        let fields = listed.as_object_mut().unwrap();
+        fields.remove("apiVersion");
+        fields.remove("kind");
+        assert_eq!(desired(&listed, &secrets(), "k1"), from_watch);
+        // The kind is the one watched, whatever the original says.
+        let mut odd = secret();
+        odd["kind"] = json!("ConfigMap");
+        assert_eq!(desired(&odd, &secrets(), "k1")["kind"], "Secret");
     }
 
     #[test]
@@ -158,7 +186,7 @@ mod tests {
 
     #[test]
     fn decisions_never_touch_what_is_not_a_copy() {
-        let want = desired(&secret(), "k1");
+        let want = desired(&secret(), &secrets(), "k1");
         let hash = want["metadata"]["annotations"][UPSYNC_HASH_ANNOTATION].as_str().map(str::to_string);
         let copy = |h: Option<String>| InKcp::Copy { hash: h };
         let other = |from: Option<&str>| InKcp::Other { from: from.map(str::to_string) };

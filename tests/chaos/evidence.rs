@@ -20,8 +20,17 @@ pub struct Copy {
 /// Objects of `kind` in the downstream namespace `ns`, by name (the cluster's own
 /// `kube-root-ca.crt` left out).
 pub fn downstream(cluster: &Cluster, ns: &str, kind: &str) -> Result<BTreeMap<String, Copy>, String> {
-    let out = cluster.kubectl(&["-n", ns, "get", kind, "-o", "json", "--chunk-size=2000"])?;
-    let list: Value = serde_json::from_str(&out).map_err(|e| e.to_string())?;
+    copies(&cluster.kubectl(&["-n", ns, "get", kind, "-o", "json", "--chunk-size=2000"])?)
+}
+
+/// Objects of `kind` in kcp's `ws`/`ns` matching the label `selector`, by name.
+pub fn upstream(kcp: &Kcp, ws: &str, ns: &str, kind: &str, selector: &str) -> Result<BTreeMap<String, Copy>, String> {
+    copies(&kcp.kubectl(ws, &["-n", ns, "get", kind, "-l", selector, "-o", "json"], None)?)
+}
+
+/// The objects of a `kubectl get -o json` list, by name (`kube-root-ca.crt` left out).
+fn copies(out: &str) -> Result<BTreeMap<String, Copy>, String> {
+    let list: Value = serde_json::from_str(out).map_err(|e| e.to_string())?;
     Ok(list["items"]
         .as_array()
         .into_iter()

@@ -23,6 +23,7 @@ mod partition;
 mod procs;
 mod proxy;
 mod restart;
+mod upsync;
 mod world;
 
 use std::future::Future;
@@ -72,6 +73,7 @@ fn all_cases() -> Vec<(&'static str, CaseFn)> {
         apiserver::compaction_forces_a_relist,
         partition::hung_and_partitioned_clusters_fail_over,
         partition::kcp_unreachable_keeps_cross_workspace_workload,
+        upsync::copies_hold_through_a_cut_cluster_and_a_killed_manager,
     ]
 }
 

@@ -16,6 +16,7 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, Preconditions};
+use kube::core::TypeMeta;
 use kube::runtime::watcher;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
@@ -165,6 +166,7 @@ impl Engine {
                 continue;
             }
             let kind = resource.api.kind.clone();
+            let types = TypeMeta { api_version: resource.api.api_version.clone(), kind: kind.clone() };
             let originals: HashMap<String, Arc<DynamicObject>> =
                 originals.0.read().expect("originals poisoned").clone();
             let mut names: BTreeSet<String> = originals.keys().cloned().collect();
@@ -180,8 +182,9 @@ impl Engine {
             for name in names {
                 let key = ClusterKey::new(source.cluster.clone(), Some(source.name.clone()), name.clone());
                 let original = originals.get(&name).map(|o| serde_json::to_value(o.as_ref()).unwrap_or_default());
-                let desired =
-                    original.filter(|o| upsync::copyable(&kind, o)).map(|o| upsync::desired(&o, &self.target_key));
+                let desired = original
+                    .filter(|o| upsync::copyable(&kind, o))
+                    .map(|o| upsync::desired(&o, &types, &self.target_key));
                 let held = self.upstream.object(index, &key);
                 let held_value = held.as_ref().map(|o| serde_json::to_value(o.as_ref()).unwrap_or_default());
                 let kcp = upsync::in_kcp(held_value.as_ref(), &self.target_key);
