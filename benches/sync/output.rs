@@ -189,6 +189,8 @@ pub fn write(r: &Results, restart: Option<&Restart>, s: &Settings) {
          Why the missed targets are missed, from the profile above and the API servers' counters: `docs/performance.md`."
     );
     let dir = out_dir();
+    // A scratch `TMC_BENCH_OUT` need not exist yet; losing a whole run's figures to it did.
+    std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("benchmarks.md"), &md).unwrap();
     let json = serde_json::to_string_pretty(&r.json()).unwrap();
     std::fs::write(dir.join("benchmarks.json"), json + "\n").unwrap();

@@ -9,6 +9,12 @@
 //! Now the worker is free once the copy is written; a failed write re-queues the key with
 //! backoff, as a failed sync would. One write per key is in flight at a time, so a sync the
 //! object's own events bring meanwhile does not race it.
+//!
+//! The writes in flight are not bounded, on purpose. Bounded to the workers (a semaphore taken in
+//! the task), the finalizers fell behind the copies in a 10,000-object burst: 7,174 were still
+//! unwritten when the bench restarted the manager (written by the new one), and VmHWM rose from
+//! 71.8 to 136.5 MB (each waiting task holds the object it read). Unbounded, the same burst held
+//! ~290 more connections to kcp at its peak (kube's client speaks HTTP/1.1: one per request).
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, PoisonError};
