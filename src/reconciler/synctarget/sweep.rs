@@ -75,6 +75,14 @@ pub fn verdict(
     }
 }
 
+/// Whether an object carrying the markers of `target_keys` can get any verdict but
+/// [`Verdict::Keep`]: only a marker of a target whose syncer does not act can. The sweeper looks
+/// at no other object, so a pass over a manager's every synced object reads (and holds) only the
+/// few it may act on.
+pub fn worth_a_look(target_keys: &BTreeSet<String>, known: &HashMap<String, Syncer>) -> bool {
+    target_keys.iter().any(|k| !matches!(known.get(k), Some(Syncer::Acting)))
+}
+
 /// How long a target key must stay unknown to every endpoint before its markers are released.
 /// A pull-mode syncer may put its finalizer on objects moments after its SyncTarget was created,
 /// before this manager's watch has delivered that SyncTarget: one look is not proof enough.
@@ -133,6 +141,31 @@ mod tests {
         ];
         for (key, deleting, want) in rows {
             assert_eq!(verdict(key, &known, *deleting, T), *want, "{key} deleting {deleting:?}");
+        }
+    }
+
+    /// Passed over only when every verdict would be `Keep`, however long it has been deleting.
+    #[test]
+    fn only_objects_a_verdict_may_act_on_are_looked_at() {
+        let known: HashMap<String, Syncer> =
+            [("acting".to_string(), Syncer::Acting), ("absent".to_string(), Syncer::Absent("no kubeconfig".into()))]
+                .into();
+        let rows: &[(&[&str], bool)] = &[
+            (&[], false),
+            (&["acting"], false),
+            (&["absent"], true),
+            (&["gone"], true),
+            (&["acting", "gone"], true),
+            (&["acting", "absent"], true),
+        ];
+        for (keys, want) in rows {
+            let keys: BTreeSet<String> = keys.iter().map(|k| k.to_string()).collect();
+            assert_eq!(worth_a_look(&keys, &known), *want, "{keys:?}");
+            if !want {
+                for deleting in [None, Some(Duration::ZERO), Some(T * 10)] {
+                    assert!(keys.iter().all(|k| verdict(k, &known, deleting, T) == Verdict::Keep), "{keys:?}");
+                }
+            }
         }
     }
 

@@ -208,7 +208,7 @@ impl Controller {
     ) -> Option<Duration> {
         let upstream = self.syncers.upstream();
         let timeout = self.syncers.deletion_timeout();
-        let held = upstream.find(|h| !sweep::held_markers(h).is_empty());
+        let held = upstream.find(|h| sweep::worth_a_look(&sweep::held_markers(h), known));
         let now = jiff::Timestamp::now();
         let (mut released, mut next): (usize, Option<Duration>) = (0, None);
         let mut unknown = BTreeSet::new();

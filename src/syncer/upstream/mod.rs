@@ -263,15 +263,17 @@ impl Upstream {
         }
     }
 
-    /// Every cached object, of every resource and workspace, for which `pred` holds. The objects
-    /// may be metadata only (see [`Upstream::object`]).
-    pub fn find(&self, pred: impl Fn(&Held) -> bool) -> Vec<(usize, ClusterKey, Arc<DynamicObject>)> {
+    /// Every cached object, of every resource and workspace, for which `pred` holds, in its
+    /// metadata-only form ([`Held::metadata_object`]: no apiVersion, kind or contents), which is
+    /// all its callers read. Decoding them whole made the finalizer sweeper, which asked for
+    /// every synced object, the largest transient in the manager's heap profile.
+    pub fn find(&self, pred: impl Fn(&Held) -> bool) -> Vec<(usize, ClusterKey, DynamicObject)> {
         let slots = self.slots.read().expect("slots poisoned").clone();
         let mut out = vec![];
         for (index, slot) in slots.iter().enumerate() {
             for key in slot.cache.all_keys(|h| pred(h)) {
                 if let Some(held) = slot.cache.get(&key) {
-                    out.push((index, key, held.object()));
+                    out.push((index, key, held.metadata_object()));
                 }
             }
         }
