@@ -170,10 +170,12 @@ impl Engine {
             let originals: HashMap<String, Arc<DynamicObject>> =
                 originals.0.read().expect("originals poisoned").clone();
             let mut names: BTreeSet<String> = originals.keys().cloned().collect();
+            // kcp's side is read as metadata only (labels, UID, kcp-tmc's annotations): all
+            // `in_kcp`, delete and conflict read, without decoding every object of the namespace.
             for key in self.upstream.keys_in(index, &source.cluster, &source.name) {
                 let from_us = self
                     .upstream
-                    .object(index, &key)
+                    .metadata(index, &key)
                     .is_some_and(|o| o.labels().get(crate::apis::names::UPSYNCED_FROM_LABEL) == Some(&self.target_key));
                 if from_us {
                     names.insert(key.name);
@@ -185,16 +187,16 @@ impl Engine {
                 let desired = original
                     .filter(|o| upsync::copyable(&kind, o))
                     .map(|o| upsync::desired(&o, &types, &self.target_key));
-                let held = self.upstream.object(index, &key);
-                let held_value = held.as_ref().map(|o| serde_json::to_value(o.as_ref()).unwrap_or_default());
+                let held = self.upstream.metadata(index, &key);
+                let held_value = held.as_ref().map(|o| serde_json::to_value(o).unwrap_or_default());
                 let kcp = upsync::in_kcp(held_value.as_ref(), &self.target_key);
                 match upsync::decide(desired.as_ref(), listed, &kcp) {
                     Step::Nothing => {
                         self.upsyncs.written.lock().expect("upsync poisoned").remove(&(index, key));
                     }
                     Step::Write => self.upsync_write(index, &resource.api, &key, desired.as_ref()).await,
-                    Step::Delete => self.upsync_delete(&resource.api, &key, held.as_deref()).await,
-                    Step::Conflict => self.upsync_conflict(index, &resource.api, &key, held.as_deref()).await,
+                    Step::Delete => self.upsync_delete(&resource.api, &key, held.as_ref()).await,
+                    Step::Conflict => self.upsync_conflict(index, &resource.api, &key, held.as_ref()).await,
                 }
             }
         }

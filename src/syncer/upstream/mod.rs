@@ -287,6 +287,12 @@ impl Upstream {
         Some(self.slot(resource)?.cache.get(key)?.object())
     }
 
+    /// The cached upstream object's metadata-only form ([`Held::metadata_object`]), without
+    /// decoding a whole object: for readers of its labels, UID and kcp-tmc's own annotations.
+    pub fn metadata(&self, resource: usize, key: &ClusterKey) -> Option<DynamicObject> {
+        Some(self.slot(resource)?.cache.get(key)?.metadata_object())
+    }
+
     /// The object of `key` whole, read from kcp when the view holds only its metadata (see
     /// [`kept`]). [`Read::Newer`] when kcp holds a newer version than the view: the view then
     /// takes the version read (unless a watch event replaced the entry meanwhile) and the key is
