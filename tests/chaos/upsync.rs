@@ -5,6 +5,7 @@
 //!   unknown, not absent), and once the cluster is back exactly the deleted ones go;
 //! - the manager is killed with kill -9 in the middle of a second burst of originals: its
 //!   replacement copies the rest, and no copy made before is deleted and recreated.
+//!
 //! Throughout, the originals are never deleted or replaced by kcp-tmc (their UIDs).
 
 use std::collections::BTreeMap;
