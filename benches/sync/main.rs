@@ -8,8 +8,10 @@
 //! Knobs: `TMC_BENCH_WORKSPACES` (10), `TMC_BENCH_OBJECTS` (burst sizes, `1000,10000`; the last
 //! is the headline), `TMC_BENCH_SAMPLES` (100 one-at-a-time objects), `TMC_BENCH_STEADY`
 //! (300 objects at 20/s), `TMC_BENCH_STATUS` (50 Deployments), `TMC_BENCH_REPEAT` (3),
-//! `TMC_BENCH_PEER_BURST` (1000), `TMC_BENCH_PEER_LARGE` (10000, the peer's large burst, once). `TMC_WRAP="heaptrack -o DIR/tmc"` runs the manager under a
-//! profiler (see docs/performance.md).
+//! `TMC_BENCH_PEER_BURST` (1000), `TMC_BENCH_PEER_LARGE` (10000, the peer's large burst, once).
+//! `TMC_WRAP="heaptrack -o DIR/tmc"` runs the manager under a profiler (see docs/performance.md),
+//! in a process group of its own: signals and `/proc` figures go to `tmc` itself, and the
+//! profiler's processes are stopped with it.
 //! Output: `docs/benchmarks.md` and `docs/benchmarks.json` (or `TMC_BENCH_OUT`, a directory).
 
 // The e2e suite's environment, shared; the bench uses only part of it.

@@ -213,6 +213,9 @@ pub fn kubectl_at(kubeconfig: &Path, server: &str, args: &[&str], stdin: Option<
 /// A process of the `tmc` binary under test, killed on drop, logging to a file.
 pub struct Tmc {
     child: Child,
+    /// Started under `TMC_WRAP` (a profiler), in a process group of its own: the wrapper's
+    /// child is the real `tmc`, and only signalling the group reaches both.
+    wrapped: bool,
     pub log: PathBuf,
 }
 
@@ -261,6 +264,7 @@ impl Tmc {
             Some((tool, tool_args)) => {
                 let mut c = Command::new(tool);
                 c.args(tool_args).arg(env!("CARGO_BIN_EXE_tmc"));
+                std::os::unix::process::CommandExt::process_group(&mut c, 0);
                 c
             }
             None => Command::new(env!("CARGO_BIN_EXE_tmc")),
@@ -274,11 +278,31 @@ impl Tmc {
             .stderr(file)
             .spawn()
             .unwrap();
-        Tmc { child, log }
+        Tmc { child, wrapped: !wrap.is_empty(), log }
     }
 
+    /// The pid of the `tmc` process itself: under `TMC_WRAP`, the member of the wrapper's
+    /// process group running the tmc binary (the wrapper's own pid until it has started it), so
+    /// that `/proc/<pid>` figures and signals are the manager's, not the profiler's.
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        let wrapper = self.child.id();
+        if !self.wrapped {
+            return wrapper;
+        }
+        let binary = Path::new(env!("CARGO_BIN_EXE_tmc")).canonicalize().ok();
+        let in_group = |pid: u32| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            // `pid (comm) state ppid pgrp …`: comm may hold spaces, so split after its `)`.
+            let fields: Vec<&str> = stat.rsplit_once(')').map_or("", |(_, rest)| rest).split_whitespace().collect();
+            fields.get(2) == Some(&wrapper.to_string().as_str())
+        };
+        let is_tmc = |pid: u32| std::fs::read_link(format!("/proc/{pid}/exe")).ok() == binary;
+        std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+            .find(|&pid| pid != wrapper && in_group(pid) && is_tmc(pid))
+            .unwrap_or(wrapper)
     }
 
     pub fn output(&self) -> String {
@@ -290,9 +314,15 @@ impl Tmc {
         matches!(self.child.try_wait(), Ok(None))
     }
 
-    /// Sends a signal, e.g. `KILL` or `TERM`.
+    /// Sends a signal, e.g. `KILL` or `TERM`, to the `tmc` process (not a wrapper around it).
     pub fn signal(&self, name: &str) {
-        let _ = Command::new("kill").args([&format!("-{name}"), &self.child.id().to_string()]).status();
+        let _ = Command::new("kill").args([&format!("-{name}"), &self.pid().to_string()]).status();
+    }
+
+    /// What `kill` addresses to reach every process of this one: under `TMC_WRAP` the whole
+    /// process group (`-<pgid>`), so a profiler's children do not outlive the run.
+    fn kill_target(&self) -> String {
+        if self.wrapped { format!("-{}", self.child.id()) } else { self.child.id().to_string() }
     }
 
     /// The exit code once the process has exited (`None` while it runs or if a signal ended it).
@@ -302,18 +332,29 @@ impl Tmc {
 }
 
 impl Drop for Tmc {
-    /// SIGTERM first, so the process shuts down cleanly (and coverage data gets written), then
-    /// SIGKILL if it has not exited within five seconds.
+    /// SIGTERM to `tmc` first, so it shuts down cleanly (and coverage data gets written), then
+    /// SIGKILL if it has not exited within five seconds. Under `TMC_WRAP` the profiler gets a
+    /// minute to write its data once `tmc` has exited, and then its whole process group is killed.
     fn drop(&mut self) {
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
-        let deadline = Instant::now() + Duration::from_secs(5);
+        let grace = Duration::from_secs(if self.wrapped { 60 } else { 5 });
+        let deadline = Instant::now() + grace;
+        let mut termed = false;
         while Instant::now() < deadline {
             if !matches!(self.child.try_wait(), Ok(None)) {
+                // Exited and reaped: its pid may be anyone's now, but a group's id is not
+                // reused while a member (a profiler's helper) is left.
+                if self.wrapped {
+                    let _ = Command::new("kill").args(["-KILL", "--", &self.kill_target()]).status();
+                }
                 return;
+            }
+            if !termed {
+                self.signal("TERM");
+                termed = true;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        let _ = self.child.kill();
+        let _ = Command::new("kill").args(["-KILL", "--", &self.kill_target()]).status();
         let _ = self.child.wait();
     }
 }
