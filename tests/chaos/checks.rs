@@ -19,9 +19,21 @@ pub async fn exactly(
     want: &BTreeMap<String, Value>,
     timeout: Duration,
 ) -> Result<(BTreeMap<String, Copy>, Duration), String> {
+    let what = format!("{dns} in cluster {index} to equal kcp");
+    until_equal(&what, want, timeout, || evidence::downstream(&w.clusters[index], dns, "configmaps")).await
+}
+
+/// Waits until `fetch` returns exactly `want` (name → data), nothing else; returns what it
+/// returned and how long that took. `what` names the wait in the error.
+pub async fn until_equal(
+    what: &str,
+    want: &BTreeMap<String, Value>,
+    timeout: Duration,
+    fetch: impl Fn() -> Result<BTreeMap<String, Copy>, String>,
+) -> Result<(BTreeMap<String, Copy>, Duration), String> {
     let t = Instant::now();
-    let got = eventually(&format!("{dns} in cluster {index} to equal kcp"), timeout, || async {
-        let got = evidence::downstream(&w.clusters[index], dns, "configmaps")?;
+    let got = eventually(what, timeout, || async {
+        let got = fetch()?;
         let problems = evidence::diff(want, &got);
         if problems.is_empty() {
             return Ok(Some(got));

@@ -15,11 +15,11 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::checks::nothing_stuck;
+use crate::checks::{nothing_stuck, until_equal};
 use crate::env::eventually;
 use crate::evidence::{self, Copy};
 use crate::proxy::Mode;
-use crate::world::{WAIT, World, configmaps};
+use crate::world::{WAIT, World, configmap_lists, configmaps};
 use crate::{Report, burst_size};
 
 const WS: &str = "root:chaos-upsync";
@@ -33,14 +33,9 @@ const CUT: Duration = Duration::from_secs(20);
 /// The operator: applies `objects` as ConfigMaps into the cluster's namespace `dns`, 25 per
 /// kubectl call, counting them in `applied`.
 fn operate(w: &World, dns: &str, objects: &BTreeMap<String, Value>, applied: &AtomicUsize) -> Result<(), String> {
-    let items: Vec<Value> = objects
-        .iter()
-        .map(|(n, d)| json!({ "apiVersion": "v1", "kind": "ConfigMap", "metadata": { "name": n }, "data": d }))
-        .collect();
-    for part in items.chunks(25) {
-        let list = json!({ "apiVersion": "v1", "kind": "List", "items": part }).to_string();
+    for (count, list) in configmap_lists(objects, 25) {
         w.clusters[0].kubectl_stdin(&["-n", dns, "apply", "-f", "-"], &list)?;
-        applied.fetch_add(part.len(), Ordering::SeqCst);
+        applied.fetch_add(count, Ordering::SeqCst);
     }
     Ok(())
 }
@@ -52,16 +47,8 @@ fn copies(w: &World, key: &str) -> Result<BTreeMap<String, Copy>, String> {
 
 /// Waits until kcp holds exactly one copy of each of `want` (name → data), nothing else.
 async fn copies_equal(w: &World, key: &str, want: &BTreeMap<String, Value>) -> Result<BTreeMap<String, Copy>, String> {
-    eventually(&format!("kcp's copies in {WS}/{NS} to equal the cluster's originals"), WAIT, || async {
-        let got = copies(w, key)?;
-        let problems = evidence::diff(want, &got);
-        if problems.is_empty() {
-            return Ok(Some(got));
-        }
-        let shown: Vec<_> = problems.iter().take(5).collect();
-        Err(format!("{} differences, e.g. {shown:?}", problems.len()))
-    })
-    .await
+    let what = format!("kcp's copies in {WS}/{NS} to equal the cluster's originals");
+    Ok(until_equal(&what, want, WAIT, || copies(w, key)).await?.0)
 }
 
 /// Fails when a copy of `before` was deleted, recreated or (with `rewritten`) written.

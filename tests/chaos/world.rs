@@ -261,6 +261,18 @@ impl Burst {
     }
 }
 
+/// `objects` (name → data) as kubectl `List`s of ConfigMaps, `chunk` per list: (how many, the list).
+pub fn configmap_lists(objects: &BTreeMap<String, Value>, chunk: usize) -> Vec<(usize, String)> {
+    let items: Vec<Value> = objects
+        .iter()
+        .map(|(n, d)| json!({ "apiVersion": "v1", "kind": "ConfigMap", "metadata": { "name": n }, "data": d }))
+        .collect();
+    items
+        .chunks(chunk)
+        .map(|part| (part.len(), json!({ "apiVersion": "v1", "kind": "List", "items": part }).to_string()))
+        .collect()
+}
+
 /// Applies ConfigMaps into `ws`/`ns` with kubectl, `chunk` per call; a chunk that fails (kcp
 /// down) is retried until `deadline`, as a user's script would. `applied`, if given, counts the
 /// objects of every chunk kcp accepted, so that a fault can be timed by the burst's progress.
@@ -273,12 +285,7 @@ pub fn apply_configmaps(
     deadline: std::time::Instant,
     applied: Option<&AtomicUsize>,
 ) -> Result<(), String> {
-    let items: Vec<Value> = objects
-        .iter()
-        .map(|(n, d)| json!({ "apiVersion": "v1", "kind": "ConfigMap", "metadata": { "name": n }, "data": d }))
-        .collect();
-    for part in items.chunks(chunk) {
-        let list = json!({ "apiVersion": "v1", "kind": "List", "items": part }).to_string();
+    for (count, list) in configmap_lists(objects, chunk) {
         loop {
             match kcp.kubectl(ws, &["-n", ns, "apply", "--server-side", "-f", "-"], Some(&list)) {
                 Ok(_) => break,
@@ -287,7 +294,7 @@ pub fn apply_configmaps(
             }
         }
         if let Some(applied) = applied {
-            applied.fetch_add(part.len(), Ordering::SeqCst);
+            applied.fetch_add(count, Ordering::SeqCst);
         }
     }
     Ok(())
