@@ -2,8 +2,9 @@
 //! creates in the cluster's copy of a namespace come back into the tenant's namespace in kcp,
 //! labelled with the target, follow their originals and are deleted with them; they are never
 //! synced down again (the original keeps its UID and resourceVersion); a tenant's own object of
-//! the same name is reported, not overwritten; and a second workspace with the same names on
-//! the same cluster gets nothing of the first's.
+//! the same name is reported, not overwritten; a copy kcp refuses is reported once, with the
+//! Secret's value cut out of what kcp said; and a second workspace with the same names on the
+//! same cluster gets nothing of the first's.
 
 use std::sync::Arc;
 
@@ -23,6 +24,38 @@ fn upsyncing() -> Result<String, String> {
         json!({"matchExpressions": [{"key": "sync", "operator": "NotIn", "values": ["no"]}]});
     Ok(p.to_string())
 }
+
+/// A Secret value kcp's admission policy repeats in its refusal, which must never reach an event.
+const REFUSED_VALUE: &str = "s3cr3t-upsync-token";
+
+/// A ValidatingAdmissionPolicy (and binding) in the tenant's workspace refusing Secrets labelled
+/// `refuse=upsync`, whose message quotes the Secret's `token` in plain text, as a careless
+/// policy author's might.
+const REFUSING_POLICY: &str = r#"apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicy
+metadata: {name: refuse-upsync}
+spec:
+  failurePolicy: Fail
+  matchConstraints:
+    resourceRules:
+    - apiGroups: [""]
+      apiVersions: [v1]
+      operations: [CREATE, UPDATE]
+      resources: [secrets]
+  validations:
+  - expression: "false"
+    messageExpression: "'the workspace refuses this Secret (token ' + string(object.data.token) + ')'"
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicyBinding
+metadata: {name: refuse-upsync}
+spec:
+  policyName: refuse-upsync
+  validationActions: [Deny]
+  matchResources:
+    objectSelector:
+      matchLabels: {refuse: upsync}
+"#;
 
 /// Waits until kcp's `kind`/`name` in `ws`/db satisfies `ok`.
 async fn wait_kcp(w: &World, ws: &str, kind: &str, name: &str, ok: impl Fn(&Value) -> bool) -> Result<Value, String> {
@@ -91,6 +124,28 @@ pub async fn operator_objects_come_back_to_kcp_and_never_go_down_again(w: Arc<Wo
     ensure!(now["metadata"]["labels"].get("tmc.kcp.io/target").is_none(), "synced down: {}", now["metadata"]);
     ensure!(events(&w, ws, "db", "TakeOverRefused")?.is_empty(), "a take-over was attempted");
 
+    // A copy kcp refuses: one `UpsyncFailed` event naming it, with what kcp said, and without
+    // the Secret's value in either form.
+    w.kcp.kubectl(ws, &["apply", "-f", "-"], Some(REFUSING_POLICY))?;
+    let refused = json!({"apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "db-refused", "labels": {"refuse": "upsync"}}, "stringData": {"token": REFUSED_VALUE}});
+    // A policy takes a moment to be enforced: wait until kcp refuses a server-side dry run.
+    eventually("the workspace's policy to be enforced", WAIT, || async {
+        let probe =
+            w.kcp.kubectl(ws, &["-n", "db", "apply", "--dry-run=server", "-f", "-"], Some(&refused.to_string()));
+        Ok(probe.is_err_and(|e| e.contains("the workspace refuses")).then_some(()))
+    })
+    .await?;
+    w.clusters[0].kubectl_stdin(&["-n", &dns, "apply", "-f", "-"], &refused.to_string())?;
+    let said = eventually("an UpsyncFailed event on db-refused", WAIT, || async {
+        Ok(events(&w, ws, "db", "UpsyncFailed")?.into_iter().find(|e| e.contains("db-refused")))
+    })
+    .await?;
+    ensure!(said.contains("the workspace refuses this Secret"), "kcp's reason is missing: {said}");
+    let encoded = "czNjcjN0LXVwc3luYy10b2tlbg=="; // base64 of REFUSED_VALUE
+    ensure!(!said.contains(REFUSED_VALUE) && !said.contains(encoded), "the Secret's value reached an event: {said}");
+    ensure!(upstream_get(&w, ws, "db", "secret", "db-refused")?.is_none(), "kcp holds a refused copy");
+
     // The other workspace, same names on the same cluster, got nothing.
     ensure!(upstream_get(&w, other, "db", "secret", "db-conn")?.is_none(), "{other} got the first workspace's Secret");
 
@@ -101,5 +156,8 @@ pub async fn operator_objects_come_back_to_kcp_and_never_go_down_again(w: Arc<Wo
     })
     .await?;
     ensure!(upstream_get(&w, ws, "db", "configmap", "report")?.is_some(), "the tenant's ConfigMap was deleted");
+    // Retried at every pass meanwhile, the refusal of one version was told once.
+    let told = events(&w, ws, "db", "UpsyncFailed")?.into_iter().filter(|e| e.contains("db-refused")).count();
+    ensure!(told == 1, "{told} UpsyncFailed events for one refused version");
     Ok(())
 }
