@@ -168,7 +168,7 @@ fn main() {
             }
             let before = b.manager_metrics().await;
             let (status, status_floor, status_vw) = b.status_latency(&format!("status{rep}"), status_samples).await;
-            profile::record_status(&mut r, &before, &b.manager_metrics().await);
+            profile::record_status(&mut r, &before, &b.manager_metrics().await, status_samples);
             r.add("status_p50_ms", percentile(&status, 0.5));
             r.add("status_vw_floor_p50_ms", percentile(&status_vw, 0.5));
             r.add_extra("status_p99_ms", percentile(&status, 0.99));

@@ -346,13 +346,18 @@ fn profile_section(md: &mut String, r: &Results, samples: usize) {
             format!("{} ({per}) [{slow}]", show(&format!("profile_{run}_{op}_ms"), 1))
         });
     }
-    let _ = writeln!(md, "\n| status run | mean ms |\n|---|---|");
+    let _ = writeln!(md, "\n| status run | value |\n|---|---|");
     let _ = writeln!(
         md,
-        "| manager: status seen in the cluster → written in kcp | {} |",
+        "| manager: status seen in the cluster → written in kcp, mean ms | {} |",
         show("profile_status_manager_ms", 1)
     );
-    let _ = writeln!(md, "| … its status write | {} |", show("profile_status_write_ms", 1));
+    let _ = writeln!(md, "| … its status write, mean ms | {} |", show("profile_status_write_ms", 1));
+    let _ = writeln!(
+        md,
+        "| … status writes per Deployment (every status on the way to available) | {} |",
+        show("profile_status_writes_per_object", 2)
+    );
 }
 
 /// Where the machine's CPU went in the largest burst, floor and kcp-tmc (see `cpu.rs`).

@@ -90,11 +90,18 @@ pub fn record(r: &mut Results, run: &str, before: &str, after: &str, objects: us
     }
 }
 
-/// Records the profile of the status run between the scrapes `before` and `after`.
-pub fn record_status(r: &mut Results, before: &str, after: &str) {
+/// Records the profile of the status run of `samples` Deployments between the scrapes `before`
+/// and `after`. The writes per Deployment count every status the cluster went through on the
+/// way to available (each is written up, one after the other for one object).
+pub fn record_status(r: &mut Results, before: &str, after: &str, samples: usize) {
     let (latency, _) = delta(before, after, "tmc_status_latency_seconds", "");
-    let (write, _) = delta(before, after, "tmc_syncer_operation_duration_seconds", "operation=\"status\"");
-    for (name, value) in [("profile_status_manager_ms", latency), ("profile_status_write_ms", write)] {
+    let (write, writes) = delta(before, after, "tmc_syncer_operation_duration_seconds", "operation=\"status\"");
+    let per_object = writes / samples as f64;
+    for (name, value) in [
+        ("profile_status_manager_ms", latency),
+        ("profile_status_write_ms", write),
+        ("profile_status_writes_per_object", per_object),
+    ] {
         if value.is_finite() {
             r.add_extra(name, value);
         }
