@@ -29,8 +29,8 @@ fn upsyncing() -> Result<String, String> {
 const REFUSED_VALUE: &str = "s3cr3t-upsync-token";
 
 /// A ValidatingAdmissionPolicy (and binding) in the tenant's workspace refusing Secrets labelled
-/// `refuse=upsync`, whose message quotes the Secret's `token` in plain text, as a careless
-/// policy author's might.
+/// `refuse=upsync`, whose message quotes the Secret's `token`, as a careless policy author's
+/// might (kcp v0.32's CEL renders it base64-encoded; the test looks for both forms).
 const REFUSING_POLICY: &str = r#"apiVersion: admissionregistration.k8s.io/v1
 kind: ValidatingAdmissionPolicy
 metadata: {name: refuse-upsync}
