@@ -251,16 +251,17 @@ impl Engine {
             tracing::info_span!("sync", target = %target, workspace = %key.key.cluster,
                 namespace = ?key.key.namespace, name = %key.key.name)
         };
-        Loop::new("syncer", span)
-            .observe(move |key, ok, started| {
-                if ok {
-                    telemetry.settled(key, started);
-                }
-            })
-            .spawn(&queue, count, move |key| {
+        Loop::new("syncer", span).observe(move |key, ok, _started| telemetry.finished(key, ok)).spawn(
+            &queue,
+            count,
+            move |key| {
                 let this = self.clone();
-                async move { this.sync(&key).await }
-            })
+                async move {
+                    this.telemetry.begin(&key);
+                    this.sync(&key).await
+                }
+            },
+        )
     }
 
     /// The kcp API of the upstream object behind `key`, scoped to its logical cluster.

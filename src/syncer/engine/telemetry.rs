@@ -2,10 +2,13 @@
 //!
 //! Latency needs the moment a change was seen, which the work queue does not keep. So the engine
 //! notes it here, per queue key, when an upstream event (a kcp object changed) or a downstream
-//! event (a cluster object changed) queues the key; the sync that writes the result takes it.
-//! A key that fails keeps its moment, so a retried change is measured from when it was first
-//! seen; a sync that succeeds without writing anything forgets what it saw before it started.
-//! Entries therefore live only as long as their key waits or retries.
+//! event (a cluster object changed) queues the key. A sync takes the moments seen before it
+//! began, and its write observes them; a change seen while it runs (a status arriving while the
+//! previous one is being written) waits for the next sync and is measured from its own moment,
+//! the wait included, not folded into the older change. A sync that fails hands its moments
+//! back, so a retried change is measured from when it was first seen; one that succeeds without
+//! writing forgets them. Entries therefore live only as long as their key waits, syncs or
+//! retries.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -22,6 +25,10 @@ pub(super) struct Telemetry {
     upstream_seen: Mutex<HashMap<SyncKey, Instant>>,
     /// When the oldest unhandled downstream change of each key was seen.
     downstream_seen: Mutex<HashMap<SyncKey, Instant>>,
+    /// The moments the sync in progress of each key took from `upstream_seen`.
+    upstream_carried: Mutex<HashMap<SyncKey, Instant>>,
+    /// The moments the sync in progress of each key took from `downstream_seen`.
+    downstream_carried: Mutex<HashMap<SyncKey, Instant>>,
 }
 
 type Seen = Mutex<HashMap<SyncKey, Instant>>;
@@ -47,7 +54,14 @@ impl Telemetry {
             target_key: target_key.to_string(),
             upstream_seen: Default::default(),
             downstream_seen: Default::default(),
+            upstream_carried: Default::default(),
+            downstream_carried: Default::default(),
         }
+    }
+
+    /// (seen, carried) for upstream and downstream changes.
+    fn pairs(&self) -> [(&Seen, &Seen); 2] {
+        [(&self.upstream_seen, &self.upstream_carried), (&self.downstream_seen, &self.downstream_carried)]
     }
 
     pub(super) fn metrics(&self) -> &Metrics {
@@ -68,27 +82,41 @@ impl Telemetry {
         lock(&self.downstream_seen).entry(key.clone()).or_insert_with(Instant::now);
     }
 
-    /// The object of `key` was applied in the cluster: the upstream change it carries arrived.
+    /// A sync of `key` begins: it carries every change of `key` seen so far.
+    pub(super) fn begin(&self, key: &SyncKey) {
+        for (seen, carried) in self.pairs() {
+            let taken = lock(seen).remove(key);
+            if let Some(at) = taken {
+                lock(carried).insert(key.clone(), at);
+            }
+        }
+    }
+
+    /// The object of `key` was applied in the cluster: the upstream change its sync carries
+    /// arrived.
     pub(super) fn applied(&self, key: &SyncKey) {
-        if let Some(seen) = lock(&self.upstream_seen).remove(key) {
+        if let Some(seen) = lock(&self.upstream_carried).remove(key) {
             self.metrics.observe_sync_latency(&self.target_key, seen.elapsed());
         }
     }
 
-    /// The status of `key` was written to kcp: the downstream change it carries arrived.
+    /// The status of `key` was written to kcp: the downstream change its sync carries arrived.
     pub(super) fn status_written(&self, key: &SyncKey) {
-        if let Some(seen) = lock(&self.downstream_seen).remove(key) {
+        if let Some(seen) = lock(&self.downstream_carried).remove(key) {
             self.metrics.observe_status_latency(&self.target_key, seen.elapsed());
         }
     }
 
-    /// A sync of `key` that started at `started` succeeded: changes seen before then needed no
-    /// write (or were measured already). Changes seen since wait for the sync they queued.
-    pub(super) fn settled(&self, key: &SyncKey, started: Instant) {
-        for seen in [&self.upstream_seen, &self.downstream_seen] {
-            let mut seen = lock(seen);
-            if seen.get(key).is_some_and(|t| *t <= started) {
-                seen.remove(key);
+    /// The sync of `key` ended. Succeeded: what it carried needed no further write (or was
+    /// measured already). Failed: what it carried waits for the retry, still measured from when
+    /// it was first seen (the older of that and anything seen meanwhile).
+    pub(super) fn finished(&self, key: &SyncKey, ok: bool) {
+        for (seen, carried) in self.pairs() {
+            let Some(at) = lock(carried).remove(key) else { continue };
+            if !ok {
+                let mut seen = lock(seen);
+                let oldest = seen.entry(key.clone()).or_insert(at);
+                *oldest = (*oldest).min(at);
             }
         }
     }
@@ -116,6 +144,11 @@ mod tests {
         m.encode().lines().find_map(|l| l.strip_prefix(&prefix)).map_or(0, |v| v.parse().unwrap())
     }
 
+    fn sum(m: &Metrics, family: &str) -> f64 {
+        let prefix = format!(r#"{family}_sum{{sync_target="t"}} "#);
+        m.encode().lines().find_map(|l| l.strip_prefix(&prefix)).map_or(0.0, |v| v.parse().unwrap())
+    }
+
     #[test]
     fn latency_is_observed_once_per_change_and_only_on_write() {
         let t = Telemetry::new(Metrics::new(), "t");
@@ -125,13 +158,20 @@ mod tests {
         let steps: Vec<(&str, Step, u64, u64)> = vec![
             ("a changes upstream", Box::new(|| t.upstream_changed(&a)), 0, 0),
             ("a changes again", Box::new(|| t.upstream_changed(&a)), 0, 0),
+            ("a applied outside a sync: nothing carried", Box::new(|| t.applied(&a)), 0, 0),
+            ("a's sync begins", Box::new(|| t.begin(&a)), 0, 0),
             ("a applied", Box::new(|| t.applied(&a)), 1, 0),
-            ("a applied again: nothing new seen", Box::new(|| t.applied(&a)), 1, 0),
+            ("a applied again: nothing new carried", Box::new(|| t.applied(&a)), 1, 0),
+            ("a's sync ends", Box::new(|| t.finished(&a, true)), 1, 0),
             ("b changes downstream", Box::new(|| t.downstream_changed(&b)), 1, 0),
+            ("b's sync begins", Box::new(|| t.begin(&b)), 1, 0),
             ("b's status written", Box::new(|| t.status_written(&b)), 1, 1),
+            ("b's sync ends", Box::new(|| t.finished(&b, true)), 1, 1),
             ("b changes upstream", Box::new(|| t.upstream_changed(&b)), 1, 1),
-            ("b settles without a write", Box::new(|| t.settled(&b, Instant::now())), 1, 1),
-            ("b applied later: its change was forgotten", Box::new(|| t.applied(&b)), 1, 1),
+            ("b's next sync begins", Box::new(|| t.begin(&b)), 1, 1),
+            ("and ends without a write", Box::new(|| t.finished(&b, true)), 1, 1),
+            ("b's sync after that begins", Box::new(|| t.begin(&b)), 1, 1),
+            ("b applied: its change was forgotten", Box::new(|| t.applied(&b)), 1, 1),
         ];
         for (what, step, sync, status) in &steps {
             step();
@@ -141,14 +181,43 @@ mod tests {
         }
     }
 
+    /// A status that arrives while the previous one is being written is measured by the next
+    /// sync, from its own moment and with its wait, not folded into the older one.
     #[test]
-    fn changes_seen_during_a_sync_survive_its_end() {
+    fn a_change_seen_during_a_sync_is_measured_by_the_next() {
         let t = Telemetry::new(Metrics::new(), "t");
-        let started = Instant::now();
-        std::thread::sleep(std::time::Duration::from_millis(2));
-        t.upstream_changed(&key("a"));
-        t.settled(&key("a"), started);
-        t.applied(&key("a"));
+        let a = key("a");
+        t.downstream_changed(&a);
+        t.begin(&a);
+        t.downstream_changed(&a);
+        std::thread::sleep(std::time::Duration::from_millis(30));
+        t.status_written(&a);
+        t.finished(&a, true);
+        assert_eq!(count(t.metrics(), "tmc_status_latency_seconds"), 1);
+        t.begin(&a);
+        t.status_written(&a);
+        t.finished(&a, true);
+        assert_eq!(count(t.metrics(), "tmc_status_latency_seconds"), 2, "the second change was lost");
+        let total = sum(t.metrics(), "tmc_status_latency_seconds");
+        assert!(total >= 0.06, "the second change's wait for the first write is not counted: {total} s for both");
+    }
+
+    /// A failed sync hands its moment back: the retry measures from the first sighting, not
+    /// from a change seen meanwhile.
+    #[test]
+    fn a_failed_sync_keeps_the_oldest_moment() {
+        let t = Telemetry::new(Metrics::new(), "t");
+        let a = key("a");
+        t.upstream_changed(&a);
+        t.begin(&a);
+        std::thread::sleep(std::time::Duration::from_millis(30));
+        t.upstream_changed(&a);
+        t.finished(&a, false);
+        t.begin(&a);
+        t.applied(&a);
+        t.finished(&a, true);
         assert_eq!(count(t.metrics(), "tmc_sync_latency_seconds"), 1);
+        let total = sum(t.metrics(), "tmc_sync_latency_seconds");
+        assert!(total >= 0.03, "measured from the later change: {total} s");
     }
 }
