@@ -139,14 +139,18 @@ mod tests {
         }
     }
 
+    /// The histogram `family`'s `_count` or `_sum` sample for target `t` (0 before any).
+    fn sample(m: &Metrics, family: &str, suffix: &str) -> f64 {
+        let prefix = format!(r#"{family}_{suffix}{{sync_target="t"}} "#);
+        m.encode().lines().find_map(|l| l.strip_prefix(&prefix)).map_or(0.0, |v| v.parse().unwrap())
+    }
+
     fn count(m: &Metrics, family: &str) -> u64 {
-        let prefix = format!(r#"{family}_count{{sync_target="t"}} "#);
-        m.encode().lines().find_map(|l| l.strip_prefix(&prefix)).map_or(0, |v| v.parse().unwrap())
+        sample(m, family, "count") as u64
     }
 
     fn sum(m: &Metrics, family: &str) -> f64 {
-        let prefix = format!(r#"{family}_sum{{sync_target="t"}} "#);
-        m.encode().lines().find_map(|l| l.strip_prefix(&prefix)).map_or(0.0, |v| v.parse().unwrap())
+        sample(m, family, "sum")
     }
 
     #[test]
